@@ -1,0 +1,5 @@
+import sys
+
+from combcn.cli import main
+
+sys.exit(main())

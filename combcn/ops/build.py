@@ -1,0 +1,1 @@
+"""Placeholder: builds nothing yet."""
