@@ -32,3 +32,9 @@ def pytest_report_header(config: object) -> list[str]:
             "here (measured 13 s vs 26 ms); use float32 on CPU, keep bf16 for CUDA or AMX machines"
         )
     return lines
+
+
+def pytest_terminal_summary(terminalreporter: object, exitstatus: int, config: object) -> None:
+    # Repeat the machine note at the end too: `pytest -q` hides the header.
+    if "amx_bf16" not in _cpu_flags():
+        terminalreporter.write_line(pytest_report_header(config)[-1])  # type: ignore[attr-defined]
