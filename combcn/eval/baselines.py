@@ -1,0 +1,135 @@
+"""Classical fills the network is measured against, run in the same evaluation (issue 3).
+
+Every baseline has the model's calling convention: ``fill(frames, hole) -> frames`` with
+``frames`` Tensor[N, 3, T, H, W] float in [0, 1] and ``hole`` Tensor[N, 1, T, H, W] (1 = hole), and
+returns the clip composited: pixels outside the hole are the input's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["BASELINES", "telea", "navier_stokes", "temporal_median", "composite"]
+
+#: Neighbourhood radius (px) of OpenCV's inpainting, the value OpenCV's own examples use.
+INPAINT_RADIUS = 3
+
+
+def composite(fill: Tensor, frames: Tensor, hole: Tensor) -> Tensor:
+    """Fill inside the hole, the input outside it, exactly (no arithmetic on known pixels).
+
+    Args:
+        fill (Tensor[N, C, T, H, W]): proposed values.
+        frames (Tensor[N, C, T, H, W]): input clip.
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N, C, T, H, W] with ``frames``' dtype.
+    """
+    return torch.where(hole > 0.5, fill.to(frames.dtype), frames)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """[H, W, 3] float in [0, 1] -> uint8 (OpenCV's inpainting rejects 3-channel float)."""
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def _check(frames: Tensor, hole: Tensor) -> None:
+    if frames.dim() != 5 or hole.dim() != 5 or hole.shape[1] != 1 or frames.shape[2:] != hole.shape[2:]:
+        raise ValueError(
+            f"expected frames Tensor[N, 3, T, H, W] and hole Tensor[N, 1, T, H, W]; got "
+            f"{tuple(frames.shape)} and {tuple(hole.shape)}"
+        )
+
+
+def _per_frame(frames: Tensor, hole: Tensor, flags: int) -> Tensor:
+    _check(frames, hole)
+    plate = frames.detach().cpu().permute(0, 2, 3, 4, 1).numpy()  # [N, T, H, W, 3]
+    holes = (hole.detach().cpu()[:, 0] > 0.5).numpy()  # [N, T, H, W]
+    fill = np.empty_like(plate)
+    for n in range(plate.shape[0]):
+        for t in range(plate.shape[1]):
+            if not holes[n, t].any():
+                fill[n, t] = plate[n, t]
+                continue
+            mask = holes[n, t].astype(np.uint8) * 255
+            fill[n, t] = cv2.inpaint(_to_uint8(plate[n, t]), mask, INPAINT_RADIUS, flags) / 255.0
+    fill_t = torch.from_numpy(fill).permute(0, 4, 1, 2, 3).to(frames.device)
+    return composite(fill_t, frames, hole)
+
+
+def telea(frames: Tensor, hole: Tensor) -> Tensor:
+    """OpenCV Telea (fast marching) inpainting, each frame on its own.
+
+    Args:
+        frames (Tensor[N, 3, T, H, W]): clip in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N, 3, T, H, W]: composited fill.
+    """
+    return _per_frame(frames, hole, cv2.INPAINT_TELEA)
+
+
+def navier_stokes(frames: Tensor, hole: Tensor) -> Tensor:
+    """OpenCV Navier-Stokes inpainting, each frame on its own.
+
+    Args:
+        frames (Tensor[N, 3, T, H, W]): clip in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N, 3, T, H, W]: composited fill.
+    """
+    return _per_frame(frames, hole, cv2.INPAINT_NS)
+
+
+def temporal_median(frames: Tensor, hole: Tensor) -> Tensor:
+    """Per pixel, the median over the frames of the window where that pixel is known.
+
+    Pixels never known in the window (a static hole) get a Telea fill of the median frame, so the
+    fallback is a clean-plate estimate inpainted spatially, the same in every frame.
+
+    Args:
+        frames (Tensor[N, 3, T, H, W]): clip in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N, 3, T, H, W]: composited fill.
+    """
+    _check(frames, hole)
+    plate = frames.detach().cpu().double().numpy()  # [N, 3, T, H, W]
+    holes = (hole.detach().cpu() > 0.5).numpy()  # [N, 1, T, H, W]
+    known = np.where(holes, np.nan, plate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": handled just below
+        median = np.nanmedian(known, axis=2)  # [N, 3, H, W]
+    fill = np.empty_like(plate)
+    for n in range(plate.shape[0]):
+        never = np.isnan(median[n, 0])
+        clean = np.nan_to_num(median[n]).transpose(1, 2, 0)  # [H, W, 3]
+        if never.all():
+            clean[:] = 0.5  # nothing known at all: mid-grey is the least-wrong guess
+        elif never.any():
+            never_mask = never.astype(np.uint8) * 255
+            filled = cv2.inpaint(_to_uint8(clean), never_mask, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+            clean[never] = filled[never] / 255.0
+        fill[n] = clean.transpose(2, 0, 1)[:, None]
+    return composite(torch.from_numpy(fill).to(frames.device), frames, hole)
+
+
+#: name -> (fill function, one-line description), in table order.
+BASELINES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], str]] = {
+    "telea": (telea, f"OpenCV Telea per frame (radius {INPAINT_RADIUS}, 8-bit)"),
+    "navier_stokes": (navier_stokes, f"OpenCV Navier-Stokes per frame (radius {INPAINT_RADIUS}, 8-bit)"),
+    "temporal_median": (
+        temporal_median,
+        "per-pixel median of the window's known values; never-known pixels: Telea on the median frame",
+    ),
+}

@@ -1,0 +1,225 @@
+"""Fill-quality metrics on clips with known ground truth.
+
+All metrics take a filled clip ``output``, the ground truth ``truth`` and the ``hole``:
+
+- ``output``, ``truth``: Tensor[N, 3, T, H, W] (or [3, T, H, W]) float in [0, 1];
+- ``hole``: Tensor[N, 1, T, H, W] (or [1, T, H, W]) float, 1 = hole (inside the synthetic hole), 0 = known.
+
+Each returns a Tensor[N] (one value per clip), so callers can average over clips the way the
+paper normalises its loss: per sample first (paper §3, Eq. 1-2 and the footnote on the 0-255 scale).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "hole_mae",
+    "psnr",
+    "psnr_hole",
+    "ssim",
+    "ssim_map",
+    "temporal_error",
+    "gaussian_window",
+]
+
+# SSIM constants of Wang et al. 2004: 11-tap Gaussian, sigma 1.5, K1 = 0.01, K2 = 0.03, dynamic range 1.
+SSIM_SIZE = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def _as_batch(output: Tensor, truth: Tensor, hole: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Check shapes and add the batch axis where it is missing; returns float64 tensors."""
+    if output.dim() == 4:
+        output, truth, hole = output[None], truth[None], hole[None]
+    if output.dim() != 5 or output.shape != truth.shape:
+        raise ValueError(
+            f"output and truth must be Tensor[N, C, T, H, W] of the same shape; got "
+            f"{tuple(output.shape)} and {tuple(truth.shape)}"
+        )
+    n, _, t, h, w = output.shape
+    if hole.dim() != 5 or hole.shape[0] != n or hole.shape[1] != 1 or tuple(hole.shape[2:]) != (t, h, w):
+        raise ValueError(
+            f"hole must be Tensor[N, 1, T, H, W] = [{n}, 1, {t}, {h}, {w}]; got {tuple(hole.shape)}"
+        )
+    # float64: sums over millions of pixels must not lose the last digit of the 0-255 error.
+    return output.double(), truth.double(), (hole > 0.5).double()
+
+
+def hole_mae(output: Tensor, truth: Tensor, hole: Tensor) -> Tensor:
+    """Mean absolute error per hole pixel on a 0-255 scale, averaged over RGB (paper §3 footnote, §6).
+
+    Args:
+        output (Tensor[N, C, T, H, W]): filled clip in [0, 1].
+        truth (Tensor[N, C, T, H, W]): ground truth in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N]: per clip, sum |output - truth| * 255 over hole pixels and channels divided by
+        (hole pixels * C); NaN for a clip without hole pixels.
+    """
+    output, truth, hole = _as_batch(output, truth, hole)
+    err = (output - truth).abs() * hole * 255.0
+    count = hole.sum(dim=(1, 2, 3, 4)) * output.shape[1]
+    return err.sum(dim=(1, 2, 3, 4)) / count
+
+
+def _psnr_from_mse(mse: Tensor) -> Tensor:
+    # An exact fill has MSE 0: report +inf rather than a made-up cap.
+    return torch.where(mse > 0, -10.0 * torch.log10(mse.clamp_min(1e-300)), torch.full_like(mse, math.inf))
+
+
+def _no_hole(output: Tensor) -> Tensor:
+    """An all-known hole Tensor[N, 1, T, H, W] (or [1, T, H, W]) matching ``output``."""
+    return torch.zeros_like(output.narrow(-4, 0, 1))
+
+
+def psnr(output: Tensor, truth: Tensor) -> Tensor:
+    """PSNR in dB over the whole clip (every pixel of every frame), peak 1.0.
+
+    Args:
+        output (Tensor[N, C, T, H, W]): filled clip in [0, 1].
+        truth (Tensor[N, C, T, H, W]): ground truth in [0, 1].
+
+    Returns:
+        Tensor[N]: 10 log10(1 / MSE) per clip; +inf where the clip is reproduced exactly.
+    """
+    output, truth, _ = _as_batch(output, truth, _no_hole(output))
+    mse = ((output - truth) ** 2).mean(dim=(1, 2, 3, 4))
+    return _psnr_from_mse(mse)
+
+
+def psnr_hole(output: Tensor, truth: Tensor, hole: Tensor) -> Tensor:
+    """PSNR in dB over the hole pixels only (MSE averaged over hole pixels and RGB), peak 1.0.
+
+    Args:
+        output (Tensor[N, C, T, H, W]): filled clip in [0, 1].
+        truth (Tensor[N, C, T, H, W]): ground truth in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N]: per clip; NaN for a clip without hole pixels, +inf for an exact fill.
+    """
+    output, truth, hole = _as_batch(output, truth, hole)
+    count = hole.sum(dim=(1, 2, 3, 4)) * output.shape[1]
+    mse = (((output - truth) ** 2) * hole).sum(dim=(1, 2, 3, 4)) / count
+    return torch.where(torch.isnan(mse), mse, _psnr_from_mse(torch.nan_to_num(mse)))
+
+
+def gaussian_window(size: int = SSIM_SIZE, sigma: float = SSIM_SIGMA) -> Tensor:
+    """Normalised 1-D Gaussian taps.
+
+    Returns:
+        Tensor[size] float64 summing to 1.
+    """
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_map(a: Tensor, b: Tensor) -> Tensor:
+    """Local SSIM of two image stacks (Wang et al. 2004), 'valid' windows only (no padding).
+
+    Args:
+        a (Tensor[B, H, W]): images in [0, 1] (one channel each).
+        b (Tensor[B, H, W]): images in [0, 1].
+
+    Returns:
+        Tensor[B, H - 10, W - 10] float64: SSIM of each 11x11 Gaussian-weighted window, indexed by
+        the window's top-left corner (the centre pixel is at +5, +5).
+    """
+    if a.shape != b.shape or a.dim() != 3:
+        raise ValueError(
+            f"ssim_map takes two Tensor[B, H, W] of one shape; got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    if a.shape[-1] < SSIM_SIZE or a.shape[-2] < SSIM_SIZE:
+        raise ValueError(f"SSIM needs frames of at least {SSIM_SIZE}x{SSIM_SIZE}; got {tuple(a.shape[-2:])}")
+    # float32 depthwise convs are ~60x faster than float64 here; subtracting each image's mean first
+    # keeps E[x^2] - E[x]^2 from cancelling catastrophically, so SSIM stays within ~1e-6 of float64.
+    n = a.shape[0]
+    g = gaussian_window().float().to(a.device)
+    kx = g.view(1, 1, 1, -1).expand(n, 1, 1, SSIM_SIZE).contiguous()
+    ky = g.view(1, 1, -1, 1).expand(n, 1, SSIM_SIZE, 1).contiguous()
+
+    def blur(x: Tensor) -> Tensor:
+        return F.conv2d(F.conv2d(x, kx, groups=n), ky, groups=n)
+
+    shift_a = a.double().mean(dim=(1, 2), keepdim=True)
+    shift_b = b.double().mean(dim=(1, 2), keepdim=True)
+    a0 = (a.double() - shift_a).float()[None]
+    b0 = (b.double() - shift_b).float()[None]
+    mu_a0, mu_b0 = blur(a0).double(), blur(b0).double()
+    var_a = blur(a0 * a0).double() - mu_a0**2
+    var_b = blur(b0 * b0).double() - mu_b0**2
+    cov = blur(a0 * b0).double() - mu_a0 * mu_b0
+    mu_a, mu_b = mu_a0 + shift_a[None], mu_b0 + shift_b[None]
+    c1 = (SSIM_K1 * 1.0) ** 2
+    c2 = (SSIM_K2 * 1.0) ** 2
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return (num / den)[0]
+
+
+def ssim(output: Tensor, truth: Tensor, hole: Tensor | None = None) -> Tensor:
+    """Mean SSIM per clip, over channels and frames.
+
+    Without ``hole``: the mean of the SSIM map of every frame and channel (whole-frame SSIM).
+    With ``hole``: the mean over windows whose centre pixel is a hole pixel (hole SSIM); NaN for a
+    clip whose hole has no such window (a hole entirely within 5 px of the border).
+
+    Args:
+        output (Tensor[N, C, T, H, W]): filled clip in [0, 1].
+        truth (Tensor[N, C, T, H, W]): ground truth in [0, 1].
+        hole (Tensor[N, 1, T, H, W] | None): 1 = hole.
+
+    Returns:
+        Tensor[N] float64.
+    """
+    whole = hole is None
+    output, truth, hole = _as_batch(output, truth, _no_hole(output) if hole is None else hole)
+    n, c, t, h, w = output.shape
+    smap = ssim_map(output.reshape(-1, h, w), truth.reshape(-1, h, w)).view(n, c, t, h - 10, w - 10)
+    if whole:
+        return smap.mean(dim=(1, 2, 3, 4))
+    r = SSIM_SIZE // 2
+    centre = hole[..., r : h - r, r : w - r]
+    return (smap * centre).sum(dim=(1, 2, 3, 4)) / (centre.sum(dim=(1, 2, 3, 4)) * c)
+
+
+def temporal_error(output: Tensor, truth: Tensor, hole: Tensor) -> Tensor:
+    """Flicker error on a 0-255 scale: how far the fill's frame-to-frame change is from the truth's.
+
+    For each t >= 1: mean over pixels that are hole in frame t or t-1 and over RGB of
+    |(output_t - output_{t-1}) - (truth_t - truth_{t-1})| * 255; then the mean over those t whose
+    pair has any hole pixel. Zero when the fill moves exactly as the truth does (for example a fill
+    off by a constant offset in every frame).
+
+    Args:
+        output (Tensor[N, C, T, H, W]): filled clip in [0, 1].
+        truth (Tensor[N, C, T, H, W]): ground truth in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N]; NaN for a clip of one frame or without hole pixels.
+    """
+    output, truth, hole = _as_batch(output, truth, hole)
+    n, c, t = output.shape[:3]
+    if t < 2:
+        return torch.full((n,), math.nan, dtype=torch.float64, device=output.device)
+    d_out = output[:, :, 1:] - output[:, :, :-1]
+    d_gt = truth[:, :, 1:] - truth[:, :, :-1]
+    pair = torch.maximum(hole[:, :, 1:], hole[:, :, :-1])  # [N, 1, T-1, H, W]
+    err = ((d_out - d_gt).abs() * pair * 255.0).sum(dim=(1, 3, 4))  # [N, T-1]
+    count = pair.sum(dim=(1, 3, 4)) * c
+    valid = count > 0
+    per_t = torch.where(valid, err / count.clamp_min(1), torch.zeros_like(err))
+    frames = valid.sum(dim=1)
+    # NaN (not 0) where no pair has a hole: there is nothing to measure.
+    nan = torch.full_like(err[:, 0], math.nan)
+    return torch.where(frames > 0, per_t.sum(dim=1) / frames.clamp_min(1), nan)

@@ -1,0 +1,157 @@
+"""combcn.eval.metrics on hand-computable cases, and SSIM against a direct numpy oracle."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from combcn.eval import metrics
+
+
+def _clip(t: int = 4, h: int = 16, w: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, t, h, w, generator=g)
+
+
+def _box_hole(t: int = 4, h: int = 16, w: int = 16) -> torch.Tensor:
+    hole = torch.zeros(1, 1, t, h, w)
+    hole[..., 4:10, 3:11] = 1.0
+    return hole
+
+
+class TestHoleMAE:
+    def test_smoke(self) -> None:
+        truth, hole = _clip(), _box_hole()
+        assert metrics.hole_mae(truth, truth, hole).tolist() == [0.0]
+
+    def test_one_channel_off_by_ten_levels(self) -> None:
+        # +10/255 on the red channel only: per-pixel error averaged over RGB is 10/3.
+        truth, hole = _clip() * 0.5, _box_hole()
+        out = truth.clone()
+        out[:, 0] += hole[:, 0] * 10 / 255
+        assert metrics.hole_mae(out, truth, hole).item() == pytest.approx(10 / 3, abs=1e-4)
+
+    def test_known_pixels_do_not_count(self) -> None:
+        truth, hole = _clip(), _box_hole()
+        out = truth + (1 - hole) * 0.7  # wrong everywhere outside the hole
+        assert metrics.hole_mae(out, truth, hole).item() == pytest.approx(0.0, abs=1e-12)
+
+    def test_cardinality_4d_and_batch(self) -> None:
+        truth, hole = _clip(), _box_hole()
+        out = truth.clamp(0, 0.5)
+        one = metrics.hole_mae(out[0], truth[0], hole[0])
+        two = metrics.hole_mae(torch.cat([out, truth]), torch.cat([truth, truth]), torch.cat([hole, hole]))
+        assert one.shape == (1,) and two.shape == (2,)
+        assert two[0].item() == pytest.approx(one.item()) and two[1].item() == 0.0
+
+    def test_exception(self) -> None:
+        with pytest.raises(ValueError, match="hole must be"):
+            metrics.hole_mae(_clip(), _clip(), torch.zeros(1, 3, 4, 16, 16))
+        with pytest.raises(ValueError, match="same shape"):
+            metrics.hole_mae(_clip(), _clip(h=8), _box_hole())
+
+    def test_no_hole_is_nan(self) -> None:
+        assert math.isnan(metrics.hole_mae(_clip(), _clip(seed=1), torch.zeros(1, 1, 4, 16, 16)).item())
+
+
+class TestPSNR:
+    def test_constant_error(self) -> None:
+        truth = _clip() * 0.5
+        assert metrics.psnr(truth + 0.1, truth).item() == pytest.approx(20.0, abs=1e-4)
+
+    def test_hole_only(self) -> None:
+        truth, hole = _clip() * 0.5, _box_hole()
+        out = truth + 0.01 * hole
+        assert metrics.psnr_hole(out, truth, hole).item() == pytest.approx(40.0, abs=1e-4)
+        fraction = hole.mean().item()  # whole-frame MSE is diluted by the known pixels
+        assert metrics.psnr(out, truth).item() == pytest.approx(-10 * math.log10(1e-4 * fraction), abs=1e-4)
+
+    def test_exact_is_inf(self) -> None:
+        truth, hole = _clip(), _box_hole()
+        assert math.isinf(metrics.psnr(truth, truth).item())
+        assert math.isinf(metrics.psnr_hole(truth, truth, hole).item())
+
+
+def _ssim_oracle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Direct SSIM of every 11x11 'valid' window of two [H, W] images, float64, no convolution."""
+    x = np.arange(11) - 5.0
+    g = np.exp(-(x**2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01**2, 0.03**2
+    out = np.empty((a.shape[0] - 10, a.shape[1] - 10))
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            pa, pb = a[i : i + 11, j : j + 11], b[i : i + 11, j : j + 11]
+            ma, mb = (w * pa).sum(), (w * pb).sum()
+            va, vb = (w * (pa - ma) ** 2).sum(), (w * (pb - mb) ** 2).sum()
+            cov = (w * (pa - ma) * (pb - mb)).sum()
+            out[i, j] = (2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+    return out
+
+
+class TestSSIM:
+    def test_identical_is_one(self) -> None:
+        truth = _clip()
+        assert metrics.ssim(truth, truth).item() == pytest.approx(1.0, abs=1e-6)
+
+    def test_constant_images(self) -> None:
+        # Flat images: variances and covariance are 0, SSIM is the luminance term alone.
+        a = torch.full((1, 3, 2, 16, 16), 0.2)
+        b = torch.full((1, 3, 2, 16, 16), 0.6)
+        c1 = 0.01**2
+        expected = (2 * 0.2 * 0.6 + c1) / (0.2**2 + 0.6**2 + c1)
+        assert metrics.ssim(a, b).item() == pytest.approx(expected, abs=1e-7)
+
+    def test_matches_direct_oracle(self) -> None:
+        rng = np.random.default_rng(3)
+        a = rng.random((18, 20))
+        b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+        got = metrics.ssim_map(torch.from_numpy(a)[None], torch.from_numpy(b)[None])[0].numpy()
+        np.testing.assert_allclose(got, _ssim_oracle(a, b), atol=1e-5)
+
+    def test_hole_ssim_averages_windows_centred_in_the_hole(self) -> None:
+        truth, hole = _clip(), _box_hole()
+        out = truth.clone()
+        out[..., :, 10:] = 0.0  # damage only the right-hand side, partly overlapping the hole
+        smap = metrics.ssim_map(out.reshape(-1, 16, 16), truth.reshape(-1, 16, 16)).view(1, 3, 4, 6, 6)
+        centre = hole[..., 5:11, 5:11]
+        expected = (smap * centre).sum() / (centre.sum() * 3)
+        assert metrics.ssim(out, truth, hole).item() == pytest.approx(expected.item(), abs=1e-12)
+        assert metrics.ssim(out, truth, hole).item() < 1.0
+
+    def test_exception(self) -> None:
+        with pytest.raises(ValueError, match="at least 11x11"):
+            metrics.ssim(_clip(h=8, w=8), _clip(h=8, w=8))
+
+
+class TestTemporalError:
+    def test_identical_motion_is_zero(self) -> None:
+        # A fill off by a constant in every frame changes exactly as the truth does.
+        truth, hole = _clip(t=6) * 0.8, _box_hole(t=6)
+        out = truth + 0.1 * hole
+        assert metrics.temporal_error(out, truth, hole).item() == pytest.approx(0.0, abs=1e-4)
+        assert metrics.hole_mae(out, truth, hole).item() > 20.0
+
+    def test_flicker(self) -> None:
+        # Alternating +c / -c offsets: every frame pair differs by 2c from the truth's change.
+        truth, hole = _clip(t=5) * 0.5 + 0.25, _box_hole(t=5)
+        c = 0.05
+        sign = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0]).view(1, 1, 5, 1, 1)
+        out = truth + c * sign * hole
+        assert metrics.temporal_error(out, truth, hole).item() == pytest.approx(2 * c * 255, abs=1e-4)
+
+    def test_static_fill_of_moving_truth(self) -> None:
+        # A frozen fill over a truth that brightens by d per frame errs by d * 255 per pair.
+        t, d = 4, 0.02
+        truth = torch.zeros(1, 3, t, 16, 16) + d * torch.arange(t, dtype=torch.float32).view(1, 1, t, 1, 1)
+        hole = _box_hole(t=t)
+        out = torch.where(hole > 0, torch.full_like(truth, 0.5), truth)
+        assert metrics.temporal_error(out, truth, hole).item() == pytest.approx(d * 255, abs=1e-6)
+
+    def test_single_frame_or_no_hole_is_nan(self) -> None:
+        assert math.isnan(metrics.temporal_error(_clip(t=1), _clip(t=1), _box_hole(t=1)).item())
+        no_hole = torch.zeros(1, 1, 4, 16, 16)
+        assert math.isnan(metrics.temporal_error(_clip(), _clip(seed=2), no_hole).item())
