@@ -1,0 +1,81 @@
+"""The public Python API: :func:`inpaint` (arrays) and :func:`inpaint_sequence` (files).
+
+Both are thin faces over :mod:`combcn.engine`; keep an :class:`combcn.engine.Engine` yourself to
+reuse one loaded model over many calls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from combcn.engine import Engine, Report, render_sequence
+from combcn.io.frames import FrameSet
+
+__all__ = ["Engine", "Report", "inpaint", "inpaint_sequence"]
+
+_engines: dict[tuple[str | None, str | None], Engine] = {}
+
+
+def _engine(weights: str | Path | None, device: str | None) -> Engine:
+    key = (None if weights is None else str(weights), device)
+    if key not in _engines:
+        _engines[key] = Engine(weights, device)
+    return _engines[key]
+
+
+def inpaint(
+    frames: Any,
+    matte: Any,
+    *,
+    weights: str | Path | None = None,
+    device: str | None = None,
+    model: Any = None,
+    **options: Any,
+) -> Any:
+    """Inpaint frames in memory.
+
+    Args:
+        frames (ndarray | Tensor [T, H, W, C], float32 or float16): channels 0-2 are RGB (scene-linear
+            or display-referred); other channels come back untouched.
+        matte (ndarray | Tensor [T, H, W]): in [0, 1], 1 = remove.
+        weights: weights file (None = shipped default); the loaded model is cached per (weights, device).
+        device: ``"cpu"``, ``"cuda"`` or None (cuda when present).
+        model: a model instance to use instead (e.g. a small one in tests).
+        **options: ``shaper`` (``acescct`` default / ``log`` / ``none``), ``threshold`` (0.5),
+            ``invert``, ``expand`` (px), ``feather`` (px), ``overlap`` (window/4 frames), ``margin`` (0.5).
+
+    Returns:
+        Same type, dtype and shape as ``frames``; outside the (feathered) matte bit-exact copies.
+
+    Raises:
+        combcn.errors.InputError: bad shapes, NaN/Inf, a frame entirely under the matte.
+        combcn.errors.ConfigError: unknown option or value.
+    """
+    engine = Engine(device=device, model=model) if model is not None else _engine(weights, device)
+    return engine.inpaint(frames, matte, **options)
+
+
+def inpaint_sequence(
+    source: str | Path,
+    matte: str | Path | None = None,
+    output: str | Path | None = None,
+    frames: str | FrameSet | list[int] | None = None,
+    **options: Any,
+) -> Report:
+    """Inpaint an image sequence (or movie) on disk and write the result as a sequence.
+
+    Args:
+        source: ``plate.####.exr`` / ``plate.%04d.exr`` / ``plate.@@@@.exr``, one image, or a movie.
+        matte: matte sequence/file (None = the plate's alpha or ``matte_channel``).
+        output: output pattern (required), e.g. ``clean/plate.####.exr``; frame numbers are kept.
+        frames: frames to write, e.g. ``"1001-1100"`` or ``"1001-1100x2"`` (None = all on disk).
+        **options: see :func:`combcn.engine.render_sequence` (``matte_channel``, ``part``, ``shaper``,
+            ``threshold``, ``invert``, ``expand``, ``feather``, ``context``, ``overlap``, ``margin``,
+            ``resume``, ``overwrite``, ``compression``, ``pixel_type``, ``weights``, ``device``,
+            ``model``, ``engine``, ``threads``, ``progress``).
+
+    Returns:
+        Report: ``written``, ``skipped`` frame numbers, ``seconds``, ``warnings``.
+    """
+    return render_sequence(source, matte, output, frames, **options)
