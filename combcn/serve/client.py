@@ -1,0 +1,115 @@
+"""A small Python client of ``combcn serve`` (the plugin's C++ client does the same; docs/OFX.md).
+
+Used by ``combcn serve --ping/--stop`` and the tests.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from combcn.errors import BackendError
+from combcn.serve import protocol
+from combcn.serve.protocol import WindowLayout
+
+
+class ServeClient:
+    """Talks to the server on ``socket_path``; each call opens its own connection.
+
+    Args:
+        socket_path: the server's Unix socket.
+        timeout: seconds to wait for connecting and for each reply.
+    """
+
+    def __init__(self, socket_path: str | Path, timeout: float = 600.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.timeout = timeout
+
+    def request(self, message: dict[str, Any], fd: int | None = None) -> dict[str, Any]:
+        """Send one request (with an optional descriptor) and return the reply object.
+
+        Raises:
+            BackendError: no server listens, or it closed the connection without answering.
+        """
+        message = {"v": protocol.PROTOCOL_VERSION, **message}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(self.socket_path))
+            except OSError as exc:
+                raise BackendError(f"no combcn server answers on {self.socket_path}: {exc.strerror}") from exc
+            data = protocol.encode(message)
+            if fd is None:
+                sock.sendall(data)
+            else:
+                sent = sock.sendmsg(
+                    [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, np.array([fd], np.int32).tobytes())]
+                )
+                sock.sendall(data[sent:])
+            header = self._recv(sock, protocol.HEADER.size)
+            body = self._recv(sock, protocol.parse_header(header))
+            return protocol.decode_body(body)
+
+    @staticmethod
+    def _recv(sock: socket.socket, n: int) -> bytes:
+        chunks = []
+        while n > 0:
+            data = sock.recv(n)
+            if not data:
+                raise BackendError("the combcn server closed the connection before answering")
+            chunks.append(data)
+            n -= len(data)
+        return b"".join(chunks)
+
+    def ping(self) -> dict[str, Any]:
+        return self.request({"op": "ping"})
+
+    def shutdown(self) -> dict[str, Any]:
+        return self.request({"op": "shutdown"})
+
+    def inpaint(
+        self, frames: np.ndarray, matte: np.ndarray, want: list[int] | None = None, **params: Any
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Inpaint one window through the server, the way the plugin does.
+
+        Args:
+            frames: float32 [T, H, W, C], C = 3 or 4, top-down rows.
+            matte: float32 [T, H, W], 1 = remove.
+            want: window indices to return (default: all).
+            **params: expand, feather, shaper, device, weights.
+
+        Returns:
+            (float32 [K, H, W, C] for the wanted frames, the reply object).
+        """
+        T, H, W, C = frames.shape
+        want = list(range(T)) if want is None else want
+        layout = WindowLayout(T, H, W, C, tuple(want))
+        fd = os.memfd_create("combcn-window", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, layout.total_bytes)
+            with mmap.mmap(fd, layout.total_bytes) as mm:
+                mm.write(np.ascontiguousarray(frames, np.float32).tobytes())
+                mm.write(np.ascontiguousarray(matte, np.float32).tobytes())
+                reply = self.request(
+                    {
+                        "op": "inpaint",
+                        "frames": T,
+                        "height": H,
+                        "width": W,
+                        "channels": C,
+                        "want": want,
+                        "out_offset": layout.out_offset,
+                        "params": params,
+                    },
+                    fd,
+                )
+                mm.seek(layout.out_offset)
+                out = np.frombuffer(mm.read(layout.total_bytes - layout.out_offset), np.float32)
+            return out.reshape(len(want), H, W, C).copy(), reply
+        finally:
+            os.close(fd)

@@ -1,0 +1,558 @@
+// CombCN Inpaint: an OpenFX image effect that fills a matted region of a plate, stably over time.
+//
+// The plugin holds no inpainting logic: for each render it fetches the frames of the window around
+// the render time (temporal clip access), writes them with the matte into shared memory and asks a
+// local `combcn serve` process (started on demand) to inpaint the window; the server keeps the
+// model loaded and caches the window, so the other frames of the window come from its cache.
+// Why out of process: hosts embed their own Python or none, and an engine crash or GPU out-of-memory
+// must not take the host down. Protocol: docs/OFX.md.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "ofx_abi.h"
+#include "serve_client.h"
+
+#define COMBCN_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+constexpr const char* kPluginId = "io.github.combcn.Inpaint";
+constexpr const char* kMaskClip = "Mask";
+constexpr const char* kChannels[] = {"Alpha", "Red", "Green", "Blue", "Luminance"};
+constexpr const char* kShapers[] = {"acescct", "log", "none"};
+constexpr const char* kDevices[] = {"auto", "cpu", "cuda"};
+
+OfxHost* g_host = nullptr;
+const OfxPropertySuiteV1* g_prop = nullptr;
+const OfxImageEffectSuiteV1* g_effect = nullptr;
+const OfxParameterSuiteV1* g_param = nullptr;
+const OfxMessageSuiteV1* g_message = nullptr;
+
+// ---- small helpers -------------------------------------------------------------------------
+
+void report(OfxImageEffectHandle effect, const char* type, const std::string& text) {
+  fprintf(stderr, "CombCN: %s\n", text.c_str());
+  if (g_message != nullptr && g_message->message != nullptr)
+    g_message->message(effect, type, "CombCN", "%s", text.c_str());
+}
+
+OfxStatus fail(OfxImageEffectHandle effect, const std::string& text) {
+  report(effect, kOfxMessageError, "CombCN Inpaint: " + text);
+  return kOfxStatFailed;
+}
+
+OfxPropertySetHandle effect_props(OfxImageEffectHandle effect) {
+  OfxPropertySetHandle p = nullptr;
+  g_effect->getPropertySet(effect, &p);
+  return p;
+}
+
+std::string get_string(OfxPropertySetHandle props, const char* name, int index = 0) {
+  char* v = nullptr;
+  if (props == nullptr || g_prop->propGetString(props, name, index, &v) != kOfxStatOK || v == nullptr) return "";
+  return v;
+}
+
+int get_int(OfxPropertySetHandle props, const char* name, int fallback, int index = 0) {
+  int v = fallback;
+  if (props == nullptr || g_prop->propGetInt(props, name, index, &v) != kOfxStatOK) return fallback;
+  return v;
+}
+
+double get_double(OfxPropertySetHandle props, const char* name, double fallback, int index = 0) {
+  double v = fallback;
+  if (props == nullptr || g_prop->propGetDouble(props, name, index, &v) != kOfxStatOK) return fallback;
+  return v;
+}
+
+struct Clip {
+  OfxImageClipHandle handle = nullptr;
+  OfxPropertySetHandle props = nullptr;
+  bool connected = false;
+};
+
+Clip get_clip(OfxImageEffectHandle effect, const char* name) {
+  Clip c;
+  if (g_effect->clipGetHandle(effect, name, &c.handle, &c.props) == kOfxStatOK && c.handle != nullptr)
+    c.connected = get_int(c.props, kOfxImageClipPropConnected, 1) != 0;
+  return c;
+}
+
+bool is_general(OfxImageEffectHandle effect) {
+  return get_string(effect_props(effect), kOfxImageEffectPropContext) == kOfxImageEffectContextGeneral;
+}
+
+// An image fetched from a clip; released when it goes out of scope (before the action returns).
+struct Image {
+  OfxPropertySetHandle handle = nullptr;
+  const char* data = nullptr;
+  OfxRectI bounds{0, 0, 0, 0};
+  int row_bytes = 0;
+  int components = 0;
+  std::string depth;
+  Image() = default;
+  Image(const Image&) = delete;
+  Image& operator=(const Image&) = delete;
+  ~Image() {
+    if (handle != nullptr) g_effect->clipReleaseImage(handle);
+  }
+  bool fetch(OfxImageClipHandle clip, OfxTime time) {
+    if (g_effect->clipGetImage(clip, time, nullptr, &handle) != kOfxStatOK || handle == nullptr) {
+      handle = nullptr;
+      return false;
+    }
+    void* p = nullptr;
+    g_prop->propGetPointer(handle, kOfxImagePropData, 0, &p);
+    data = static_cast<const char*>(p);
+    int b[4] = {0, 0, 0, 0};
+    g_prop->propGetIntN(handle, kOfxImagePropBounds, 4, b);
+    bounds = OfxRectI{b[0], b[1], b[2], b[3]};
+    row_bytes = get_int(handle, kOfxImagePropRowBytes, 0);
+    std::string comp = get_string(handle, kOfxImageEffectPropComponents);
+    components = comp == kOfxImageComponentRGBA ? 4 : comp == kOfxImageComponentRGB ? 3
+               : comp == kOfxImageComponentAlpha ? 1 : 0;
+    depth = get_string(handle, kOfxImageEffectPropPixelDepth);
+    return data != nullptr;
+  }
+  // Pixel (x, y) in pixel coordinates; y grows upwards from the lower-left (OpenFX convention).
+  const float* pixel(int x, int y) const {
+    return reinterpret_cast<const float*>(data + static_cast<ptrdiff_t>(y - bounds.y1) * row_bytes +
+                                          static_cast<ptrdiff_t>(x - bounds.x1) * components * 4);
+  }
+  bool contains(int x, int y) const { return x >= bounds.x1 && x < bounds.x2 && y >= bounds.y1 && y < bounds.y2; }
+};
+
+struct Params {
+  int window = 32;
+  int channel = 0;
+  bool invert = false;
+  int expand = 0;
+  double feather = 0.0;
+  int shaper = 0;
+  int device = 0;
+  std::string weights;
+};
+
+OfxParamHandle param_handle(OfxImageEffectHandle effect, const char* name) {
+  OfxParamSetHandle set = nullptr;
+  OfxParamHandle h = nullptr;
+  g_effect->getParamSet(effect, &set);
+  if (set == nullptr || g_param->paramGetHandle(set, name, &h, nullptr) != kOfxStatOK) return nullptr;
+  return h;
+}
+
+template <typename T>
+void param_value(OfxImageEffectHandle effect, const char* name, OfxTime time, T* out) {
+  OfxParamHandle h = param_handle(effect, name);
+  if (h != nullptr) g_param->paramGetValueAtTime(h, time, out);
+}
+
+Params read_params(OfxImageEffectHandle effect, OfxTime time) {
+  Params p;
+  int b = 0;
+  param_value(effect, "windowLength", time, &p.window);
+  param_value(effect, "matteChannel", time, &p.channel);
+  param_value(effect, "invert", time, &b);
+  p.invert = b != 0;
+  param_value(effect, "expand", time, &p.expand);
+  param_value(effect, "feather", time, &p.feather);
+  param_value(effect, "shaper", time, &p.shaper);
+  param_value(effect, "device", time, &p.device);
+  char* w = nullptr;
+  param_value(effect, "weights", time, &w);
+  if (w != nullptr) p.weights = w;
+  if (p.window < 1) p.window = 1;
+  return p;
+}
+
+// The window holding `time`: aligned blocks of `length` frames from the clip's first frame, so every
+// frame of a block asks for the same frames and the server computes the block once.
+void window_for(OfxTime time, const double range[2], int length, int* first, int* last) {
+  int lo = static_cast<int>(std::floor(range[0] + 0.5));
+  int hi = static_cast<int>(std::floor(range[1] + 0.5));
+  int t = static_cast<int>(std::floor(time + 0.5));
+  if (hi < lo) hi = lo;
+  if (t < lo) t = lo;
+  if (t > hi) t = hi;
+  int start = lo + ((t - lo) / length) * length;
+  *first = start;
+  *last = std::min(start + length - 1, hi);
+}
+
+void clip_frame_range(const Clip& clip, double range[2]) {
+  range[0] = get_double(clip.props, kOfxImageEffectPropFrameRange, 0.0, 0);
+  range[1] = get_double(clip.props, kOfxImageEffectPropFrameRange, range[0], 1);
+}
+
+// ---- describe --------------------------------------------------------------------------------
+
+OfxStatus describe(OfxImageEffectHandle effect) {
+  OfxPropertySetHandle p = effect_props(effect);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "CombCN Inpaint");
+  g_prop->propSetString(p, kOfxImageEffectPluginPropGrouping, 0, "CombCN");
+  g_prop->propSetString(p, kOfxPropPluginDescription, 0,
+                        "Removes what the Mask covers and fills it, stable across frames (3DCN + CombCN, "
+                        "Wang et al. AAAI 2019). Runs in a local 'combcn serve' process.");
+  g_prop->propSetString(p, kOfxImageEffectPropSupportedContexts, 0, kOfxImageEffectContextGeneral);
+  g_prop->propSetString(p, kOfxImageEffectPropSupportedContexts, 1, kOfxImageEffectContextFilter);
+  g_prop->propSetString(p, kOfxImageEffectPropSupportedPixelDepths, 0, kOfxBitDepthFloat);
+  g_prop->propSetInt(p, kOfxImageEffectPropSupportsTiles, 0, 0);  // the network needs whole frames
+  g_prop->propSetInt(p, kOfxImageEffectPropSupportsMultiResolution, 0, 0);
+  g_prop->propSetInt(p, kOfxImageEffectPropTemporalClipAccess, 0, 1);
+  // Fully safe: each render has its own connection and shared buffer; only start-up takes a mutex.
+  g_prop->propSetString(p, kOfxImageEffectPluginRenderThreadSafety, 0, kOfxImageEffectRenderFullySafe);
+  g_prop->propSetInt(p, kOfxImageEffectPluginPropHostFrameThreading, 0, 0);
+  return kOfxStatOK;
+}
+
+void define_choice(OfxParamSetHandle set, const char* name, const char* label, const char* hint,
+                   const char* const* options, int n, int def) {
+  OfxPropertySetHandle p = nullptr;
+  g_param->paramDefine(set, kOfxParamTypeChoice, name, &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, label);
+  g_prop->propSetString(p, kOfxParamPropHint, 0, hint);
+  for (int i = 0; i < n; ++i) g_prop->propSetString(p, kOfxParamPropChoiceOption, i, options[i]);
+  g_prop->propSetInt(p, kOfxParamPropDefault, 0, def);
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+}
+
+OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
+  std::string context = get_string(in_args, kOfxImageEffectPropContext);
+  OfxPropertySetHandle p = nullptr;
+  g_effect->clipDefine(effect, kOfxImageEffectSimpleSourceClipName, &p);
+  g_prop->propSetString(p, kOfxImageEffectPropSupportedComponents, 0, kOfxImageComponentRGBA);
+  g_prop->propSetInt(p, kOfxImageEffectPropTemporalClipAccess, 0, 1);
+  g_prop->propSetInt(p, kOfxImageEffectPropSupportsTiles, 0, 0);
+  if (context == kOfxImageEffectContextGeneral) {
+    g_effect->clipDefine(effect, kMaskClip, &p);
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedComponents, 0, kOfxImageComponentAlpha);
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedComponents, 1, kOfxImageComponentRGBA);
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedComponents, 2, kOfxImageComponentRGB);
+    g_prop->propSetInt(p, kOfxImageClipPropOptional, 0, 1);
+    g_prop->propSetInt(p, kOfxImageClipPropIsMask, 0, 1);
+    g_prop->propSetInt(p, kOfxImageEffectPropTemporalClipAccess, 0, 1);
+    g_prop->propSetInt(p, kOfxImageEffectPropSupportsTiles, 0, 0);
+  }
+  g_effect->clipDefine(effect, kOfxImageEffectOutputClipName, &p);
+  g_prop->propSetString(p, kOfxImageEffectPropSupportedComponents, 0, kOfxImageComponentRGBA);
+  g_prop->propSetInt(p, kOfxImageEffectPropSupportsTiles, 0, 0);
+
+  OfxParamSetHandle set = nullptr;
+  g_effect->getParamSet(effect, &set);
+  // Parameters do not animate: a window is inpainted as a whole with one set of values.
+  g_param->paramDefine(set, kOfxParamTypeInteger, "windowLength", &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "Window (frames)");
+  g_prop->propSetString(p, kOfxParamPropHint, 0,
+                        "Frames inpainted together (aligned blocks from the clip's first frame); the "
+                        "network was trained on 32 (paper section 2).");
+  g_prop->propSetInt(p, kOfxParamPropDefault, 0, 32);
+  g_prop->propSetInt(p, kOfxParamPropMin, 0, 1);
+  g_prop->propSetInt(p, kOfxParamPropMax, 0, 256);
+  g_prop->propSetInt(p, kOfxParamPropDisplayMin, 0, 1);
+  g_prop->propSetInt(p, kOfxParamPropDisplayMax, 0, 64);
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+
+  define_choice(set, "matteChannel", "Matte channel",
+                context == kOfxImageEffectContextGeneral
+                    ? "Channel of the Mask clip that marks what to remove (1 = remove)."
+                    : "Channel of the Source that marks what to remove (1 = remove); the filter context has "
+                      "no Mask clip.",
+                kChannels, 5, 0);
+
+  g_param->paramDefine(set, kOfxParamTypeBoolean, "invert", &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "Invert matte");
+  g_prop->propSetString(p, kOfxParamPropHint, 0, "Remove where the matte is 0 instead of 1.");
+  g_prop->propSetInt(p, kOfxParamPropDefault, 0, 0);
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+
+  g_param->paramDefine(set, kOfxParamTypeInteger, "expand", &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "Expand (px)");
+  g_prop->propSetString(p, kOfxParamPropHint, 0, "Grow the matte by this many pixels before filling.");
+  g_prop->propSetInt(p, kOfxParamPropDefault, 0, 0);
+  g_prop->propSetInt(p, kOfxParamPropMin, 0, 0);
+  g_prop->propSetInt(p, kOfxParamPropMax, 0, 512);
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+
+  g_param->paramDefine(set, kOfxParamTypeDouble, "feather", &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "Feather (px)");
+  g_prop->propSetString(p, kOfxParamPropHint, 0, "Soften the edge where the fill meets the plate.");
+  g_prop->propSetDouble(p, kOfxParamPropDefault, 0, 0.0);
+  g_prop->propSetDouble(p, kOfxParamPropMin, 0, 0.0);
+  g_prop->propSetDouble(p, kOfxParamPropMax, 0, 512.0);
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+
+  define_choice(set, "shaper", "Shaper",
+                "How scene-linear values are mapped into the network's [0, 1] range and back.", kShapers, 3, 0);
+  define_choice(set, "device", "Device", "Where the server runs the network: auto picks CUDA when present.",
+                kDevices, 3, 0);
+
+  g_param->paramDefine(set, kOfxParamTypeString, "weights", &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "Weights file");
+  g_prop->propSetString(p, kOfxParamPropHint, 0, "A .pt weights file; empty = the shipped default weights.");
+  g_prop->propSetString(p, kOfxParamPropStringMode, 0, kOfxParamStringIsFilePath);
+  g_prop->propSetInt(p, kOfxParamPropStringFilePathExists, 0, 1);
+  g_prop->propSetString(p, kOfxParamPropDefault, 0, "");
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+  return kOfxStatOK;
+}
+
+// ---- instance actions ------------------------------------------------------------------------
+
+OfxStatus get_frames_needed(OfxImageEffectHandle effect, OfxPropertySetHandle in_args,
+                            OfxPropertySetHandle out_args) {
+  OfxTime time = get_double(in_args, kOfxPropTime, 0.0);
+  Clip source = get_clip(effect, kOfxImageEffectSimpleSourceClipName);
+  double range[2];
+  clip_frame_range(source, range);
+  Params params = read_params(effect, time);
+  int first = 0, last = 0;
+  window_for(time, range, params.window, &first, &last);
+  double frames[2] = {static_cast<double>(first), static_cast<double>(last)};
+  g_prop->propSetDoubleN(out_args, "OfxImageClipPropFrameRange_Source", 2, frames);
+  if (is_general(effect) && get_clip(effect, kMaskClip).connected)
+    g_prop->propSetDoubleN(out_args, "OfxImageClipPropFrameRange_Mask", 2, frames);
+  return kOfxStatOK;
+}
+
+OfxStatus get_regions_of_interest(OfxImageEffectHandle effect, OfxPropertySetHandle in_args,
+                                  OfxPropertySetHandle out_args) {
+  // The fill needs context from the whole frame, whatever part is rendered.
+  OfxTime time = get_double(in_args, kOfxPropTime, 0.0);
+  Clip source = get_clip(effect, kOfxImageEffectSimpleSourceClipName);
+  OfxRectD rod{0, 0, 0, 0};
+  if (g_effect->clipGetRegionOfDefinition(source.handle, time, &rod) != kOfxStatOK) return kOfxStatReplyDefault;
+  double roi[4] = {rod.x1, rod.y1, rod.x2, rod.y2};
+  g_prop->propSetDoubleN(out_args, "OfxImageClipPropRoI_Source", 4, roi);
+  if (is_general(effect) && get_clip(effect, kMaskClip).connected)
+    g_prop->propSetDoubleN(out_args, "OfxImageClipPropRoI_Mask", 4, roi);
+  return kOfxStatOK;
+}
+
+OfxStatus get_clip_preferences(OfxImageEffectHandle effect, OfxPropertySetHandle out_args) {
+  g_prop->propSetString(out_args, "OfxImageClipPropComponents_Output", 0, kOfxImageComponentRGBA);
+  g_prop->propSetString(out_args, "OfxImageClipPropDepth_Output", 0, kOfxBitDepthFloat);
+  g_prop->propSetString(out_args, "OfxImageClipPropComponents_Source", 0, kOfxImageComponentRGBA);
+  g_prop->propSetString(out_args, "OfxImageClipPropDepth_Source", 0, kOfxBitDepthFloat);
+  if (is_general(effect)) g_prop->propSetString(out_args, "OfxImageClipPropDepth_Mask", 0, kOfxBitDepthFloat);
+  return kOfxStatOK;
+}
+
+OfxStatus is_identity(OfxImageEffectHandle effect, OfxPropertySetHandle in_args, OfxPropertySetHandle out_args) {
+  // Nothing to remove without a Mask in the general context: pass the Source through.
+  if (is_general(effect) && !get_clip(effect, kMaskClip).connected) {
+    g_prop->propSetString(out_args, kOfxPropName, 0, kOfxImageEffectSimpleSourceClipName);
+    g_prop->propSetDouble(out_args, kOfxPropTime, 0, get_double(in_args, kOfxPropTime, 0.0));
+    return kOfxStatOK;
+  }
+  return kOfxStatReplyDefault;
+}
+
+// Matte value of one pixel of a mask (or source) image, 1 = remove.
+float matte_value(const float* px, int components, int channel) {
+  if (components == 1) return px[0];
+  switch (channel) {
+    case 1: return px[0];
+    case 2: return px[1];
+    case 3: return px[2];
+    case 4: return 0.2126f * px[0] + 0.7152f * px[1] + 0.0722f * px[2];  // Rec.709 luminance
+    default: return components == 4 ? px[3] : 0.2126f * px[0] + 0.7152f * px[1] + 0.0722f * px[2];
+  }
+}
+
+OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
+  OfxTime time = get_double(in_args, kOfxPropTime, 0.0);
+  int rw[4] = {0, 0, 0, 0};
+  g_prop->propGetIntN(in_args, kOfxImageEffectPropRenderWindow, 4, rw);
+  Params params = read_params(effect, time);
+  const bool general = is_general(effect);
+  Clip source = get_clip(effect, kOfxImageEffectSimpleSourceClipName);
+  Clip output = get_clip(effect, kOfxImageEffectOutputClipName);
+  Clip mask = general ? get_clip(effect, kMaskClip) : Clip{};
+  auto aborted = [effect]() { return g_effect->abort != nullptr && g_effect->abort(effect) != 0; };
+
+  Image out;
+  if (!out.fetch(output.handle, time)) return fail(effect, "the host gave no output image");
+  Image src;
+  if (!src.fetch(source.handle, time))
+    return fail(effect, "no Source image at frame " + std::to_string(static_cast<int>(time)));
+  if (src.depth != kOfxBitDepthFloat || out.depth != kOfxBitDepthFloat)
+    return fail(effect, "only 32-bit float images are supported (got " + src.depth + "); convert upstream");
+  if (src.components != 4 || out.components != 4)
+    return fail(effect, "the Source and Output must be RGBA");
+
+  const OfxRectI frame = src.bounds;  // the frame rectangle the network sees
+  const int W = frame.x2 - frame.x1, H = frame.y2 - frame.y1;
+  auto copy_source = [&]() {
+    for (int y = std::max(rw[1], out.bounds.y1); y < std::min(rw[3], out.bounds.y2); ++y)
+      for (int x = std::max(rw[0], out.bounds.x1); x < std::min(rw[2], out.bounds.x2); ++x) {
+        float* o = const_cast<float*>(out.pixel(x, y));
+        if (src.contains(x, y)) {
+          memcpy(o, src.pixel(x, y), 16);
+        } else {
+          o[0] = o[1] = o[2] = o[3] = 0.0f;
+        }
+      }
+  };
+  if (W <= 0 || H <= 0 || (general && !mask.connected)) {
+    copy_source();
+    return kOfxStatOK;
+  }
+
+  double range[2];
+  clip_frame_range(source, range);
+  int first = 0, last = 0;
+  window_for(time, range, params.window, &first, &last);
+  const int T_max = last - first + 1;
+  const size_t plane = static_cast<size_t>(W) * H;
+  // Layout (float32, top-down rows): frames [T,H,W,4] | matte [T,H,W] | out [1,H,W,4].
+  combcn::SharedBuffer shm;
+  std::string err;
+  if (!shm.create((static_cast<size_t>(T_max) * plane * 5 + plane * 4) * sizeof(float), &err))
+    return fail(effect, err);
+  float* frames = shm.data();
+  float* matte = frames + static_cast<size_t>(T_max) * plane * 4;
+
+  std::vector<int> times;
+  int want = -1;
+  for (int f = first; f <= last; ++f) {
+    if (aborted()) return kOfxStatFailed;
+    const int t = static_cast<int>(times.size());
+    Image other;
+    const Image* img = &src;
+    if (f != static_cast<int>(std::floor(time + 0.5))) {
+      // A frame missing from the clip is left out of the window (the spec says: treat as absent).
+      if (!other.fetch(source.handle, f)) continue;
+      if (other.depth != kOfxBitDepthFloat || other.components != 4)
+        return fail(effect, "Source frame " + std::to_string(f) + " is not float RGBA");
+      img = &other;
+    } else {
+      want = t;
+    }
+    float* fr = frames + static_cast<size_t>(t) * plane * 4;
+    float* mt = matte + static_cast<size_t>(t) * plane;
+    for (int r = 0; r < H; ++r) {
+      const int y = frame.y2 - 1 - r;  // top-down rows for the network
+      for (int x = frame.x1; x < frame.x2; ++x) {
+        float* d = fr + (static_cast<size_t>(r) * W + (x - frame.x1)) * 4;
+        if (img->contains(x, y)) {
+          memcpy(d, img->pixel(x, y), 16);
+        } else {
+          d[0] = d[1] = d[2] = d[3] = 0.0f;
+        }
+        if (!general) mt[static_cast<size_t>(r) * W + (x - frame.x1)] = matte_value(d, 4, params.channel);
+      }
+    }
+    if (general) {
+      Image m;
+      if (!m.fetch(mask.handle, f)) {
+        memset(mt, 0, plane * sizeof(float));  // no mask image at this frame: nothing to remove there
+      } else {
+        if (m.depth != kOfxBitDepthFloat || m.components == 0)
+          return fail(effect, "the Mask must be float (Alpha, RGB or RGBA)");
+        if (m.components == 3 && params.channel == 0)
+          return fail(effect, "the Mask clip has no alpha: set Matte channel to Red, Green, Blue or Luminance");
+        for (int r = 0; r < H; ++r) {
+          const int y = frame.y2 - 1 - r;
+          for (int x = frame.x1; x < frame.x2; ++x)
+            mt[static_cast<size_t>(r) * W + (x - frame.x1)] =
+                m.contains(x, y) ? matte_value(m.pixel(x, y), m.components, params.channel) : 0.0f;
+        }
+      }
+    }
+    if (params.invert)
+      for (size_t i = 0; i < plane; ++i) mt[i] = 1.0f - mt[i];
+    times.push_back(f);
+  }
+  if (want < 0) return fail(effect, "internal error: the render time is outside its own window");
+  const int T = static_cast<int>(times.size());
+  if (T < T_max) {
+    // Close the gap left by missing frames so the layout is dense: move the mattes down.
+    memmove(frames + static_cast<size_t>(T) * plane * 4, matte, static_cast<size_t>(T) * plane * sizeof(float));
+    matte = frames + static_cast<size_t>(T) * plane * 4;
+  }
+  const size_t out_offset = static_cast<size_t>(T) * plane * 5;
+
+  std::string req = "{\"v\":1,\"op\":\"inpaint\",\"frames\":" + std::to_string(T) +
+                    ",\"height\":" + std::to_string(H) + ",\"width\":" + std::to_string(W) +
+                    ",\"channels\":4,\"want\":[" + std::to_string(want) + "],\"out_offset\":" +
+                    std::to_string(out_offset * sizeof(float)) + ",\"times\":[";
+  for (int i = 0; i < T; ++i) req += (i ? "," : "") + std::to_string(times[i]);
+  req += "],\"params\":{\"expand\":" + std::to_string(params.expand);
+  char feather[64];
+  snprintf(feather, sizeof(feather), "%.17g", params.feather);
+  req += ",\"feather\":" + std::string(feather);
+  req += ",\"shaper\":" + combcn::json_quote(kShapers[std::min(std::max(params.shaper, 0), 2)]);
+  req += ",\"device\":" + combcn::json_quote(kDevices[std::min(std::max(params.device, 0), 2)]);
+  req += ",\"weights\":" + combcn::json_quote(params.weights) + "}}";
+
+  combcn::Reply reply;
+  if (!combcn::call_server(req, &shm, &reply, &err, aborted)) {
+    if (aborted()) return kOfxStatFailed;
+    return fail(effect, err);
+  }
+  const float* result = frames + out_offset;
+  for (int y = std::max(rw[1], out.bounds.y1); y < std::min(rw[3], out.bounds.y2); ++y)
+    for (int x = std::max(rw[0], out.bounds.x1); x < std::min(rw[2], out.bounds.x2); ++x) {
+      float* o = const_cast<float*>(out.pixel(x, y));
+      if (x >= frame.x1 && x < frame.x2 && y >= frame.y1 && y < frame.y2) {
+        const int r = frame.y2 - 1 - y;
+        memcpy(o, result + (static_cast<size_t>(r) * W + (x - frame.x1)) * 4, 16);
+      } else {
+        o[0] = o[1] = o[2] = o[3] = 0.0f;
+      }
+    }
+  return kOfxStatOK;
+}
+
+OfxStatus load() {
+  if (g_host == nullptr || g_host->fetchSuite == nullptr) return kOfxStatErrMissingHostFeature;
+  g_prop = static_cast<const OfxPropertySuiteV1*>(g_host->fetchSuite(g_host->host, kOfxPropertySuite, 1));
+  g_effect = static_cast<const OfxImageEffectSuiteV1*>(g_host->fetchSuite(g_host->host, kOfxImageEffectSuite, 1));
+  g_param = static_cast<const OfxParameterSuiteV1*>(g_host->fetchSuite(g_host->host, kOfxParameterSuite, 1));
+  g_message = static_cast<const OfxMessageSuiteV1*>(g_host->fetchSuite(g_host->host, kOfxMessageSuite, 1));
+  if (g_prop == nullptr || g_effect == nullptr || g_param == nullptr) return kOfxStatErrMissingHostFeature;
+  return kOfxStatOK;
+}
+
+OfxStatus main_entry(const char* action, const void* handle, OfxPropertySetHandle in_args,
+                     OfxPropertySetHandle out_args) {
+  auto effect = static_cast<OfxImageEffectHandle>(const_cast<void*>(handle));
+  try {
+    const std::string a = action ? action : "";
+    if (a == kOfxActionLoad) return load();
+    if (g_prop == nullptr) return kOfxStatErrFatal;
+    if (a == kOfxActionDescribe) return describe(effect);
+    if (a == kOfxImageEffectActionDescribeInContext) return describe_in_context(effect, in_args);
+    if (a == kOfxActionCreateInstance || a == kOfxActionDestroyInstance || a == kOfxActionUnload) return kOfxStatOK;
+    if (a == kOfxImageEffectActionGetFramesNeeded) return get_frames_needed(effect, in_args, out_args);
+    if (a == kOfxImageEffectActionGetRegionsOfInterest) return get_regions_of_interest(effect, in_args, out_args);
+    if (a == kOfxImageEffectActionGetClipPreferences) return get_clip_preferences(effect, out_args);
+    if (a == kOfxImageEffectActionIsIdentity) return is_identity(effect, in_args, out_args);
+    if (a == kOfxImageEffectActionRender) return render(effect, in_args);
+    return kOfxStatReplyDefault;
+  } catch (const std::bad_alloc&) {
+    report(effect, kOfxMessageError, "CombCN Inpaint: out of memory");
+    return kOfxStatErrMemory;
+  } catch (const std::exception& e) {
+    report(effect, kOfxMessageError, std::string("CombCN Inpaint: internal error: ") + e.what());
+    return kOfxStatFailed;
+  } catch (...) {
+    report(effect, kOfxMessageError, "CombCN Inpaint: internal error");
+    return kOfxStatFailed;
+  }
+}
+
+void set_host(OfxHost* host) { g_host = host; }
+
+OfxPlugin g_plugin = {kOfxImageEffectPluginApi, 1, kPluginId, 0, 1, set_host, main_entry};
+
+}  // namespace
+
+COMBCN_EXPORT int OfxGetNumberOfPlugins(void) { return 1; }
+
+COMBCN_EXPORT OfxPlugin* OfxGetPlugin(int nth) { return nth == 0 ? &g_plugin : nullptr; }
