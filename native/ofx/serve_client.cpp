@@ -213,8 +213,9 @@ std::string log_tail(const std::string& log_path) {
 bool spawn_server(const std::string& sock, std::string* err, const AbortFn& aborted) {
   std::vector<std::string> args;
   if (!server_command(&args, err)) return false;
-  std::string dir = runtime_dir(err);
-  if (dir.empty()) return false;
+  // The log lives beside the socket (a private directory: see socket_path()).
+  std::string dir = sock.substr(0, sock.rfind('/'));
+  if (dir.empty()) dir = "/";
   std::string log_path = dir + "/serve.log";
   const char* idle = getenv("COMBCN_SERVE_IDLE");
   args.insert(args.end(), {"serve", "--socket", sock, "--ready-fd", "3"});
@@ -426,7 +427,16 @@ std::string runtime_dir(std::string* err) {
 
 std::string socket_path(std::string* err) {
   const char* env = getenv("COMBCN_SERVE_SOCKET");
-  if (env != nullptr && *env != '\0') return env;
+  if (env != nullptr && *env != '\0') {
+    std::string path = env;
+    size_t slash = path.rfind('/');
+    if (slash == std::string::npos || slash == 0) {
+      *err = "COMBCN_SERVE_SOCKET must be an absolute path in a private directory, got " + path;
+      return "";
+    }
+    if (!ensure_private_dir(path.substr(0, slash), err)) return "";
+    return path;
+  }
   std::string dir = runtime_dir(err);
   return dir.empty() ? "" : dir + "/serve.sock";
 }

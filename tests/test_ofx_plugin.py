@@ -1,0 +1,230 @@
+"""The CombCN OpenFX plugin, built from the root CMakeLists.txt and loaded by our own headless host.
+
+No OpenFX host application (Nuke, Resolve, Natron) can run here, so ``tests/ofx_host`` is a host of
+our own (Python ctypes, in a subprocess): it dlopens the real ``.ofx`` binary, runs load, describe,
+describeInContext(general), createInstance, sets parameters, serves a different real EXR frame per
+time plus a mask, and renders. The plugin starts a real ``combcn serve`` process, which runs the
+real engine with a small seeded model; the test compares the frames with ``combcn.inpaint``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import plistlib
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from ofx_host.fixtures import (
+    BINARY,
+    BUNDLE,
+    build_bundle,
+    host_env,
+    plate_and_matte,
+    private_run_dir,
+    run_host,
+    tiny_weights,
+    write_plates,
+)
+from ofx_host.host import read_exr
+
+from combcn.serve.client import ServeClient
+
+FIRST, LAST = 1001, 1006
+OK, FAILED = 0, 1
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    return build_bundle()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("ofx_plates")
+    plate, matte = plate_and_matte(FIRST, LAST)
+    source, mask = write_plates(folder, FIRST, plate, matte)
+    weights = tiny_weights(folder / "tiny.pt")
+    return {"plate": plate, "matte": matte, "source": source, "mask": mask, "weights": str(weights)}
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    with private_run_dir() as path:
+        yield path
+
+
+def base_job(data: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    params = {"windowLength": 4, "weights": data["weights"], "device": 1}  # device 1 = cpu
+    params.update(extra.pop("set_params", {}))
+    return {
+        "source": data["source"],
+        "mask": data["mask"],
+        "first": FIRST,
+        "last": LAST,
+        "set_params": params,
+        **extra,
+    }
+
+
+def test_bundle_layout_and_exports(binary: Path) -> None:
+    assert binary == BINARY and binary.is_file()
+    plist = plistlib.loads((BUNDLE / "Contents" / "Info.plist").read_bytes())
+    assert plist["CFBundleExecutable"] == "CombCN.ofx"
+    assert (BUNDLE / "Contents" / "Resources" / "io.github.combcn.Inpaint.png").is_file()
+    lib = ctypes.CDLL(str(binary), mode=os.RTLD_LOCAL)
+    assert lib.OfxGetNumberOfPlugins() == 1
+    # Only the OpenFX entry points are exported: libstdc++ is linked statically and kept local.
+    nm = subprocess.run(["nm", "-D", "--defined-only", str(binary)], capture_output=True, text=True)
+    if nm.returncode == 0:
+        names = {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()}
+        assert names == {"OfxGetPlugin", "OfxGetNumberOfPlugins"}
+
+
+def test_describe_declares_temporal_general_effect(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    result = run_host(base_job(data, render=[]), run_dir, host_env(run_dir))
+    assert result["plugin"]["id"] == "io.github.combcn.Inpaint"
+    assert result["load"] == OK and result["describe"] == OK and result["describe_in_context"] == OK
+    assert result["create_instance"] == OK
+    d = result["descriptor"]
+    assert set(d["OfxImageEffectPropSupportedContexts"]) == {
+        "OfxImageEffectContextGeneral",
+        "OfxImageEffectContextFilter",
+    }
+    assert d["OfxImageEffectPropTemporalClipAccess"] == [1]
+    assert d["OfxImageEffectPropSupportsTiles"] == [0]
+    assert d["OfxImageEffectPropSupportedPixelDepths"] == ["OfxBitDepthFloat"]
+    assert d["OfxImageEffectPluginRenderThreadSafety"] == ["OfxImageEffectRenderFullySafe"]
+    clips = result["clips"]
+    assert set(clips) == {"Source", "Mask", "Output"}
+    assert clips["Mask"]["OfxImageClipPropOptional"] == [1] and clips["Mask"]["OfxImageClipPropIsMask"] == [1]
+    assert clips["Source"]["OfxImageEffectPropTemporalClipAccess"] == [1]
+    params = result["params"]
+    expected = {
+        "windowLength": "OfxParamTypeInteger",
+        "matteChannel": "OfxParamTypeChoice",
+        "invert": "OfxParamTypeBoolean",
+        "expand": "OfxParamTypeInteger",
+        "feather": "OfxParamTypeDouble",
+        "shaper": "OfxParamTypeChoice",
+        "device": "OfxParamTypeChoice",
+        "weights": "OfxParamTypeString",
+    }
+    assert {k: v["type"] for k, v in params.items()} == expected
+    assert params["weights"]["OfxParamPropStringMode"] == ["OfxParamStringIsFilePath"]
+    assert params["shaper"]["OfxParamPropChoiceOption"] == ["acescct", "log", "none"]
+    assert result["clip_preferences_out"]["OfxImageClipPropDepth_Output"] == ["OfxBitDepthFloat"]
+    assert result["violations"] == [] and result["messages"] == []
+
+
+def test_render_matches_inpaint(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    from combcn import inpaint
+
+    job = base_job(
+        data,
+        render=[1001, 1002, 1005],
+        out=str(run_dir / "out.%d.exr"),
+        set_params={"expand": 1, "shaper": 0},
+    )  # acescct shaper: plate values go above 1
+    result = run_host(job, run_dir, host_env(run_dir))
+    assert result["violations"] == [], result["violations"]
+    assert result["messages"] == [], result["messages"]
+    renders = {r["time"]: r for r in result["renders"]}
+    assert [r["status"] for r in result["renders"]] == [OK, OK, OK], result["stderr"][-2000:]
+    # getFramesNeeded declares the aligned window around the render time, for Source and Mask.
+    assert renders[1002]["frames_needed"] == {"Source": [1001.0, 1004.0], "Mask": [1001.0, 1004.0]}
+    assert renders[1005]["frames_needed"] == {"Source": [1005.0, 1006.0], "Mask": [1005.0, 1006.0]}
+    # Render fetched the other frames of the window (clipGetImage at other times).
+    assert sorted({f for c, f in renders[1002]["fetched"] if c == "Source"}) == [
+        1001.0,
+        1002.0,
+        1003.0,
+        1004.0,
+    ]
+    plate, matte = data["plate"], data["matte"]
+    for first, last, times in ((1001, 1004, (1001, 1002)), (1005, 1006, (1005,))):
+        window = slice(first - FIRST, last - FIRST + 1)
+        expected = inpaint(
+            plate[window], matte[window], weights=data["weights"], device="cpu", expand=1, shaper="acescct"
+        )
+        for t in times:
+            out = read_exr(str(run_dir / f"out.{t}.exr"))
+            assert not np.isnan(out).any(), "the plugin left pixels of the render window unwritten"
+            np.testing.assert_allclose(out, expected[t - first], rtol=0, atol=1e-5)
+            src = plate[t - FIRST]
+            keep = matte[t - FIRST] == 0
+            keep[1:] &= matte[t - FIRST][:-1] == 0  # expand=1 grows the matte: compare well outside it
+            keep[:-1] &= matte[t - FIRST][1:] == 0
+            keep[:, 1:] &= matte[t - FIRST][:, :-1] == 0
+            keep[:, :-1] &= matte[t - FIRST][:, 1:] == 0
+            assert np.array_equal(out[keep], src[keep]), "pixels outside the matte must be bit-exact"
+            assert np.array_equal(out[..., 3], src[..., 3]), "alpha is passed through"
+            assert not np.array_equal(out, src), "the hole was filled"
+    # The second frame of a window came from the server's cache: two windows computed, one cache hit.
+    stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
+    assert stats["computed"] == 2 and stats["cached"] == 1, stats
+
+
+def test_missing_server_fails_cleanly(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    for serve, expect in ((str(run_dir / "no-such-combcn"), "COMBCN_SERVE"), ("/bin/false", "start-up")):
+        result = run_host(base_job(data, render=[1001, 1002]), run_dir, host_env(run_dir, COMBCN_SERVE=serve))
+        assert [r["status"] for r in result["renders"]] == [FAILED, FAILED]
+        errors = [m for m in result["messages"] if m["type"] == "OfxMessageError"]
+        assert len(errors) == 2 and expect in errors[0]["text"], result["messages"]
+        assert all(r["seconds"] < 20 for r in result["renders"])
+        assert result["violations"] == []
+
+
+def test_server_killed_mid_render_then_recovers(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    marker = run_dir / "engine.pid"
+    env = host_env(
+        run_dir, COMBCN_SERVE_ENGINE="ofx_host.slow_engine:factory", COMBCN_TEST_MARKER=str(marker)
+    )
+    killed: dict[str, float] = {}
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if marker.exists():
+            os.kill(int(marker.read_text()), signal.SIGKILL)
+            killed["at"] = time.monotonic()
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    result = run_host(base_job(data, render=[1001, 1005], out=str(run_dir / "out.%d.exr")), run_dir, env)
+    thread.join(5)
+    assert "at" in killed, "the slow engine never started"
+    first, second = result["renders"]
+    assert first["status"] == FAILED
+    assert first["seconds"] < 45, "the plugin waited instead of noticing the dead server"
+    errors = [m["text"] for m in result["messages"] if m["type"] == "OfxMessageError"]
+    assert len(errors) == 1 and "closed the connection" in errors[0], errors
+    assert second["status"] == OK, "the next render should start a fresh server"
+    assert result["violations"] == []
+
+
+def test_hung_server_times_out(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    marker = run_dir / "engine.pid"
+    env = host_env(
+        run_dir,
+        COMBCN_SERVE_ENGINE="ofx_host.slow_engine:factory",
+        COMBCN_TEST_MARKER=str(marker),
+        COMBCN_SERVE_TIMEOUT="3",
+    )
+    try:
+        result = run_host(base_job(data, render=[1001]), run_dir, env)
+    finally:
+        if marker.exists():
+            os.kill(int(marker.read_text()), signal.SIGKILL)
+    (render,) = result["renders"]
+    assert render["status"] == FAILED and render["seconds"] < 30
+    errors = [m["text"] for m in result["messages"] if m["type"] == "OfxMessageError"]
+    assert len(errors) == 1 and "timed out" in errors[0], errors
