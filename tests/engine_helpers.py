@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import OpenImageIO as oiio
+import pytest
 import torch
 
 from combcn.io.image import ImageData, write_image_atomic
@@ -101,3 +102,12 @@ def write_sequence(
         str(folder / "matte.####.exr") if matte is not None else None,
         stored,
     )
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: one torch thread avoids oversubscription stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -465,6 +465,7 @@ def render_sequence(
         shaper_name,
         output,
     )
+    check_writable_folder(out_pattern.path(to_write[0]), create=True)
     for f in to_write:
         for stale in stale_temp_files(out_pattern.path(f)):
             stale.unlink(missing_ok=True)

@@ -54,9 +54,13 @@ class ImageData:
 
 
 def _open(path: str | Path) -> oiio.ImageInput:
+    """Open for reading with colour as stored: no premultiplication of unassociated-alpha formats
+    (PNG, TIFF), so untouched pixels write back bit-exact (the spec keeps oiio:UnassociatedAlpha)."""
     if not Path(path).exists():
         raise InputError("file not found; check the pattern and the frame range", path=path)
-    inp = oiio.ImageInput.open(str(path))
+    config = oiio.ImageSpec()
+    config.attribute("oiio:UnassociatedAlpha", 1)
+    inp = oiio.ImageInput.open(str(path), config)
     if inp is None:
         raise InputError(
             f"cannot read this image ({oiio.geterror().strip() or 'unknown format'}); "
@@ -171,19 +175,38 @@ def output_spec(
     return out
 
 
-def check_writable_folder(path: str | Path) -> None:
-    """Raise :class:`OutputError` unless the folder of ``path`` exists (or can be made) and is writable."""
-    folder = Path(path).parent
+def check_writable_folder(path: str | Path, *, create: bool = False) -> None:
+    """Raise :class:`OutputError` unless the folder of ``path`` is (or can be made) writable.
+
+    Args:
+        path: an output file.
+        create: make the folder; otherwise only check the nearest existing ancestor (writes nothing).
+    """
+    folder = Path(path).absolute().parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(
+            f"cannot create the output folder: {existing} is a file; check the -o path", path=folder
+        )
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot create the output folder ({exc.strerror}); check the -o path", path=folder
+            ) from None
+        existing = folder
+    probe = existing / f".combcn-write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()  # os.access lies for root and on read-only mounts; try it
+        probe.unlink()
     except OSError as exc:
         raise OutputError(
-            f"cannot create the output folder ({exc.strerror}); check the -o path", path=folder
+            f"the output folder is not writable ({exc.strerror}); pick another -o or fix its permissions",
+            path=folder,
         ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(
-            "the output folder is not writable; pick another -o or fix its permissions", path=folder
-        )
 
 
 def temp_path_for(path: str | Path) -> Path:
