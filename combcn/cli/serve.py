@@ -17,6 +17,16 @@ from combcn.errors import ConfigError
 DEFAULT_IDLE = 600.0
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where the help does not already say it and X means something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action) or text
+
+
 def run(args: argparse.Namespace) -> int:
     from combcn.serve.client import ServeClient
     from combcn.serve.engine import ENGINE_ENV, resolve_factory
@@ -67,7 +77,7 @@ def add_parser(subparsers: Any) -> None:
         "socket only you can open, keeps the model loaded, caches inpainted windows, and exits after "
         "--idle-timeout seconds without requests. The plugin starts it by itself (see docs/OFX.md); "
         "run it by hand to pre-load a model or to check on a running server.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     p.add_argument(
         "-s",
@@ -131,6 +141,6 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="write one byte to this descriptor once listening (used by the plugin)",
     )
-    p.add_argument("--ping", action="store_true", help="print the status of the running server and exit")
-    p.add_argument("--stop", action="store_true", help="ask the running server to exit")
+    p.add_argument("-P", "--ping", action="store_true", help="print the status of the running server and exit")
+    p.add_argument("-K", "--stop", action="store_true", help="ask the running server to exit")
     p.set_defaults(func=run)

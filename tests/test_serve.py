@@ -1,0 +1,235 @@
+"""``combcn serve``: the protocol, the window cache, bad requests, permissions and idle exit.
+
+The server runs in a thread of the test process with the real engine and a small seeded model.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from ofx_host.fixtures import plate_and_matte, private_run_dir, tiny_weights
+
+from combcn.cli import main as cli_main
+from combcn.errors import BackendError, ConfigError
+from combcn.serve import protocol
+from combcn.serve.client import ServeClient
+from combcn.serve.engine import load_engine, resolve_factory
+from combcn.serve.protocol import WindowLayout
+from combcn.serve.server import Server, ServerOptions, WindowCache
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tiny_weights(tmp_path_factory.mktemp("serve") / "tiny.pt"))
+
+
+class Running:
+    def __init__(self, server: Server, thread: threading.Thread, sock: Path) -> None:
+        self.server, self.thread, self.sock = server, thread, sock
+        self.client = ServeClient(sock, timeout=30)
+
+
+@pytest.fixture
+def running(weights: str) -> Iterator[Running]:
+    with private_run_dir() as run:
+        sock = run / "run" / "serve.sock"
+        server = Server(ServerOptions(socket_path=sock, idle_timeout=0, weights=weights, device="cpu"))
+        assert server.bind()
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield Running(server, thread, sock)
+        server.stop()
+        thread.join(10)
+
+
+def test_inpaint_matches_api_and_caches_the_window(running: Running, weights: str) -> None:
+    from combcn import inpaint
+
+    plate, matte = plate_and_matte(1, 4)
+    out, reply = running.client.inpaint(plate, matte, want=[0, 2], shaper="acescct", feather=1.5)
+    assert reply["ok"] and reply["cached"] is False
+    expected = inpaint(plate, matte, weights=weights, device="cpu", shaper="acescct", feather=1.5)
+    np.testing.assert_allclose(out, expected[[0, 2]], rtol=0, atol=1e-5)
+    assert np.array_equal(out[..., 3], plate[[0, 2], ..., 3])
+    again, reply2 = running.client.inpaint(plate, matte, want=[3], shaper="acescct", feather=1.5)
+    assert reply2["cached"] is True and reply2["key"] == reply["key"]
+    np.testing.assert_allclose(again[0], expected[3], rtol=0, atol=1e-5)
+    # Another parameter value or other pixels are another window.
+    _, reply3 = running.client.inpaint(plate, matte, want=[0], shaper="acescct", feather=0.0)
+    changed = plate.copy()
+    changed[2, 0, 0, 0] += 0.25
+    _, reply4 = running.client.inpaint(changed, matte, want=[0], shaper="acescct", feather=1.5)
+    assert (
+        not reply3["cached"]
+        and not reply4["cached"]
+        and len({reply["key"], reply3["key"], reply4["key"]}) == 3
+    )
+    stats = running.client.ping()["stats"]
+    assert stats["computed"] == 3 and stats["cached"] == 1
+
+
+def _raw(sock: Path, data: bytes, fds: list[int] | None = None) -> dict[str, Any] | None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(sock))
+        if fds:
+            s.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+        else:
+            s.sendall(data)
+        s.shutdown(socket.SHUT_WR)  # the request ends here (a truncated frame then sees EOF)
+        header = s.recv(8, socket.MSG_WAITALL)
+        if len(header) < 8:
+            return None
+        return protocol.decode_body(s.recv(protocol.parse_header(header), socket.MSG_WAITALL))
+
+
+def _memfd(nbytes: int) -> int:
+    fd = os.memfd_create("t")
+    os.ftruncate(fd, nbytes)
+    return fd
+
+
+def test_malformed_requests_get_errors_and_the_server_survives(running: Running, tmp_path: Path) -> None:
+    sock = running.sock
+    bad_magic = _raw(sock, b"XXXX\x02\x00\x00\x00{}")
+    assert bad_magic is not None and not bad_magic["ok"] and "magic" in bad_magic["error"]
+    oversized = _raw(sock, protocol.HEADER.pack(protocol.MAGIC, protocol.MAX_BODY + 1))
+    assert oversized is not None and "limit" in oversized["error"]
+    not_json = _raw(sock, protocol.HEADER.pack(protocol.MAGIC, 3) + b"{x}")
+    assert not_json is not None and "JSON" in not_json["error"]
+    # Truncated frame: the peer hangs up; nothing to answer, the server just drops it.
+    assert _raw(sock, protocol.HEADER.pack(protocol.MAGIC, 100) + b"{") is None
+    layout = WindowLayout(2, 8, 8, 4, (0,))
+    geometry = {"op": "inpaint", "frames": 2, "height": 8, "width": 8, "channels": 4, "want": [0]}
+    cases: list[tuple[dict[str, Any], int | None, str]] = [
+        ({"v": 99, "op": "ping"}, None, "protocol version"),
+        ({"op": "dance"}, None, "unknown op"),
+        (geometry, None, "descriptor"),
+        ({**geometry, "frames": 0}, layout.total_bytes, "'frames'"),
+        ({**geometry, "want": [5]}, layout.total_bytes, "'want'"),
+        ({**geometry, "channels": 7}, layout.total_bytes, "'channels'"),
+        ({**geometry, "out_offset": 4}, layout.total_bytes, "out_offset"),
+        (geometry, 16, "shared memory holds"),
+        ({**geometry, "params": {"expand": -1}}, layout.total_bytes, "'expand'"),
+        ({**geometry, "params": {"device": "tpu"}}, layout.total_bytes, "'device'"),
+        ({**geometry, "params": {"colour": 1}}, layout.total_bytes, "unknown params"),
+        ({**geometry, "params": {"weights": str(tmp_path / "missing.pt")}}, layout.total_bytes, "not found"),
+        ({**geometry, "params": {"shaper": "sepia"}}, layout.total_bytes, "unknown shaper"),
+    ]
+    for message, size, expect in cases:
+        fd = _memfd(size) if size is not None else None
+        try:
+            body = protocol.encode({"v": 1, **message})
+            if message.get("v") == 99:
+                body = protocol.encode(message)
+            reply = _raw(sock, body, [fd] if fd is not None else None)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        assert reply is not None and reply["ok"] is False, message
+        assert expect in reply["error"], (expect, reply["error"])
+    # The engine's own refusals come back as replies too (a matte covering the whole frame).
+    plate, matte = plate_and_matte(1, 2, 8, 8)
+    fd = _memfd(layout.total_bytes)
+    try:
+        with mmap.mmap(fd, layout.total_bytes) as mm:
+            mm.write(plate.tobytes())
+            mm.write(np.ones((2, 8, 8), np.float32).tobytes())
+        reply = _raw(sock, protocol.encode({"v": 1, **geometry, "params": {"shaper": "none"}}), [fd])
+    finally:
+        os.close(fd)
+    assert reply is not None and not reply["ok"] and reply["kind"] == "InputError"
+    with pytest.raises(BackendError):
+        ServeClient(sock.parent / "nobody.sock", timeout=2).ping()
+    pong = running.client.ping()
+    assert pong["ok"] and pong["stats"]["errors"] >= len(cases) + 1
+    assert running.thread.is_alive()
+
+
+def test_socket_is_private_and_a_second_server_yields(running: Running) -> None:
+    mode = running.sock.stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert stat.S_IMODE(running.sock.parent.stat().st_mode) == 0o700
+    second = Server(ServerOptions(socket_path=running.sock))
+    assert second.bind() is False  # the first one holds the lock; the socket is left alone
+    assert running.client.ping()["ok"]
+
+
+def test_refuses_a_directory_others_can_enter(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    with pytest.raises(ConfigError, match="private directory"):
+        Server(ServerOptions(socket_path=shared / "s.sock")).bind()
+
+
+def test_exits_when_idle_and_removes_its_socket() -> None:
+    with private_run_dir() as run:
+        sock = run / "run" / "serve.sock"
+        server = Server(ServerOptions(socket_path=sock, idle_timeout=0.3))
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        t0 = time.monotonic()
+        thread.start()
+        thread.join(15)
+        assert not thread.is_alive() and time.monotonic() - t0 < 10
+        assert not sock.exists()
+
+
+def test_shutdown_request_stops_the_server(running: Running) -> None:
+    assert running.client.shutdown()["ok"]
+    running.thread.join(10)
+    assert not running.thread.is_alive() and not running.sock.exists()
+
+
+def test_window_cache_keeps_the_most_recent_under_budget() -> None:
+    cache = WindowCache(budget_bytes=3 * 400)
+    arrays = {k: np.full((100,), i, np.float32) for i, k in enumerate("abcd")}
+    for k in "abc":
+        cache.put(k, arrays[k])
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("d", arrays["d"])
+    assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 3
+    cache.put("huge", np.zeros(1000, np.float32))  # over budget: not stored, nothing evicted
+    assert cache.get("huge") is None and len(cache) == 3
+
+
+def test_engine_factory_option() -> None:
+    assert resolve_factory(None) is load_engine
+    assert resolve_factory("ofx_host.slow_engine:factory").__name__ == "factory"
+    with pytest.raises(ConfigError):
+        resolve_factory("no_such_module_xyz:f")
+    with pytest.raises(ConfigError):
+        resolve_factory("missing-colon")
+
+
+def test_cli_ping_without_a_server_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with private_run_dir() as run:
+        code = cli_main(["serve", "--socket", str(run / "serve.sock"), "--ping"])
+    assert code != 0
+    assert "no combcn server answers" in capsys.readouterr().err
+
+
+def test_cli_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["serve", "--help"])
+    text = capsys.readouterr().out
+    for option in (
+        "--socket PATH",
+        "-i SECONDS, --idle-timeout SECONDS",
+        "--cache-mb",
+        "--weights",
+        "--device",
+        "default: 600",
+    ):
+        assert option in text
