@@ -1,0 +1,137 @@
+"""The whole model as the engine sees it: pre-fill, r=2 downsampling, 3DCN, CombCN, composite (paper §1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from combcn.model.config import ModelConfig
+from combcn.model.networks import CombCN, ThreeDCN
+
+
+@dataclass
+class Prediction:
+    """Raw network outputs of one forward pass, all in [0, 1] units, not composited except ``guide``.
+
+    Attributes:
+        low (Tensor[N, 3, T, H/2, W/2] | None): 3DCN output (None for the 2dcn variant).
+        low_hole (Tensor[N, 1, T, H/2, W/2]): the hole at 3DCN resolution (1 = hole).
+        low_input (Tensor[N, 3, T, H/2, W/2]): the downsampled input (area filter, before pre-fill).
+        full (Tensor[N, 3, T, H, W]): the full-resolution prediction (CombCN, or upsampled 3DCN).
+    """
+
+    low: Tensor | None
+    low_hole: Tensor
+    low_input: Tensor
+    full: Tensor
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Store 5-D weights as ``channels_last_3d`` and 4-D weights as ``channels_last`` (oneDNN/AMX speed)."""
+    for p in module.parameters():
+        if p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+        elif p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return module
+
+
+def downsample(x: Tensor) -> Tensor:
+    """Area (2x2 mean) downsampling within frames: Tensor[N, C, T, H, W] -> Tensor[N, C, T, H/2, W/2]."""
+    return F.avg_pool3d(x, (1, 2, 2))
+
+
+def downsample_hole(hole: Tensor) -> Tensor:
+    """A low-res pixel is a hole if any of its 2x2 pixels is: Tensor[N, 1, T, H, W] -> [.., H/2, W/2]."""
+    return F.max_pool3d(hole, (1, 2, 2))
+
+
+class Inpainter(nn.Module):
+    """3DCN + CombCN video inpainter (Wang et al. 2019), or one of its ablation variants.
+
+    Attributes:
+        config (ModelConfig): how the network was built; saved with the weights.
+        window (int): frames per window it was trained on (32).
+        resolution (int): working size in pixels it was trained on (128).
+
+    ``forward(frames, hole)`` takes frames (Tensor[N, 3, T, H, W], float in [0, 1]) and hole
+    (Tensor[N, 1, T, H, W], float, 1 = hole; any value > 0 counts as hole for the network) and returns
+    Tensor[N, 3, T, H, W] float32 where pixels with hole == 0 are bit-exact copies of ``frames`` and
+    hole pixels are ``hole * fill + (1 - hole) * frames``. H and W must be multiples of 8; any T >= 1.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or ModelConfig()
+        self.config = cfg
+        self.window = cfg.window
+        self.resolution = cfg.resolution
+        self.net3d = ThreeDCN(cfg) if cfg.variant in ("combined", "3dcn") else None
+        guided = cfg.variant == "combined"
+        self.net2d = CombCN(cfg, guided=guided) if cfg.variant in ("combined", "2dcn") else None
+        self.register_buffer("mean_rgb", torch.tensor(cfg.mean_rgb).view(1, 3, 1, 1, 1), persistent=False)
+
+    @staticmethod
+    def check_inputs(frames: Tensor, hole: Tensor) -> None:
+        """Raise ValueError unless frames is [N, 3, T, H, W], hole [N, 1, T, H, W], H and W multiples of 8."""
+        if frames.dim() != 5 or frames.shape[1] != 3:
+            raise ValueError(f"frames must be Tensor[N, 3, T, H, W], got shape {tuple(frames.shape)}")
+        n, _, t, h, w = frames.shape
+        if tuple(hole.shape) != (n, 1, t, h, w):
+            raise ValueError(f"hole must be shape {(n, 1, t, h, w)}, got {tuple(hole.shape)}")
+        if t < 1 or h < 8 or w < 8 or h % 8 or w % 8:
+            raise ValueError(f"H and W must be multiples of 8 (and T >= 1), got T={t}, H={h}, W={w}")
+
+    def _normalise(self, x: Tensor) -> Tensor:
+        return x * 2.0 - 1.0  # [0, 1] -> [-1, 1]; the net's linear output is read in the same units
+
+    def predict(self, frames: Tensor, hole: Tensor) -> Prediction:
+        """Run the networks without the final composite (training uses this; see :class:`Prediction`)."""
+        self.check_inputs(frames, hole)
+        n, _, t, h, w = frames.shape
+        hole = (hole > 0).to(frames.dtype)
+        mean_buf: Tensor = self.mean_rgb  # type: ignore[assignment]
+        mean = mean_buf.to(frames.dtype)
+        filled = torch.where(hole > 0, mean, frames)  # paper §1: holes pre-filled with the mean
+        low_input = downsample(frames)
+        low_hole = downsample_hole(hole)
+        low = None
+        guide = None
+        if self.net3d is not None:
+            low_filled = torch.where(low_hole > 0, mean, downsample(filled))
+            if self.config.conv == "masked":
+                x3 = self._normalise(low_filled)
+            else:
+                x3 = torch.cat([self._normalise(low_filled), low_hole], 1)
+            x3 = x3.contiguous(memory_format=torch.channels_last_3d)
+            low = (self.net3d(x3, 1.0 - low_hole).float() + 1.0) * 0.5
+            # known low-res pixels pasted back before guiding CombCN (docs/MODEL.md, §9 item 6)
+            guide = torch.where(low_hole > 0, low, low_input.float())
+        if self.net2d is not None:
+            x2 = torch.cat([self._normalise(filled), hole], 1)
+            x2 = x2.permute(0, 2, 1, 3, 4).reshape(n * t, 4, h, w)
+            x2 = x2.contiguous(memory_format=torch.channels_last)
+            g2 = None
+            if guide is not None:
+                g2 = self._normalise(guide).permute(0, 2, 1, 3, 4).reshape(n * t, 3, h // 2, w // 2)
+                g2 = g2.to(x2.dtype).contiguous(memory_format=torch.channels_last)
+            full = self.net2d(x2, g2).float()
+            full = (full.reshape(n, t, 3, h, w).permute(0, 2, 1, 3, 4) + 1.0) * 0.5
+        else:
+            assert guide is not None
+            up = F.interpolate(guide.permute(0, 2, 1, 3, 4).reshape(n * t, 3, h // 2, w // 2), size=(h, w),
+                               mode="bilinear", align_corners=False)
+            full = up.reshape(n, t, 3, h, w).permute(0, 2, 1, 3, 4)
+        return Prediction(low=low, low_hole=low_hole, low_input=low_input, full=full)
+
+    def forward(self, frames: Tensor, hole: Tensor) -> Tensor:
+        """frames (Tensor[N, 3, T, H, W] in [0, 1]), hole (Tensor[N, 1, T, H, W], 1 = hole)
+        -> Tensor[N, 3, T, H, W] float32, composited: outside the hole the input, bit for bit."""
+        frames32 = frames.float()
+        fill = self.predict(frames32, hole.to(frames32.dtype)).full.clamp(0.0, 1.0)
+        hole32 = hole.to(torch.float32)
+        blended = hole32 * fill + (1.0 - hole32) * frames32
+        return torch.where(hole32 > 0, blended, frames32)
