@@ -151,13 +151,23 @@ def _register_python_side() -> None:
 
     @torch.library.register_fake("combcn::masked_conv3d")
     def _fake(
-        x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor | None, bn_scale: Tensor | None,
-        bn_shift: Tensor | None, stride: list[int], padding: list[int], dilation: list[int],
-        activation: str, eps: float,
+        x: Tensor,
+        mask: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        bn_scale: Tensor | None,
+        bn_shift: Tensor | None,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        activation: str,
+        eps: float,
     ) -> tuple[Tensor, Tensor]:
         size = output_size(tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
         out = torch.empty(
-            (x.shape[0], weight.shape[0], *size), dtype=x.dtype, device=x.device,
+            (x.shape[0], weight.shape[0], *size),
+            dtype=x.dtype,
+            device=x.device,
             memory_format=torch.channels_last_3d,
         )
         new_mask = torch.empty((x.shape[0], 1, *size), dtype=x.dtype, device=x.device)
@@ -189,7 +199,16 @@ def _register_python_side() -> None:
         if need_x or need_w:
             grad_conv = (grad * ratio).to(x.dtype)
             grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-                grad_conv, x * mask, weight, None, stride, padding, dilation, False, [0, 0, 0], 1,
+                grad_conv,
+                x * mask,
+                weight,
+                None,
+                stride,
+                padding,
+                dilation,
+                False,
+                [0, 0, 0],
+                1,
                 [need_x, need_w, False],
             )
             if grad_x is not None:

@@ -177,7 +177,11 @@ def masked_conv3d(
             raise ValueError(f"masked_conv3d: `padding` must be ints or 'same', got {padding!r}")
         if any(k % 2 == 0 for k in kernel):
             raise ValueError(f"masked_conv3d: `padding`='same' needs an odd kernel, got {kernel}")
-        padding3 = tuple(d * (k - 1) // 2 for d, k in zip(dilation3, kernel, strict=True))
+        padding3 = (
+            dilation3[0] * (kernel[0] - 1) // 2,
+            dilation3[1] * (kernel[1] - 1) // 2,
+            dilation3[2] * (kernel[2] - 1) // 2,
+        )
     else:
         padding3 = _triple(padding, "padding", 0)
     out_size = [
@@ -199,7 +203,17 @@ def masked_conv3d(
         out, new_mask = torch.ops.combcn.masked_conv3d(*args)
         return out, new_mask
     return masked_conv3d_reference(
-        x, mask, weight, bias, bn_scale, bn_shift, stride3, padding3, dilation3, act, EPS  # type: ignore[arg-type]
+        x,
+        mask,
+        weight,
+        bias,
+        bn_scale,
+        bn_shift,
+        stride3,
+        padding3,
+        dilation3,
+        act,
+        EPS,  # type: ignore[arg-type]
     )
 
 
@@ -269,8 +283,15 @@ class MaskedConv3d(nn.Module):
                 out = torch.relu(out)
             return out, new_mask
         return masked_conv3d(
-            x, mask, self.weight, self.bias, self.stride, self.padding, self.dilation,
-            bn=self.bn, activation=self.activation,
+            x,
+            mask,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            bn=self.bn,
+            activation=self.activation,
         )
 
     def extra_repr(self) -> str:

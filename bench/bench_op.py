@@ -1,0 +1,166 @@
+"""Benchmark of the fused ``combcn.ops.masked_conv3d`` at the paper's 3DCN layer shapes.
+
+Compares, in one process and interleaved round by round, the fused op against (a) the unfused
+reference composition (:func:`combcn.ops.masked_conv3d_reference`: mask-count conv, conv of
+``x * mask``, ratio, bias, BN, ReLU as separate tensor ops) and (b) a bare ``F.conv3d`` of the same
+shape (``channels_last_3d`` input, bias, nothing else). Prints a markdown table of medians.
+
+    python bench/bench_op.py [--dtypes float32 bfloat16] [--rounds 5] [--threads 2] [--device cpu]
+
+Layers (paper Table 1, top; batch 1, 32 frames, 64x64 input, "same" padding, BN + ReLU epilogue):
+the 3DCN encoder and dilated stack. ``--scale`` divides the channel counts (default 1 = paper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from combcn.ops import backends, masked_conv3d, masked_conv3d_reference
+
+# (name, C_in, C_out, T, H=W, kernel, spatial stride, spatial dilation): paper Table 1 (3DCN).
+LAYERS = [
+    ("L1 conv5", 4, 16, 32, 64, 5, 1, 1),
+    ("L2 conv3 s2", 16, 32, 32, 64, 3, 2, 1),
+    ("L3 conv3", 32, 64, 32, 32, 3, 1, 1),
+    ("L4 conv3 s2", 64, 128, 32, 32, 3, 2, 1),
+    ("L5 dil2", 128, 256, 32, 16, 3, 1, 2),
+    ("L6 dil4", 256, 256, 32, 16, 3, 1, 4),
+    ("L7 dil8", 256, 256, 32, 16, 3, 1, 8),
+    ("L8 conv3", 256, 128, 32, 16, 3, 1, 1),
+]
+
+
+def timed(fn: Callable[[], object], min_time: float, device: torch.device) -> float:
+    """Seconds per call: mean over enough calls to last ``min_time`` (timer and scheduler noise)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    calls, elapsed = 0, 0.0
+    sync()
+    start = time.perf_counter()
+    while elapsed < min_time or calls == 0:
+        fn()
+        sync()
+        calls += 1
+        elapsed = time.perf_counter() - start
+    return elapsed / calls
+
+
+def make_cases(
+    c_in: int,
+    c_out: int,
+    frames: int,
+    size: int,
+    k: int,
+    s: int,
+    d: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> dict[str, Callable[[], object]]:
+    """The three ways of computing one layer, as closures over freshly made inputs."""
+    cl = torch.channels_last_3d
+    x = torch.randn(1, c_in, frames, size, size, device=device).to(dtype).contiguous(memory_format=cl)
+    mask = (torch.rand(1, 1, frames, size, size, device=device) > 0.3).to(dtype)
+    weight = (torch.randn(c_out, c_in, k, k, k, device=device) * 0.05).to(dtype)
+    bias = torch.randn(c_out, device=device).to(dtype)
+    scale = (torch.rand(c_out, device=device) + 0.5).to(dtype)
+    shift = torch.randn(c_out, device=device).to(dtype)
+    stride, dilation = (1, s, s), (1, d, d)
+    padding = ((k - 1) // 2, d * (k - 1) // 2, d * (k - 1) // 2)
+    return {
+        "fused": lambda: masked_conv3d(
+            x, mask, weight, bias, stride, padding, dilation, bn=(scale, shift), activation="relu"
+        ),
+        "ref": lambda: masked_conv3d_reference(
+            x, mask, weight, bias, scale, shift, stride, padding, dilation, "relu"
+        ),
+        "bare": lambda: F.conv3d(x, weight, bias, stride, padding, dilation),
+    }
+
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line)
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (
+        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} threads {torch.get_num_threads()}, "
+        f"capability {torch.backends.cpu.get_cpu_capability()}{gpu}; load average {load[0]:.2f} {load[1]:.2f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "-d", "--dtypes", nargs="+", default=["float32", "bfloat16"], help="(default: %(default)s)"
+    )
+    parser.add_argument("-r", "--rounds", type=int, default=5, help="timed rounds per case (default: 5)")
+    parser.add_argument("-m", "--min-time", type=float, default=0.3, help="seconds per timing (default: 0.3)")
+    parser.add_argument("-t", "--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "-s", "--scale", type=int, default=1, help="divide channel counts by this (default: 1)"
+    )
+    parser.add_argument("-l", "--layers", nargs="*", help="only layers whose name contains one of these")
+    parser.add_argument("--no-bare-bf16", action="store_true", help="skip bare bf16 F.conv3d (slow w/o AMX)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    cpu_backend = backends()["cpu" if device.type == "cpu" else "cuda"]
+    print(f"machine: {machine()}")
+    print(f"backend: {cpu_backend}")
+    print()
+    print(
+        "| layer | dtype | shape in -> out | fused ms | unfused ref ms | bare conv3d ms | fused / bare "
+        "| ref / fused |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        for name, c_in, c_out, frames, size, k, s, d in LAYERS:
+            if args.layers and not any(sel in name for sel in args.layers):
+                continue
+            c_in = max(c_in // args.scale, 1) if c_in > 4 else c_in
+            c_out = max(c_out // args.scale, 1)
+            cases = make_cases(c_in, c_out, frames, size, k, s, d, dtype, device)
+            slow_bare = dtype == torch.bfloat16 and device.type == "cpu" and args.no_bare_bf16
+            if slow_bare:
+                cases.pop("bare")
+                cases.pop("ref")
+            times: dict[str, list[float]] = {key: [] for key in cases}
+            with torch.no_grad():
+                for fn in cases.values():
+                    fn()
+                for _ in range(args.rounds):
+                    for key, fn in cases.items():
+                        times[key].append(timed(fn, args.min_time, device))
+            med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+            shape = f"{c_in}x{frames}x{size}² -> {c_out}, k{k} s{s} d{d}"
+            fused = med["fused"]
+            bare, ref = med.get("bare"), med.get("ref")
+            cells = [
+                f"{fused:.1f}",
+                f"{ref:.1f}" if ref else "-",
+                f"{bare:.1f}" if bare else "-",
+                f"{fused / bare:.2f}" if bare else "-",
+                f"{ref / fused:.2f}" if ref else "-",
+            ]
+            print(f"| {name} | {dtype_name} | {shape} | " + " | ".join(cells) + " |", flush=True)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,440 @@
+"""Tests of ``combcn.ops.masked_conv3d``: the native CPU op against the pure-PyTorch reference.
+
+Kornia vocabulary (test_smoke, test_exception, test_cardinality, test_gradcheck, test_module,
+test_dynamo, test_opcheck). Tolerances per dtype live in ``TOLERANCES``. The oracle is the
+float64 reference run on the same (dtype-rounded) inputs, so bf16 errors are the op's own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from combcn.ops import EPS, MaskedConv3d, _ext, backends, masked_conv3d, masked_conv3d_reference
+
+# (rtol, atol); atol is relative to the largest |reference| value of the case.
+TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-7, 1e-9),
+    torch.float32: (1e-4, 1e-5),
+    torch.bfloat16: (1.6e-2, 8e-3),
+    torch.float16: (2e-3, 1e-3),
+}
+
+KERNELS = (3, 5)
+STRIDES = ((1, 1, 1), (1, 2, 2))
+DILATIONS = (1, 2, 4, 8)
+MASK_KINDS = ("random", "all_valid", "all_hole", "single_pixel", "hole_blocks")
+
+
+def compiler_present() -> bool:
+    return shutil.which("c++") is not None or shutil.which("g++") is not None
+
+
+@pytest.fixture(scope="module")
+def native() -> bool:
+    return _ext.load()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny volumes: waking a thread pool on a shared 2-core box costs more than the work.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_mask(kind: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """A [N, 1, T, H, W] float mask (1 = valid) of the given kind."""
+    n, _, t, h, w = shape
+    if kind == "random":
+        return (torch.rand(shape, generator=generator) > 0.5).double()
+    if kind == "all_valid":
+        return torch.ones(shape, dtype=torch.float64)
+    if kind == "all_hole":
+        return torch.zeros(shape, dtype=torch.float64)
+    if kind == "single_pixel":
+        mask = torch.zeros(shape, dtype=torch.float64)
+        mask[:, :, t // 2, h // 2, w // 3] = 1
+        return mask
+    # hole_blocks: a large hole so that many windows are hole-only, plus a valid border.
+    mask = torch.ones(shape, dtype=torch.float64)
+    mask[:, :, :, 1 : h - 1, 1 : w - 1] = 0
+    return mask
+
+
+def reference64(x, mask, weight, bias, stride, padding, dilation, bn=None, activation="none"):
+    """The oracle: the float64 reference on the very same (dtype-rounded) inputs."""
+    scale, shift = (None, None) if bn is None else (bn[0].double(), bn[1].double())
+    return masked_conv3d_reference(
+        x.double(),
+        mask.double(),
+        weight.double(),
+        None if bias is None else bias.double(),
+        scale,
+        shift,
+        stride,
+        padding,
+        dilation,
+        activation,
+    )
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+    rtol, atol = TOLERANCES[dtype]
+    scale = max(expected.abs().max().item(), 1.0) if expected.numel() else 1.0
+    torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol * scale)
+
+
+def case(c_in=3, c_out=5, shape=(2, 4, 9, 10), k=3, dtype=torch.float32, seed=0, mask_kind="random"):
+    g = torch.Generator().manual_seed(seed)
+    n, t, h, w = shape
+    x = torch.randn(n, c_in, t, h, w, generator=g, dtype=torch.float64).to(dtype)
+    mask = make_mask(mask_kind, (n, 1, t, h, w), g).to(dtype)
+    weight = (torch.randn(c_out, c_in, k, k, k, generator=g, dtype=torch.float64) * 0.2).to(dtype)
+    bias = torch.randn(c_out, generator=g, dtype=torch.float64).to(dtype)
+    return x, mask, weight, bias
+
+
+class TestMaskedConv3d:
+    def test_native_backend_active(self, native: bool) -> None:
+        # A broken build must not hide behind the reference fallback: fail where a compiler exists.
+        if not compiler_present():
+            pytest.skip("no C++ compiler on this machine: the reference fallback is expected")
+        assert native, f"native op failed to build: {_ext.state()['error']}"
+        state = backends()
+        assert state["cpu"]["compiled"] and state["cpu"]["active"], state
+        assert torch.ops.combcn.masked_conv3d.default is not None
+
+    def test_smoke(self, native: bool) -> None:
+        x, mask, weight, bias = case()
+        out, new_mask = masked_conv3d(x, mask, weight, bias, padding="same", activation="relu")
+        assert out.shape == (2, 5, 4, 9, 10) and new_mask.shape == (2, 1, 4, 9, 10)
+        assert out.dtype == x.dtype and new_mask.dtype == x.dtype
+        assert set(new_mask.unique().tolist()) <= {0.0, 1.0}
+        assert (out >= 0).all()
+        if native:
+            assert out.is_contiguous(memory_format=torch.channels_last_3d)
+
+    @pytest.mark.parametrize(
+        ("k", "stride", "dilation"), list(itertools.product(KERNELS, STRIDES, DILATIONS))
+    )
+    def test_against_reference(
+        self, native: bool, k: int, stride: tuple[int, int, int], dilation: int
+    ) -> None:
+        dil = (1, dilation, dilation)
+        for seed, (mask_kind, padding) in enumerate(itertools.product(MASK_KINDS, ("same", "zero"))):
+            x, mask, weight, bias = case(k=k, shape=(1, 5, 11, 13), seed=seed, mask_kind=mask_kind)
+            if padding == "same":
+                pad = tuple(d * (k - 1) // 2 for d in dil)
+            else:
+                pad = (0, 0, 0)
+                if 11 - dilation * (k - 1) < 1:
+                    continue  # no valid output without padding at this dilation
+            out, new_mask = masked_conv3d(x, mask, weight, bias, stride, pad, dil)
+            ref, ref_mask = reference64(x, mask, weight, bias, stride, pad, dil)
+            assert_close(out, ref, torch.float32)
+            torch.testing.assert_close(new_mask.double(), ref_mask)
+            if mask_kind == "all_hole":
+                assert (out == 0).all() and (new_mask == 0).all()
+
+    def test_ratio_at_borders(self, native: bool) -> None:
+        # An all-valid mask with zero padding still rescales at the borders: r = |W| / s > 1 there.
+        x = torch.ones(1, 1, 3, 4, 4)
+        mask = torch.ones(1, 1, 3, 4, 4)
+        weight = torch.ones(1, 1, 3, 3, 3)
+        out, new_mask = masked_conv3d(x, mask, weight, None, 1, 1, 1)
+        # conv of ones over the s valid taps = s, times 27 / s = 27 everywhere.
+        torch.testing.assert_close(out, torch.full_like(out, 27.0))
+        assert (new_mask == 1).all()
+
+    def test_soft_mask_and_eps(self, native: bool) -> None:
+        x, _, weight, bias = case(shape=(1, 3, 6, 6))
+        mask = torch.rand(1, 1, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+        mask[..., :3, :] = EPS / 100  # windows whose whole count stays below EPS are holes
+        out, new_mask = masked_conv3d(x, mask, weight, bias, 1, 1, 1)
+        ref, ref_mask = reference64(x, mask, weight, bias, (1, 1, 1), (1, 1, 1), (1, 1, 1))
+        assert_close(out, ref, torch.float32)
+        torch.testing.assert_close(new_mask.double(), ref_mask)
+
+    def test_bn_relu_epilogue_holes(self, native: bool) -> None:
+        # Fused inference BN + ReLU equals conv -> BatchNorm3d (eval) -> ReLU, hole outputs included.
+        x, mask, weight, bias = case(c_out=6, shape=(1, 4, 8, 8), mask_kind="hole_blocks")
+        bn = torch.nn.BatchNorm3d(6).eval()
+        with torch.no_grad():
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-1, 1)
+        out, new_mask = masked_conv3d(x, mask, weight, bias, 1, "same", 1, bn=bn, activation="relu")
+        plain, _ = masked_conv3d(x, mask, weight, bias, 1, "same", 1)
+        with torch.no_grad():
+            expected = torch.relu(bn(plain))
+        assert_close(out, expected, torch.float32)
+        holes = (new_mask == 0).expand_as(out)
+        assert holes.any()
+        shift = bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        hole_values = torch.relu(shift).view(1, -1, 1, 1, 1).expand_as(out)
+        torch.testing.assert_close(out[holes], hole_values[holes].detach(), rtol=1e-5, atol=1e-6)
+        assert (out[holes] != 0).any(), "hole outputs are act(beta'), not 0"
+
+    def test_batch_zero(self, native: bool) -> None:
+        x, mask, weight, bias = case(shape=(2, 4, 9, 10))
+        out, new_mask = masked_conv3d(x[:0], mask[:0], weight, bias, (1, 2, 2), "same", 2)
+        assert out.shape == (0, 5, 4, 5, 5) and new_mask.shape == (0, 1, 4, 5, 5)
+
+    def test_noncontiguous_and_channels_last(self, native: bool) -> None:
+        x, mask, weight, bias = case(c_in=4, shape=(2, 6, 12, 10))
+        ref, ref_mask = reference64(x, mask, weight, bias, (1, 1, 1), (1, 2, 2), (1, 2, 2))
+        x_cl = x.contiguous(memory_format=torch.channels_last_3d)
+        x_nc = torch.randn(2, 6, 12, 10, 8).permute(0, 4, 1, 2, 3)  # non-contiguous [2, 8, 6, 12, 10]
+        x_nc = x_nc[:, ::2]
+        x_nc.copy_(x)
+        mask_nc = mask.expand(2, 3, 6, 12, 10)[:, 1:2]  # stride 0 broadcast view
+        for xi, mi in ((x_cl, mask), (x_nc, mask_nc), (x.transpose(3, 4).contiguous().transpose(3, 4), mask)):
+            out, new_mask = masked_conv3d(xi, mi, weight, bias, 1, (1, 2, 2), (1, 2, 2))
+            assert_close(out, ref, torch.float32)
+            torch.testing.assert_close(new_mask.double(), ref_mask)
+
+    @pytest.mark.parametrize("dtype", [torch.bfloat16])
+    def test_low_precision(self, native: bool, dtype: torch.dtype) -> None:
+        for k, dilation, stride in ((5, 1, (1, 1, 1)), (3, 2, (1, 2, 2)), (3, 8, (1, 1, 1))):
+            x, mask, weight, bias = case(c_in=4, c_out=8, k=k, shape=(1, 4, 12, 12), dtype=dtype)
+            bn = (torch.rand(8, dtype=dtype) + 0.5, torch.randn(8, dtype=dtype))
+            dil, pad = (
+                (1, dilation, dilation),
+                ((k - 1) // 2, dilation * (k - 1) // 2, dilation * (k - 1) // 2),
+            )
+            out, new_mask = masked_conv3d(x, mask, weight, bias, stride, pad, dil, bn=bn, activation="relu")
+            ref, ref_mask = reference64(x, mask, weight, bias, stride, pad, dil, bn, "relu")
+            assert out.dtype == dtype
+            assert_close(out, ref, dtype)
+            torch.testing.assert_close(new_mask.double(), ref_mask)
+
+    @pytest.mark.parametrize(
+        ("size", "k", "stride", "padding", "dilation", "expected"),
+        [
+            ((4, 16, 16), 3, (1, 2, 2), "same", 1, (4, 8, 8)),
+            ((4, 16, 16), 3, 1, "same", (1, 8, 8), (4, 16, 16)),
+            ((4, 16, 16), 5, 1, "same", 1, (4, 16, 16)),
+            ((4, 16, 16), 3, 1, 0, 1, (2, 14, 14)),
+            ((4, 17, 15), 3, (1, 2, 2), 1, 1, (4, 9, 8)),
+            ((4, 16, 16), 4, (1, 2, 2), 1, 1, (3, 8, 8)),
+        ],
+    )
+    def test_cardinality(self, native: bool, size, k, stride, padding, dilation, expected) -> None:
+        x = torch.randn(2, 3, *size)
+        mask = torch.ones(2, 1, *size)
+        out, new_mask = masked_conv3d(x, mask, torch.randn(4, 3, k, k, k), None, stride, padding, dilation)
+        assert out.shape == (2, 4, *expected) and new_mask.shape == (2, 1, *expected)
+
+    @pytest.mark.parametrize(
+        ("change", "argument"),
+        [
+            (lambda a: a.update(x=a["x"][0]), "`x`"),
+            (lambda a: a.update(mask=a["mask"].expand(2, 3, 4, 6, 6)), "`mask`"),
+            (lambda a: a.update(mask=a["mask"][:, :, :3]), "`mask`"),
+            (lambda a: a.update(mask=a["mask"].long()), "`mask`"),
+            (lambda a: a.update(weight=a["weight"].double()), "`weight`"),
+            (lambda a: a.update(weight=a["weight"][:, :2]), "`weight`"),
+            (lambda a: a.update(weight=a["weight"][0]), "`weight`"),
+            (lambda a: a.update(bias=torch.zeros(3)), "`bias`"),
+            (lambda a: a.update(dilation=-1), "`dilation`"),
+            (lambda a: a.update(dilation=(1, 0, 1)), "`dilation`"),
+            (lambda a: a.update(stride=0), "`stride`"),
+            (lambda a: a.update(stride=(1, 2)), "`stride`"),
+            (lambda a: a.update(padding=-1), "`padding`"),
+            (lambda a: a.update(padding="valid"), "`padding`"),
+            (lambda a: a.update(padding="same", weight=torch.randn(5, 3, 4, 4, 4)), "`padding`"),
+            (lambda a: a.update(activation="gelu"), "`activation`"),
+            (lambda a: a.update(bn=(torch.ones(5), torch.zeros(4))), "`bn`"),
+            (lambda a: a.update(bn="yes"), "`bn`"),
+            (lambda a: a.update(x=torch.randn(2, 3, 4, 2, 2), mask=torch.ones(2, 1, 4, 2, 2)), "`x`"),
+            (lambda a: a.update(x=a["x"].long()), "`x`"),
+        ],
+    )
+    def test_exception(self, change, argument: str) -> None:
+        args = {
+            "x": torch.randn(2, 3, 4, 6, 6),
+            "mask": torch.ones(2, 1, 4, 6, 6),
+            "weight": torch.randn(5, 3, 3, 3, 3),
+            "bias": torch.zeros(5),
+            "stride": 1,
+            "padding": 0,
+            "dilation": 1,
+            "bn": None,
+            "activation": None,
+        }
+        change(args)
+        with pytest.raises(ValueError, match=argument):
+            masked_conv3d(**args)
+
+    def test_exception_device(self) -> None:
+        meta = torch.ones(1, 1, 3, 4, 4, device="meta")
+        with pytest.raises(ValueError, match="`mask`"):
+            masked_conv3d(torch.randn(1, 2, 3, 4, 4), meta, torch.randn(2, 2, 3, 3, 3))
+
+    def test_gradcheck(self, native: bool) -> None:
+        x, mask, weight, bias = case(c_in=2, c_out=3, shape=(1, 3, 5, 4), dtype=torch.float64, seed=3)
+        x.requires_grad_(True)
+        weight.requires_grad_(True)
+        bias.requires_grad_(True)
+        bn = (torch.rand(3, dtype=torch.float64) + 0.5, torch.randn(3, dtype=torch.float64))
+
+        def fn(x, weight, bias, stride, dilation, activation, bn):
+            return masked_conv3d(
+                x, mask, weight, bias, stride, "same", dilation, bn=bn, activation=activation
+            )[0]
+
+        for stride, dilation, activation, epilogue in (
+            ((1, 1, 1), 1, None, None),
+            ((1, 2, 2), (1, 2, 2), "relu", bn),
+        ):
+            assert torch.autograd.gradcheck(
+                lambda x, w, b, s=stride, d=dilation, a=activation, e=epilogue: fn(x, w, b, s, d, a, e),
+                (x, weight, bias),
+                fast_mode=True,
+            )
+        # One small slow-mode case: full Jacobian.
+        xs, ms, ws, bs = case(c_in=1, c_out=2, shape=(1, 2, 3, 3), dtype=torch.float64, seed=4)
+        assert torch.autograd.gradcheck(
+            lambda x, w, b: masked_conv3d(
+                x, ms, w, b, 1, "same", 1, bn=(bn[0][:2], bn[1][:2]), activation="relu"
+            )[0],
+            tuple(t.requires_grad_(True) for t in (xs, ws, bs)),
+        )
+
+    def test_gradients_match_reference(self, native: bool) -> None:
+        x, mask, weight, bias = case(
+            c_in=3, c_out=4, shape=(2, 4, 7, 6), dtype=torch.float64, mask_kind="random"
+        )
+        bn = (torch.rand(4, dtype=torch.float64) + 0.5, torch.randn(4, dtype=torch.float64))
+        grads = []
+        for fn in ("op", "reference"):
+            xs, ws, bs = (t.clone().requires_grad_(True) for t in (x, weight, bias))
+            if fn == "op":
+                out, _ = masked_conv3d(
+                    xs, mask, ws, bs, (1, 2, 2), "same", (1, 2, 2), bn=bn, activation="relu"
+                )
+            else:
+                out, _ = masked_conv3d_reference(
+                    xs, mask, ws, bs, bn[0], bn[1], (1, 2, 2), (1, 2, 2), (1, 2, 2), "relu"
+                )
+            (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+            grads.append((xs.grad, ws.grad, bs.grad))
+        for got, want in zip(grads[0], grads[1], strict=True):
+            torch.testing.assert_close(got, want)
+
+    def test_opcheck(self, native: bool) -> None:
+        if not native:
+            pytest.skip("the native op is not built (test_native_backend_active reports why)")
+        op = torch.ops.combcn.masked_conv3d.default
+        x, mask, weight, bias = case(c_in=2, c_out=3, shape=(1, 3, 5, 4), dtype=torch.float64)
+        samples = [
+            (
+                x.requires_grad_(True),
+                mask,
+                weight.requires_grad_(True),
+                bias,
+                None,
+                None,
+                [1, 1, 1],
+                [1, 1, 1],
+                [1, 1, 1],
+                "none",
+                EPS,
+            ),
+            (
+                x.to(torch.float32),
+                mask.float(),
+                weight.detach().float(),
+                None,
+                torch.ones(3),
+                torch.zeros(3),
+                [1, 2, 2],
+                [1, 2, 2],
+                [1, 2, 2],
+                "relu",
+                EPS,
+            ),
+        ]
+        for args in samples:
+            torch.library.opcheck(op, args)
+
+    def test_dynamo(self, native: bool) -> None:
+        # fullgraph=True: no graph break through the custom op; aot_eager also traces fake + autograd.
+        x, mask, weight, bias = case(c_in=3, c_out=4, shape=(1, 4, 8, 8))
+        layer = MaskedConv3d(3, 4, 3, padding="same", dilation=(1, 2, 2), activation="relu")
+        weight2 = torch.randn(2, 4, 3, 3, 3)
+
+        def two_layers(x, mask):
+            y, m = layer(x, mask)
+            return masked_conv3d(y, m, weight2, None, (1, 2, 2), "same", 1)
+
+        compiled = torch.compile(two_layers, fullgraph=True, backend="aot_eager")
+        torch._dynamo.reset()
+        got = compiled(x, mask)
+        want = two_layers(x, mask)
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1])
+        got[0].sum().backward()
+        assert layer.weight.grad is not None
+
+    def test_module(self, native: bool) -> None:
+        torch.manual_seed(0)
+        layer = MaskedConv3d(
+            3, 6, 3, stride=(1, 2, 2), padding="same", dilation=1, batch_norm=True, activation="relu"
+        )
+        assert "kernel_size=(3, 3, 3)" in repr(layer)
+        x, mask, _, _ = case(c_in=3, shape=(2, 4, 8, 8), mask_kind="hole_blocks")
+        out, new_mask = layer(x, mask)  # training: batch statistics
+        out.sum().backward()
+        assert layer.weight.grad is not None and layer.bias is not None and layer.bias.grad is not None
+        layer.eval()
+        fused, fused_mask = layer(x, mask)
+        plain, _ = masked_conv3d(x, mask, layer.weight, layer.bias, (1, 2, 2), "same", 1)
+        with torch.no_grad():
+            expected = torch.relu(layer.bn(plain))
+        assert_close(fused.detach(), expected, torch.float32)
+        torch.testing.assert_close(fused_mask, new_mask)
+
+    def test_reference_fallback(self, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        # With no native kernel the public function gives the reference's answer ...
+        x, mask, weight, bias = case(shape=(1, 4, 7, 7))
+        native_out = masked_conv3d(x, mask, weight, bias, 1, "same", 2, activation="relu")
+        monkeypatch.setattr(_ext, "has_kernel", lambda device_type: False)
+        ref_out = masked_conv3d(x, mask, weight, bias, 1, "same", 2, activation="relu")
+        torch.testing.assert_close(native_out[0], ref_out[0], rtol=1e-5, atol=1e-5)
+        # ... and a failed build warns once, in one line, and reports itself in backends().
+        monkeypatch.setattr(
+            _ext, "_state", {"tried": False, "loaded": False, "cuda": False, "error": None, "path": None}
+        )
+        monkeypatch.setattr(_ext, "SOURCE_ROOT", _ext.SOURCE_ROOT / "does-not-exist")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert _ext.load() is False
+        assert len(caught) == 1 and "\n" not in str(caught[0].message)
+        assert "reference" in str(caught[0].message)
+        state = backends()
+        assert state["reference"]["active"] and not state["cpu"]["active"]
+        assert "not built" in state["cpu"]["note"]
+
+    def test_cache_dir(self, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+        monkeypatch.setenv("COMBCN_CACHE", str(tmp_path))
+        assert _ext.cache_dir().parent == tmp_path / "ext"
+        assert torch.__version__.split("+")[0] in _ext.cache_dir().name
+
+
+def test_reference_matches_plain_conv_when_all_valid() -> None:
+    # Sanity of the oracle itself: all-valid mask, no padding -> ratio 1 -> plain conv3d + bias.
+    x, mask, weight, bias = case(shape=(1, 4, 7, 7), mask_kind="all_valid", dtype=torch.float64)
+    out, new_mask = masked_conv3d_reference(
+        x, mask, weight, bias, None, None, (1, 1, 1), (0, 0, 0), (1, 2, 2)
+    )
+    torch.testing.assert_close(out, F.conv3d(x, weight, bias, 1, 0, (1, 2, 2)))
+    assert (new_mask == 1).all()
