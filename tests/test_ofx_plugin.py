@@ -228,3 +228,56 @@ def test_hung_server_times_out(binary: Path, data: dict[str, Any], run_dir: Path
     assert render["status"] == FAILED and render["seconds"] < 30
     errors = [m["text"] for m in result["messages"] if m["type"] == "OfxMessageError"]
     assert len(errors) == 1 and "timed out" in errors[0], errors
+
+
+def test_parallel_renders_of_one_window_compute_it_once(
+    binary: Path, data: dict[str, Any], run_dir: Path
+) -> None:
+    """The plugin declares OfxImageEffectRenderFullySafe: four render threads at once, one window."""
+    from combcn import inpaint
+
+    job = base_job(data, render=[1001, 1002, 1003, 1004], threads=4, out=str(run_dir / "out.%d.exr"))
+    result = run_host(job, run_dir, host_env(run_dir))
+    assert [r["status"] for r in result["renders"]] == [OK] * 4, result["messages"]
+    assert result["max_concurrent_renders"] >= 2 and result["violations"] == []
+    expected = inpaint(data["plate"][:4], data["matte"][:4], weights=data["weights"], device="cpu")
+    for i, t in enumerate(range(1001, 1005)):
+        np.testing.assert_allclose(read_exr(str(run_dir / f"out.{t}.exr")), expected[i], rtol=0, atol=1e-5)
+    stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
+    assert stats["computed"] == 1 and stats["cached"] == 3, stats
+
+
+def test_filter_context_takes_the_matte_from_a_source_channel(
+    binary: Path, data: dict[str, Any], run_dir: Path, tmp_path: Path
+) -> None:
+    from combcn import inpaint
+
+    plate = data["plate"].copy()
+    plate[..., 3] = 1.0 - data["matte"]  # the matte rides in alpha, inverted (0 = remove)
+    source, _ = write_plates(tmp_path, FIRST, plate, data["matte"])
+    job = base_job(
+        data,
+        context="OfxImageEffectContextFilter",
+        source=source,
+        mask=None,
+        render=[1003],
+        out=str(run_dir / "out.%d.exr"),
+        set_params={"invert": 1, "shaper": 1},
+    )  # log shaper
+    result = run_host(job, run_dir, host_env(run_dir))
+    assert set(result["clips"]) == {"Source", "Output"}
+    (render,) = result["renders"]
+    assert render["status"] == OK, result["messages"]
+    expected = inpaint(
+        plate[:4], plate[:4, ..., 3], invert=True, weights=data["weights"], device="cpu", shaper="log"
+    )
+    np.testing.assert_allclose(read_exr(str(run_dir / "out.1003.exr")), expected[2], rtol=0, atol=1e-5)
+
+
+def test_without_a_mask_the_source_passes_through(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    job = base_job(data, mask=None, render=[1002], out=str(run_dir / "out.%d.exr"))
+    result = run_host(job, run_dir, host_env(run_dir, COMBCN_SERVE="/bin/false"))  # no server needed
+    (render,) = result["renders"]
+    assert render["identity_status"] == OK and render["identity"]["OfxPropName"] == ["Source"]
+    assert render["status"] == OK and result["messages"] == []
+    assert np.array_equal(read_exr(str(run_dir / "out.1002.exr")), data["plate"][1])

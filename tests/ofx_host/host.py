@@ -20,8 +20,10 @@ import ctypes as C
 import json
 import os
 import sys
+import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,12 +147,14 @@ class Registry:
     def __init__(self) -> None:
         self.objects: dict[int, Any] = {}
         self.next = 0x10000
+        self.lock = threading.Lock()
 
     def add(self, obj: Any) -> int:
-        self.next += 0x10
-        self.objects[self.next] = obj
-        obj.handle = self.next
-        return self.next
+        with self.lock:
+            self.next += 0x10
+            self.objects[self.next] = obj
+            obj.handle = self.next
+            return self.next
 
     def get(self, handle: int | None) -> Any:
         return self.objects.get(handle or 0)
@@ -217,10 +221,11 @@ class Host:
         self.reg = Registry()
         self.messages: list[dict[str, str]] = []
         self.violations: list[str] = []
-        self.fetches: list[tuple[str, float]] = []
-        self.images: dict[int, Image] = {}
-        self.rendering: float | None = None
-        self.frames_needed: dict[str, tuple[float, float]] = {}
+        self.images: dict[int, Image] = {}  # all threads' live images, by handle
+        self.lock = threading.RLock()  # handles and shared lists; callbacks may come from many threads
+        self.tls = threading.local()  # per render thread: rendering, frames_needed, fetches, output
+        self.concurrent = 0
+        self.max_concurrent = 0
         self._strings: dict[tuple[int, str, int], C.Array[C.c_char]] = {}
         self.host_props = PropertySet("host")
         self.reg.add(self.host_props)
@@ -485,23 +490,24 @@ class Host:
         c = self.reg.get(clip)
         if not isinstance(c, Clip):
             return ERR_BAD_HANDLE
-        if self.rendering is None:
+        tls = self.tls
+        if getattr(tls, "rendering", None) is None:
             self.violations.append(f"clipGetImage({c.name}, {t}) outside the render action")
             return ERR_VALUE
-        if t != self.rendering and c.name != "Output":
-            lo, hi = self.frames_needed.get(c.name, (self.rendering, self.rendering))
+        if t != tls.rendering and c.name != "Output":
+            lo, hi = tls.frames_needed.get(c.name, (tls.rendering, tls.rendering))
             if not lo <= t <= hi:
                 self.violations.append(
                     f"clipGetImage({c.name}, {t}) outside the declared frames needed {lo}-{hi}"
                 )
                 return ERR_VALUE
-        self.fetches.append((c.name, t))
+        tls.fetches.append((c.name, t))
         h, w = self.size
         comps = c.props.first("OfxImageEffectPropComponents", "OfxImageComponentRGBA")
         nc = 1 if comps == "OfxImageComponentAlpha" else 4
         if c.name == "Output":
             buf = np.full((h, w, nc), np.nan, np.float32)  # unwritten pixels stay NaN: the test sees them
-            self.output = buf
+            tls.output = buf
         else:
             frame = c.frames.get(int(round(t)))
             if frame is None:
@@ -517,7 +523,8 @@ class Host:
             # Top-down memory with a negative stride: the data pointer is the last row in memory.
             data, row_bytes = buf.ctypes.data + (h - 1) * row, -row
         props = PropertySet(f"image {c.name}@{t}")
-        self.reg.add(props)
+        with self.lock:
+            self.reg.add(props)
         props.set("OfxImagePropData", data)
         props.set("OfxImagePropBounds", 0, 0, w, h)
         props.set("OfxImagePropRegionOfDefinition", 0, 0, w, h)
@@ -530,16 +537,18 @@ class Host:
         props.set("OfxImagePropUniqueIdentifier", f"{c.name}-{t}")
         props.set("OfxImageEffectPropRenderScale", 1.0, 1.0)
         image = Image(props, buf, c.name, t)
-        self.images[props.handle] = image
+        with self.lock:
+            self.images[props.handle] = image
         out[0] = props.handle
         return OK
 
     def _clip_release_image(self, image: int) -> int:
-        img = self.images.pop(image, None)
+        with self.lock:
+            img = self.images.pop(image, None)
         if img is None:
             return ERR_BAD_HANDLE
         if img.clip == "Output":
-            self.output = np.ascontiguousarray(img.buffer[::-1])  # back to top-down rows
+            self.tls.output = np.ascontiguousarray(img.buffer[::-1])  # back to top-down rows
         return OK
 
     # parameter suite
@@ -758,17 +767,19 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result["clip_preferences_out"] = dict(prefs.values)
 
     h, w = host.size
-    for t in job["render"]:
+
+    def render_one(t: int) -> dict[str, Any]:
         entry: dict[str, Any] = {"time": t}
+        tls = host.tls
         fn_out = host.args()
         entry["frames_needed_status"] = host.action(
             "OfxImageEffectActionGetFramesNeeded", inst.handle, host.args(OfxPropTime=float(t)), fn_out
         )
-        host.frames_needed = {}
+        tls.frames_needed = {}
         for key, vals in fn_out.values.items():
             clip = key.removeprefix("OfxImageClipPropFrameRange_")
-            host.frames_needed[clip] = (min(vals[0::2]), max(vals[1::2]))
-        entry["frames_needed"] = {k: list(v) for k, v in host.frames_needed.items()}
+            tls.frames_needed[clip] = (min(vals[0::2]), max(vals[1::2]))
+        entry["frames_needed"] = {k: list(v) for k, v in tls.frames_needed.items()}
         roi_out = host.args()
         entry["roi_status"] = host.action(
             "OfxImageEffectActionGetRegionsOfInterest",
@@ -793,9 +804,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             ),
             id_out,
         )
-        host.fetches.clear()
-        host.rendering = float(t)
-        host.output = None
+        entry["identity"] = dict(id_out.values)
+        tls.fetches = []
+        tls.rendering = float(t)
+        tls.output = None
+        with host.lock:
+            host.concurrent += 1
+            host.max_concurrent = max(host.max_concurrent, host.concurrent)
         t0 = time.monotonic()
         entry["status"] = host.action(
             "OfxImageEffectActionRender",
@@ -811,16 +826,26 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             ),
         )
         entry["seconds"] = round(time.monotonic() - t0, 3)
-        host.rendering = None
-        entry["fetched"] = [[c, f] for c, f in host.fetches]
-        if host.images:
-            host.violations.append(f"{len(host.images)} images not released after render of {t}")
-            host.images.clear()
-        if entry["status"] == OK and host.output is not None and job.get("out"):
+        with host.lock:
+            host.concurrent -= 1
+        tls.rendering = None
+        entry["fetched"] = [[c, f] for c, f in tls.fetches]
+        if entry["status"] == OK and tls.output is not None and job.get("out"):
             path = job["out"] % t
-            write_exr(path, host.output)
+            write_exr(path, tls.output)
             entry["output"] = path
-        result["renders"].append(entry)
+        return entry
+
+    threads = int(job.get("threads", 1))
+    if threads > 1:
+        # Several render threads at once, as hosts do with a plugin that declares itself fully safe.
+        with ThreadPoolExecutor(threads) as pool:
+            result["renders"] = list(pool.map(render_one, job["render"]))
+    else:
+        result["renders"] = [render_one(t) for t in job["render"]]
+    result["max_concurrent_renders"] = host.max_concurrent
+    if host.images:
+        host.violations.append(f"{len(host.images)} images not released after rendering")
     result["destroy_instance"] = host.action("OfxActionDestroyInstance", inst.handle)
     result["unload"] = host.action("OfxActionUnload", None)
     return result
