@@ -222,13 +222,15 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(event: dict[str, Any]) -> None:
         nonlocal bar
+        if progress_mode == "bar" and bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=event["total"], unit="frame", desc="combcn inpaint", file=sys.stderr)
+        if event["event"] != "frame":
+            return  # the JSON stream carries only frame and done events (the host adapters' contract)
         if progress_mode == "json":
             print(json.dumps(event), flush=True)
-        elif progress_mode == "bar":
-            if bar is None:
-                from tqdm import tqdm
-
-                bar = tqdm(total=event["total"], unit="frame", desc="combcn inpaint", file=sys.stderr)
+        elif bar is not None:
             bar.update(1)
 
     try:

@@ -295,7 +295,8 @@ def render_sequence(
         check: read every frame before rendering to check NaN/Inf and full mattes (recommended).
         engine / weights / device / model / threads: the model to use (an :class:`Engine`, or how to
             make one).
-        progress: called with ``{"event": "frame", "frame", "done", "total"}`` per written frame.
+        progress: called with ``{"event": "start", "total"}`` before rendering, then
+            ``{"event": "frame", "frame", "done", "total"}`` per written frame.
         **options: threshold, invert, expand, feather (matte); overlap, margin, context (windows).
 
     Returns:
@@ -480,6 +481,8 @@ def render_sequence(
         if progress is not None:
             progress({"event": "frame", "frame": frame, "done": len(report.written), "total": len(to_write)})
 
+    if progress is not None:
+        progress({"event": "start", "total": len(to_write)})
     render_windows(
         engine.model,
         len(seq),

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Iterator
 
 from combcn.errors import ConfigError
 
-_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:(?:-|:)\s*(-?\d+)\s*(?:x\s*(\d+))?)?\s*$")
+# START, START-END, START-ENDxSTEP; also Deadline's START:END and OpenJD's START-END:STEP.
+_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:[-:]\s*(-?\d+)\s*(?:[x:]\s*(\d+))?)?\s*$")
 
 
 class FrameSet:
@@ -17,6 +18,7 @@ class FrameSet:
         frames: frame numbers (sorted, duplicates dropped).
 
     ``FrameSet.parse("1001-1100x2")`` gives 1001, 1003, ..., 1099; pieces are separated by commas.
+    ``1001:1100`` (Deadline) and ``1001-1100:2`` (Open Job Description chunks) are read too.
     """
 
     def __init__(self, frames: Iterable[int]):
