@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+extern char** environ;  // the host process environment, copied for the server
+
 namespace combcn {
 namespace {
 
@@ -223,13 +225,27 @@ bool spawn_server(const std::string& sock, std::string* err, const AbortFn& abor
   std::vector<char*> cargv;
   for (auto& a : args) cargv.push_back(&a[0]);
   cargv.push_back(nullptr);
+  // The host's embedded Python settings (PYTHONHOME/PYTHONPATH, e.g. Nuke's) would break the server's
+  // own Python: drop them; COMBCN_SERVE_PYTHONPATH becomes the server's PYTHONPATH if set.
+  std::vector<std::string> env_strings;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    if (strncmp(*e, "PYTHONHOME=", 11) == 0 || strncmp(*e, "PYTHONPATH=", 11) == 0) continue;
+    env_strings.emplace_back(*e);
+  }
+  const char* extra_path = getenv("COMBCN_SERVE_PYTHONPATH");
+  if (extra_path != nullptr && *extra_path != '\0') env_strings.push_back(std::string("PYTHONPATH=") + extra_path);
+  std::vector<char*> cenv;
+  for (auto& e : env_strings) cenv.push_back(&e[0]);
+  cenv.push_back(nullptr);
+  struct stat log_st;
+  const bool log_too_big = stat(log_path.c_str(), &log_st) == 0 && log_st.st_size > (16 << 20);
 
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) {
     *err = errno_text("pipe");
     return false;
   }
-  int logfd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  int logfd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (log_too_big ? O_TRUNC : 0), 0600);
   int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   pid_t child = fork();
   if (child < 0) {
@@ -258,7 +274,7 @@ bool spawn_server(const std::string& sock, std::string* err, const AbortFn& abor
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv(cargv[0], cargv.data());
+    execve(cargv[0], cargv.data(), cenv.data());
     const char msg[] = "combcn serve: cannot execute the server program\n";
     ssize_t ignored = write(2, msg, sizeof(msg) - 1);
     (void)ignored;

@@ -118,6 +118,7 @@ def host_env(run_dir: Path, **extra: str) -> dict[str, str]:
         COMBCN_SERVE=str(COMBCN),
         COMBCN_SERVE_IDLE="60",
         PYTHONPATH=str(TESTS),
+        COMBCN_SERVE_PYTHONPATH=str(TESTS),  # the plugin drops PYTHONPATH from the server it starts
         OMP_NUM_THREADS="1",
     )
     env.pop("COMBCN_PYTHON", None)
