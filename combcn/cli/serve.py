@@ -141,6 +141,8 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="write one byte to this descriptor once listening (used by the plugin)",
     )
-    p.add_argument("-P", "--ping", action="store_true", help="print the status of the running server and exit")
+    p.add_argument(
+        "-P", "--ping", action="store_true", help="print the status of the running server and exit"
+    )
     p.add_argument("-K", "--stop", action="store_true", help="ask the running server to exit")
     p.set_defaults(func=run)
