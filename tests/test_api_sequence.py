@@ -169,3 +169,24 @@ def test_movie_plate_to_png_sequence(engine: Engine, tmp_path: Path) -> None:
     )
     assert report.written == [1, 2, 3, 4]
     assert read_image(tmp_path / "o.0002.png").pixels.shape == (48, 64, 3)
+
+
+def test_matte_with_another_data_window_is_aligned_by_display_window(engine: Engine, tmp_path: Path) -> None:
+    # Plate: data window 64x48 at (10, 8) in an 80x60 display; matte: the full 80x60 display window.
+    spec = plate_spec(64, 48, ("R", "G", "B"), data_window=(10, 8), display=(80, 60))
+    plate, _, stored = write_sequence(tmp_path, [1, 2, 3], spec=spec)
+    full = moving_box_matte(3, 60, 80)
+    mspec = oiio.ImageSpec(80, 60, 1, "half")
+    mspec.channelnames = ("Y",)
+    for i in range(3):
+        write_image_atomic(
+            tmp_path / f"m.{i + 1:04d}.exr", ImageData(full[i][..., None].astype(np.float16), mspec)
+        )
+    combcn.inpaint_sequence(
+        plate, str(tmp_path / "m.####.exr"), str(tmp_path / "o/o.####.exr"), engine=engine
+    )
+    for i in range(3):
+        inside = full[i, 8:56, 10:74] > 0.5  # the matte seen through the plate's data window
+        out = read_image(tmp_path / f"o/o.{i + 1:04d}.exr").pixels
+        np.testing.assert_array_equal(out[~inside], stored[i + 1][~inside])
+        assert not np.array_equal(out[inside], stored[i + 1][inside])

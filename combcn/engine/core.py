@@ -109,10 +109,13 @@ def _to_working(rgb: np.ndarray, crop: Crop, shaper: Shaper) -> torch.Tensor:
     return t
 
 
-def _hole_to_working(alpha: np.ndarray, crop: Crop) -> torch.Tensor:
-    """Plate alpha crop -> hole Tensor[1, h, w] (1 where any covered plate pixel has alpha > 0)."""
-    region = (alpha[crop.y0 : crop.y1, crop.x0 : crop.x1] > 0).astype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(region))[None]
+def _hole_to_working(box: Box | None, alpha: np.ndarray | None, crop: Crop) -> torch.Tensor:
+    """A frame's alpha inside ``box`` -> hole Tensor[1, h, w] (1 where any covered pixel has alpha > 0)."""
+    region = np.zeros((crop.y1 - crop.y0, crop.x1 - crop.x0), np.float32)
+    if box is not None and alpha is not None:
+        y0, y1, x0, x1 = box
+        region[y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0] = alpha > 0
+    t = torch.from_numpy(region)[None]
     if crop.scaled:
         t = (F.interpolate(t[None], size=(crop.height, crop.width), mode="area")[0] > 0).float()
     return t
@@ -181,7 +184,9 @@ def render_windows(
     wanted = sorted(set(targets))
     windows, _ = needed_windows(n, wanted, int(getattr(model, "window", 32)), settings)
     resolution = int(getattr(model, "resolution", 128))
+    # Per frame in flight: its hole box and the alpha inside it only (memory follows the holes).
     alphas: dict[int, tuple[Box | None, np.ndarray | None]] = {}
+    plate_size: list[int] = []
     accumulators: dict[int, _Accumulator] = {}
     emitted: set[int] = set()
     wanted_set = set(wanted)
@@ -189,8 +194,9 @@ def render_windows(
     def alpha_info(position: int) -> tuple[Box | None, np.ndarray | None]:
         if position not in alphas:
             alpha = alpha_at(position)
+            plate_size[:] = alpha.shape
             box = bbox(alpha)
-            alphas[position] = (box, alpha if box is not None else None)
+            alphas[position] = (box, None if box is None else alpha[box[0] : box[1], box[2] : box[3]].copy())
         return alphas[position]
 
     for k, window in enumerate(windows):
@@ -204,15 +210,11 @@ def render_windows(
                 min(b[2] for b in boxes),
                 max(b[3] for b in boxes),
             )
-            some_alpha = next(a for _, a in infos.values() if a is not None)
-            height, width = some_alpha.shape
+            height, width = plate_size
             crop = plan_crop(union, height, width, resolution=resolution, margin=settings.margin)
             frames = torch.stack([_to_working(rgb_at(p), crop, shaper) for p in positions], 1)
             holes = torch.stack(
-                [
-                    _hole_to_working(a if a is not None else np.zeros((height, width), np.float32), crop)
-                    for _, a in infos.values()
-                ],
+                [_hole_to_working(b, a, crop) for b, a in infos.values()],
                 1,
             )
             log.debug("window %d-%d: crop %s", window.start, window.end - 1, crop)
@@ -232,7 +234,7 @@ def render_windows(
                 piece = frame_out[:, y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0]
                 acc = accumulators.get(p)
                 if acc is None:
-                    acc = accumulators[p] = _Accumulator(box, alpha[y0:y1, x0:x1].copy())
+                    acc = accumulators[p] = _Accumulator(box, alpha)
                 w = window.weight(p)
                 acc.total += w * piece.permute(1, 2, 0).numpy()
                 acc.weight += w

@@ -29,6 +29,10 @@ EXR_COMPRESSIONS = ("none", "rle", "zips", "zip", "piz", "pxr24", "b44", "b44a",
 
 Part = int | str | None
 
+#: EXR compressions that change pixel values (bit-exact copy-through needs a lossless one).
+LOSSY_COMPRESSIONS = {"dwaa", "dwab", "b44", "b44a"}
+_warned_lossy: set[str] = set()
+
 
 @dataclass
 class ImageData:
@@ -249,6 +253,15 @@ def write_image_atomic(
         log.warning("%s: this format holds one part; writing only part %d", path, data.part)
         parts = [(data.spec, data.pixels)]
     specs = [output_spec(s, compression=compression, pixel_type=pixel_type) for s, _ in parts]
+    lossy = {str(sp.get_string_attribute("compression")).split(":")[0] for sp in specs} & LOSSY_COMPRESSIONS
+    if lossy and path.suffix.lower() == ".exr" and not lossy <= _warned_lossy:
+        _warned_lossy.update(lossy)
+        log.warning(
+            "%s: compression %s is lossy, so pixels outside the matte are re-encoded and may differ from "
+            "the input; use --compression zip or piz to keep them bit-exact",
+            path,
+            ", ".join(sorted(lossy)),
+        )
     tmp = temp_path_for(path)
     try:
         ok = creator.open(str(tmp), specs) if len(specs) > 1 else creator.open(str(tmp), specs[0])
