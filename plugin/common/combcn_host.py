@@ -1,0 +1,361 @@
+"""Run ``combcn inpaint`` from a host application's own Python (Nuke, Resolve).
+
+Host adapters hold no inpainting logic: they build one ``combcn inpaint ... --progress json`` command,
+run it as a subprocess, follow its JSON progress lines and can cancel it. This module is standard
+library only (host Pythons have no torch or numpy) and works on Python >= 3.7 hosts as well.
+
+The ``combcn`` program is found, in this order, through:
+
+1. the environment variable ``COMBCN_EXECUTABLE``;
+2. the path an installer recorded with :func:`set_installed_executable`;
+3. ``combcn`` on ``PATH``.
+
+Progress protocol (one JSON object per stdout line, see ``combcn inpaint --help``)::
+
+    {"event": "frame", "frame": 1001, "done": 3, "total": 10}
+    {"event": "done", "written": 10, "skipped": 0}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+log = logging.getLogger("combcn.host")
+
+ENV_EXECUTABLE = "COMBCN_EXECUTABLE"
+# Variables a host sets for its own embedded Python; inherited, they break the engine's interpreter.
+HOST_PYTHON_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE")
+
+_installed_executable: str | None = None
+
+
+class HostError(Exception):
+    """A failure to report to the artist as one readable message (no traceback)."""
+
+
+class EngineNotFound(HostError):
+    """The ``combcn`` program could not be found or is not executable."""
+
+
+class EngineFailed(HostError):
+    """``combcn inpaint`` exited non-zero (its own error message is in the text)."""
+
+    def __init__(self, message: str, returncode: int | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class Cancelled(HostError):
+    """The artist cancelled the render; the engine process was stopped."""
+
+
+def set_installed_executable(path: str | None) -> None:
+    """Record the ``combcn`` program an installer chose (used when ``COMBCN_EXECUTABLE`` is unset)."""
+    global _installed_executable
+    _installed_executable = path or None
+
+
+def find_executable() -> str:
+    """Return the path of the ``combcn`` program (env var, then installer's path, then ``PATH``).
+
+    Raises:
+        EngineNotFound: none of the three gives an executable file.
+    """
+    for origin, candidate in (
+        (ENV_EXECUTABLE, os.environ.get(ENV_EXECUTABLE)),
+        ("installer", _installed_executable),
+    ):
+        if not candidate:
+            continue
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+        raise EngineNotFound(
+            f"the combcn program set by {origin} ({candidate}) is not an executable file; "
+            f"point {ENV_EXECUTABLE} at <combcn checkout>/.venv/bin/combcn or re-run the installer"
+        )
+    found = shutil.which("combcn")
+    if found:
+        return found
+    raise EngineNotFound(
+        f"cannot find the combcn program: set {ENV_EXECUTABLE} to <combcn checkout>/.venv/bin/combcn, "
+        "re-run the host installer, or put combcn on PATH"
+    )
+
+
+@dataclass(frozen=True)
+class InpaintRequest:
+    """One ``combcn inpaint`` run: what to read, what to write, which frames, and the matte options.
+
+    Attributes:
+        source: plate pattern (``plate.####.exr`` or ``plate.%04d.exr``).
+        output: output pattern; frame numbers are kept.
+        first, last: inclusive range of frames to write.
+        matte: matte pattern, or None to use the plate's alpha.
+        matte_channel: channel name in the matte (``A``, ``R``, ``matte.A``), None = engine default.
+        invert, expand, feather: matte edits (``--invert``, ``--expand PX``, ``--feather PX``).
+        shaper: ``acescct``, ``log``, ``none``, or None for the engine's default.
+        device: ``cpu``, ``cuda`` or None (engine picks).
+        weights: weights file, or None for the shipped weights.
+        overwrite: replace output frames that already exist (a re-render).
+    """
+
+    source: str
+    output: str
+    first: int
+    last: int
+    matte: str | None = None
+    matte_channel: str | None = None
+    invert: bool = False
+    expand: int = 0
+    feather: float = 0.0
+    shaper: str | None = None
+    device: str | None = None
+    weights: str | None = None
+    overwrite: bool = False
+
+    def command(self, executable: str) -> list[str]:
+        """The argument vector of the run (``--progress json`` always)."""
+        if self.last < self.first:
+            raise HostError(f"the frame range {self.first}-{self.last} is empty; set first <= last")
+        cmd = [executable, "inpaint", self.source, "-o", self.output, "--frames", f"{self.first}-{self.last}"]
+        if self.matte:
+            cmd += ["--matte", self.matte]
+        if self.matte_channel:
+            cmd += ["--matte-channel", self.matte_channel]
+        if self.invert:
+            cmd.append("--invert")
+        if self.expand:
+            cmd += ["--expand", str(int(self.expand))]
+        if self.feather:
+            cmd += ["--feather", repr(float(self.feather))]
+        if self.shaper:
+            cmd += ["--shaper", self.shaper]
+        if self.device:
+            cmd += ["--device", self.device]
+        if self.weights:
+            cmd += ["--weights", self.weights]
+        if self.overwrite:
+            cmd.append("--overwrite")
+        cmd += ["--progress", "json"]
+        return cmd
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One written frame: ``frame`` number, ``done`` of ``total`` frames."""
+
+    frame: int
+    done: int
+    total: int
+
+    @property
+    def percent(self) -> int:
+        """0-100, for progress bars."""
+        return int(100 * self.done / self.total) if self.total > 0 else 0
+
+
+@dataclass
+class Result:
+    """What a finished run wrote: ``frames`` in the order the engine reported them."""
+
+    written: int
+    skipped: int
+    frames: list[int] = field(default_factory=list)
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """Parse one stdout line; None for anything that is not a JSON object with an ``event`` key."""
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        return None
+    return event
+
+
+def engine_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The host's environment minus the variables of its embedded Python."""
+    env = dict(os.environ if base is None else base)
+    for name in HOST_PYTHON_VARIABLES:
+        env.pop(name, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _error_text(stderr_lines: list[str], returncode: int) -> str:
+    # The CLI prints user mistakes as one "combcn inpaint: error: ..." line; show that, else the tail.
+    errors = [line for line in stderr_lines if "error:" in line]
+    if errors:
+        return errors[-1].split("error:", 1)[1].strip()
+    tail = "\n".join(stderr_lines[-5:]).strip()
+    return f"combcn inpaint exited with status {returncode}" + (f":\n{tail}" if tail else "")
+
+
+class EngineProcess:
+    """A ``combcn inpaint`` subprocess whose progress is followed and which can be cancelled.
+
+    Usage::
+
+        proc = EngineProcess(request)
+        proc.start()
+        result = proc.wait(on_progress=print, should_cancel=lambda: False)
+    """
+
+    def __init__(self, request: InpaintRequest, executable: str | None = None) -> None:
+        self.request = request
+        self.command = request.command(executable or find_executable())
+        self._proc: subprocess.Popen[str] | None = None
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._stderr: deque[str] = deque(maxlen=200)
+        self._readers: list[threading.Thread] = []
+        self._cancelled = threading.Event()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the engine (raises EngineNotFound when the program cannot be started)."""
+        log.info("running %s", " ".join(self.command))
+        kwargs: dict[str, Any] = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True  # its own process group: cancel stops any children too
+        else:
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+        try:
+            self._proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                env=engine_environment(),
+                **kwargs,
+            )
+        except OSError as exc:
+            raise EngineNotFound(f"cannot start {self.command[0]}: {exc.strerror or exc}") from exc
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read_stdout, args=(self._proc.stdout,), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(self._proc.stderr,), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_stdout(self, stream: IO[str]) -> None:
+        for line in stream:
+            event = parse_event(line)
+            if event is not None:
+                self._events.put(event)
+        self._events.put(None)  # end of stream
+
+    def _read_stderr(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._stderr.append(line.rstrip("\n"))
+            log.debug("combcn: %s", line.rstrip())
+
+    def cancel(self, grace_s: float = 3.0) -> None:
+        """Stop the engine: SIGTERM to its process group, SIGKILL after ``grace_s`` seconds."""
+        self._cancelled.set()
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            if os.name == "posix":
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                proc.terminate()
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            if os.name == "posix":
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+            proc.wait()
+        except ProcessLookupError:
+            pass
+        log.info("combcn inpaint cancelled (pid %d)", proc.pid)
+
+    def wait(
+        self,
+        on_progress: Callable[[Progress], object] | None = None,
+        should_cancel: Callable[[], object] | None = None,
+        poll_s: float = 0.1,
+    ) -> Result:
+        """Follow the run to its end.
+
+        Args:
+            on_progress: called (in this thread) for every written frame.
+            should_cancel: polled every ``poll_s`` seconds; truthy stops the engine.
+
+        Raises:
+            Cancelled: ``should_cancel`` asked for it or :meth:`cancel` was called.
+            EngineFailed: non-zero exit (the engine's error message is the text), or no ``done`` event.
+        """
+        if self._proc is None:
+            self.start()
+        proc = self._proc
+        assert proc is not None
+        frames: list[int] = []
+        done: dict[str, Any] | None = None
+        while True:
+            if self._cancelled.is_set() or (should_cancel is not None and should_cancel()):
+                self.cancel()
+                raise Cancelled(f"cancelled after {len(frames)} frame(s); frames already written are kept")
+            try:
+                event = self._events.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            if event is None:
+                break
+            if event["event"] == "frame":
+                progress = Progress(int(event["frame"]), int(event["done"]), int(event["total"]))
+                frames.append(progress.frame)
+                if on_progress is not None:
+                    on_progress(progress)
+            elif event["event"] == "done":
+                done = event
+        returncode = proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5.0)
+        stderr = list(self._stderr)
+        if self._cancelled.is_set():
+            raise Cancelled(f"cancelled after {len(frames)} frame(s); frames already written are kept")
+        if returncode != 0:
+            raise EngineFailed(_error_text(stderr, returncode), returncode, "\n".join(stderr))
+        if done is None:
+            raise EngineFailed("combcn inpaint ended without reporting 'done'", returncode, "\n".join(stderr))
+        return Result(int(done.get("written", len(frames))), int(done.get("skipped", 0)), frames)
+
+
+def run_inpaint(
+    request: InpaintRequest,
+    on_progress: Callable[[Progress], object] | None = None,
+    should_cancel: Callable[[], object] | None = None,
+    executable: str | None = None,
+) -> Result:
+    """Run ``combcn inpaint`` for ``request`` to completion (see :meth:`EngineProcess.wait`)."""
+    proc = EngineProcess(request, executable)
+    started = time.monotonic()
+    proc.start()
+    result = proc.wait(on_progress, should_cancel)
+    log.info("combcn inpaint wrote %d frame(s) in %.1f s", result.written, time.monotonic() - started)
+    return result
