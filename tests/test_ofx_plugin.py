@@ -109,6 +109,7 @@ def test_describe_declares_temporal_general_effect(binary: Path, data: dict[str,
     params = result["params"]
     expected = {
         "windowLength": "OfxParamTypeInteger",
+        "contextFrames": "OfxParamTypeInteger",
         "matteChannel": "OfxParamTypeChoice",
         "invert": "OfxParamTypeBoolean",
         "expand": "OfxParamTypeInteger",
@@ -281,3 +282,25 @@ def test_without_a_mask_the_source_passes_through(binary: Path, data: dict[str, 
     assert render["identity_status"] == OK and render["identity"]["OfxPropName"] == ["Source"]
     assert render["status"] == OK and result["messages"] == []
     assert np.array_equal(read_exr(str(run_dir / "out.1002.exr")), data["plate"][1])
+
+
+def test_context_frames_widen_the_window(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    from combcn import inpaint
+
+    job = base_job(
+        data,
+        render=[1003, 1004],
+        out=str(run_dir / "out.%d.exr"),
+        set_params={"windowLength": 2, "contextFrames": 1},
+    )
+    result = run_host(job, run_dir, host_env(run_dir))
+    assert [r["status"] for r in result["renders"]] == [OK, OK], result["messages"]
+    # Block 1003-1004 plus one frame each side, clipped to the clip (1001-1006).
+    assert result["renders"][0]["frames_needed"]["Source"] == [1002.0, 1005.0]
+    expected = inpaint(data["plate"][1:5], data["matte"][1:5], weights=data["weights"], device="cpu")
+    for t in (1003, 1004):
+        np.testing.assert_allclose(
+            read_exr(str(run_dir / f"out.{t}.exr")), expected[t - 1002], rtol=0, atol=1e-5
+        )
+    stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
+    assert stats["computed"] == 1 and stats["cached"] == 1, stats

@@ -129,6 +129,7 @@ struct Image {
 
 struct Params {
   int window = 32;
+  int context = 0;
   int channel = 0;
   bool invert = false;
   int expand = 0;
@@ -156,6 +157,7 @@ Params read_params(OfxImageEffectHandle effect, OfxTime time) {
   Params p;
   int b = 0;
   param_value(effect, "windowLength", time, &p.window);
+  param_value(effect, "contextFrames", time, &p.context);
   param_value(effect, "matteChannel", time, &p.channel);
   param_value(effect, "invert", time, &b);
   p.invert = b != 0;
@@ -167,12 +169,15 @@ Params read_params(OfxImageEffectHandle effect, OfxTime time) {
   param_value(effect, "weights", time, &w);
   if (w != nullptr) p.weights = w;
   if (p.window < 1) p.window = 1;
+  if (p.context < 0) p.context = 0;
   return p;
 }
 
-// The window holding `time`: aligned blocks of `length` frames from the clip's first frame, so every
-// frame of a block asks for the same frames and the server computes the block once.
-void window_for(OfxTime time, const double range[2], int length, int* first, int* last) {
+// The frames sent for `time`: the aligned block of `length` frames holding it (blocks start at the
+// clip's first frame, so every frame of a block sends the same frames and the server computes the
+// block once), widened by `context` frames each side (so neighbouring blocks see each other), within
+// the clip.
+void window_for(OfxTime time, const double range[2], int length, int context, int* first, int* last) {
   int lo = static_cast<int>(std::floor(range[0] + 0.5));
   int hi = static_cast<int>(std::floor(range[1] + 0.5));
   int t = static_cast<int>(std::floor(time + 0.5));
@@ -180,8 +185,8 @@ void window_for(OfxTime time, const double range[2], int length, int* first, int
   if (t < lo) t = lo;
   if (t > hi) t = hi;
   int start = lo + ((t - lo) / length) * length;
-  *first = start;
-  *last = std::min(start + length - 1, hi);
+  *first = std::max(start - context, lo);
+  *last = std::min(start + length - 1 + context, hi);
 }
 
 void clip_frame_range(const Clip& clip, double range[2]) {
@@ -257,6 +262,18 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
   g_prop->propSetInt(p, kOfxParamPropDisplayMax, 0, 64);
   g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
 
+  g_param->paramDefine(set, kOfxParamTypeInteger, "contextFrames", &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "Context (frames)");
+  g_prop->propSetString(p, kOfxParamPropHint, 0,
+                        "Extra frames on each side of a window that the fill may look at but that belong "
+                        "to the neighbouring windows; raise it to smooth window boundaries (costs time).");
+  g_prop->propSetInt(p, kOfxParamPropDefault, 0, 0);
+  g_prop->propSetInt(p, kOfxParamPropMin, 0, 0);
+  g_prop->propSetInt(p, kOfxParamPropMax, 0, 64);
+  g_prop->propSetInt(p, kOfxParamPropDisplayMin, 0, 0);
+  g_prop->propSetInt(p, kOfxParamPropDisplayMax, 0, 16);
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+
   define_choice(set, "matteChannel", "Matte channel",
                 context == kOfxImageEffectContextGeneral
                     ? "Channel of the Mask clip that marks what to remove (1 = remove)."
@@ -311,7 +328,7 @@ OfxStatus get_frames_needed(OfxImageEffectHandle effect, OfxPropertySetHandle in
   clip_frame_range(source, range);
   Params params = read_params(effect, time);
   int first = 0, last = 0;
-  window_for(time, range, params.window, &first, &last);
+  window_for(time, range, params.window, params.context, &first, &last);
   double frames[2] = {static_cast<double>(first), static_cast<double>(last)};
   g_prop->propSetDoubleN(out_args, "OfxImageClipPropFrameRange_Source", 2, frames);
   if (is_general(effect) && get_clip(effect, kMaskClip).connected)
@@ -406,7 +423,7 @@ OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
   double range[2];
   clip_frame_range(source, range);
   int first = 0, last = 0;
-  window_for(time, range, params.window, &first, &last);
+  window_for(time, range, params.window, params.context, &first, &last);
   const int T_max = last - first + 1;
   const size_t plane = static_cast<size_t>(W) * H;
   // Layout (float32, top-down rows): frames [T,H,W,4] | matte [T,H,W] | out [1,H,W,4].
