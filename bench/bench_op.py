@@ -113,14 +113,19 @@ def main(argv: list[str] | None = None) -> int:
         "-s", "--scale", type=int, default=1, help="divide channel counts by this (default: 1)"
     )
     parser.add_argument("-l", "--layers", nargs="*", help="only layers whose name contains one of these")
-    parser.add_argument("--no-bare-bf16", action="store_true", help="skip bare bf16 F.conv3d (slow w/o AMX)")
+    parser.add_argument(
+        "--no-slow-baselines",
+        action="store_true",
+        help="skip the bf16 baselines where oneDNN has no bf16 conv (they take seconds per call)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     cpu_backend = backends()["cpu" if device.type == "cpu" else "cuda"]
+    bf16_onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     print(f"machine: {machine()}")
-    print(f"backend: {cpu_backend}")
+    print(f"backend: {cpu_backend}; oneDNN bf16 conv: {bf16_onednn}")
     print()
     print(
         "| layer | dtype | shape in -> out | fused ms | unfused ref ms | bare conv3d ms | fused / bare "
@@ -135,19 +140,26 @@ def main(argv: list[str] | None = None) -> int:
             c_in = max(c_in // args.scale, 1) if c_in > 4 else c_in
             c_out = max(c_out // args.scale, 1)
             cases = make_cases(c_in, c_out, frames, size, k, s, d, dtype, device)
-            slow_bare = dtype == torch.bfloat16 and device.type == "cpu" and args.no_bare_bf16
-            if slow_bare:
+            # Without AVX512-BF16/AMX, bf16 F.conv3d takes PyTorch's slow im2col path (seconds per call):
+            # time those baselines with one call each (or skip them), the fused op as usual.
+            slow = dtype in (torch.bfloat16, torch.float16) and device.type == "cpu" and not bf16_onednn
+            if slow and args.no_slow_baselines:
                 cases.pop("bare")
                 cases.pop("ref")
             times: dict[str, list[float]] = {key: [] for key in cases}
             with torch.no_grad():
-                for fn in cases.values():
-                    fn()
+                cases["fused"]()
+                for key, fn in cases.items():
+                    if slow and key != "fused":
+                        times[key].append(timed(fn, 0.0, device))
                 for _ in range(args.rounds):
                     for key, fn in cases.items():
-                        times[key].append(timed(fn, args.min_time, device))
+                        if not (slow and key != "fused"):
+                            times[key].append(timed(fn, args.min_time, device))
             med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
-            shape = f"{c_in}x{frames}x{size}² -> {c_out}, k{k} s{s} d{d}"
+            shape = f"{c_in}x{frames}x{size}² -> {c_out}, k{k} s{s} d{d}" + (
+                " (baselines: 1 call)" if slow else ""
+            )
             fused = med["fused"]
             bare, ref = med.get("bare"), med.get("ref")
             cells = [

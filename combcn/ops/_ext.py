@@ -66,30 +66,15 @@ def load(verbose: bool = False, *, warn: bool = True) -> bool:
     with_cuda = torch_has_cuda()
     build_dir = cache_dir()
     try:
-        missing = [str(p) for p in sources(with_cuda) if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"native sources missing: {', '.join(missing)}")
-        build_dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("MAX_JOBS", "2")
-        from torch.utils.cpp_extension import load as cpp_load
-
-        cuda_flags = [
-            "-O3",
-            "--expt-relaxed-constexpr",
-            "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE",
-        ]
-        cflags = ["-O3", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE"] + (["-DCOMBCN_WITH_CUDA"] if with_cuda else [])
-        log.info("building/loading native op %s in %s (cuda=%s)", NAME, build_dir, with_cuda)
-        cpp_load(
-            name=NAME,
-            sources=[str(p) for p in sources(with_cuda)],
-            extra_cflags=cflags,
-            extra_cuda_cflags=cuda_flags if with_cuda else None,
-            extra_include_paths=[str(SOURCE_ROOT)],
-            build_directory=str(build_dir),
-            is_python_module=False,
-            verbose=verbose,
-        )
+        try:
+            _build(build_dir, with_cuda, verbose)
+        except Exception:
+            if not with_cuda:
+                raise
+            # A broken CUDA toolchain must not cost the CPU kernel: retry without the .cu sources.
+            log.warning("native op: CUDA build failed, building the CPU kernel only", exc_info=True)
+            with_cuda, build_dir = False, build_dir.with_name(build_dir.name + "-cpuonly")
+            _build(build_dir, with_cuda, verbose)
     except Exception as exc:  # any build/load failure means: fall back to the reference
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         reason = lines[-1] if lines else type(exc).__name__
@@ -106,6 +91,35 @@ def load(verbose: bool = False, *, warn: bool = True) -> bool:
     _register_python_side()
     _state.update(loaded=True, cuda=with_cuda, path=str(build_dir))
     return True
+
+
+def _build(build_dir: Path, with_cuda: bool, verbose: bool) -> None:
+    """Compile (ninja, incremental) and load the extension library into this process."""
+    missing = [str(p) for p in sources(with_cuda) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"native sources missing: {', '.join(missing)}")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MAX_JOBS", "2")
+    if with_cuda:
+        # /usr/local/bin/nvcc may be a wrapper script, which misleads CUDA_HOME detection (kernels.md §3.4).
+        if "CUDA_HOME" not in os.environ and Path("/usr/local/cuda/bin/nvcc").is_file():
+            os.environ["CUDA_HOME"] = "/usr/local/cuda"
+        if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"  # nothing to detect the arch from
+    from torch.utils.cpp_extension import load as cpp_load
+
+    cflags = ["-O3", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE"] + (["-DCOMBCN_WITH_CUDA"] if with_cuda else [])
+    log.debug("building/loading native op %s in %s (cuda=%s)", NAME, build_dir, with_cuda)
+    cpp_load(
+        name=NAME,
+        sources=[str(p) for p in sources(with_cuda)],
+        extra_cflags=cflags,
+        extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"] if with_cuda else None,
+        extra_include_paths=[str(SOURCE_ROOT)],
+        build_directory=str(build_dir),
+        is_python_module=False,
+        verbose=verbose,
+    )
 
 
 def state() -> dict[str, Any]:
