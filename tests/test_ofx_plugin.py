@@ -82,10 +82,12 @@ def test_bundle_layout_and_exports(binary: Path) -> None:
     lib = ctypes.CDLL(str(binary), mode=os.RTLD_LOCAL)
     assert lib.OfxGetNumberOfPlugins() == 1
     # Only the OpenFX entry points are exported: libstdc++ is linked statically and kept local.
-    nm = subprocess.run(["nm", "-D", "--defined-only", str(binary)], capture_output=True, text=True)
-    if nm.returncode == 0:
-        names = {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()}
-        assert names == {"OfxGetPlugin", "OfxGetNumberOfPlugins"}
+    nm = subprocess.run(
+        ["nm", "-D", "--defined-only", str(binary)], capture_output=True, text=True
+    )  # binutils
+    assert nm.returncode == 0, nm.stderr
+    names = {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()}
+    assert names == {"OfxGetPlugin", "OfxGetNumberOfPlugins"}
 
 
 def test_describe_declares_temporal_general_effect(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
@@ -304,3 +306,19 @@ def test_context_frames_widen_the_window(binary: Path, data: dict[str, Any], run
         )
     stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
     assert stats["computed"] == 1 and stats["cached"] == 1, stats
+
+
+def test_host_abort_and_wrong_depth_fail_without_starting_a_server(
+    binary: Path, data: dict[str, Any], run_dir: Path
+) -> None:
+    env = host_env(run_dir, COMBCN_SERVE="/bin/false")  # a server start would fail loudly
+    aborted = run_host(base_job(data, render=[1002], abort_after=2), run_dir, env)
+    (render,) = aborted["renders"]
+    assert render["status"] == FAILED and aborted["messages"] == []  # an abort is not an error to report
+    assert aborted["violations"] == []
+    half = run_host(base_job(data, render=[1002], source_depth="OfxBitDepthHalf"), run_dir, env)
+    (render,) = half["renders"]
+    assert render["status"] == FAILED
+    (message,) = half["messages"]
+    assert message["type"] == "OfxMessageError" and "32-bit float" in message["text"]
+    assert half["violations"] == []

@@ -226,6 +226,9 @@ class Host:
         self.tls = threading.local()  # per render thread: rendering, frames_needed, fetches, output
         self.concurrent = 0
         self.max_concurrent = 0
+        self.abort_after: int | None = None  # abort() answers 1 from its Nth call on (None = never)
+        self.abort_calls = 0
+        self.source_depth = "OfxBitDepthFloat"  # what Source images claim to be (tests a wrong depth)
         self._strings: dict[tuple[int, str, int], C.Array[C.c_char]] = {}
         self.host_props = PropertySet("host")
         self.reg.add(self.host_props)
@@ -379,7 +382,7 @@ class Host:
             "clipGetImage": self._clip_get_image,
             "clipReleaseImage": self._clip_release_image,
             "clipGetRegionOfDefinition": self._clip_get_rod,
-            "abort": lambda effect: 0,
+            "abort": self._abort,
             "imageMemoryAlloc": lambda *a: ERR_UNSUPPORTED,
             "imageMemoryFree": lambda *a: ERR_UNSUPPORTED,
             "imageMemoryLock": lambda *a: ERR_UNSUPPORTED,
@@ -529,7 +532,9 @@ class Host:
         props.set("OfxImagePropBounds", 0, 0, w, h)
         props.set("OfxImagePropRegionOfDefinition", 0, 0, w, h)
         props.set("OfxImagePropRowBytes", row_bytes)
-        props.set("OfxImageEffectPropPixelDepth", "OfxBitDepthFloat")
+        props.set(
+            "OfxImageEffectPropPixelDepth", self.source_depth if c.name == "Source" else "OfxBitDepthFloat"
+        )
         props.set("OfxImageEffectPropComponents", comps)
         props.set("OfxImagePropPixelAspectRatio", 1.0)
         props.set("OfxImageEffectPropPreMultiplication", "OfxImageOpaque")
@@ -550,6 +555,11 @@ class Host:
         if img.clip == "Output":
             self.tls.output = np.ascontiguousarray(img.buffer[::-1])  # back to top-down rows
         return OK
+
+    def _abort(self, effect: int) -> int:
+        with self.lock:
+            self.abort_calls += 1
+            return int(self.abort_after is not None and self.abort_calls >= self.abort_after)
 
     # parameter suite
     def _param_define(self, paramset: int, kind: bytes, name: bytes, out: Any) -> int:
@@ -767,6 +777,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     result["clip_preferences_out"] = dict(prefs.values)
 
     h, w = host.size
+    host.abort_after = job.get("abort_after")
+    host.source_depth = job.get("source_depth", host.source_depth)
 
     def render_one(t: int) -> dict[str, Any]:
         entry: dict[str, Any] = {"time": t}
