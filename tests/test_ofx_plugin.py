@@ -322,3 +322,18 @@ def test_host_abort_and_wrong_depth_fail_without_starting_a_server(
     (message,) = half["messages"]
     assert message["type"] == "OfxMessageError" and "32-bit float" in message["text"]
     assert half["violations"] == []
+
+
+@pytest.mark.cuda
+def test_render_on_cuda_matches_inpaint(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    from combcn import inpaint
+
+    job = base_job(data, render=[1002], out=str(run_dir / "out.%d.exr"), set_params={"device": 2})  # cuda
+    result = run_host(job, run_dir, host_env(run_dir))
+    assert [r["status"] for r in result["renders"]] == [OK], result["messages"]
+    expected = inpaint(data["plate"][:4], data["matte"][:4], weights=data["weights"], device="cuda")
+    np.testing.assert_allclose(read_exr(str(run_dir / "out.1002.exr")), expected[1], rtol=0, atol=1e-3)
