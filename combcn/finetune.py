@@ -493,6 +493,13 @@ def finetune(
     if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
         raise ConfigError(f"--steps must be >= 1 and --minutes > 0, got steps={steps}, minutes={minutes}")
     device = next(model.parameters()).device
+    if precision == "bf16" and device.type == "cpu":
+        from combcn.eval.evaluate import cpu_has_fast_bf16
+
+        if not cpu_has_fast_bf16():
+            log.warning(
+                "bf16 on a CPU without AMX/AVX-512-bf16 is much slower than fp32; use --precision fp32"
+            )
     window = int(window) if window else int(getattr(model, "window", 32))
     rng = np.random.default_rng(seed)
     val_rng = np.random.default_rng(seed + 1)

@@ -170,7 +170,7 @@ def add_parser(subparsers: Any) -> None:
         "--precision",
         choices=["fp32", "bf16"],
         default="fp32",
-        help="training arithmetic (bf16 autocast is ~5x faster on AMX CPUs)",
+        help="training arithmetic (bf16 autocast: ~5x faster on AMX CPUs and GPUs, far slower without AMX)",
     )
     p.add_argument("-d", "--device", default="cpu", help="torch device")
     p.add_argument("-t", "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")

@@ -42,13 +42,15 @@ METRICS: dict[str, tuple[str, bool]] = {
 
 def score(output: Tensor, truth: Tensor, hole: Tensor) -> dict[str, float]:
     """All metrics of one window (Tensor[1, 3, T, s, s] each, hole [1, 1, T, s, s]) as floats."""
+    output, truth, hole = output.double(), truth.double(), (hole > 0.5).double()  # convert once
+    ssim_whole, ssim_hole = metrics.ssim_whole_and_hole(output, truth, hole)
     values = {
         "hole_mae": metrics.hole_mae(output, truth, hole),
         "temporal_error": metrics.temporal_error(output, truth, hole),
         "psnr": metrics.psnr(output, truth),
         "psnr_hole": metrics.psnr_hole(output, truth, hole),
-        "ssim": metrics.ssim(output, truth),
-        "ssim_hole": metrics.ssim(output, truth, hole),
+        "ssim": ssim_whole,
+        "ssim_hole": ssim_hole,
     }
     return {k: float(v[0]) for k, v in values.items()}
 
@@ -85,6 +87,8 @@ def model_method(
     other rows).
     """
     device = next(model.parameters()).device
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        log.warning("bf16 on a CPU without AMX/AVX-512-bf16 is much slower than fp32; use --precision fp32")
 
     def run(frames: Tensor, hole: Tensor) -> Rows:
         x, m = frames.to(device), hole.to(device)
@@ -108,6 +112,16 @@ def model_method(
         return rows
 
     return run
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has AMX or AVX-512 bf16 (without them bf16 convolutions are far slower than fp32)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "amx_bf16" in flags.split() or "avx512_bf16" in flags.split()
 
 
 def _truth_at(truth: Tensor, size: int) -> Tensor:
