@@ -5,6 +5,7 @@ The server runs in a thread of the test process with the real engine and a small
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import socket
@@ -94,9 +95,11 @@ def _raw(sock: Path, data: bytes, fds: list[int] | None = None) -> dict[str, Any
         return protocol.decode_body(s.recv(protocol.parse_header(header), socket.MSG_WAITALL))
 
 
-def _memfd(nbytes: int) -> int:
-    fd = os.memfd_create("t")
+def _memfd(nbytes: int, seal: bool = True) -> int:
+    fd = os.memfd_create("t", os.MFD_ALLOW_SEALING)
     os.ftruncate(fd, nbytes)
+    if seal:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
     return fd
 
 
@@ -127,6 +130,12 @@ def test_malformed_requests_get_errors_and_the_server_survives(running: Running,
         ({**geometry, "params": {"weights": str(tmp_path / "missing.pt")}}, layout.total_bytes, "not found"),
         ({**geometry, "params": {"shaper": "sepia"}}, layout.total_bytes, "unknown shaper"),
     ]
+    unsealed = _memfd(layout.total_bytes, seal=False)
+    try:
+        reply = _raw(sock, protocol.encode({"v": 1, **geometry}), [unsealed])
+    finally:
+        os.close(unsealed)
+    assert reply is not None and "F_SEAL_SHRINK" in reply["error"]
     for message, size, expect in cases:
         fd = _memfd(size) if size is not None else None
         try:

@@ -5,6 +5,7 @@ Used by ``combcn serve --ping/--stop`` and the tests.
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import socket
@@ -89,9 +90,10 @@ class ServeClient:
         T, H, W, C = frames.shape
         want = list(range(T)) if want is None else want
         layout = WindowLayout(T, H, W, C, tuple(want))
-        fd = os.memfd_create("combcn-window", os.MFD_CLOEXEC)
+        fd = os.memfd_create("combcn-window", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, layout.total_bytes)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
             with mmap.mmap(fd, layout.total_bytes) as mm:
                 mm.write(np.ascontiguousarray(frames, np.float32).tobytes())
                 mm.write(np.ascontiguousarray(matte, np.float32).tobytes())

@@ -377,6 +377,13 @@ class Server:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ProtocolError("the shared-memory descriptor is not a memory file")
+        try:
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        except OSError:
+            seals = 0
+        if not seals & fcntl.F_SEAL_SHRINK:
+            # A client shrinking the memory while we read it would kill the server with SIGBUS.
+            raise ProtocolError("the shared memory must be a memfd sealed with F_SEAL_SHRINK")
         if st.st_size < layout.total_bytes:
             raise ProtocolError(
                 f"shared memory holds {st.st_size} bytes; the layout needs {layout.total_bytes}"

@@ -463,13 +463,18 @@ SharedBuffer::~SharedBuffer() {
 }
 
 bool SharedBuffer::create(size_t bytes, std::string* err) {
-  fd_ = static_cast<int>(syscall(SYS_memfd_create, "combcn-window", 1u /* MFD_CLOEXEC */));
+  fd_ = static_cast<int>(syscall(SYS_memfd_create, "combcn-window", 1u | 2u /* MFD_CLOEXEC | MFD_ALLOW_SEALING */));
   if (fd_ < 0) {
     *err = errno_text("memfd_create");
     return false;
   }
   if (ftruncate(fd_, static_cast<off_t>(bytes)) != 0) {
     *err = errno_text("cannot size the shared buffer");
+    return false;
+  }
+  // Sealed size: the server maps it and must never see it shrink under it (that would be SIGBUS).
+  if (fcntl(fd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
+    *err = errno_text("cannot seal the shared buffer");
     return false;
   }
   ptr_ = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
