@@ -88,8 +88,11 @@ class Inpainter(nn.Module):
     def _normalise(self, x: Tensor) -> Tensor:
         return x * 2.0 - 1.0  # [0, 1] -> [-1, 1]; the net's linear output is read in the same units
 
-    def predict(self, frames: Tensor, hole: Tensor) -> Prediction:
-        """Run the networks without the final composite (training uses this; see :class:`Prediction`)."""
+    def predict(self, frames: Tensor, hole: Tensor, *, only_3dcn: bool = False) -> Prediction:
+        """Run the networks without the final composite (training uses this; see :class:`Prediction`).
+
+        ``only_3dcn`` skips CombCN (3DCN pre-training, paper §3); ``full`` is then the upsampled 3DCN output.
+        """
         self.check_inputs(frames, hole)
         n, _, t, h, w = frames.shape
         hole = (hole > 0).to(frames.dtype)
@@ -110,7 +113,7 @@ class Inpainter(nn.Module):
             low = (self.net3d(x3, 1.0 - low_hole).float() + 1.0) * 0.5
             # known low-res pixels pasted back before guiding CombCN (docs/MODEL.md, §9 item 6)
             guide = torch.where(low_hole > 0, low, low_input.float())
-        if self.net2d is not None:
+        if self.net2d is not None and not (only_3dcn and guide is not None):
             x2 = torch.cat([self._normalise(filled), hole], 1)
             x2 = x2.permute(0, 2, 1, 3, 4).reshape(n * t, 4, h, w)
             x2 = x2.contiguous(memory_format=torch.channels_last)
@@ -122,8 +125,12 @@ class Inpainter(nn.Module):
             full = (full.reshape(n, t, 3, h, w).permute(0, 2, 1, 3, 4) + 1.0) * 0.5
         else:
             assert guide is not None
-            up = F.interpolate(guide.permute(0, 2, 1, 3, 4).reshape(n * t, 3, h // 2, w // 2), size=(h, w),
-                               mode="bilinear", align_corners=False)
+            up = F.interpolate(
+                guide.permute(0, 2, 1, 3, 4).reshape(n * t, 3, h // 2, w // 2),
+                size=(h, w),
+                mode="bilinear",
+                align_corners=False,
+            )
             full = up.reshape(n, t, 3, h, w).permute(0, 2, 1, 3, 4)
         return Prediction(low=low, low_hole=low_hole, low_input=low_input, full=full)
 

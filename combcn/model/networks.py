@@ -41,7 +41,14 @@ class Conv3dBlock(nn.Module):
     """
 
     def __init__(
-        self, c_in: int, c_out: int, k: int, stride: int = 1, dilation: int = 1, *, last: bool = False,
+        self,
+        c_in: int,
+        c_out: int,
+        k: int,
+        stride: int = 1,
+        dilation: int = 1,
+        *,
+        last: bool = False,
         masked: bool = False,
     ) -> None:
         super().__init__()
@@ -61,8 +68,15 @@ class Conv3dBlock(nn.Module):
         if self.masked:
             assert valid is not None
             op = _masked_conv3d()
-            x, valid = op(x, valid.to(x.dtype), self.conv.weight, self.conv.bias, self.stride, self.padding,
-                          self.dilation)
+            x, valid = op(
+                x,
+                valid.to(x.dtype),
+                self.conv.weight,
+                self.conv.bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+            )
         else:
             x = self.conv(x)
         if self.bn is not None:
@@ -146,8 +160,9 @@ class _Conv2d(nn.Sequential):
 
 class _Deconv2d(nn.Sequential):
     def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+        super().__init__(
+            nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+        )
 
 
 class CombCN(nn.Module):

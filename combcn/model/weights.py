@@ -85,7 +85,8 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     if int(payload.get("format_version", -1)) > FORMAT_VERSION:
         raise ModelError(
             f"weights format version {payload.get('format_version')} is newer than this combcn supports "
-            f"({FORMAT_VERSION}); upgrade combcn", path=path,
+            f"({FORMAT_VERSION}); upgrade combcn",
+            path=path,
         )
     if not isinstance(payload.get("state_dict"), dict) or not isinstance(payload.get("config"), dict):
         raise ModelError("weights file lacks its state_dict or config", path=path)
