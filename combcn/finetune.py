@@ -298,18 +298,26 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def synthetic_hole(rng: np.random.Generator, frames: int, height: int, width: int) -> np.ndarray:
-    """A box hole (sides 0.375-0.5 of the crop, paper §4) that stays put or drifts linearly.
+    """A synthetic hole of the kinds the model was trained on (:mod:`combcn.train.holes`).
+
+    A third each: the paper's box (sides 0.375-0.5 of the crop, same place in every frame, §4),
+    free-form strokes that drift over time, and a paper-sized box that moves linearly across the
+    window (a moving occluder, like most removal mattes).
 
     Returns:
         ndarray[T, h, w] bool.
     """
+    from combcn.train.holes import box_hole, stroke_hole
+
+    kind = rng.random()
+    if kind < 1 / 3:
+        return box_hole(rng, frames, height, width) > 0
+    if kind < 2 / 3:
+        return stroke_hole(rng, frames, height, width) > 0
     bh = int(rng.integers(round(0.375 * height), round(0.5 * height) + 1))
     bw = int(rng.integers(round(0.375 * width), round(0.5 * width) + 1))
     y0, x0 = rng.integers(0, height - bh + 1), rng.integers(0, width - bw + 1)
-    if rng.random() < 0.5:  # the paper's hole: same place in every frame
-        y1, x1 = y0, x0
-    else:  # a moving occluder, like most mattes
-        y1, x1 = rng.integers(0, height - bh + 1), rng.integers(0, width - bw + 1)
+    y1, x1 = rng.integers(0, height - bh + 1), rng.integers(0, width - bw + 1)
     hole = np.zeros((frames, height, width), bool)
     for t in range(frames):
         a = t / max(1, frames - 1)
@@ -375,36 +383,21 @@ def draw_sample(
     )
 
 
-def masked_l1(prediction: Tensor, truth: Tensor, mask: Tensor, *, per_frame: bool) -> Tensor:
-    """Paper §3 masked L1, in [0, 1] units, averaged over channels.
-
-    ``per_frame=False`` is Eq. 1 (one normalisation by the whole window's hole area);
-    ``per_frame=True`` is Eq. 2 (each frame normalised by its own hole area, then the mean over
-    frames that have a hole).
-
-    Args:
-        prediction, truth (Tensor[N, 3, T, H, W]); mask (Tensor[N, 1, T, H, W], 1 = scored).
-    """
-    err = (prediction - truth).abs() * mask
-    c = prediction.shape[1]
-    if not per_frame:
-        return err.sum() / (mask.sum() * c).clamp_min(1.0)
-    area = mask.sum(dim=(1, 3, 4)) * c  # [N, T]
-    per = err.sum(dim=(1, 3, 4)) / area.clamp_min(1.0)
-    has = (area > 0).float()
-    return (per * has).sum() / has.sum().clamp_min(1.0)
-
-
 def sample_loss(model: torch.nn.Module, sample: Sample) -> Tensor:
-    """L_3DCN + L_CombCN (paper Eq. 3, alpha = 1) on one sample; the matte never enters the loss."""
+    """L_3DCN + L_CombCN (paper Eq. 3, alpha = 1) on one sample; the matte never enters the loss.
+
+    The training code's losses (:mod:`combcn.train.losses`) with the synthetic-hole target as the
+    mask instead of the model's input hole (which also holds the matte).
+    """
     from combcn.model import downsample, downsample_hole
+    from combcn.train.losses import framewise_masked_l1, masked_l1
 
     pred = model.predict(sample.truth * (1.0 - sample.hole), sample.hole)  # type: ignore[operator]
-    loss = masked_l1(pred.full.float(), sample.truth, sample.target, per_frame=True)
+    loss = framewise_masked_l1(pred.full, sample.truth, sample.target)
     if pred.low is not None:
         # Low-res target: low pixels whose 2x2 block is all synthetic hole (none touches the matte).
         low_target = 1.0 - downsample_hole(1.0 - sample.target)
-        loss = loss + masked_l1(pred.low.float(), downsample(sample.truth), low_target, per_frame=False)
+        loss = loss + masked_l1(pred.low, downsample(sample.truth), low_target)
     return loss
 
 

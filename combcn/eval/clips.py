@@ -111,14 +111,16 @@ def resolve_clips(names: Sequence[str], data: Path | None) -> list[Path]:
 
 def paper_box(rng: np.random.Generator, size: int) -> tuple[int, int, int, int]:
     """One hole box (top, left, height, width): sides drawn independently in [0.375, 0.5] x size,
-    position uniform with the box inside the crop (paper §4; §9 item 9)."""
-    lo = int(round(HOLE_MIN_FRACTION * size))
-    hi = int(round(HOLE_MAX_FRACTION * size))
-    h = int(rng.integers(lo, hi + 1))
-    w = int(rng.integers(lo, hi + 1))
-    top = int(rng.integers(0, size - h + 1))
-    left = int(rng.integers(0, size - w + 1))
-    return top, left, h, w
+    position uniform with the box inside the crop (paper §4; §9 item 9).
+
+    Drawn by the training code's :func:`combcn.train.holes.box_hole`, so evaluation holes are the
+    very kind the model is validated on during training.
+    """
+    from combcn.train.holes import box_hole
+
+    hole = box_hole(rng, 1, size, size, HOLE_MIN_FRACTION, HOLE_MAX_FRACTION)[0] > 0
+    rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
 
 
 def window_starts(frame_count: int, window: int, per_clip: int) -> list[int]:
