@@ -13,6 +13,7 @@ import ctypes
 import os
 import plistlib
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -337,3 +338,40 @@ def test_render_on_cuda_matches_inpaint(binary: Path, data: dict[str, Any], run_
     assert [r["status"] for r in result["renders"]] == [OK], result["messages"]
     expected = inpaint(data["plate"][:4], data["matte"][:4], weights=data["weights"], device="cuda")
     np.testing.assert_allclose(read_exr(str(run_dir / "out.1002.exr")), expected[1], rtol=0, atol=1e-3)
+
+
+def test_server_discovery_default_socket_python_and_path(
+    binary: Path, data: dict[str, Any], run_dir: Path
+) -> None:
+    """Without COMBCN_SERVE_SOCKET the plugin and `combcn serve` agree on $XDG_RUNTIME_DIR/combcn/serve.sock;
+    the server program comes from COMBCN_PYTHON, or from `combcn` on PATH."""
+    import sys
+
+    xdg = run_dir / "xdg"
+    xdg.mkdir(mode=0o700)
+    sock = xdg / "combcn" / "serve.sock"
+    venv_bin = str(Path(sys.executable).parent)
+    variants = {
+        "python": {"COMBCN_PYTHON": sys.executable},
+        "path": {"PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")},
+    }
+    for name, extra in variants.items():
+        env = host_env(run_dir, XDG_RUNTIME_DIR=str(xdg), **extra)
+        for key in ("COMBCN_SERVE_SOCKET", "COMBCN_SERVE") + (("COMBCN_PYTHON",) if name == "path" else ()):
+            env.pop(key, None)
+        try:
+            result = run_host(base_job(data, render=[1001]), run_dir, env)
+            assert [r["status"] for r in result["renders"]] == [OK], (name, result["messages"])
+            assert (
+                stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+                and stat.S_IMODE(sock.stat().st_mode) == 0o600
+            )
+            pid = ServeClient(sock, timeout=10).ping()["pid"]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert (b"-m" in cmdline) == (name == "python"), cmdline
+        finally:
+            if sock.exists():
+                ServeClient(sock, timeout=10).shutdown()
+                deadline = time.monotonic() + 10
+                while sock.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
