@@ -1,0 +1,641 @@
+"""Test doubles for the host adapters: a fake ``combcn`` program, a minimal fake ``nuke`` module and a
+minimal fake DaVinci Resolve object graph.
+
+Nuke and Resolve cannot run here. The adapters are type-checked against the published stubs
+(``types-nuke``, ``fusionscript-stubs``) by mypy in the tests; these fakes implement only the calls the
+adapters make, with the semantics the Nuke/Resolve documentation gives (see the research notes,
+integration.md §2-3), so the adapters' behaviour can be exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / "plugin"
+
+# ---------------------------------------------------------------------------------------------------
+# fake combcn program
+
+FAKE_COMBCN = r"""
+import json, os, re, subprocess, sys, time
+
+args = sys.argv[1:]
+log = os.environ.get("FAKE_COMBCN_LOG")
+child = None
+if os.environ.get("FAKE_COMBCN_CHILD"):
+    child = subprocess.Popen(["sleep", "60"])  # a grandchild: cancel must stop the whole group
+if log:
+    with open(log, "a") as f:
+        f.write(json.dumps({"argv": args, "pid": os.getpid(), "child": child.pid if child else None}) + "\n")
+print("combcn: INFO: fake engine starting", file=sys.stderr, flush=True)
+if os.environ.get("FAKE_COMBCN_FAIL"):
+    print("combcn inpaint: error: " + os.environ["FAKE_COMBCN_FAIL"], file=sys.stderr, flush=True)
+    sys.exit(2)
+assert args[0] == "inpaint", args
+output = args[args.index("-o") + 1]
+first, last = (int(v) for v in args[args.index("--frames") + 1].split("-"))
+delay = float(os.environ.get("FAKE_COMBCN_DELAY", "0"))
+
+def frame_path(pattern, frame):
+    pattern = re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", pattern)
+    return re.sub(r"%0(\d+)d", lambda m: str(frame).zfill(int(m.group(1))), pattern)
+
+print("not a json line", flush=True)
+total = last - first + 1
+for done, frame in enumerate(range(first, last + 1), start=1):
+    if done > 1:
+        time.sleep(delay)
+    path = frame_path(output, frame)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        f.write("fake inpainted frame %d\n" % frame)
+    print(json.dumps({"event": "frame", "frame": frame, "done": done, "total": total}), flush=True)
+print(json.dumps({"event": "done", "written": total, "skipped": 0}), flush=True)
+"""
+
+
+def write_fake_combcn(folder: Path) -> Path:
+    """Write an executable fake ``combcn`` that speaks the progress protocol and writes text frames.
+
+    Environment: FAKE_COMBCN_LOG (file to append {"argv", "pid", "child"} to), FAKE_COMBCN_DELAY (seconds
+    between frames), FAKE_COMBCN_FAIL (error message; exit 2), FAKE_COMBCN_CHILD (start a grandchild).
+    """
+    path = folder / "combcn"
+    path.write_text(f"#!{sys.executable}\n" + FAKE_COMBCN)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def fake_runs(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def gone_soon(pid: int, timeout: float = 3.0) -> bool:
+    """True once ``pid`` has exited (signals are delivered asynchronously, so allow a moment)."""
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def frame_file(pattern: str, frame: int) -> str:
+    pattern = re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", pattern)
+    return re.sub(r"%0(\d+)d", lambda m: str(frame).zfill(int(m.group(1))), pattern)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fake nuke
+
+
+def make_fake_nuke(script_path: str = "") -> types.ModuleType:
+    """A minimal ``nuke`` module: nodes, groups, knobs, menus, execute, ProgressTask, main-thread queue.
+
+    Extra test handles on the module: ``messages`` (nuke.message texts), ``main_queue`` (calls made with
+    executeInMainThread, run by ``run_main_thread()``), ``tasks`` (ProgressTasks), ``executed`` (execute
+    calls), ``menus``, ``plugin_paths``.
+    """
+    nuke = types.ModuleType("nuke")
+    nuke.STARTLINE = 0x1000  # type: ignore[attr-defined]
+    state: dict[str, Any] = {"this": []}
+
+    class Knob:
+        default: Any = None
+
+        def __init__(self, name: str, label: str | None = None, value: Any = None) -> None:
+            self._name = name
+            self._label = label if label is not None else name
+            self._value = self.default if value is None else value
+            self.flags = 0
+            self.tooltip = ""
+            self.owner: Node | None = None
+
+        def name(self) -> str:
+            return self._name
+
+        def label(self) -> str:
+            return self._label
+
+        def value(self) -> Any:
+            return self._value
+
+        def getValue(self) -> Any:
+            return self._value
+
+        def setValue(self, value: Any) -> bool:
+            self._value = value
+            return True
+
+        def setTooltip(self, text: str) -> None:
+            self.tooltip = text
+
+        def setFlag(self, flag: int) -> None:
+            self.flags |= flag
+
+        def clearFlag(self, flag: int) -> None:
+            self.flags &= ~flag
+
+        def Class(self) -> str:
+            return type(self).__name__
+
+    class Int_Knob(Knob):
+        default = 0
+
+        def setValue(self, value: Any) -> bool:
+            self._value = int(value)
+            return True
+
+    class Double_Knob(Knob):
+        default = 0.0
+
+    class Boolean_Knob(Knob):
+        default = False
+
+    class String_Knob(Knob):
+        default = ""
+
+    class File_Knob(String_Knob):
+        pass
+
+    class Tab_Knob(Knob):
+        pass
+
+    class Text_Knob(Knob):
+        def __init__(self, name: str, label: str | None = None, text: str = "") -> None:
+            super().__init__(name, label, text)
+
+    class Enumeration_Knob(Knob):
+        def __init__(self, name: str, label: str, items: list[str]) -> None:
+            super().__init__(name, label, items[0])
+            self.items = list(items)
+
+        def setValue(self, value: Any) -> bool:
+            if value not in self.items:
+                raise ValueError(f"{value!r} is not one of {self.items}")
+            self._value = value
+            return True
+
+        def values(self) -> list[str]:
+            return list(self.items)
+
+    class PyScript_Knob(Knob):
+        def __init__(self, name: str, label: str | None = None, command: str = "") -> None:
+            super().__init__(name, label, command)
+            self.command = command
+
+        def execute(self) -> None:
+            """Run the button's script with nuke.thisNode() = the knob's node, as a click does."""
+            state["this"].append(self.owner)
+            try:
+                exec(self.command, {"nuke": nuke})
+            finally:
+                state["this"].pop()
+
+    default_knobs: dict[str, list[Knob]] = {}
+
+    def knobs_for(cls: str) -> list[Knob]:
+        if cls == "Read":
+            return [
+                File_Knob("file"),
+                Int_Knob("first", value=1),
+                Int_Knob("last", value=1),
+                Int_Knob("origfirst", value=1),
+                Int_Knob("origlast", value=1),
+                String_Knob("colorspace", value="default"),
+                Boolean_Knob("raw"),
+                String_Knob("frame"),
+            ]
+        if cls == "Write":
+            return [
+                File_Knob("file"),
+                String_Knob("file_type"),
+                String_Knob("channels", value="rgb"),
+                String_Knob("datatype", value="16 bit half"),
+                Boolean_Knob("raw"),
+            ]
+        if cls == "Switch":
+            return [Int_Knob("which")]
+        return list(default_knobs.get(cls, []))
+
+    class Node:
+        def __init__(self, cls: str, name: str | None = None, parent: Group | None = None) -> None:
+            self._class = cls
+            self._knobs: dict[str, Knob] = {}
+            self._inputs: dict[int, Node | None] = {}
+            self._xy = (0, 0)
+            self._parent = parent
+            for knob in knobs_for(cls):
+                self.addKnob(knob)
+            self._name = ""
+            self.setName(name or cls)
+            if parent is not None:
+                parent._children.append(self)
+
+        def Class(self) -> str:
+            return self._class
+
+        def name(self) -> str:
+            return self._name
+
+        def setName(self, name: str, uncollide: bool = True, updateExpressions: bool = False) -> None:
+            siblings = {n.name() for n in self._parent._children if n is not self} if self._parent else set()
+            candidate, i = name, 1
+            while candidate in siblings:
+                candidate, i = f"{name}{i}", i + 1
+            self._name = candidate
+
+        def fullName(self) -> str:
+            parent = self._parent
+            if parent is None or parent is root_node:
+                return self._name
+            return f"{parent.fullName()}.{self._name}"
+
+        def addKnob(self, knob: Knob) -> None:
+            knob.owner = self
+            self._knobs[knob.name()] = knob
+
+        def knob(self, name: str) -> Knob | None:
+            return self._knobs.get(name)
+
+        def knobs(self) -> dict[str, Knob]:
+            return dict(self._knobs)
+
+        def __getitem__(self, name: str) -> Knob:
+            if name not in self._knobs:
+                raise NameError(f"knob {name} does not exist")
+            return self._knobs[name]
+
+        def input(self, i: int) -> Node | None:
+            return self._inputs.get(i)
+
+        def setInput(self, i: int, node: Node | None) -> bool:
+            self._inputs[i] = node
+            return True
+
+        def firstFrame(self) -> int:
+            return int(self["first"].value()) if "first" in self._knobs else root_node.firstFrame()
+
+        def lastFrame(self) -> int:
+            return int(self["last"].value()) if "last" in self._knobs else root_node.lastFrame()
+
+        def xpos(self) -> int:
+            return self._xy[0]
+
+        def ypos(self) -> int:
+            return self._xy[1]
+
+        def setXYpos(self, x: int, y: int) -> None:
+            self._xy = (x, y)
+
+        def parent(self) -> Group | None:
+            return self._parent
+
+    class Group(Node):
+        def __init__(self, cls: str = "Group", name: str | None = None, parent: Group | None = None) -> None:
+            self._children: list[Node] = []
+            super().__init__(cls, name, parent)
+
+        def begin(self) -> Group:
+            state.setdefault("stack", []).append(self)
+            return self
+
+        def end(self) -> None:
+            state["stack"].pop()
+
+        def __enter__(self) -> Group:
+            return self.begin()
+
+        def __exit__(self, *exc: object) -> None:
+            self.end()
+
+        def nodes(self) -> list[Node]:
+            return list(self._children)
+
+        def node(self, name: str) -> Node | None:
+            return next((n for n in self._children if n.name() == name), None)
+
+    class Root(Group):
+        def __init__(self) -> None:
+            super().__init__("Root", "Root")
+            self.first_frame, self.last_frame = 1001, 1010
+            self.script = script_path
+
+        def name(self) -> str:
+            return self.script or "Root"
+
+        def firstFrame(self) -> int:
+            return self.first_frame
+
+        def lastFrame(self) -> int:
+            return self.last_frame
+
+    root_node = Root()
+
+    def current_group() -> Group:
+        stack = state.get("stack") or []
+        return stack[-1] if stack else root_node
+
+    def create(cls: str, name: str | None = None, **knobs: Any) -> Node:
+        node: Node = Group(cls, name, current_group()) if cls == "Group" else Node(cls, name, current_group())
+        for key, value in knobs.items():
+            node[key].setValue(value)
+        return node
+
+    class Nodes:
+        def __getattr__(self, cls: str) -> Callable[..., Node]:
+            return lambda **knobs: create(cls, **knobs)
+
+    class Menu:
+        def __init__(self, name: str) -> None:
+            self._name = name
+            self.items: dict[str, Any] = {}
+
+        def name(self) -> str:
+            return self._name
+
+        def addMenu(self, name: str) -> Menu:
+            sub = self.items.get(name)
+            if not isinstance(sub, Menu):
+                sub = self.items[name] = Menu(name)
+            return sub
+
+        def addCommand(self, label: str, command: Any = None) -> None:
+            self.items[label] = command
+
+    class ProgressTask:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.progress: list[int] = []
+            self.messages: list[str] = []
+            self.cancelled = False
+            nuke.tasks.append(self)  # type: ignore[attr-defined]
+
+        def setProgress(self, value: int) -> None:
+            self.progress.append(value)
+
+        def setMessage(self, text: str) -> None:
+            self.messages.append(text)
+
+        def isCancelled(self) -> bool:
+            return self.cancelled
+
+    menus: dict[str, Menu] = {}
+
+    def menu(name: str) -> Menu:
+        return menus.setdefault(name, Menu(name))
+
+    def createNode(cls: str, knobs: str = "", inpanel: bool = True) -> Node:
+        return create(cls)
+
+    def toNode(name: str) -> Node | None:
+        group: Node | None = root_node
+        for part in name.split("."):
+            group = group.node(part) if isinstance(group, Group) else None
+        return group
+
+    def filename(node: Node, i: int = 0) -> str | None:
+        value = node["file"].value()
+        return re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", value) if value else None
+
+    def execute(node: Node, start: int, end: int, incr: int = 1) -> None:
+        """Render a Write: one small text file per frame, naming what fed the Write."""
+        nuke.executed.append((node.name(), start, end))  # type: ignore[attr-defined]
+        upstream = node.input(0)
+        for frame in range(start, end + 1, incr):
+            path = frame_file(node["file"].value(), frame)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                source = upstream.name() if upstream else None
+                f.write(f"{source} frame {frame} channels {node['channels'].value()}\n")
+
+    def delete(node: Node | None) -> None:
+        if node is not None and node.parent() is not None:
+            node.parent()._children.remove(node)
+
+    def message(text: str) -> None:
+        nuke.messages.append(text)  # type: ignore[attr-defined]
+
+    def executeInMainThread(
+        call: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> None:
+        nuke.main_queue.append((call, args, kwargs or {}))  # type: ignore[attr-defined]
+
+    def run_main_thread() -> None:
+        queue = nuke.main_queue  # type: ignore[attr-defined]
+        while queue:
+            call, args, kwargs = queue.pop(0)
+            call(*args, **kwargs)
+
+    def thisNode() -> Node:
+        return state["this"][-1]
+
+    def pluginAddPath(path: str, addToSysPath: bool = True) -> None:
+        """As Nuke: prepend to the plugin path and sys.path, then run that folder's init.py."""
+        nuke.plugin_paths.insert(0, path)  # type: ignore[attr-defined]
+        if addToSysPath:
+            sys.path.insert(0, path)
+        init = os.path.join(path, "init.py")
+        if os.path.isfile(init):
+            with open(init) as f:
+                exec(compile(f.read(), init, "exec"), {"__name__": "__main__", "nuke": nuke})
+
+    for name, value in list(locals().items()):
+        if name in (
+            "nuke",
+            "state",
+            "default_knobs",
+            "knobs_for",
+            "current_group",
+            "create",
+            "root_node",
+            "menus",
+        ):
+            continue
+        if isinstance(value, type) or callable(value):
+            setattr(nuke, name, value)
+    nuke.nodes = Nodes()  # type: ignore[attr-defined]
+    nuke.root = lambda: root_node  # type: ignore[attr-defined]
+    nuke.messages = []  # type: ignore[attr-defined]
+    nuke.main_queue = []  # type: ignore[attr-defined]
+    nuke.tasks = []  # type: ignore[attr-defined]
+    nuke.executed = []  # type: ignore[attr-defined]
+    nuke.menus = menus  # type: ignore[attr-defined]
+    nuke.plugin_paths = []  # type: ignore[attr-defined]
+    return nuke
+
+
+# ---------------------------------------------------------------------------------------------------
+# fake DaVinci Resolve
+
+
+class FakeMediaPoolItem:
+    _ids = 0
+
+    def __init__(self, name: str, path: str | None) -> None:
+        FakeMediaPoolItem._ids += 1
+        self.uid = f"mpi{FakeMediaPoolItem._ids}"
+        self.name = name
+        self.path = path
+
+    def GetName(self) -> str:
+        return self.name
+
+    def GetUniqueId(self) -> str:
+        return self.uid
+
+    def GetClipProperty(self, key: str | None = None) -> Any:
+        props = {
+            "File Path": self.path or "",
+            "Clip Name": self.name,
+            "File Name": os.path.basename(self.path or ""),
+        }
+        return props if key is None else props.get(key, "")
+
+
+class FakeFolder:
+    def __init__(self, name: str, clips: list[FakeMediaPoolItem] | None = None) -> None:
+        self.name = name
+        self.clips = list(clips or [])
+        self.subfolders: list[FakeFolder] = []
+
+    def GetName(self) -> str:
+        return self.name
+
+    def GetClipList(self) -> list[FakeMediaPoolItem]:
+        return list(self.clips)
+
+    def GetSubFolderList(self) -> list[FakeFolder]:
+        return list(self.subfolders)
+
+
+class FakeTimelineItem:
+    def __init__(
+        self, clip: FakeMediaPoolItem, track: int, start: int, duration: int, left_offset: int = 0
+    ) -> None:
+        self.clip, self.track, self.start, self.duration, self.left_offset = (
+            clip,
+            track,
+            start,
+            duration,
+            left_offset,
+        )
+
+    def GetName(self) -> str:
+        return self.clip.GetName()
+
+    def GetMediaPoolItem(self) -> FakeMediaPoolItem:
+        return self.clip
+
+    def GetTrackTypeAndIndex(self) -> tuple[str, int]:
+        return ("video", self.track)
+
+    def GetStart(self, subframe_precision: bool = False) -> int:
+        return self.start
+
+    def GetEnd(self, subframe_precision: bool = False) -> int:
+        return self.start + self.duration
+
+    def GetDuration(self, subframe_precision: bool = False) -> int:
+        return self.duration
+
+    def GetLeftOffset(self, subframe_precision: bool = False) -> int:
+        return self.left_offset
+
+
+class FakeTimeline:
+    def __init__(self, tracks: int) -> None:
+        self.tracks: dict[int, list[FakeTimelineItem]] = {i: [] for i in range(1, tracks + 1)}
+        self.current: FakeTimelineItem | None = None
+
+    def add(self, item: FakeTimelineItem) -> FakeTimelineItem:
+        self.tracks[item.track].append(item)
+        return item
+
+    def GetCurrentVideoItem(self) -> FakeTimelineItem | None:
+        return self.current
+
+    def GetTrackCount(self, track_type: str) -> int:
+        assert track_type == "video"
+        return len(self.tracks)
+
+    def GetItemListInTrack(self, track_type: str, index: int) -> list[FakeTimelineItem]:
+        assert track_type == "video"
+        return list(self.tracks[index])
+
+    def AddTrack(self, track_type: str, sub_track_type: Any = None) -> bool:
+        assert track_type == "video" and sub_track_type is None
+        self.tracks[len(self.tracks) + 1] = []
+        return True
+
+
+class FakeMediaPool:
+    def __init__(self, root: FakeFolder, timeline: FakeTimeline) -> None:
+        self.root = root
+        self.current = root
+        self.timeline = timeline
+        self.imports: list[tuple[str, list[Any]]] = []
+
+    def GetRootFolder(self) -> FakeFolder:
+        return self.root
+
+    def GetCurrentFolder(self) -> FakeFolder:
+        return self.current
+
+    def SetCurrentFolder(self, folder: FakeFolder) -> bool:
+        self.current = folder
+        return True
+
+    def ImportMedia(self, items: list[Any]) -> list[FakeMediaPoolItem]:
+        """Like Resolve: one clip per clip-info, named ``stem.[first-last].ext``; [] if frames are missing."""
+        self.imports.append((self.current.GetName(), items))
+        made = []
+        for info in items:
+            pattern, first, last = info["FilePath"], info["StartIndex"], info["EndIndex"]
+            if not all(os.path.isfile(frame_file(pattern, f)) for f in range(first, last + 1)):
+                return []
+            token = re.search(r"%0(\d+)d", pattern)
+            assert token is not None
+            width = int(token.group(1))
+            path = pattern[: token.start()] + f"[{first:0{width}d}-{last:0{width}d}]" + pattern[token.end() :]
+            clip = FakeMediaPoolItem(os.path.basename(path), path)
+            self.current.clips.append(clip)
+            made.append(clip)
+        return made
+
+    def AppendToTimeline(self, infos: list[dict[str, Any]]) -> list[FakeTimelineItem]:
+        placed = []
+        for info in infos:
+            duration = info["endFrame"] - info["startFrame"] + 1
+            item = FakeTimelineItem(info["mediaPoolItem"], info["trackIndex"], info["recordFrame"], duration)
+            placed.append(self.timeline.add(item))
+        return placed
+
+
+class FakeResolve:
+    """resolve -> GetProjectManager() -> GetCurrentProject() -> GetCurrentTimeline()/GetMediaPool()."""
+
+    def __init__(self, media_pool: FakeMediaPool, timeline: FakeTimeline) -> None:
+        project = types.SimpleNamespace(GetCurrentTimeline=lambda: timeline, GetMediaPool=lambda: media_pool)
+        manager = types.SimpleNamespace(GetCurrentProject=lambda: project)
+        self.GetProjectManager = lambda: manager

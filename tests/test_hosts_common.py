@@ -1,0 +1,169 @@
+"""plugin/common/combcn_host: finding the engine, the command line, the progress protocol, errors, and
+one run of the REAL ``combcn inpaint`` on a tiny generated EXR sequence through the adapter module.
+
+Everything else uses a fake ``combcn`` program (tests/hosts_helpers.py) that speaks the same protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+from hosts_helpers import PLUGIN, REPO, fake_runs, write_fake_combcn
+
+
+@pytest.fixture
+def host(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """A fresh combcn_host (its installer path reset), imported as a host would import it."""
+    monkeypatch.syspath_prepend(str(PLUGIN / "common"))
+    monkeypatch.delitem(sys.modules, "combcn_host", raising=False)
+    monkeypatch.delenv("COMBCN_EXECUTABLE", raising=False)
+    import combcn_host
+
+    yield combcn_host
+    sys.modules.pop("combcn_host", None)
+
+
+def test_pure_standard_library() -> None:
+    """Host Pythons have no torch or numpy: the module imports only the standard library."""
+    source = (PLUGIN / "common" / "combcn_host.py").read_text()
+    imported = {
+        line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))
+    }
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+class TestFindExecutable:
+    def test_order_env_then_installer_then_path(
+        self, host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        folders = {name: tmp_path / name for name in ("on_path", "installed", "env")}
+        for folder in folders.values():
+            folder.mkdir()
+        on_path, installed, env = (write_fake_combcn(folder) for folder in folders.values())
+        monkeypatch.setenv("PATH", str(on_path.parent))
+        assert host.find_executable() == str(on_path)
+        host.set_installed_executable(str(installed))
+        assert host.find_executable() == str(installed)
+        monkeypatch.setenv("COMBCN_EXECUTABLE", str(env))
+        assert host.find_executable() == str(env)
+
+    def test_errors_say_what_to_do(
+        self, host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("PATH", str(tmp_path))
+        with pytest.raises(host.EngineNotFound, match="COMBCN_EXECUTABLE"):
+            host.find_executable()
+        monkeypatch.setenv("COMBCN_EXECUTABLE", str(tmp_path / "nope"))
+        with pytest.raises(host.EngineNotFound, match="not an executable file"):
+            host.find_executable()
+
+
+def test_command_line(host: ModuleType) -> None:
+    request = host.InpaintRequest("p.####.exr", "o/p.####.exr", 1001, 1010)
+    assert request.command("combcn") == [
+        "combcn", "inpaint", "p.####.exr", "-o", "o/p.####.exr", "--frames", "1001-1010", "--progress", "json"
+    ]  # fmt: skip
+    full = host.InpaintRequest(
+        "p.%04d.exr", "o.%04d.exr", 1, 2, matte="m.%04d.exr", matte_channel="matte.A", invert=True,
+        expand=-2, feather=0.5, shaper="none", device="cuda", weights="w.pt", overwrite=True,
+    )  # fmt: skip
+    assert full.command("c")[7:] == [
+        "--matte", "m.%04d.exr", "--matte-channel", "matte.A", "--invert", "--expand", "-2",
+        "--feather", "0.5", "--shaper", "none", "--device", "cuda", "--weights", "w.pt", "--overwrite",
+        "--progress", "json",
+    ]  # fmt: skip
+    with pytest.raises(host.HostError, match="empty"):
+        host.InpaintRequest("p", "o", 5, 4).command("c")
+
+
+def test_parse_event(host: ModuleType) -> None:
+    assert host.parse_event('{"event": "frame", "frame": 1001, "done": 1, "total": 2}\n')["frame"] == 1001
+    for noise in ["", "combcn: INFO: hi", "{not json", "[1, 2]", '{"frame": 3}', '{"event": 3}']:
+        assert host.parse_event(noise) is None
+
+
+def test_engine_environment_drops_the_host_python(host: ModuleType) -> None:
+    env = host.engine_environment(
+        {"PYTHONHOME": "/nuke", "PYTHONPATH": "/nuke/lib", "PATH": "/bin", "HOME": "/h"}
+    )
+    assert env == {"PATH": "/bin", "HOME": "/h", "PYTHONUNBUFFERED": "1"}
+
+
+def test_run_with_fake_engine(host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMBCN_EXECUTABLE", str(write_fake_combcn(tmp_path)))
+    monkeypatch.setenv("FAKE_COMBCN_LOG", str(tmp_path / "log"))
+    monkeypatch.setenv("PYTHONPATH", "/a/host/python")  # as inside Nuke: must not reach the engine
+    seen: list[tuple[int, int, int, int]] = []
+    request = host.InpaintRequest("p.####.exr", str(tmp_path / "o.####.exr"), 7, 9)
+    result = host.run_inpaint(
+        request, on_progress=lambda p: seen.append((p.frame, p.done, p.total, p.percent))
+    )
+    assert seen == [(7, 1, 3, 33), (8, 2, 3, 66), (9, 3, 3, 100)]
+    assert (result.written, result.skipped, result.frames) == (3, 0, [7, 8, 9])
+    assert fake_runs(tmp_path / "log")[0]["argv"][:2] == ["inpaint", "p.####.exr"]
+
+
+def test_engine_failure_carries_its_message(
+    host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMBCN_EXECUTABLE", str(write_fake_combcn(tmp_path)))
+    monkeypatch.setenv("FAKE_COMBCN_FAIL", "m.1001.exr: no matte frames found")
+    with pytest.raises(host.EngineFailed) as info:
+        host.run_inpaint(host.InpaintRequest("p", "o.####.exr", 1, 2))
+    assert str(info.value) == "m.1001.exr: no matte frames found" and info.value.returncode == 2
+    assert "fake engine starting" in info.value.stderr
+
+
+def _write_exr(path: Path, pixels: np.ndarray, channels: tuple[str, ...]) -> None:
+    spec = oiio.ImageSpec(pixels.shape[1], pixels.shape[0], len(channels), "half")
+    spec.channelnames = channels
+    out = oiio.ImageOutput.create(str(path))
+    assert out is not None and out.open(str(path), spec), oiio.geterror()
+    assert out.write_image(pixels.astype(np.float16))
+    out.close()
+
+
+def _read_exr(path: Path) -> np.ndarray:
+    image = oiio.ImageInput.open(str(path))
+    assert image is not None, oiio.geterror()
+    pixels = image.read_image("half")
+    image.close()
+    return np.asarray(pixels)
+
+
+@pytest.mark.slow
+def test_real_engine_through_the_adapter_module(
+    host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real ``combcn inpaint`` (this checkout's venv) run by combcn_host on a 3-frame EXR sequence."""
+    monkeypatch.setenv("COMBCN_EXECUTABLE", str(REPO / ".venv" / "bin" / "combcn"))
+    rng = np.random.default_rng(0)
+    plates: dict[int, np.ndarray] = {}
+    hole = np.zeros((24, 32), bool)
+    hole[8:16, 10:18] = True
+    for frame in (1001, 1002, 1003):
+        plate = rng.random((24, 32, 4), dtype=np.float32) * np.float32(4.0)  # scene-linear, above 1
+        plate[..., 3] = 1.0
+        plates[frame] = plate.astype(np.float16)
+        _write_exr(tmp_path / f"plate.{frame}.exr", plates[frame], ("R", "G", "B", "A"))
+        _write_exr(tmp_path / f"matte.{frame}.exr", hole[..., None].astype(np.float32), ("A",))
+    events: list[int] = []
+    request = host.InpaintRequest(
+        str(tmp_path / "plate.####.exr"), str(tmp_path / "out" / "plate.####.exr"), 1001, 1003,
+        matte=str(tmp_path / "matte.####.exr"), device="cpu",
+    )  # fmt: skip
+    result = host.run_inpaint(request, on_progress=lambda p: events.append(p.frame))
+    assert sorted(events) == [1001, 1002, 1003] and result.written == 3
+    for frame, plate in plates.items():
+        out = _read_exr(tmp_path / "out" / f"plate.{frame}.exr")
+        assert out.shape == plate.shape
+        assert np.array_equal(out[~hole], plate[~hole])  # outside the matte: bit-exact
+        assert np.isfinite(out).all()
+    assert sorted(os.listdir(tmp_path / "out")) == ["plate.1001.exr", "plate.1002.exr", "plate.1003.exr"]

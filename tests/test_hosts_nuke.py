@@ -1,0 +1,290 @@
+"""The Nuke adapter (plugin/nuke): type-checked against types-nuke, exercised with a FAKE nuke module.
+
+Nuke cannot run here. ``mypy --strict`` checks plugin/nuke against the published ``types-nuke`` stubs;
+behaviour is tested with the minimal fake ``nuke`` module of tests/hosts_helpers.py (nodes, groups,
+knobs, menus, execute, ProgressTask, a main-thread queue), and a fake ``combcn`` program that speaks the
+engine's JSON progress protocol and writes one small file per frame. The real engine runs through the
+shared adapter module in test_hosts_common.py.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hosts_helpers import PLUGIN, REPO, alive, fake_runs, gone_soon, make_fake_nuke, write_fake_combcn
+
+NUKE_DIR = PLUGIN / "nuke"
+COMMON_DIR = PLUGIN / "common"
+
+
+def test_mypy_strict_against_types_nuke(tmp_path: Path) -> None:
+    """plugin/nuke (and the shared combcn_host) pass ``mypy --strict`` with the types-nuke stubs."""
+    config = tmp_path / "mypy.ini"
+    config.write_text(
+        "[mypy]\npython_version = 3.10\n"
+    )  # no ignore_missing_imports: `import nuke` must resolve
+    files = [str(NUKE_DIR / name) for name in ("combcn_nuke.py", "init.py", "menu.py")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--config-file", str(config), *files],
+        cwd=REPO,
+        env={**os.environ, "MYPYPATH": str(COMMON_DIR)},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def nuke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """A fresh fake nuke in sys.modules, plugin/nuke importable, a fake combcn as COMBCN_EXECUTABLE."""
+    fake = make_fake_nuke(script_path=str(tmp_path / "shots" / "sh010.nk"))
+    monkeypatch.setitem(sys.modules, "nuke", fake)
+    monkeypatch.syspath_prepend(str(NUKE_DIR))
+    for name in ("combcn_nuke", "combcn_host"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    log = tmp_path / "combcn-runs.jsonl"
+    monkeypatch.setenv("COMBCN_EXECUTABLE", str(write_fake_combcn(tmp_path)))
+    monkeypatch.setenv("FAKE_COMBCN_LOG", str(log))
+    fake.runs_log = log  # type: ignore[attr-defined]
+    yield fake
+    for name in ("combcn_nuke", "combcn_host"):
+        sys.modules.pop(name, None)
+
+
+def _module(name: str) -> Any:
+    return sys.modules[name] if name in sys.modules else __import__(name)
+
+
+def _plate_reads(nuke: ModuleType, folder: Path) -> tuple[Any, Any]:
+    plate = nuke.nodes.Read(name="Plate", file=str(folder / "plate.####.exr"), first=1001, last=1003)
+    plate["colorspace"].setValue("ACES - ACEScg")
+    matte = nuke.nodes.Read(name="Roto", file=str(folder / "roto.%04d.exr"), first=1001, last=1003)
+    return plate, matte
+
+
+def _render_and_wait(combcn_nuke: Any, nuke: ModuleType, group: Any, timeout: float = 20.0) -> None:
+    worker = combcn_nuke.render(group)
+    assert worker is not None, nuke.messages
+    worker.join(timeout)
+    assert not worker.is_alive()
+    nuke.run_main_thread()
+
+
+class TestNodeCreation:
+    def test_init_and_menu_add_the_node(self, nuke: ModuleType) -> None:
+        runpy.run_path(str(NUKE_DIR / "init.py"))
+        assert str(COMMON_DIR.resolve()) in sys.path  # init made the shared module importable
+        runpy.run_path(str(NUKE_DIR / "menu.py"))
+        command = nuke.menus["Nodes"].items["CombCN"].items["CombCN Inpaint"]
+        exec(command, {"nuke": nuke})
+        group = nuke.root().node("CombCNInpaint")
+        assert isinstance(group, nuke.Group)
+
+    def test_knobs_inputs_and_internals(self, nuke: ModuleType) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = combcn_nuke.create_node()
+        knobs = group.knobs()
+        expected = {
+            "first": "Int_Knob",
+            "last": "Int_Knob",
+            "range_from_input": "PyScript_Knob",
+            "matte_channel": "Enumeration_Knob",
+            "invert": "Boolean_Knob",
+            "expand": "Int_Knob",
+            "feather": "Double_Knob",
+            "shaper": "Enumeration_Knob",
+            "device": "Enumeration_Knob",
+            "weights": "File_Knob",
+            "output": "File_Knob",
+            "render": "PyScript_Knob",
+            "status": "Text_Knob",
+        }
+        assert {name: knobs[name].Class() for name in expected} == expected
+        assert (group["first"].value(), group["last"].value()) == (1001, 1010)  # the script's range
+        assert knobs["matte_channel"].values() == ["alpha", "red", "green", "blue"]
+        assert knobs["shaper"].values()[0] == "auto" and knobs["device"].values() == ["auto", "cpu", "cuda"]
+        names = [n.name() for n in group.nodes()]
+        assert names[:2] == ["Source", "Matte"]  # input 0 and 1, in creation order
+        assert {"Result", "ShowResult", "Output"} <= set(names)
+        switch = group.node("ShowResult")
+        assert switch.input(0) is group.node("Source") and switch.input(1) is group.node("Result")
+        assert switch["which"].value() == 0  # passes the plate through until a render exists
+        assert group.node("Output").input(0) is switch
+
+    def test_range_from_input_button(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = combcn_nuke.create_node()
+        plate, _ = _plate_reads(nuke, tmp_path)
+        group.setInput(0, plate)
+        group["range_from_input"].execute()
+        assert (group["first"].value(), group["last"].value()) == (1001, 1003)
+
+
+class TestRender:
+    def test_direct_reads_run_the_engine_and_read_back(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = combcn_nuke.create_node()
+        plate, roto = _plate_reads(nuke, tmp_path)
+        group.setInput(0, plate)
+        group.setInput(1, roto)
+        output = tmp_path / "clean" / "plate.####.exr"
+        for name, value in [("first", 1001), ("last", 1003), ("matte_channel", "red"), ("invert", True),
+                            ("expand", 3), ("feather", 1.5), ("shaper", "acescct"), ("device", "cpu"),
+                            ("weights", "/w/combcn.pt"), ("output", str(output))]:  # fmt: skip
+            group[name].setValue(value)
+
+        group["render"].execute()  # the button, as a click runs it
+        worker = next(t for t in __import__("threading").enumerate() if t.name == "combcn CombCNInpaint")
+        worker.join(20)
+        nuke.run_main_thread()
+
+        (run,) = fake_runs(nuke.runs_log)
+        assert run["argv"] == [
+            "inpaint", str(tmp_path / "plate.%04d.exr"), "-o", str(output), "--frames", "1001-1003",
+            "--matte", str(tmp_path / "roto.%04d.exr"), "--matte-channel", "R", "--invert", "--expand", "3",
+            "--feather", "1.5", "--shaper", "acescct", "--device", "cpu", "--weights", "/w/combcn.pt",
+            "--overwrite", "--progress", "json",
+        ]  # fmt: skip
+        assert sorted(os.listdir(output.parent)) == ["plate.1001.exr", "plate.1002.exr", "plate.1003.exr"]
+        assert nuke.executed == []  # plain EXR Reads are used as they are, nothing pre-rendered
+        read = group.node("Result")
+        assert read["file"].value() == str(output)
+        assert (read["first"].value(), read["last"].value()) == (1001, 1003)
+        assert read["colorspace"].value() == "ACES - ACEScg"  # read back as the plate is read
+        assert group.node("ShowResult")["which"].value() == 1
+        assert "rendered 3 frame(s)" in group["status"].value()
+        (task,) = nuke.tasks
+        assert task.progress[-1] == 100 and task.progress == sorted(task.progress)
+        assert "frame 1003 (3/3)" in task.messages
+        assert nuke.messages == []
+
+    def test_other_upstream_is_rendered_to_temporary_exrs(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = combcn_nuke.create_node()
+        grade = nuke.nodes.Grade(name="Grade1")  # not a Read: must be rendered first
+        roto = nuke.nodes.Read(
+            name="RotoPNG", file=str(tmp_path / "roto.####.png")
+        )  # a Read, but not EXR/DPX
+        group.setInput(0, grade)
+        group.setInput(1, roto)
+        group["first"].setValue(1001)
+        group["last"].setValue(1002)
+        group["output"].setValue(str(tmp_path / "out" / "clean.####.exr"))
+        _render_and_wait(combcn_nuke, nuke, group)
+
+        assert nuke.executed == [("CombCNUpstreamSource", 1001, 1002), ("CombCNUpstreamMatte", 1001, 1002)]
+        (run,) = fake_runs(nuke.runs_log)
+        temp = tmp_path / "out" / ".combcn-upstream" / "CombCNInpaint"
+        argv = run["argv"]
+        assert argv[1] == str(temp / "source.####.exr")
+        assert argv[argv.index("--matte") + 1] == str(temp / "matte.####.exr")
+        assert argv[argv.index("--matte-channel") + 1] == "A"
+        assert not (tmp_path / "out" / ".combcn-upstream").exists()  # temporary frames removed afterwards
+        names = [n.name() for n in group.nodes()]
+        assert not any(name.startswith("CombCNUpstream") for name in names)  # the Writes are gone again
+        assert group.node("Result")["raw"].value() is True
+        assert sorted(os.listdir(tmp_path / "out")) == ["clean.1001.exr", "clean.1002.exr"]
+
+    def test_default_output_beside_the_script_and_no_matte_input(
+        self, nuke: ModuleType, tmp_path: Path
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = combcn_nuke.create_node()
+        plate, _ = _plate_reads(nuke, tmp_path)
+        group.setInput(0, plate)
+        group["last"].setValue(1002)
+        _render_and_wait(combcn_nuke, nuke, group)
+        (run,) = fake_runs(nuke.runs_log)
+        expected = tmp_path / "shots" / "combcn" / "CombCNInpaint" / "CombCNInpaint.####.exr"
+        assert run["argv"][run["argv"].index("-o") + 1] == str(expected)
+        assert "--matte" not in run["argv"] and "--matte-channel" not in run["argv"]  # the plate's alpha
+        assert (expected.parent / "CombCNInpaint.1002.exr").is_file()
+
+    def test_engine_error_is_a_message(
+        self, nuke: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        monkeypatch.setenv("FAKE_COMBCN_FAIL", "plate.1001.exr: 4 channels expected, found 1")
+        group = combcn_nuke.create_node()
+        group.setInput(0, _plate_reads(nuke, tmp_path)[0])
+        group["output"].setValue(str(tmp_path / "o.####.exr"))
+        _render_and_wait(combcn_nuke, nuke, group)
+        (text,) = nuke.messages
+        assert "plate.1001.exr: 4 channels expected, found 1" in text and "Traceback" not in text
+        assert group["status"].value().startswith("failed")
+        assert group.node("ShowResult")["which"].value() == 0
+
+    def test_user_mistakes_are_messages_and_start_nothing(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = combcn_nuke.create_node()
+        assert combcn_nuke.render(group) is None
+        assert "Source input" in nuke.messages[-1]
+        group.setInput(0, _plate_reads(nuke, tmp_path)[0])
+        group["output"].setValue(str(tmp_path / "o.####.png"))
+        assert combcn_nuke.render(group) is None
+        assert "EXR" in nuke.messages[-1]
+        group["output"].setValue(str(tmp_path / "o.####.exr"))
+        group["last"].setValue(900)
+        assert combcn_nuke.render(group) is None
+        assert "empty" in nuke.messages[-1]
+        assert fake_runs(nuke.runs_log) == []
+
+    def test_cancel_kills_the_engine(
+        self, nuke: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        monkeypatch.setenv("FAKE_COMBCN_DELAY", "60")  # frame 1 at once, then a minute per frame
+        monkeypatch.setenv("FAKE_COMBCN_CHILD", "1")
+        group = combcn_nuke.create_node()
+        group.setInput(0, _plate_reads(nuke, tmp_path)[0])
+        group["last"].setValue(1005)
+        group["output"].setValue(str(tmp_path / "o" / "o.####.exr"))
+        worker = combcn_nuke.render(group)
+        assert worker is not None
+        deadline = time.monotonic() + 20
+        while not (nuke.tasks and 20 in nuke.tasks[0].progress) and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait for frame 1 of 5
+        assert combcn_nuke.render(group) is None  # a second Render while one runs is refused
+        assert "already rendering" in nuke.messages[-1]
+        (run,) = fake_runs(nuke.runs_log)
+        assert alive(run["pid"]) and alive(run["child"])
+
+        started = time.monotonic()
+        nuke.tasks[0].cancelled = True  # the progress panel's Cancel
+        worker.join(15)
+        assert not worker.is_alive() and time.monotonic() - started < 10
+        nuke.run_main_thread()
+        assert gone_soon(run["pid"]) and gone_soon(run["child"])  # the engine's whole process group
+        assert group["status"].value().startswith("cancelled")
+        assert os.listdir(tmp_path / "o") == ["o.1001.exr"]  # frames already written are kept
+        assert group.node("ShowResult")["which"].value() == 0
+        assert combcn_nuke._jobs == {}
+
+
+def test_installed_executable_from_the_init_block(
+    nuke: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The block install-nuke.sh writes, run by (fake) Nuke, makes the node use the recorded engine."""
+    monkeypatch.delenv("COMBCN_EXECUTABLE")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    fake = str(write_fake_combcn(tmp_path))
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run(
+        [str(REPO / "install" / "install-nuke.sh"), "--executable", fake],
+        env={**os.environ, "HOME": str(home), "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+    )
+    exec((home / ".nuke" / "init.py").read_text(), {"nuke": nuke})
+    assert nuke.plugin_paths == [str(NUKE_DIR)]
+    assert sys.modules["combcn_host"].find_executable() == fake
