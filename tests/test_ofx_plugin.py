@@ -375,3 +375,19 @@ def test_server_discovery_default_socket_python_and_path(
                 deadline = time.monotonic() + 10
                 while sock.exists() and time.monotonic() < deadline:
                     time.sleep(0.05)
+
+
+def test_frames_missing_from_the_clip_are_left_out(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    from combcn import inpaint
+
+    job = base_job(
+        data, render=[1002], out=str(run_dir / "out.%d.exr"), missing={"Source": [1003], "Mask": [1004]}
+    )
+    result = run_host(job, run_dir, host_env(run_dir))
+    assert [r["status"] for r in result["renders"]] == [OK], result["messages"]
+    # Source 1003 is absent: the window is 1001, 1002, 1004; the Mask's absent 1004 means "remove nothing".
+    keep = [0, 1, 3]
+    matte = data["matte"][keep].copy()
+    matte[2] = 0.0
+    expected = inpaint(data["plate"][keep], matte, weights=data["weights"], device="cpu")
+    np.testing.assert_allclose(read_exr(str(run_dir / "out.1002.exr")), expected[1], rtol=0, atol=1e-5)

@@ -752,6 +752,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         host.reg.add(clip)
         if pattern:
             for t in range(first, last + 1):
+                if t in job.get("missing", {}).get(name, []):
+                    continue  # the clip has no image at that time: clipGetImage answers kOfxStatFailed
                 img = read_exr(pattern % t)
                 clip.frames[t] = img[..., :1] if name == "Mask" else img
         inst.clips[name] = clip
