@@ -51,6 +51,7 @@ class TrainSettings:
     val_every: int = 200
     val_samples: int = 8
     log_every: int = 10
+    snapshot_every: int = 0  # also keep weights every N iterations in snapshots/ (0 = off)
     max_minutes: float = 0.0  # stop (with a checkpoint) after this many minutes of this process; 0 = no limit
     out: str = "runs/train"
 

@@ -421,7 +421,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                     {
                         "iteration": it,
                         "stage": "pretrain_3dcn" if pretrain else "joint",
-                        "loss_total": f"{float(loss):.6f}",
+                        "loss_total": f"{float(loss.detach()):.6f}",
                         "loss_3dcn": f"{float(losses['3dcn']):.6f}" if "3dcn" in losses else "",
                         "loss_combcn": f"{float(losses['combcn']):.6f}"
                         if "combcn" in losses and not pretrain
@@ -446,6 +446,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 if not pretrain and (best_val is None or v["val_full"] < best_val):
                     best_val = v["val_full"]
                     save_weights(model, out / "best.pt", provenance=provenance({"validation": v}))
+            if t.snapshot_every and it % t.snapshot_every == 0:
+                save_weights(model, out / "snapshots" / f"iter{it:06d}.pt", provenance=provenance({}))
             if time.monotonic() - last_ckpt > t.checkpoint_minutes * 60:
                 save_checkpoint()
                 last_ckpt = time.monotonic()
