@@ -5,7 +5,7 @@ reference composition (:func:`combcn.ops.masked_conv3d_reference`: mask-count co
 ``x * mask``, ratio, bias, BN, ReLU as separate tensor ops) and (b) a bare ``F.conv3d`` of the same
 shape (``channels_last_3d`` input, bias, nothing else). Prints a markdown table of medians.
 
-    python bench/bench_op.py [--dtypes float32 bfloat16] [--rounds 5] [--threads 2] [--device cpu]
+    python bench/bench_op.py [--dtypes float32 bfloat16] [--rounds 11] [--threads 2] [--device cpu]
 
 Layers (paper Table 1, top; batch 1, 32 frames, 64x64 input, "same" padding, BN + ReLU epilogue):
 the 3DCN encoder and dilated stack. ``--scale`` divides the channel counts (default 1 = paper).
@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-d", "--dtypes", nargs="+", default=["float32", "bfloat16"], help="(default: %(default)s)"
     )
-    parser.add_argument("-r", "--rounds", type=int, default=5, help="timed rounds per case (default: 5)")
-    parser.add_argument("-m", "--min-time", type=float, default=0.3, help="seconds per timing (default: 0.3)")
+    parser.add_argument("-r", "--rounds", type=int, default=11, help="timed rounds per case (default: 11)")
+    parser.add_argument(
+        "-m", "--min-time", type=float, default=0.05, help="min seconds per timing (default: 0.05)"
+    )
     parser.add_argument("-t", "--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument(
