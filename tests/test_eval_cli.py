@@ -184,3 +184,19 @@ def test_eval_cli_bad_options(data: Path, tmp_path: Path, capsys: pytest.Capture
         == 2
     )
     assert "weights file not found" in capsys.readouterr().err
+
+
+def test_read_split_forms(tmp_path: Path) -> None:
+    text = tmp_path / "val.txt"
+    text.write_text("alpha  # held out\n\nbeta\n")
+    config = tmp_path / "train.yaml"
+    config.write_text("model: {width: 0.25}\ndata:\n  val_clips: [bees, makeup]\n")
+    listing = tmp_path / "val.json"
+    listing.write_text('["a", "b"]')
+    assert clips.read_split(text) == ["alpha", "beta"]
+    assert clips.read_split(config) == ["bees", "makeup"]
+    assert clips.read_split(listing) == ["a", "b"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"val": 3}')
+    with pytest.raises(clips.InputError, match="list of clip names"):
+        clips.read_split(bad)

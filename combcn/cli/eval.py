@@ -160,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
             methods[name] = model_method(model, name, precision=args.precision, with_3dcn=name == args.name)
             cfg = model.config
             descriptions[name] = f"{cfg.variant}, width {cfg.width:g}, {cfg.conv} conv"
+            if name == args.name and cfg.variant == "combined":
+                full = "128" if args.size == 128 else "full"
+                descriptions["3dcn@64"] = f"3DCN alone: {name}'s own 3DCN output, scored at half size"
+                descriptions[f"3dcn↑{full}"] = f"3DCN alone: {name}'s 3DCN output upsampled bilinearly"
     for b in baselines:
         methods[b] = baseline_method(b)
     if not methods:

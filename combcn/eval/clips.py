@@ -57,30 +57,41 @@ def list_frames(clip_dir: Path) -> list[Path]:
 def read_split(path: Path) -> list[str]:
     """Clip names from a split file.
 
-    Accepted forms: a text file with one name per line (``#`` starts a comment), a JSON list of
-    names, or a JSON object whose ``val``/``validation``/``valid``/``clips`` key holds that list.
+    Accepted forms: a text file with one name per line (``#`` starts a comment); a JSON or YAML
+    list of names; a JSON or YAML object whose ``val``/``validation``/``valid``/``clips`` key holds
+    that list; or a ``combcn train`` config (YAML), whose ``data.val_clips`` are its held-out clips.
     """
     try:
         text = path.read_text()
     except OSError as exc:
         raise InputError(f"cannot read the split file ({exc.strerror})", path=path) from exc
-    if path.suffix.lower() == ".json":
-        try:
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        return [n for n in names if n]
+    try:
+        if suffix == ".json":
             data = json.loads(text)
-        except ValueError as exc:
-            raise InputError(f"split file is not valid JSON ({exc})", path=path) from exc
-        if isinstance(data, dict):
-            for key in ("val", "validation", "valid", "clips"):
-                if isinstance(data.get(key), list):
-                    data = data[key]
-                    break
-        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-            raise InputError(
-                "split file must hold a list of clip names (or an object with a 'val' list)", path=path
-            )
-        return list(data)
-    names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    return [n for n in names if n]
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # json and yaml raise their own error types, with line numbers
+        raise InputError(f"split file cannot be parsed ({exc})", path=path) from exc
+    if isinstance(data, dict) and isinstance(data.get("data"), dict) and "val_clips" in data["data"]:
+        data = data["data"]["val_clips"]
+    if isinstance(data, dict):
+        for key in ("val", "validation", "valid", "clips", "val_clips"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if not isinstance(data, list) or not data or not all(isinstance(x, str) for x in data):
+        raise InputError(
+            "split file must hold a non-empty list of clip names (or an object with a 'val' list, "
+            "or a training config with data.val_clips)",
+            path=path,
+        )
+    return list(data)
 
 
 def resolve_clips(names: Sequence[str], data: Path | None) -> list[Path]:
