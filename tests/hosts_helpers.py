@@ -627,7 +627,9 @@ class FakeMediaPool:
         placed = []
         for info in infos:
             duration = info["endFrame"] - info["startFrame"] + 1
-            item = FakeTimelineItem(info["mediaPoolItem"], info["trackIndex"], info["recordFrame"], duration)
+            item = FakeTimelineItem(
+                info["mediaPoolItem"], info["trackIndex"], info["recordFrame"], duration, info["startFrame"]
+            )
             placed.append(self.timeline.add(item))
         return placed
 

@@ -299,12 +299,16 @@ def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
         _, source_track = item.GetTrackTypeAndIndex()
         start, end = item.GetStart(False), item.GetEnd(False)
         track = free_track_above(timeline, source_track + 1, start, end)
+        # Only the frames the source item shows, so the result lines up with it frame for frame.
+        item_first = source.first + int(item.GetLeftOffset(False))
+        item_last = item_first + int(item.GetDuration(False)) - 1
         placement: MediaPoolClipInfo = {
             "mediaPoolItem": clip,
-            "startFrame": 0,
-            "endFrame": last - first,
+            "startFrame": max(item_first, first) - first,
+            "endFrame": min(item_last, last) - first,
+            "mediaType": 1,  # video only
             "trackIndex": track,
-            "recordFrame": int(start),
+            "recordFrame": int(start) + max(0, first - item_first),
         }
         # fusionscript-stubs 21.0.0 declares the clip-info form after a non-@overload def, so only the
         # MediaPoolItem form type-checks; the README documents this list-of-dicts form.
@@ -313,7 +317,7 @@ def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
             raise combcn_host.HostError(
                 f"imported {clip.GetName()} but Resolve did not place it on track {track}"
             )
-        say(f"placed on video track {track} at record frame {int(start)}")
+        say(f"placed on video track {track} at record frame {placement['recordFrame']}")
     return Outcome(request, clip, track)
 
 
