@@ -216,6 +216,26 @@ class TestMaskedConv3d:
             assert_close(out, ref, dtype)
             torch.testing.assert_close(new_mask.double(), ref_mask)
 
+    def test_even_and_anisotropic_kernels(self, native: bool) -> None:
+        # (3, 4, 4) kernels with explicit padding, as a strided down layer may use.
+        x, mask, _, bias = case(c_in=3, shape=(1, 4, 10, 12), seed=5)
+        weight = torch.randn(5, 3, 3, 4, 4, generator=torch.Generator().manual_seed(6)) * 0.2
+        for stride, padding in (((1, 2, 2), (1, 1, 1)), ((1, 1, 1), (1, 2, 1))):
+            out, new_mask = masked_conv3d(x, mask, weight, bias, stride, padding, 1, activation="relu")
+            ref, ref_mask = reference64(x, mask, weight, bias, stride, padding, (1, 1, 1), activation="relu")
+            assert_close(out, ref, torch.float32)
+            torch.testing.assert_close(new_mask.double(), ref_mask)
+
+    def test_autocast(self, native: bool) -> None:
+        x, mask, weight, bias = case(c_in=3, shape=(1, 3, 6, 6))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, new_mask = masked_conv3d(x, mask, weight, bias, 1, "same", 1)
+        assert out.dtype == torch.bfloat16 and new_mask.dtype == torch.bfloat16
+        ref, _ = reference64(
+            x.bfloat16(), mask, weight.bfloat16(), bias.bfloat16(), (1, 1, 1), (1, 1, 1), (1, 1, 1)
+        )
+        assert_close(out, ref, torch.bfloat16)
+
     @pytest.mark.parametrize(
         ("size", "k", "stride", "padding", "dilation", "expected"),
         [

@@ -135,12 +135,19 @@ def masked_conv3d(
 
     Raises:
         ValueError: naming the argument, for wrong ranks, shapes, dtypes, devices or parameters.
+
+    Under ``torch.autocast``, ``x``, ``weight`` and ``bias`` are cast to the autocast dtype first.
     """
     x = _check_tensor(x, "x", 5, "[N, C_in, T, H, W]")
     mask = _check_tensor(mask, "mask", 5, "[N, 1, T, H, W]")
     weight = _check_tensor(weight, "weight", 5, "[C_out, C_in, kT, kH, kW]")
     if not x.is_floating_point():
         raise ValueError(f"masked_conv3d: `x` must be a floating-point tensor, got {x.dtype}")
+    if torch.is_autocast_enabled(x.device.type) and weight.is_floating_point():
+        # Under autocast, run in the autocast dtype like a convolution would (the op has no autocast kernel).
+        low = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(low), weight.to(low)
+        bias = None if bias is None else bias.to(low)
     if mask.shape[1] != 1:
         raise ValueError(f"masked_conv3d: `mask` must have 1 channel (C = 1), got shape {tuple(mask.shape)}")
     if (mask.shape[0],) + tuple(mask.shape[2:]) != (x.shape[0],) + tuple(x.shape[2:]):
