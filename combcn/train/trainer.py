@@ -399,7 +399,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 log.error(
                     "loss is %s at iteration %d: stopping; %s keeps the last good state "
                     "(iteration of the last checkpoint). Lower train.lr and --resume.",
-                    float(loss),
+                    float(loss.detach()),
                     it,
                     ckpt_path,
                 )
@@ -422,8 +422,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                         "iteration": it,
                         "stage": "pretrain_3dcn" if pretrain else "joint",
                         "loss_total": f"{float(loss.detach()):.6f}",
-                        "loss_3dcn": f"{float(losses['3dcn']):.6f}" if "3dcn" in losses else "",
-                        "loss_combcn": f"{float(losses['combcn']):.6f}"
+                        "loss_3dcn": f"{float(losses['3dcn'].detach()):.6f}" if "3dcn" in losses else "",
+                        "loss_combcn": f"{float(losses['combcn'].detach()):.6f}"
                         if "combcn" in losses and not pretrain
                         else "",
                         "lr": f"{lr:.3g}",

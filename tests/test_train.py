@@ -1,0 +1,299 @@
+"""Tests of the training pipeline (issue 3): clips, cache, holes, windows, losses, config, the loop.
+
+Clips are generated here (small PNG sequences written with OpenImageIO, a movie written with PyAV);
+nothing reads ../shared. Training runs a tiny network for a handful of iterations only.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from combcn.errors import ConfigError, InputError, ModelError
+from combcn.model import load_model
+from combcn.train import losses as losses_mod
+from combcn.train import trainer as trainer_mod
+from combcn.train.config import load_config, parse_config
+from combcn.train.data import ClipSource, discover, load_clips, split_by_clip
+from combcn.train.holes import box_hole, object_hole, stroke_hole
+from combcn.train.losses import framewise_masked_l1, masked_l1
+from combcn.train.windows import WindowSampler
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    import OpenImageIO as oiio
+
+    h, w = pixels.shape[:2]
+    c = 1 if pixels.ndim == 2 else pixels.shape[2]
+    out = oiio.ImageOutput.create(str(path))
+    assert out is not None
+    out.open(str(path), oiio.ImageSpec(w, h, c, oiio.UINT8))
+    out.write_image(pixels)
+    out.close()
+
+
+def make_clip(
+    folder: Path, frames: int = 10, h: int = 48, w: int = 64, seed: int = 0, masks: bool = False
+) -> Path:
+    """A moving-gradient clip of PNG frames (and, optionally, a moving square object matte)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(h, w, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    if masks:
+        (folder / "masks").mkdir()
+    for f in range(frames):
+        img = (0.5 * base + 0.5 * (np.sin((xx + 2 * f) / 5.0)[..., None] * 127 + 128)).astype(np.uint8)
+        _write_png(folder / f"{f:05d}.png", img)
+        if masks:
+            m = np.zeros((h, w), np.uint8)
+            m[10:26, 5 + 2 * f : 21 + 2 * f] = 1
+            _write_png(folder / "masks" / f"{f:05d}.png", m)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clip_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    make_clip(root / "alpha", seed=1, masks=True)
+    make_clip(root / "beta", seed=2)
+    make_clip(root / "gamma", seed=3)
+    return root
+
+
+def _cfg(root: Path, out: Path, **train: object) -> dict:
+    return {
+        "model": {"width": 0.125},
+        "data": {
+            "sources": [str(root)],
+            "val_clips": ["gamma"],
+            "cache": str(out / "cache"),
+            "short_side": 48,
+            "window": 4,
+            "resolution": 32,
+        },
+        "holes": {"box": 1, "strokes": 1, "objects": 1},
+        "train": {
+            "iterations": 4,
+            "pretrain_3dcn": 2,
+            "val_every": 2,
+            "val_samples": 1,
+            "log_every": 1,
+            "checkpoint_minutes": 0.0,
+            "out": str(out / "run"),
+            **train,
+        },
+    }
+
+
+class TestHoles:
+    def test_box_paper(self) -> None:
+        for seed in range(20):
+            hole = box_hole(np.random.default_rng(seed), 5, 128, 128)
+            assert (hole == hole[0]).all()  # same place in every frame
+            ys, xs = np.nonzero(hole[0])
+            assert 48 <= ys.max() - ys.min() + 1 <= 64 and 48 <= xs.max() - xs.min() + 1 <= 64
+
+    def test_deterministic(self) -> None:
+        for fn in (lambda r: box_hole(r, 4, 64, 64), lambda r: stroke_hole(r, 6, 64, 64)):
+            a, b = fn(np.random.default_rng(7)), fn(np.random.default_rng(7))
+            assert np.array_equal(a, b)
+            assert not np.array_equal(a, fn(np.random.default_rng(8)))
+
+    def test_strokes_move(self) -> None:
+        moving = [
+            not np.array_equal(h[0], h[-1])
+            for h in (stroke_hole(np.random.default_rng(s), 16, 64, 64) for s in range(5))
+        ]
+        assert sum(moving) >= 4
+
+    def test_object_track(self) -> None:
+        masks = np.zeros((8, 40, 40), np.uint8)
+        for f in range(8):
+            masks[f, 5:15, 2 + 3 * f : 12 + 3 * f] = 2
+        hole = object_hole(np.random.default_rng(0), masks, list(range(8)), 0, 8, (0, 0, 40), 40, dilate=0)
+        assert hole is not None
+        centres = [np.nonzero(h)[1].mean() for h in hole]
+        assert np.allclose(np.diff(centres), 3.0)  # follows its own track
+        single = object_hole(np.random.default_rng(0), masks[:1], [0], 0, 8, (0, 0, 40), 40)
+        assert single is not None and single.shape == (8, 40, 40)
+        assert (
+            object_hole(np.random.default_rng(0), np.zeros_like(masks), list(range(8)), 0, 8, (0, 0, 40), 40)
+            is None
+        )
+
+
+class TestData:
+    def test_bad_clip_skip(self, tmp_path: Path, clip_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+        root = tmp_path / "clips"
+        make_clip(root / "good")
+        make_clip(root / "short", frames=3)
+        make_clip(root / "tiny", h=16, w=16)
+        make_clip(root / "broken")
+        (root / "broken" / "00004.png").write_bytes(b"not a png")
+        with caplog.at_level(logging.WARNING, logger="combcn.train.data"):
+            clips = load_clips(discover([root]), tmp_path / "cache", short_side=48, window=4, resolution=32)
+        assert [c.name for c in clips] == ["good"]
+        text = caplog.text
+        assert "short" in text and "fewer than the window" in text
+        assert "tiny" in text and "smaller than" in text
+        assert "broken" in text and "00004.png" in text
+
+    def test_exception_sources(self, tmp_path: Path) -> None:
+        with pytest.raises(InputError, match="not found"):
+            discover([tmp_path / "nope"])
+        (tmp_path / "empty").mkdir()
+        with pytest.raises(InputError, match="no clips"):
+            discover([tmp_path / "empty"])
+
+    def test_cache_and_masks(self, tmp_path: Path, clip_root: Path) -> None:
+        clips = load_clips(discover([clip_root]), tmp_path / "cache", short_side=40, window=4, resolution=32)
+        alpha = next(c for c in clips if c.name == "alpha")
+        assert alpha.frames.shape == (10, 40, 53, 3) and alpha.frames.dtype == np.uint8
+        assert alpha.masks is not None and alpha.mask_index == list(range(10))
+        assert (tmp_path / "cache" / "alpha.npy").is_file()
+        again = load_clips(discover([clip_root]), tmp_path / "cache", short_side=40, window=4, resolution=32)
+        assert np.array_equal(np.asarray(again[0].frames), np.asarray(clips[0].frames))
+
+    def test_movie(self, tmp_path: Path) -> None:
+        import av
+
+        path = tmp_path / "shot.mp4"
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("mpeg4", rate=24)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for f in range(6):
+                img = np.full((48, 64, 3), 20 * f, np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        sources = discover([path])
+        assert sources == [ClipSource("shot", path)]
+        clips = load_clips(sources, tmp_path / "cache", short_side=48, window=4, resolution=32)
+        assert clips[0].frames.shape == (6, 48, 64, 3)
+
+    def test_split_by_clip(self) -> None:
+        names = [f"c{i}" for i in range(10)]
+        train, val = split_by_clip(names, None, 0.2, seed=3)
+        assert len(val) == 2 and not set(train) & set(val) and sorted(train + val) == names
+        assert split_by_clip(names, None, 0.2, seed=3) == (train, val)
+        assert split_by_clip(names, ["c4"], 0.5, seed=0)[1] == ["c4"]
+
+    def test_windows_deterministic(self, tmp_path: Path, clip_root: Path) -> None:
+        clips = load_clips(discover([clip_root]), tmp_path / "cache", short_side=48, window=4, resolution=32)
+        sampler = WindowSampler(clips, window=4, resolution=32, seed=5)
+        for i in range(6):
+            f1, h1, n1 = sampler.sample(i)
+            f2, h2, n2 = sampler.sample(i)
+            assert torch.equal(f1, f2) and torch.equal(h1, h2) and n1 == n2
+            assert f1.shape == (3, 4, 32, 32) and h1.shape == (1, 4, 32, 32)
+            assert 0.0 <= float(f1.min()) and float(f1.max()) <= 1.0 and float(h1.sum()) > 0
+        _, hole, _ = sampler.sample(0, kind="objects")
+        assert float(hole.sum()) > 0
+
+
+class TestLosses:
+    def test_masked_l1(self) -> None:
+        pred = torch.zeros(1, 3, 2, 4, 4)
+        target = torch.ones(1, 3, 2, 4, 4)
+        hole = torch.zeros(1, 1, 2, 4, 4)
+        hole[..., :2, :2] = 1
+        target[..., 2:, 2:] = 100.0  # outside the hole: ignored
+        assert float(masked_l1(pred, target, hole)) == pytest.approx(1.0, rel=1e-5)
+        # Eq. 2 weighs frames equally: frame 1 has a 4x smaller hole but the same error
+        hole[:, :, 1] = 0
+        hole[:, :, 1, 0, 0] = 1
+        target[:, :, 1] = 3.0
+        assert float(framewise_masked_l1(pred, target, hole)) == pytest.approx(2.0, rel=1e-5)
+        assert float(framewise_masked_l1(pred, target, torch.zeros_like(hole))) == 0.0
+
+
+class TestConfig:
+    def test_exception_unknown_keys(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="train.iterationz"):
+            parse_config({"train": {"iterationz": 3}})
+        with pytest.raises(ConfigError, match="section"):
+            parse_config({"optimiser": {}})
+        with pytest.raises(ConfigError, match="'depth'"):
+            parse_config({"model": {"depth": 3}})
+        bad = tmp_path / "bad.toml"
+        bad.write_text('[data]\nsource = ["x"]\n')
+        with pytest.raises(ConfigError, match="data.source") as info:
+            load_config(bad)
+        assert "bad.toml" in str(info.value)
+
+    def test_yaml_and_toml(self, tmp_path: Path) -> None:
+        y = tmp_path / "c.yaml"
+        y.write_text("model: {width: 0.5}\ndata: {sources: [a], window: 8, resolution: 64}\ntrain: {lr: 1}\n")
+        t = tmp_path / "c.toml"
+        t.write_text(
+            '[model]\nwidth = 0.5\n[data]\nsources = ["a"]\nwindow = 8\nresolution = 64\n[train]\nlr = 1\n'
+        )
+        a, b = load_config(y), load_config(t)
+        assert a == b and a.model.window == 8 and a.train.lr == 1.0
+        repo = Path(__file__).resolve().parents[1] / "configs"
+        for path in sorted(repo.glob("*.yaml")) + sorted(repo.glob("*.toml")):
+            load_config(path)  # the shipped configs stay valid
+
+
+class TestTrain:
+    def test_train_resume_export(self, tmp_path: Path, clip_root: Path) -> None:
+        cfg = parse_config(_cfg(clip_root, tmp_path))
+        result = trainer_mod.train(cfg, progress=False)
+        run = tmp_path / "run"
+        assert result.status == "done" and result.iteration == 4
+        for name in ("checkpoint.pt", "best.pt", "last.pt", "log.csv", "val.csv", "loss.png", "config.json"):
+            assert (run / name).is_file(), name
+        rows = list(csv.DictReader(open(run / "log.csv")))
+        assert [r["stage"] for r in rows] == ["pretrain_3dcn"] * 2 + ["joint"] * 2
+        assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+        with pytest.raises(ConfigError, match="--resume"):
+            trainer_mod.train(cfg, progress=False)
+        more = parse_config(_cfg(clip_root, tmp_path, iterations=6))
+        assert trainer_mod.train(more, resume=True, progress=False).iteration == 6
+        assert [int(r["iteration"]) for r in csv.DictReader(open(run / "log.csv"))] == list(range(1, 7))
+        dest = tmp_path / "ship" / "combcn_default.pt"
+        prov = trainer_mod.export_weights(run, dest)
+        assert prov["trained_on"] == ["alpha", "beta"] and prov["validation_clips"] == ["gamma"]
+        assert (dest.parent / "PROVENANCE.json").is_file()
+        assert load_model(dest).config.width == 0.125
+        other = parse_config({**_cfg(clip_root, tmp_path, iterations=8), "model": {"width": 0.25}})
+        with pytest.raises(ModelError, match="model config"):
+            trainer_mod.train(other, resume=True, progress=False)
+
+    def test_nan_stops(self, tmp_path: Path, clip_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = losses_mod.total_loss
+        calls = {"n": 0}
+
+        def poisoned(*args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+            out = real(*args, **kwargs)  # type: ignore[arg-type]
+            calls["n"] += 1
+            if calls["n"] >= 3:
+                out = {k: v * float("nan") for k, v in out.items()}
+            return out
+
+        monkeypatch.setattr(trainer_mod, "total_loss", poisoned)
+        cfg = parse_config(_cfg(clip_root, tmp_path, iterations=5, checkpoint_minutes=100.0))
+        result = trainer_mod.train(cfg, progress=False)
+        assert result.status == "nan" and result.iteration == 2
+        assert not (tmp_path / "run" / "checkpoint.pt").exists()  # nothing written from the bad state
+        cfg = parse_config(_cfg(clip_root, tmp_path / "b", iterations=5, checkpoint_minutes=0.0))
+        calls["n"] = 0  # a checkpoint after every good step, then the poison at step 3
+        result = trainer_mod.train(cfg, progress=False)
+        ckpt = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=True)
+        assert result.status == "nan" and ckpt["iteration"] == 2  # the last good state is kept
+
+    def test_cli_unknown_key(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        from combcn.cli import main
+
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("train: {iterations: 3, learning_rate: 1}\n")
+        assert main(["train", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "train.learning_rate" in err and "bad.yaml" in err and "Traceback" not in err
