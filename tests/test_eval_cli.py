@@ -123,6 +123,7 @@ def test_eval_cli_model_compare_and_baselines(
     assert result["models"]["2dcn"]["config"]["variant"] == "2dcn"
     md = (out / "results.md").read_text()
     assert "command: `combcn eval alpha" in md and "| telea |" in md
+    assert "per clip" in md and "| method | alpha | beta |" in md
 
 
 def test_eval_cli_unknown_clip(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -106,7 +106,15 @@ def run(args: argparse.Namespace) -> int:
 
     from combcn.eval.baselines import BASELINES
     from combcn.eval.clips import load_windows, read_split, resolve_clips
-    from combcn.eval.evaluate import Method, baseline_method, evaluate, markdown_table, model_method
+    from combcn.eval.evaluate import (
+        METRICS,
+        Method,
+        baseline_method,
+        evaluate,
+        markdown_table,
+        model_method,
+        per_clip_table,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -188,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         f"- metrics: per window, then the mean over windows; MAE and temporal error on a 0-255 scale, "
         f"averaged over RGB; `3dcn@64` is scored at 64x64 against the area-downsampled truth\n"
     )
+    for key in ("hole_mae", "temporal_error"):
+        md += f"\n### {METRICS[key][0]} per clip\n\n{per_clip_table(result, key)}"
     payload = {
         "command": command,
         "date": when,

@@ -162,6 +162,22 @@ class EvalResult:
         return out
 
 
+def per_clip_table(result: EvalResult, metric: str = "hole_mae") -> str:
+    """A markdown table of one metric's mean per clip (columns) and row (rows)."""
+    clips = list(dict.fromkeys(w["clip"] for w in result.windows))
+    lines = ["| method | " + " | ".join(clips) + " |", "|---|" + "---:|" * len(clips)]
+    for row in result.rows:
+        cells = []
+        for clip in clips:
+            vals = [
+                w["scores"][row][metric] for w in result.windows if w["clip"] == clip and row in w["scores"]
+            ]
+            vals = [v for v in vals if math.isfinite(v)]
+            cells.append(_fmt(sum(vals) / len(vals), metric) if vals else "n/a")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def evaluate(windows: Sequence[Window], methods: dict[str, Method], *, progress: bool = True) -> EvalResult:
     """Run every method on every window and score each row (see the module docstring)."""
     from tqdm import tqdm
