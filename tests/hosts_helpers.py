@@ -114,7 +114,8 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
 
     Extra test handles on the module: ``messages`` (nuke.message texts), ``main_queue`` (calls made with
     executeInMainThread, run by ``run_main_thread()``), ``tasks`` (ProgressTasks), ``executed`` (execute
-    calls), ``menus``, ``plugin_paths``.
+    calls), ``cancel_execute_at`` (a frame at which execute raises as a cancel does), ``menus``,
+    ``plugin_paths``.
     """
     nuke = types.ModuleType("nuke")
     nuke.STARTLINE = 0x1000  # type: ignore[attr-defined]
@@ -423,6 +424,8 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
         nuke.executed.append((node.name(), start, end))  # type: ignore[attr-defined]
         upstream = node.input(0)
         for frame in range(start, end + 1, incr):
+            if frame == nuke.cancel_execute_at:  # type: ignore[attr-defined]
+                raise RuntimeError("Cancelled")  # what nuke.execute raises when the artist cancels
             path = frame_file(node["file"].value(), frame)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
@@ -480,6 +483,7 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
     nuke.main_queue = []  # type: ignore[attr-defined]
     nuke.tasks = []  # type: ignore[attr-defined]
     nuke.executed = []  # type: ignore[attr-defined]
+    nuke.cancel_execute_at = None  # type: ignore[attr-defined]
     nuke.menus = menus  # type: ignore[attr-defined]
     nuke.plugin_paths = []  # type: ignore[attr-defined]
     return nuke

@@ -194,6 +194,18 @@ class TestRender:
         assert group.node("Result")["raw"].value() is True
         assert sorted(os.listdir(tmp_path / "out")) == ["clean.1001.exr", "clean.1002.exr"]
 
+    def test_cancelled_pre_render_leaves_nothing(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = combcn_nuke.create_node()
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))
+        group["output"].setValue(str(tmp_path / "out" / "clean.####.exr"))
+        nuke.cancel_execute_at = 1003
+        assert combcn_nuke.render(group) is None
+        assert "Cancelled" in nuke.messages[-1]
+        assert not (tmp_path / "out" / ".combcn-upstream").exists()
+        assert not any(n.name().startswith("CombCNUpstream") for n in group.nodes())
+        assert fake_runs(nuke.runs_log) == [] and combcn_nuke._jobs == {}
+
     def test_default_output_beside_the_script_and_no_matte_input(
         self, nuke: ModuleType, tmp_path: Path
     ) -> None:

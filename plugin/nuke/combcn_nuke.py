@@ -205,11 +205,15 @@ def _prepare(group: nuke.Group) -> tuple[combcn_host.InpaintRequest, dict[str, o
     matte = _direct_sequence(matte_node) if matte_node is not None else None
     if source is None or (matte_node is not None and matte is None):
         temp = os.path.join(os.path.dirname(os.path.abspath(output)), UPSTREAM_FOLDER, group.name())
-        if source is None:
-            source = _render_upstream(group, "Source", "all", temp, first, last)
-            read_knobs = {"raw": True}
-        if matte_node is not None and matte is None:
-            matte = _render_upstream(group, "Matte", "rgba", temp, first, last)
+        try:
+            if source is None:
+                source = _render_upstream(group, "Source", "all", temp, first, last)
+                read_knobs = {"raw": True}
+            if matte_node is not None and matte is None:
+                matte = _render_upstream(group, "Matte", "rgba", temp, first, last)
+        except BaseException:
+            _remove_temp(temp)  # a failed or cancelled pre-render leaves nothing behind
+            raise
 
     def choice(name: str) -> str | None:
         value = str(group[name].value())
@@ -294,12 +298,17 @@ def _run(key: str, proc: combcn_host.EngineProcess, read_knobs: dict[str, object
         nuke.executeInMainThread(_set_status, args=(key, status))
     finally:
         if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
-            parent = os.path.dirname(temp)
-            if os.path.isdir(parent) and not os.listdir(parent):
-                os.rmdir(parent)
+            _remove_temp(temp)
         with _jobs_lock:
             _jobs.pop(key, None)
+
+
+def _remove_temp(temp: str) -> None:
+    """Delete the pre-rendered inputs, and their parent folder if no other node uses it."""
+    shutil.rmtree(temp, ignore_errors=True)
+    parent = os.path.dirname(temp)
+    if os.path.isdir(parent) and not os.listdir(parent):
+        os.rmdir(parent)
 
 
 def _set_status(key: str, text: str) -> None:
