@@ -407,7 +407,11 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
         return menus.setdefault(name, Menu(name))
 
     def createNode(cls: str, knobs: str = "", inpanel: bool = True) -> Node:
-        return create(cls)
+        node = create(cls)
+        if isinstance(node, Group):  # as the toolbar's Other > Group: Input1 -> Output1 inside
+            with node:
+                create("Output", "Output1").setInput(0, create("Input", "Input1"))
+        return node
 
     def toNode(name: str) -> Node | None:
         group: Node | None = root_node

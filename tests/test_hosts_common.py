@@ -6,6 +6,7 @@ Everything else uses a fake ``combcn`` program (tests/hosts_helpers.py) that spe
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 from collections.abc import Iterator
@@ -37,6 +38,16 @@ def test_pure_standard_library() -> None:
         line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))
     }
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+@pytest.mark.parametrize(
+    "path", ["common/combcn_host.py", "nuke/combcn_nuke.py", "resolve/combcn_resolve.py"]
+)
+def test_syntax_of_older_host_pythons(path: str) -> None:
+    """Nuke 13 runs Python 3.7: the adapters use no newer syntax (annotations are not evaluated)."""
+    source = (PLUGIN / path).read_text()
+    ast.parse(source, feature_version=(3, 7))
+    assert "from __future__ import annotations" in source
 
 
 class TestFindExecutable:

@@ -65,6 +65,8 @@ def create_node() -> nuke.Group:
     group = node
     group.setName("CombCNInpaint")
     with group:
+        for default in group.nodes():  # a Group made like the toolbar's may hold Input1 -> Output1
+            nuke.delete(default)
         source = nuke.nodes.Input(name="Source")  # created first: input 0
         matte = nuke.nodes.Input(name="Matte")  # input 1
         result = nuke.nodes.Read(name="Result")
