@@ -100,6 +100,8 @@ def test_eval_cli_model_compare_and_baselines(
         str(out),
         "--progress",
         "none",
+        "--examples",
+        "2",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -124,6 +126,9 @@ def test_eval_cli_model_compare_and_baselines(
     md = (out / "results.md").read_text()
     assert "command: `combcn eval alpha" in md and "| telea |" in md
     assert "per clip" in md and "| method | alpha | beta |" in md
+    sheet = cv2.imread(str(out / "examples.png"))
+    # 2 windows x (truth, input, combcn, 3dcn upsampled, 2dcn, 3 baselines) tiles of 32 px
+    assert sheet.shape == (2 * 32, 8 * 32, 3)
 
 
 def test_eval_cli_unknown_clip(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -76,6 +76,7 @@ def command_line(args: argparse.Namespace) -> str:
         "size": 128,
         "windows_per_clip": 1,
         "max_windows": 0,
+        "examples": 0,
         "seed": 0,
         "precision": "fp32",
         "device": "cpu",
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         Method,
         baseline_method,
         evaluate,
+        example_sheet,
         markdown_table,
         model_method,
         per_clip_table,
@@ -177,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     if not methods:
         raise ConfigError("nothing to evaluate: --no-model and --baselines none")
 
-    result = evaluate(windows, methods, progress=args.progress == "bar")
+    result = evaluate(windows, methods, progress=args.progress == "bar", keep_examples=args.examples)
     summary = result.summary()
     table = markdown_table(summary, descriptions)
     command = command_line(args)
@@ -220,6 +222,25 @@ def run(args: argparse.Namespace) -> int:
     _write_atomic(out_dir / "results.md", md)
     _write_atomic(out_dir / "results.json", json.dumps(payload, indent=1, default=float) + "\n")
     log.info("wrote %s and %s", out_dir / "results.md", out_dir / "results.json")
+    if args.examples:
+        import cv2
+
+        sheet = example_sheet(result)
+        fd, tmp = tempfile.mkstemp(prefix=".examples.", suffix=".png", dir=out_dir)
+        os.close(fd)
+        try:
+            if not cv2.imwrite(tmp, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+                raise OutputError("cannot write the example sheet", path=out_dir / "examples.png")
+            os.replace(tmp, out_dir / "examples.png")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        log.info(
+            "wrote %s (middle frame of %d window(s); columns: %s)",
+            out_dir / "examples.png",
+            len(result.examples),
+            ", ".join(result.examples[0]),
+        )
     return 0
 
 
@@ -283,6 +304,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-t", "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument(
         "-o", "--output", default="eval_results", metavar="DIR", help="folder for results.md and results.json"
+    )
+    p.add_argument(
+        "-x",
+        "--examples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write examples.png: the middle frame of the first N windows, every method side by side",
     )
     p.add_argument("--progress", choices=["bar", "none"], default="bar", help="progress display")
     p.set_defaults(func=run)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -140,12 +141,15 @@ class EvalResult:
         windows (list[dict]): one entry per window: clip, start, box, and {row: {metric: value}}.
         seconds (dict[str, float]): total wall time per method name.
         rows (list[str]): row names in first-seen order.
+        examples (list[dict[str, Tensor]]): for the first ``keep_examples`` windows, the middle
+            frame (Tensor[3, S, S]) of the truth, the input and every full-size row's output.
     """
 
     windows: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     rows: list[str] = field(default_factory=list)
     row_method: dict[str, str] = field(default_factory=dict)
+    examples: list[dict[str, Tensor]] = field(default_factory=list)
 
     def summary(self) -> dict[str, dict[str, float]]:
         """{row: {metric: mean over windows (finite values only), "windows": count, "s_per_window"}}."""
@@ -178,8 +182,13 @@ def per_clip_table(result: EvalResult, metric: str = "hole_mae") -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(windows: Sequence[Window], methods: dict[str, Method], *, progress: bool = True) -> EvalResult:
-    """Run every method on every window and score each row (see the module docstring)."""
+def evaluate(
+    windows: Sequence[Window], methods: dict[str, Method], *, progress: bool = True, keep_examples: int = 0
+) -> EvalResult:
+    """Run every method on every window and score each row (see the module docstring).
+
+    ``keep_examples``: keep the middle frame of the first this-many windows (see :class:`EvalResult`).
+    """
     from tqdm import tqdm
 
     result = EvalResult(seconds={name: 0.0 for name in methods})
@@ -187,6 +196,8 @@ def evaluate(windows: Sequence[Window], methods: dict[str, Method], *, progress:
     for win in bar:
         frames = win.truth * (1.0 - win.hole)  # the truth never reaches a method inside the hole
         entry: dict[str, Any] = {"clip": win.clip, "start": win.start, "box": list(win.box), "scores": {}}
+        mid = win.truth.shape[2] // 2
+        example: dict[str, Tensor] = {"truth": win.truth[0, :, mid], "input": frames[0, :, mid]}
         for name, method in methods.items():
             bar.set_postfix_str(f"{win.clip}:{win.start} {name}")
             t0 = time.perf_counter()
@@ -195,12 +206,33 @@ def evaluate(windows: Sequence[Window], methods: dict[str, Method], *, progress:
             for row, (output, row_hole) in rows.items():
                 truth = _truth_at(win.truth, output.shape[-1])
                 entry["scores"][row] = score(output.float(), truth, row_hole)
+                if output.shape[-1] == win.truth.shape[-1]:
+                    example[row] = output[0, :, mid].float()
                 if row not in result.rows:
                     result.rows.append(row)
                     result.row_method[row] = name
         result.windows.append(entry)
+        if len(result.examples) < keep_examples:
+            result.examples.append(example)
         log.debug("window %s:%d scored: %s", win.clip, win.start, entry["scores"])
     return result
+
+
+def example_sheet(result: EvalResult) -> np.ndarray:
+    """The kept examples as one RGB image: a row per window; columns truth, input, then each method.
+
+    Returns:
+        ndarray[rows * S, columns * S, 3] uint8.
+    """
+    if not result.examples:
+        raise ValueError("no examples were kept (evaluate(..., keep_examples=N))")
+    columns = list(result.examples[0])
+    rows = []
+    for example in result.examples:
+        tiles = [example.get(c, torch.zeros_like(example["truth"])) for c in columns]
+        rows.append(torch.cat(tiles, dim=2))
+    sheet = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).numpy()
+    return np.rint(sheet * 255).astype(np.uint8)
 
 
 def _fmt(value: float, key: str) -> str:
