@@ -250,6 +250,18 @@ class TestRender:
         assert "empty" in nuke.messages[-1]
         assert fake_runs(nuke.runs_log) == []
 
+    def test_missing_engine_is_found_before_any_pre_render(
+        self, nuke: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        monkeypatch.setenv("COMBCN_EXECUTABLE", str(tmp_path / "no-such-combcn"))
+        group = combcn_nuke.create_node()
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))
+        group["output"].setValue(str(tmp_path / "out" / "clean.####.exr"))
+        assert combcn_nuke.render(group) is None
+        assert "COMBCN_EXECUTABLE" in nuke.messages[-1] and "not an executable file" in nuke.messages[-1]
+        assert nuke.executed == [] and not (tmp_path / "out").exists()
+
     def test_cancel_kills_the_engine(
         self, nuke: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:

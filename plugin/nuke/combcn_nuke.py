@@ -253,10 +253,14 @@ def render(node: nuke.Node) -> threading.Thread | None:
             nuke.message(f"CombCN: {key} is already rendering; cancel it in the progress panel first.")
             return None
         _jobs[key] = None
+    temp: str | None = None
     try:
+        executable = combcn_host.find_executable()  # before any pre-render: fail fast
         request, read_knobs, temp = _prepare(node)
-        proc = combcn_host.EngineProcess(request)
+        proc = combcn_host.EngineProcess(request, executable)
     except (combcn_host.HostError, RuntimeError) as exc:
+        if temp is not None:
+            _remove_temp(temp)
         with _jobs_lock:
             _jobs.pop(key, None)
         nuke.message(f"CombCN: {exc}")
