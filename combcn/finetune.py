@@ -41,12 +41,13 @@ class Shot:
     Attributes:
         source (str): the plate pattern or movie.
         frames (list[int]): frame numbers, in order.
-        plate (ndarray[T, h, w, 3] float16): shaped RGB in [0, 1], scaled by ``scale``.
+        plate (ndarray[T, h, w, 3] float16): shaped RGB in [0, 1] of ``region``, scaled by ``scale``.
         matte (ndarray[T, h, w] bool): True where the hole to remove is (alpha > 0), at working scale.
         scale (float): working pixels per plate pixel (<= 1).
         crop (tuple[int, int]): (height, width) of the engine's working crop for this shot.
         plate_size (tuple[int, int]): (height, width) of the plate in plate pixels.
         shaper (str): shaper name.
+        region (tuple[int, int, int, int]): (y0, y1, x0, x1) plate region held in ``plate``.
     """
 
     source: str
@@ -57,6 +58,7 @@ class Shot:
     crop: tuple[int, int]
     plate_size: tuple[int, int]
     shaper: str
+    region: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def _channel_index(names: Sequence[str], wanted: str | None, path: Path, what: str) -> int:
@@ -133,10 +135,17 @@ def load_shot(
     expand: int = 0,
     shaper: str | None = None,
     resolution: int = 128,
+    window: int = 32,
     margin: float = 0.5,
+    overlap: int = 8,
     progress: bool = True,
 ) -> Shot:
     """Read a plate and its matte into a :class:`Shot` at the engine's working scale.
+
+    The engine crops each temporal window around its matte and scales the crop to about
+    ``resolution`` squared (:func:`combcn.engine.windows.plan_crop`); this plans the same windows
+    and crops, trains at their median scale, and keeps only the plate region those crops cover plus
+    one crop size around it (more context than the model ever sees, a fraction of a large plate).
 
     Args:
         source: plate pattern (``plate.####.exr``) or movie file.
@@ -145,18 +154,18 @@ def load_shot(
         matte_channel: matte channel name (default: A, else R/Y, else the first).
         invert, threshold, expand: as ``combcn inpaint`` (see :class:`combcn.engine.MatteOptions`).
         shaper: ``acescct``, ``log`` or ``none`` (default: by pixel type, as the engine does).
-        resolution: the model's working size.
-        margin: the engine's context margin around the hole (fraction of its longer side).
+        resolution, window: the model's working size and frames per window.
+        margin, overlap: the engine's context margin and window overlap (its defaults).
 
     Raises:
         InputError: missing or unreadable frames, a matte frame missing or of another size, a matte
-            that is empty everywhere or covers every pixel.
+            that is empty everywhere or covers every pixel, a shot too big for memory.
     """
     from tqdm import tqdm
 
     from combcn.engine.matte import MatteOptions, bbox, shape_matte
     from combcn.engine.shaper import default_shaper_for, get_shaper
-    from combcn.engine.windows import plan_crop
+    from combcn.engine.windows import plan_crop, plan_windows
 
     plate_seq = _Sequence(source, "plate")
     matte_seq = _Sequence(matte, "matte")
@@ -183,67 +192,87 @@ def load_shot(
         )
     options = MatteOptions(threshold=threshold, invert=invert, expand=expand)
 
-    # Pass 1: mattes (small) to find the engine's crop and so the working scale.
-    alphas: list[np.ndarray] = []
-    plate_size: tuple[int, int] | None = None
-    for f in tqdm(wanted, desc="read matte", unit="frame", disable=not progress, leave=False):
+    def read_alpha(f: int) -> np.ndarray:
         pixels, names, _ = matte_seq.read(f)
         channel = _channel_index(names, matte_channel, matte_seq.path(f), "the matte")
-        alpha = shape_matte(_as_float(pixels[..., channel]), options) > 0
+        return shape_matte(_as_float(pixels[..., channel]), options) > 0
+
+    # Pass 1: matte boxes only (a full-resolution matte per frame would not fit for long 4K shots).
+    boxes: list[tuple[int, int, int, int] | None] = []
+    plate_size: tuple[int, int] | None = None
+    everything = True
+    for f in tqdm(wanted, desc="read matte", unit="frame", disable=not progress, leave=False):
+        alpha = read_alpha(f)
         if plate_size is None:
-            plate_size = alpha.shape
+            plate_size = (int(alpha.shape[0]), int(alpha.shape[1]))
         elif alpha.shape != plate_size:
             raise InputError(
-                f"matte is {alpha.shape[1]}x{alpha.shape[0]}, other frames are "
-                f"{plate_size[1]}x{plate_size[0]}",
+                f"matte is {alpha.shape[1]}x{alpha.shape[0]}, "
+                f"other frames are {plate_size[1]}x{plate_size[0]}",
                 path=matte_seq.path(f),
                 frame=f,
             )
-        alphas.append(alpha)
+        boxes.append(bbox(alpha))
+        everything = everything and bool(alpha.all())
     assert plate_size is not None
-    boxes = [b for b in (bbox(a) for a in alphas) if b is not None]
-    if not boxes:
+    if all(b is None for b in boxes):
         raise InputError(
             "the matte is empty in every frame: nothing to remove, nothing to adapt to; "
             "check --matte-channel / --invert",
             path=matte,
         )
-    if all(a.all() for a in alphas):
+    if everything:
         raise InputError(
             "the matte covers every pixel: no known pixels to learn from; check --invert", path=matte
         )
-    union = (
-        min(b[0] for b in boxes),
-        max(b[1] for b in boxes),
-        min(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
     height, width = plate_size
-    crop = plan_crop(union, height, width, resolution=resolution, margin=margin)
-    scale = crop.height / (crop.y1 - crop.y0)
-    work_h, work_w = max(crop.height, round(height * scale)), max(crop.width, round(width * scale))
+
+    # The engine's windows and crops for this shot (combcn.engine.core.render_windows).
+    crops = []
+    for w in plan_windows(len(wanted), window, overlap):
+        inside = [b for b in boxes[w.start : w.end] if b is not None]
+        if inside:
+            union = (
+                min(b[0] for b in inside),
+                max(b[1] for b in inside),
+                min(b[2] for b in inside),
+                max(b[3] for b in inside),
+            )
+            crops.append(plan_crop(union, height, width, resolution=resolution, margin=margin))
+    scale = float(np.median([c.height / (c.y1 - c.y0) for c in crops]))
+    crop_h = max(8, int(round(float(np.median([c.height for c in crops])) / 8)) * 8)
+    crop_w = max(8, int(round(float(np.median([c.width for c in crops])) / 8)) * 8)
+    reach_y, reach_x = int(np.ceil(crop_h / scale)), int(np.ceil(crop_w / scale))
+    ry0, ry1 = max(0, min(c.y0 for c in crops) - reach_y), min(height, max(c.y1 for c in crops) + reach_y)
+    rx0, rx1 = max(0, min(c.x0 for c in crops) - reach_x), min(width, max(c.x1 for c in crops) + reach_x)
+    work_h = max(crop_h, int(round((ry1 - ry0) * scale)))
+    work_w = max(crop_w, int(round((rx1 - rx0) * scale)))
     need = len(wanted) * work_h * work_w * 7
     if need > MEMORY_LIMIT:
         raise InputError(
-            f"{len(wanted)} frames at {work_w}x{work_h} need {need / 2**30:.1f} GB; pass --frames "
-            "with a shorter range (a few hundred frames are plenty to adapt)",
+            f"{len(wanted)} frames at {work_w}x{work_h} need {need / 2**30:.1f} GB; pass --frames with a "
+            "shorter range (a few hundred frames are plenty to adapt)",
             path=source,
         )
     log.info(
-        "shot %s: %d frames %dx%d, matte box %s, working scale %.3f (%dx%d), crop %dx%d",
+        "shot %s: %d frames %dx%d; engine crops %dx%d at scale %.3f; learning from plate region "
+        "x %d-%d, y %d-%d (%dx%d working px)",
         source,
         len(wanted),
         width,
         height,
-        union,
+        crop_w,
+        crop_h,
         scale,
+        rx0,
+        rx1,
+        ry0,
+        ry1,
         work_w,
         work_h,
-        crop.width,
-        crop.height,
     )
 
-    # Pass 2: the plate, shaped and scaled like the engine does.
+    # Pass 2: the plate region, shaped and scaled like the engine does, and its matte.
     plate = np.empty((len(wanted), work_h, work_w, 3), np.float16)
     matte_work = np.empty((len(wanted), work_h, work_w), bool)
     shaper_name = shaper
@@ -258,20 +287,22 @@ def load_shot(
         if shaper_name is None:
             shaper_name = default_shaper_for(dtype, movie=plate_seq.movie is not None)
             log.info("shaper: %s", shaper_name)
-        rgb = _as_float(pixels[..., _rgb_indices(names)])
+        rgb = _as_float(pixels[ry0:ry1, rx0:rx1][..., _rgb_indices(names)])
         shaped = np.clip(get_shaper(shaper_name).encode(rgb), 0.0, 1.0)
         plate[i] = cv2.resize(shaped, (work_w, work_h), interpolation=cv2.INTER_AREA)
-        hole = cv2.resize(alphas[i].astype(np.float32), (work_w, work_h), interpolation=cv2.INTER_AREA) > 0
-        matte_work[i] = hole
+        alpha = read_alpha(f)[ry0:ry1, rx0:rx1].astype(np.float32)
+        # a working pixel is matte if any plate pixel under it is (as the engine's hole)
+        matte_work[i] = cv2.resize(alpha, (work_w, work_h), interpolation=cv2.INTER_AREA) > 0
     return Shot(
         source=source,
         frames=list(wanted),
         plate=plate,
         matte=matte_work,
         scale=scale,
-        crop=(crop.height, crop.width),
+        crop=(crop_h, crop_w),
         plate_size=plate_size,
         shaper=str(shaper_name),
+        region=(ry0, ry1, rx0, rx1),
     )
 
 

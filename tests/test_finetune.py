@@ -227,3 +227,21 @@ def test_empty_matte_is_refused(shot: Path, tmp_path: Path) -> None:
             resolution=32,
             progress=False,
         )
+
+
+def test_wide_plate_keeps_only_the_region_the_engine_looks_at(tmp_path: Path) -> None:
+    # A 256 px wide plate with a matte at its left: the far right is never in an engine crop.
+    width = 256
+    for t in range(4):
+        _write_exr(tmp_path / f"p.{t + 1:04d}.exr", np.full((H, width, 3), 0.18, np.float32), ("R", "G", "B"))
+        matte = np.zeros((H, width, 1), np.float32)
+        matte[10:22, 8:30] = 1.0
+        _write_exr(tmp_path / f"m.{t + 1:04d}.exr", matte, ("A",))
+    s = ft.load_shot(
+        str(tmp_path / "p.####.exr"), str(tmp_path / "m.####.exr"), resolution=32, progress=False
+    )
+    y0, y1, x0, x1 = s.region
+    assert (y0, x0) == (0, 0) and y1 == H
+    assert 30 < x1 < width  # the matte and a crop's worth of context, not the whole plate
+    assert s.plate.shape[2] == max(s.crop[1], round(x1 * s.scale))
+    assert s.matte[:, :, : round(8 * s.scale)].sum() == 0 and s.matte.any()

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         expand=args.expand,
         shaper=args.shaper,
         resolution=int(model.resolution),
+        window=int(args.window or model.window),
         progress=args.progress == "bar",
     )
     started = dt.datetime.now(dt.timezone.utc)
