@@ -141,6 +141,15 @@ def test_finetune_cli_writes_loadable_weights(
     provenance = read_weights(out)["provenance"]
     assert provenance["steps"] == 3 and provenance["finetuned_on"]["frames"].startswith("1001-1006")
     assert np.isfinite(provenance["validation"]["before"]) and np.isfinite(provenance["validation"]["after"])
+    # what combcn inpaint --weights does with it: the engine loads and renders with the adapted weights
+    from combcn.engine import Engine
+
+    plate = np.random.default_rng(0).random((4, 40, 40, 3)).astype(np.float32)
+    matte = np.zeros((4, 40, 40), np.float32)
+    matte[:, 10:20, 12:24] = 1.0
+    filled = Engine(weights=out, device="cpu").inpaint(plate, matte)
+    assert np.array_equal(filled[matte == 0], plate[matte == 0])
+    assert not np.array_equal(filled[matte == 1], plate[matte == 1])
     # the output exists now: a second run must not replace it silently
     assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err
