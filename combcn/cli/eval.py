@@ -303,7 +303,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the models")
     p.add_argument("-t", "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument(
-        "-o", "--output", default="eval_results", metavar="DIR", help="folder for results.md and results.json"
+        "-o", "--output", default="runs/eval", metavar="DIR", help="folder for results.md and results.json"
     )
     p.add_argument(
         "-x",
