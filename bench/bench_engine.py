@@ -34,6 +34,12 @@ import torch
 from combcn.io import ImageData, read_image, write_image_atomic
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process so far: less sensitive to other load than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -87,14 +93,17 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
         engine = Engine(model=load_model(None, device="cpu"), device="cpu")
         frames = list(range(1001, 1001 + args.frames))
         # Baseline 1: copy-through (read every channel + atomic write), the I/O floor of any render.
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         for f in frames:
             write_image_atomic(folder / f"copy.{f:04d}.exr", read_image(plate.replace("####", f"{f:04d}")))
         copy_s = (time.perf_counter() - t0) / len(frames)
+        copy_cpu = (_cpu_s() - c0) / len(frames)
         # The engine: read, shape, crop, model, composite, write.
         load_before = os.getloadavg()[0]
+        c0 = _cpu_s()
         report = combcn.inpaint_sequence(plate, matte, str(folder / "out/o.####.exr"), engine=engine)
         engine_s = report.seconds_per_frame
+        engine_cpu = (_cpu_s() - c0) / len(frames)
         # Baseline 2: the model alone on one window of the working size the engine used.
         from combcn.engine.windows import plan_crop
 
@@ -106,9 +115,10 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
         hole = (torch.rand(1, 1, engine.window, crop.height, crop.width) > 0.7).float()
         with torch.inference_mode():
             engine.model(x, hole)  # warm-up (oneDNN kernel creation)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_s()
             engine.model(x, hole)
             model_window_s = time.perf_counter() - t0
+            model_window_cpu = _cpu_s() - c0
         stride = engine.window - engine.window // 4
         return {
             "bench": "speed",
@@ -121,6 +131,12 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
             "model_window_s": round(model_window_s, 3),
             "model_s_per_frame_at_stride": round(model_window_s / stride, 3),
             "ratio_engine_vs_copy": round(engine_s / copy_s, 2),
+            "cpu_s_per_frame": {
+                "engine": round(engine_cpu, 3),
+                "copy_through": round(copy_cpu, 3),
+                "model_at_stride": round(model_window_cpu / stride, 3),
+                "ratio_engine_vs_copy": round(engine_cpu / copy_cpu, 2),
+            },
             "load_avg_at_start": round(load_before, 2),
             "machine": machine(),
         }

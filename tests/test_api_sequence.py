@@ -190,3 +190,20 @@ def test_matte_with_another_data_window_is_aligned_by_display_window(engine: Eng
         out = read_image(tmp_path / f"o/o.{i + 1:04d}.exr").pixels
         np.testing.assert_array_equal(out[~inside], stored[i + 1][~inside])
         assert not np.array_equal(out[inside], stored[i + 1][inside])
+
+
+def test_single_image_matte_applies_to_every_frame(shot: tuple, engine: Engine, tmp_path: Path) -> None:
+    plate, _, stored, _ = shot
+    still = np.zeros((48, 64, 1), np.float16)
+    still[10:20, 30:40] = 1.0
+    mspec = plate_spec(64, 48, ("A",), data_window=(4, 6), display=(80, 60))
+    write_image_atomic(tmp_path / "garbage_matte.exr", ImageData(still, mspec))
+    report = combcn.inpaint_sequence(
+        plate, str(tmp_path / "garbage_matte.exr"), str(tmp_path / "o/o.####.exr"), "1001-1003", engine=engine
+    )
+    assert report.written == [1001, 1002, 1003]
+    keep = still[..., 0] < 0.5
+    for f in report.written:
+        out = read_image(tmp_path / f"o/o.{f:04d}.exr").pixels
+        np.testing.assert_array_equal(out[keep], stored[f][keep])
+        assert not np.array_equal(out[~keep][:, :3], stored[f][~keep][:, :3])

@@ -77,6 +77,9 @@ class Engine:
         threads: int | None = None,
     ):
         self.device = resolve_device(device)
+        if self.device.type == "cuda":  # same window, same bits: chunked farm renders equal single ones
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
         if threads is not None:
             if threads < 1:
                 raise ConfigError(f"--threads must be >= 1, got {threads}")
