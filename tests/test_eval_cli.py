@@ -206,3 +206,13 @@ def test_read_split_forms(tmp_path: Path) -> None:
     bad.write_text('{"val": 3}')
     with pytest.raises(clips.InputError, match="list of clip names"):
         clips.read_split(bad)
+
+
+def test_stroke_holes_move_and_are_deterministic(data: Path) -> None:
+    a = clips.load_windows([data / "beta"], window=4, size=32, hole="strokes", seed=3)
+    b = clips.load_windows([data / "beta"], window=4, size=32, hole="strokes", seed=3)
+    assert a[0].box is None
+    assert torch.equal(a[0].hole, b[0].hole)
+    assert a[0].hole.sum() > 0
+    with pytest.raises(clips.ConfigError, match="unknown hole kind"):
+        clips.load_windows([data / "beta"], window=4, size=32, hole="blob")

@@ -77,6 +77,7 @@ def command_line(args: argparse.Namespace) -> str:
         "windows_per_clip": 1,
         "max_windows": 0,
         "examples": 0,
+        "hole": "box",
         "seed": 0,
         "precision": "fp32",
         "device": "cpu",
@@ -141,7 +142,12 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else None
     clip_dirs = resolve_clips(names, data)
     windows = load_windows(
-        clip_dirs, window=args.window, size=args.size, per_clip=args.windows_per_clip, seed=args.seed
+        clip_dirs,
+        window=args.window,
+        size=args.size,
+        per_clip=args.windows_per_clip,
+        seed=args.seed,
+        hole=args.hole,
     )
     if args.max_windows and len(windows) > args.max_windows:
         windows = windows[: args.max_windows]
@@ -189,12 +195,17 @@ def run(args: argparse.Namespace) -> int:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     clip_names = [d.name for d in clip_dirs]
+    hole_text = (
+        f"one box hole each (sides {round(0.375 * args.size)}-{round(0.5 * args.size)} px, fixed position)"
+        if args.hole == "box"
+        else "free-form stroke holes that move over time"
+    )
     md = (
         f"# combcn eval\n\n{table}\n"
         f"- command: `{command}`\n- date: {when}\n- machine: {machine}\n"
         f"- clips ({len(clip_names)}): {', '.join(clip_names)}\n"
-        f"- windows: {len(windows)} x {args.window} frames at {args.size}x{args.size}, one box hole each "
-        f"(sides {round(0.375 * args.size)}-{round(0.5 * args.size)} px, fixed position), seed {args.seed}\n"
+        f"- windows: {len(windows)} x {args.window} frames at {args.size}x{args.size}, {hole_text}, "
+        f"seed {args.seed}\n"
         f"- metrics: per window, then the mean over windows; MAE and temporal error on a 0-255 scale, "
         f"averaged over RGB; `3dcn@64` is scored at 64x64 against the area-downsampled truth\n"
     )
@@ -209,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
             "size": args.size,
             "windows_per_clip": args.windows_per_clip,
             "seed": args.seed,
+            "hole": args.hole,
             "precision": args.precision,
             "device": args.device,
         },
@@ -292,7 +304,14 @@ def add_parser(subparsers: Any) -> None:
         "-k", "--windows-per-clip", type=int, default=1, help="windows per clip, spread evenly over the clip"
     )
     p.add_argument("-m", "--max-windows", type=int, default=0, help="stop after this many windows (0 = all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the hole boxes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the holes")
+    p.add_argument(
+        "-H",
+        "--hole",
+        choices=["box", "strokes"],
+        default="box",
+        help="box: the paper's (one 0.375-0.5 box per window, fixed); strokes: free-form strokes that move",
+    )
     p.add_argument(
         "-p",
         "--precision",

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from combcn.errors import InputError
+from combcn.errors import ConfigError, InputError
 
 log = logging.getLogger("combcn.eval")
 
@@ -37,14 +37,15 @@ class Window:
     Attributes:
         clip (str): clip name (its folder's name).
         start (int): index of the first frame in the clip's sorted frame list.
-        box (tuple[int, int, int, int]): hole as (top, left, height, width) in crop pixels.
+        box (tuple[int, int, int, int] | None): the box hole as (top, left, height, width) in crop
+            pixels; None for free-form holes.
         truth (Tensor[1, 3, T, S, S]): the crop in [0, 1], float32.
-        hole (Tensor[1, 1, T, S, S]): 1 inside the box in every frame, float32.
+        hole (Tensor[1, 1, T, S, S]): 1 = hole, float32 (for a box: inside it, in every frame).
     """
 
     clip: str
     start: int
-    box: tuple[int, int, int, int]
+    box: tuple[int, int, int, int] | None
     truth: Tensor
     hole: Tensor
 
@@ -160,19 +161,32 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+HOLE_KINDS = ("box", "strokes")
+
+
 def load_windows(
-    clip_dirs: Sequence[Path], *, window: int = 32, size: int = 128, per_clip: int = 1, seed: int = 0
+    clip_dirs: Sequence[Path],
+    *,
+    window: int = 32,
+    size: int = 128,
+    per_clip: int = 1,
+    seed: int = 0,
+    hole: str = "box",
 ) -> list[Window]:
     """Cut evaluation windows from clips.
 
     Each window is ``window`` consecutive frames, each frame's largest centred square resized to
     ``size`` (the paper's Caltech preprocessing, §5), with one box hole at a fixed position in
     every frame (paper §4). The box depends only on ``seed``, the clip name and the window's start.
+    ``hole="strokes"`` uses the training code's free-form strokes that drift over time instead
+    (:func:`combcn.train.holes.stroke_hole`; paper Fig. 4's "random holes", not in its tables).
 
     Raises:
         InputError: a clip has fewer than ``window`` frames, frames smaller than ``size`` / 2, or
             an unreadable frame (the message names the clip or file).
     """
+    if hole not in HOLE_KINDS:
+        raise ConfigError(f"unknown hole kind {hole!r}; use one of {', '.join(HOLE_KINDS)}")
     out: list[Window] = []
     for clip_dir in clip_dirs:
         frames = list_frames(clip_dir)
@@ -197,11 +211,18 @@ def load_windows(
                     f"clip {clip_dir.name!r} frames change size within the window", path=clip_dir
                 )
             clip_seed = zlib.crc32(clip_dir.name.encode("utf-8"))
-            box = paper_box(np.random.default_rng([seed, clip_seed, start]), size)
+            rng = np.random.default_rng([seed, clip_seed, start])
             truth = torch.from_numpy(np.stack(crops)).permute(3, 0, 1, 2)[None].float() / 255.0
-            hole = torch.zeros(1, 1, window, size, size)
-            top, left, h, w = box
-            hole[..., top : top + h, left : left + w] = 1.0
-            out.append(Window(clip=clip_dir.name, start=start, box=box, truth=truth, hole=hole))
+            if hole == "strokes":
+                from combcn.train.holes import stroke_hole
+
+                box = None
+                holes = torch.from_numpy(stroke_hole(rng, window, size, size))[None, None].float()
+            else:
+                box = paper_box(rng, size)
+                holes = torch.zeros(1, 1, window, size, size)
+                top, left, h, w = box
+                holes[..., top : top + h, left : left + w] = 1.0
+            out.append(Window(clip=clip_dir.name, start=start, box=box, truth=truth, hole=holes))
         log.debug("clip %s: %d frames, %d window(s)", clip_dir.name, len(frames), len(out))
     return out

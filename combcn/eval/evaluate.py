@@ -195,7 +195,12 @@ def evaluate(
     bar = tqdm(windows, desc="eval", unit="window", disable=not progress, leave=False)
     for win in bar:
         frames = win.truth * (1.0 - win.hole)  # the truth never reaches a method inside the hole
-        entry: dict[str, Any] = {"clip": win.clip, "start": win.start, "box": list(win.box), "scores": {}}
+        entry: dict[str, Any] = {
+            "clip": win.clip,
+            "start": win.start,
+            "box": None if win.box is None else list(win.box),
+            "scores": {},
+        }
         mid = win.truth.shape[2] // 2
         example: dict[str, Tensor] = {"truth": win.truth[0, :, mid], "input": frames[0, :, mid]}
         for name, method in methods.items():
