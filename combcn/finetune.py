@@ -561,6 +561,14 @@ def finetune(
                 report.seconds = time.monotonic() - t0
                 checkpoint(model, report)
                 next_checkpoint = time.monotonic() + 60.0 * checkpoint_minutes
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what was learnt so far (written below), then stop as interrupted.
+        report.seconds = time.monotonic() - t0
+        bar.close()
+        log.warning("interrupted after %d steps: writing the weights so far", report.steps)
+        if checkpoint is not None:
+            checkpoint(model, report)
+        raise
     finally:
         bar.close()
         report.seconds = time.monotonic() - t0

@@ -254,3 +254,35 @@ def test_wide_plate_keeps_only_the_region_the_engine_looks_at(tmp_path: Path) ->
     assert 30 < x1 < width  # the matte and a crop's worth of context, not the whole plate
     assert s.plate.shape[2] == max(s.crop[1], round(x1 * s.scale))
     assert s.matte[:, :, : round(8 * s.scale)].sum() == 0 and s.matte.any()
+
+
+def test_interrupt_writes_the_weights_so_far(
+    shot: Path, base_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from combcn.model import load_model
+
+    s = ft.load_shot(
+        str(shot / "plate.####.exr"), str(shot / "matte.####.exr"), resolution=32, progress=False
+    )
+    real_draw = ft.draw_sample
+    calls = {"n": 0}
+
+    def draw_then_interrupt(*args: object, **kwargs: object) -> ft.Sample:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the user presses Ctrl-C during the third step
+            raise KeyboardInterrupt
+        return real_draw(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ft, "draw_sample", draw_then_interrupt)
+    saved: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune(
+            load_model(base_weights),
+            s,
+            steps=10,
+            window=4,
+            val_windows=0,
+            progress=False,
+            checkpoint=lambda m, report: saved.append(report.steps),
+        )
+    assert saved == [2]

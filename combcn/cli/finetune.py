@@ -93,25 +93,21 @@ def run(args: argparse.Namespace) -> int:
         save_weights(m, output, provenance=provenance)  # type: ignore[arg-type]
         log.info("wrote %s (%d steps)", output, report.steps)
 
-    try:
-        report = ft.finetune(
-            model,
-            shot,
-            steps=args.steps,
-            minutes=args.minutes,
-            lr=args.lr,
-            window=args.window,
-            keep_away=args.keep_away,
-            seed=args.seed,
-            precision=args.precision,
-            val_windows=args.val_windows,
-            progress=args.progress == "bar",
-            checkpoint=save,
-            checkpoint_minutes=args.checkpoint_minutes,
-        )
-    except KeyboardInterrupt:
-        log.warning("interrupted: %s holds the weights of the last checkpoint, if one was written", output)
-        raise
+    report = ft.finetune(
+        model,
+        shot,
+        steps=args.steps,
+        minutes=args.minutes,
+        lr=args.lr,
+        window=args.window,
+        keep_away=args.keep_away,
+        seed=args.seed,
+        precision=args.precision,
+        val_windows=args.val_windows,
+        progress=args.progress == "bar",
+        checkpoint=save,
+        checkpoint_minutes=args.checkpoint_minutes,
+    )
     print(
         f"adapted {report.steps} steps in {report.seconds / 60:.1f} min; "
         f"training loss {report.loss_first:.2f} -> {report.loss_last:.2f}; "
