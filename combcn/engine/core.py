@@ -99,9 +99,9 @@ class _Accumulator:
         self.weight = 0.0
 
 
-def _to_working(rgb: np.ndarray, crop: Crop, shaper: Shaper) -> torch.Tensor:
-    """Plate RGB crop -> shaped, clipped, scaled Tensor[3, h, w]."""
-    region = rgb[crop.y0 : crop.y1, crop.x0 : crop.x1]
+def _to_working(rows: np.ndarray, crop: Crop, shaper: Shaper) -> torch.Tensor:
+    """Plate RGB rows ``crop.y0 .. crop.y1`` -> shaped, clipped, scaled crop Tensor[3, h, w]."""
+    region = rows[:, crop.x0 : crop.x1]
     shaped = np.clip(shaper.encode(region), 0.0, 1.0)
     t = torch.from_numpy(np.ascontiguousarray(shaped.transpose(2, 0, 1)))
     if crop.scaled:
@@ -160,7 +160,7 @@ def render_windows(
     model: torch.nn.Module,
     n: int,
     targets: Iterable[int],
-    rgb_at: Callable[[int], np.ndarray],
+    rgb_at: Callable[[int, int, int], np.ndarray],
     alpha_at: Callable[[int], np.ndarray],
     emit: Callable[[int, FrameFill], None],
     *,
@@ -174,7 +174,8 @@ def render_windows(
         model: an :class:`combcn.model.Inpainter` (attributes ``window``, ``resolution``).
         n: length of the whole sequence (the window grid is anchored at position 0).
         targets: positions whose fills are wanted, emitted in increasing order.
-        rgb_at: position -> plate RGB ndarray[H, W, 3] float32 in plate units (finite).
+        rgb_at: (position, y0, y1) -> plate RGB rows ``y0 .. y1-1``, ndarray[y1-y0, W, 3] float32 in
+            plate units (finite); only the rows a crop needs are asked for.
         alpha_at: position -> compositing alpha ndarray[H, W] float32 in [0, 1].
         emit: called once per target with its :class:`FrameFill`, as soon as it is final.
         shaper: working-range curve.
@@ -212,7 +213,9 @@ def render_windows(
             )
             height, width = plate_size
             crop = plan_crop(union, height, width, resolution=resolution, margin=settings.margin)
-            frames = torch.stack([_to_working(rgb_at(p), crop, shaper) for p in positions], 1)
+            frames = torch.stack(
+                [_to_working(rgb_at(p, crop.y0, crop.y1), crop, shaper) for p in positions], 1
+            )
             holes = torch.stack(
                 [_hole_to_working(b, a, crop) for b, a in infos.values()],
                 1,

@@ -153,7 +153,7 @@ class Engine:
                 self.model,
                 t,
                 range(t),
-                lambda p: plate[p, :, :, :3].astype(np.float32),
+                lambda p, y0, y1: plate[p, y0:y1, :, :3].astype(np.float32),
                 lambda p: alphas[p],
                 emit,
                 shaper=shaper,

@@ -37,6 +37,7 @@ from combcn.io.image import (
     check_writable_folder,
     read_header,
     read_image,
+    read_rows,
     stale_temp_files,
     write_image_atomic,
 )
@@ -134,6 +135,27 @@ class Source:
         if not hasattr(self, "_frames_cache"):
             self._frames_cache = set(self.frames)
         return self._frames_cache
+
+    def read_rgb(self, frame: int, rgb: list[int], rows: tuple[int, int] | None = None) -> np.ndarray:
+        """Only the R, G, B channels (indices ``rgb``) of ``frame``, optionally only some rows.
+
+        Returns:
+            ndarray[rows, W, 3] float32 (integers scaled to [0, 1]).
+        """
+        if self.movie is not None or self.static:
+            pixels = self.read(frame).pixels
+            pixels = pixels if rows is None else pixels[rows[0] : rows[1]]
+            return to_unit(pixels[..., rgb])
+        if frame not in self._frame_set:
+            raise InputError(f"{self.what} frame is missing", path=self.file(frame), frame=frame)
+        lo, hi = min(rgb), max(rgb) + 1
+        if rows is None:
+            rows = (0, read_header(self.file(frame), self.part).height)
+        try:
+            pixels = read_rows(self.file(frame), self.part, rows[0], rows[1], (lo, hi))
+        except InputError as exc:
+            raise InputError(exc.message, path=exc.path, frame=frame) from None
+        return to_unit(pixels[..., [c - lo for c in rgb]])
 
     def read(self, frame: int, *, all_parts: bool = False) -> ImageData:
         """Pixels and spec of ``frame``."""
@@ -430,8 +452,7 @@ def render_sequence(
     if check:
         any_hole = False
         for f in read_frames:
-            data = plate.read(f)
-            if not np.isfinite(data.pixels[..., rgb]).all():
+            if not np.isfinite(plate.read_rgb(f, rgb)).all():
                 raise InputError(
                     "the plate has NaN or Inf pixels in R, G or B; fix them first "
                     "(e.g. oiiotool in.exr --fixnan box3 -o fixed.exr)",
@@ -487,7 +508,7 @@ def render_sequence(
         engine.model,
         len(seq),
         [positions[f] for f in to_write],
-        lambda p: to_unit(plate.read(seq[p]).pixels[..., rgb]),
+        lambda p, y0, y1: plate.read_rgb(seq[p], rgb, (y0, y1)),
         lambda p: alpha_for(seq[p]),
         emit,
         shaper=shaper_obj,

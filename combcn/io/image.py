@@ -158,6 +158,32 @@ def read_image(path: str | Path, part: Part = None, *, all_parts: bool = True) -
         inp.close()
 
 
+def read_rows(path: str | Path, part: Part, y0: int, y1: int, channels: tuple[int, int]) -> np.ndarray:
+    """Rows ``y0 .. y1-1`` (counted from the top of the data window) of channels ``[c0, c1)``.
+
+    Reading only what a crop needs keeps I/O proportional to the hole, not the plate.
+
+    Returns:
+        ndarray[y1 - y0, W, c1 - c0] in the stored type (float64 for mixed channel types).
+    """
+    inp = _open(path)
+    try:
+        index = _select_part(inp, part, path)
+        inp.seek_subimage(index, 0)
+        spec = inp.spec()
+        c0, c1 = channels
+        rows = inp.read_scanlines(index, 0, spec.y + y0, spec.y + y1, spec.z, c0, c1, _stored_format(spec))
+        if rows is None:
+            raise InputError(
+                f"cannot read the pixels ({inp.geterror().strip() or oiio.geterror().strip()}); "
+                "the file is damaged or incomplete: re-render or re-copy it",
+                path=path,
+            )
+        return np.asarray(rows).reshape(y1 - y0, spec.width, c1 - c0)
+    finally:
+        inp.close()
+
+
 def output_spec(
     spec: oiio.ImageSpec, *, compression: str | None = None, pixel_type: str | None = None
 ) -> oiio.ImageSpec:
