@@ -106,6 +106,7 @@ def _parse_compare(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from combcn.engine import resolve_device
     from combcn.eval.baselines import BASELINES
     from combcn.eval.clips import load_windows, read_split, resolve_clips
     from combcn.eval.evaluate import (
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             f"--window must be >= 2 and --size a multiple of 8 >= 16; got {args.window}, {args.size}"
         )
     compare = _parse_compare(args.compare or [])
+    device = resolve_device(args.device)  # fail before reading any clip
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError("--output must be a folder", path=out_dir)
@@ -168,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
         to_load = {args.name: args.weights, **compare}
         for name, weights in to_load.items():
-            model = load_model(weights, device=args.device)
+            model = load_model(weights, device=device)
             models[name] = {
                 "weights": str(weights) if weights else "shipped default",
                 "config": model.config.to_dict(),

@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from combcn import finetune as ft
+    from combcn.engine import resolve_device
     from combcn.io import FrameSet
     from combcn.model import DEFAULT_WEIGHTS, load_model, read_weights, save_weights
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    model = load_model(args.weights, device=args.device)
+    model = load_model(args.weights, device=resolve_device(args.device))
     base_provenance: dict[str, Any] = {}
     if base.is_file():
         base_provenance = dict(read_weights(base).get("provenance") or {})
