@@ -259,7 +259,10 @@ class TestTrain:
         assert trainer_mod.train(more, resume=True, progress=False).iteration == 6
         assert [int(r["iteration"]) for r in csv.DictReader(open(run / "log.csv"))] == list(range(1, 7))
         dest = tmp_path / "ship" / "combcn_default.pt"
-        prov = trainer_mod.export_weights(run, dest)
+        _, val_clips = trainer_mod.prepare_data(cfg)
+        prov = trainer_mod.export_weights(run, dest, validate=val_clips, per_clip=2)
+        assert prov["validation"]["windows"] == 2 and set(prov["validation"]["per_clip"]) == {"gamma"}
+        assert prov["validation"]["val_full"] > 0 and prov["validation"]["mean_fill"] > 0
         assert prov["trained_on"] == ["alpha", "beta"] and prov["validation_clips"] == ["gamma"]
         assert (dest.parent / "PROVENANCE.json").is_file()
         assert load_model(dest).config.width == 0.125

@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
     if overrides:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
     if args.export:
-        prov = export_weights(cfg.train.out, args.export, which=args.export_which)
+        from combcn.train.trainer import prepare_data
+
+        _, val_clips = prepare_data(cfg)
+        prov = export_weights(cfg.train.out, args.export, which=args.export_which, validate=val_clips)
         print(
             f"exported {cfg.train.out}/{args.export_which}.pt -> {args.export} "
             f"({prov.get('iterations')} iterations, validation {prov.get('validation')})"

@@ -234,6 +234,54 @@ def validate(
     return out
 
 
+@torch.no_grad()
+def validation_report(
+    model: Inpainter,
+    clips: list[Clip],
+    *,
+    per_clip: int = 8,
+    seed: int = 1234,
+    window: int = 32,
+    resolution: int = 128,
+) -> dict[str, Any]:
+    """Masked L1 (0-255) on the paper's box holes, ``per_clip`` fixed windows of every clip.
+
+    Returns ``{"val_3dcn", "val_full", "mean_fill", "windows", "per_clip": {name: val_full}}``;
+    ``mean_fill`` is the error of the pre-fill alone (context for the numbers).
+    """
+    from combcn.model.inpainter import downsample
+
+    model.eval()
+    mean = torch.tensor(model.config.mean_rgb).view(1, 3, 1, 1, 1)
+    l3d: list[float] = []
+    lfull: list[float] = []
+    lmean: list[float] = []
+    per: dict[str, float] = {}
+    for clip in clips:
+        sampler = WindowSampler([clip], window=window, resolution=resolution, seed=seed, augment=False)
+        errs = []
+        for i in range(per_clip):
+            frames, hole, _ = sampler.sample(i, kind="box")
+            frames, hole = frames[None], hole[None]
+            pred = model.predict(frames, hole)
+            if pred.low is not None:
+                l3d.append(float(masked_l1(pred.low.clamp(0, 1), downsample(frames), pred.low_hole)) * 255)
+            errs.append(float(masked_l1(pred.full.clamp(0, 1), frames, hole)) * 255)
+            lmean.append(float(masked_l1(mean.expand_as(frames), frames, hole)) * 255)
+        per[clip.name] = round(float(np.mean(errs)), 3)
+        lfull += errs
+    out: dict[str, Any] = {
+        "metric": "masked L1 per hole pixel and channel, 0-255 scale, paper box holes (one 48-64 px box)",
+        "val_full": round(float(np.mean(lfull)), 3),
+        "mean_fill": round(float(np.mean(lmean)), 3),
+        "windows": len(lfull),
+        "per_clip": per,
+    }
+    if l3d:
+        out["val_3dcn"] = round(float(np.mean(l3d)), 3)
+    return out
+
+
 def _lr_at(cfg: TrainConfig, it: int) -> float:
     t = cfg.train
     if t.lr_schedule == "constant":
@@ -468,6 +516,8 @@ def export_weights(
     which: str = "best",
     half: bool = True,
     extra: dict[str, Any] | None = None,
+    validate: list[Clip] | None = None,
+    per_clip: int = 8,
 ) -> dict[str, Any]:
     """Copy a run's ``best.pt`` (or ``last.pt``) to ``dest`` (fp16 storage by default) and write
     ``PROVENANCE.json`` next to it. Returns the provenance."""
@@ -479,6 +529,11 @@ def export_weights(
     model = build_from_weights(payload, path=src)
     prov = dict(payload.get("provenance") or {})
     prov.update(extra or {})
+    if validate:
+        window, resolution = model.config.window, model.config.resolution
+        report = validation_report(model, validate, per_clip=per_clip, window=window, resolution=resolution)
+        prov["validation_during_training"] = prov.get("validation")
+        prov["validation"] = report
     prov["name"] = Path(dest).stem
     prov["exported_from"] = str(src)
     save_weights(model, dest, provenance=prov, half=half)
