@@ -111,8 +111,8 @@ def test_eval_cli_model_compare_and_baselines(
     rows = result["summary"]
     assert list(rows) == [
         "combcn",
-        "3dcn@64",
-        "3dcn↑full",
+        "3dcn@16",
+        "3dcn↑32",
         "2dcn",
         "telea",
         "navier_stokes",
@@ -170,6 +170,8 @@ def test_eval_cli_bad_options(data: Path, tmp_path: Path, capsys: pytest.Capture
     assert "unknown baseline(s) magic" in capsys.readouterr().err
     assert main(["eval", "alpha", "--data", str(data), "--compare", "nopath", "-o", str(tmp_path)]) == 2
     assert "NAME=WEIGHTS" in capsys.readouterr().err
+    assert main(["eval", "alpha", "--data", str(data), "--compare", "telea=x.pt", "-o", str(tmp_path)]) == 2
+    assert "telea used twice" in capsys.readouterr().err
     assert (
         main(
             [

@@ -133,6 +133,15 @@ def run(args: argparse.Namespace) -> int:
             f"--window must be >= 2 and --size a multiple of 8 >= 16; got {args.window}, {args.size}"
         )
     compare = _parse_compare(args.compare or [])
+    if args.no_model and not baselines:
+        raise ConfigError("nothing to evaluate: --no-model and --baselines none")
+    clash = sorted(({args.name} | set(compare)) & set(baselines)) + (
+        [args.name] if args.name in compare else []
+    )
+    if clash and not args.no_model:
+        raise ConfigError(
+            f"method name(s) {', '.join(clash)} used twice; rename with --name or --compare NAME="
+        )
     device = resolve_device(args.device)  # fail before reading any clip
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
@@ -171,21 +180,22 @@ def run(args: argparse.Namespace) -> int:
         to_load = {args.name: args.weights, **compare}
         for name, weights in to_load.items():
             model = load_model(weights, device=device)
+            from combcn.model import DEFAULT_WEIGHTS
+
+            path = Path(weights) if weights else DEFAULT_WEIGHTS
             models[name] = {
-                "weights": str(weights) if weights else "shipped default",
+                "weights": str(path) if path.is_file() else "random initialisation (no shipped weights)",
+                "shipped_default": weights is None,
                 "config": model.config.to_dict(),
             }
             methods[name] = model_method(model, name, precision=args.precision, with_3dcn=name == args.name)
             cfg = model.config
             descriptions[name] = f"{cfg.variant}, width {cfg.width:g}, {cfg.conv} conv"
             if name == args.name and cfg.variant == "combined":
-                full = "128" if args.size == 128 else "full"
-                descriptions["3dcn@64"] = f"3DCN alone: {name}'s own 3DCN output, scored at half size"
-                descriptions[f"3dcn↑{full}"] = f"3DCN alone: {name}'s 3DCN output upsampled bilinearly"
+                descriptions[f"3dcn@{args.size // 2}"] = f"3DCN alone: {name}'s own 3DCN output, at half size"
+                descriptions[f"3dcn↑{args.size}"] = f"3DCN alone: {name}'s 3DCN output upsampled bilinearly"
     for b in baselines:
         methods[b] = baseline_method(b)
-    if not methods:
-        raise ConfigError("nothing to evaluate: --no-model and --baselines none")
 
     result = evaluate(windows, methods, progress=args.progress == "bar", keep_examples=args.examples)
     summary = result.summary()
@@ -209,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
         f"- windows: {len(windows)} x {args.window} frames at {args.size}x{args.size}, {hole_text}, "
         f"seed {args.seed}\n"
         f"- metrics: per window, then the mean over windows; MAE and temporal error on a 0-255 scale, "
-        f"averaged over RGB; `3dcn@64` is scored at 64x64 against the area-downsampled truth\n"
+        f"averaged over RGB; `3dcn@{args.size // 2}` is scored at half size against the "
+        "area-downsampled truth\n"
     )
     for key in ("hole_mae", "temporal_error"):
         md += f"\n### {METRICS[key][0]} per clip\n\n{per_clip_table(result, key)}"

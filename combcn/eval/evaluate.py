@@ -85,7 +85,7 @@ def model_method(
     ``3dcn@64`` (its own output at half resolution, known low-res pixels pasted back, scored against
     the area-downsampled truth with the model's low-res hole, as the paper's Table 2 does) and
     ``3dcn↑128`` (that output bilinearly upsampled to full size and composited, comparable to the
-    other rows).
+    other rows); the numbers are half and full window size (64 and 128 at the paper's 128).
     """
     device = next(model.parameters()).device
     if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
@@ -108,8 +108,9 @@ def model_method(
                 align_corners=False,
             )
             up = up.reshape(n, t, c, *frames.shape[-2:]).permute(0, 2, 1, 3, 4)
-            rows["3dcn@64"] = (low.cpu(), low_hole.cpu())
-            rows["3dcn↑128" if frames.shape[-1] == 128 else "3dcn↑full"] = (composite(up, x, m).cpu(), hole)
+            size = frames.shape[-1]
+            rows[f"3dcn@{size // 2}"] = (low.cpu(), low_hole.cpu())
+            rows[f"3dcn↑{size}"] = (composite(up, x, m).cpu(), hole)
         return rows
 
     return run
