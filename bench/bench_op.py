@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{fused:.1f}",
                 f"{ref:.1f}" if ref else "-",
                 f"{bare:.1f}" if bare else "-",
-                f"{fused / bare:.2f}" if bare else "-",
-                f"{ref / fused:.2f}" if ref else "-",
+                f"{fused / bare:.3g}" if bare else "-",
+                f"{ref / fused:.3g}" if ref else "-",
             ]
             print(f"| {name} | {dtype_name} | {shape} | " + " | ".join(cells) + " |", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
