@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2] / "native" / "ops"
 CPU_SOURCES = ("registration.cpp", "cpu/masked_conv3d_cpu.cpp")
 CUDA_SOURCES = ("cuda/masked_conv3d_cuda.cpp", "cuda/masked_conv3d_cuda.cu")
 
+_lock = threading.Lock()
 _state: dict[str, Any] = {"tried": False, "loaded": False, "cuda": False, "error": None, "path": None}
 
 
@@ -59,6 +61,13 @@ def load(verbose: bool = False, *, warn: bool = True) -> bool:
     """Build (if needed) and load the extension once per process; True when the native op is usable."""
     if _state["tried"]:
         return bool(_state["loaded"])
+    with _lock:  # one build per process, even when several threads ask at once
+        if _state["tried"]:
+            return bool(_state["loaded"])
+        return _load_locked(verbose, warn)
+
+
+def _load_locked(verbose: bool, warn: bool) -> bool:
     _state["tried"] = True
     if os.environ.get("COMBCN_NO_EXT") == "1":
         _state["error"] = "disabled by COMBCN_NO_EXT=1"
@@ -109,7 +118,9 @@ def _build(build_dir: Path, with_cuda: bool, verbose: bool) -> None:
     from torch.utils.cpp_extension import load as cpp_load
 
     cflags = ["-O3", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE"] + (["-DCOMBCN_WITH_CUDA"] if with_cuda else [])
-    log.debug("building/loading native op %s in %s (cuda=%s)", NAME, build_dir, with_cuda)
+    if not (build_dir / f"{NAME}.so").exists():
+        log.info("building the native masked_conv3d op in %s (first use; about 30 s on 2 cores)", build_dir)
+    log.debug("loading native op %s from %s (cuda=%s)", NAME, build_dir, with_cuda)
     cpp_load(
         name=NAME,
         sources=[str(p) for p in sources(with_cuda)],

@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    print(
+        f"combcn: building or checking the native op in {_ext.cache_dir()} (first build ~30 s)",
+        file=sys.stderr,
+    )
     ok = _ext.load(verbose=args.verbose, warn=False)
     st = _ext.state()
     if not ok:
