@@ -120,6 +120,14 @@ class TestEngine:
         b = engine.inpaint(plate, matte)
         np.testing.assert_array_equal(a, b)
 
+    def test_small_hole_is_filled_unscaled(self, engine: Engine) -> None:
+        plate = self._plate(t=3)
+        matte = np.zeros((3, 48, 64), np.float32)
+        matte[:, 20:23, 30:33] = 1.0  # crop = working size: no resampling of the fill
+        out = engine.inpaint(plate, matte)
+        np.testing.assert_array_equal(out[matte == 0], plate[matte == 0])
+        assert not np.array_equal(out[matte == 1][:, :3], plate[matte == 1][:, :3])
+
     def test_empty_matte_copies_through(self, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
         plate = self._plate(t=2)
         out = engine.inpaint(plate, np.zeros((2, 48, 64), np.float32))
