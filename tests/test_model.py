@@ -242,3 +242,22 @@ def test_shipped_weights_load() -> None:
     with torch.no_grad():
         out = model(frames, hole)
     assert torch.isfinite(out).all()
+
+
+def test_norm_stats_window_vs_running() -> None:
+    """``norm_stats: window`` normalises with the window's statistics in eval mode, leaving buffers alone."""
+    torch.manual_seed(0)
+    frames, hole = _clip(t=3, h=16, w=16)
+    window = Inpainter(ModelConfig(width=TINY)).eval()
+    running = Inpainter(ModelConfig(width=TINY, norm_stats="running")).eval()
+    running.load_state_dict(window.state_dict())
+    before = {k: v.clone() for k, v in window.state_dict().items()}
+    with torch.no_grad():
+        a = window.predict(frames, hole).full
+        window.train()
+        b = window.predict(frames, hole).full  # train mode: batch statistics (and buffer updates)
+        window.eval()
+        c = running.predict(frames, hole).full
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, c, atol=1e-3)
+    assert all(torch.equal(before[k], v) for k, v in running.state_dict().items())

@@ -10,6 +10,7 @@ from combcn.errors import ConfigError
 
 Conv = Literal["plain", "masked"]
 Variant = Literal["combined", "3dcn", "2dcn"]
+NormStats = Literal["window", "running"]
 
 #: Mean RGB of the commercially usable training clips in [0, 1] (measured on the frame cache);
 #: holes are pre-filled with it (paper §1). Stored in every weights file, so this is only the default.
@@ -30,6 +31,8 @@ class ModelConfig:
         resolution: working size in pixels the model was trained on (paper: 128).
         r: downsampling factor of the 3DCN input (paper: 2; only 2 is implemented).
         mean_rgb: hole pre-fill value in [0, 1] (paper §1: "mean pixel value of the training set").
+        norm_stats: what BatchNorm uses at inference: ``"window"`` (the window's own statistics, as in
+            training; measured much better) or ``"running"`` (the usual running averages).
     """
 
     width: float = 1.0
@@ -39,6 +42,7 @@ class ModelConfig:
     resolution: int = 128
     r: int = 2
     mean_rgb: tuple[float, float, float] = field(default=DEFAULT_MEAN_RGB)
+    norm_stats: NormStats = "window"
 
     def __post_init__(self) -> None:
         if not (0.0 < float(self.width) <= 4.0):
@@ -47,6 +51,8 @@ class ModelConfig:
             raise ConfigError(f"model conv must be 'plain' or 'masked', got {self.conv!r}")
         if self.variant not in ("combined", "3dcn", "2dcn"):
             raise ConfigError(f"model variant must be 'combined', '3dcn' or '2dcn', got {self.variant!r}")
+        if self.norm_stats not in ("window", "running"):
+            raise ConfigError(f"model norm_stats must be 'window' or 'running', got {self.norm_stats!r}")
         if self.r != 2:
             raise ConfigError(f"only r = 2 is implemented (paper §1), got r = {self.r!r}")
         if int(self.window) < 1 or int(self.resolution) < 8 or int(self.resolution) % 8:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from combcn.model.config import ModelConfig
-from combcn.model.networks import CombCN, ThreeDCN
+from combcn.model.networks import BatchNorm2d, BatchNorm3d, CombCN, ThreeDCN
 
 
 @dataclass
@@ -72,6 +72,9 @@ class Inpainter(nn.Module):
         self.net3d = ThreeDCN(cfg) if cfg.variant in ("combined", "3dcn") else None
         guided = cfg.variant == "combined"
         self.net2d = CombCN(cfg, guided=guided) if cfg.variant in ("combined", "2dcn") else None
+        for module in self.modules():
+            if isinstance(module, BatchNorm2d | BatchNorm3d):
+                module.window_stats = cfg.norm_stats == "window"
         self.register_buffer("mean_rgb", torch.tensor(cfg.mean_rgb).view(1, 3, 1, 1, 1), persistent=False)
 
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from combcn.model.config import ModelConfig
@@ -26,6 +27,31 @@ def _masked_conv3d() -> Any:
             "use conv 'plain' or install the ops (python -m combcn.ops.build)"
         ) from exc
     return masked_conv3d
+
+
+class _WindowStatsNorm:
+    """BatchNorm that can normalise with the current window's own statistics in eval mode.
+
+    Training batches are one window (its frames); at inference the running averages measured much
+    worse than the window's own statistics (docs/MODEL.md), so ``window_stats = True`` uses the latter
+    without touching the running buffers. The state_dict is that of the plain BatchNorm.
+    """
+
+    window_stats: bool = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        bn = self  # the nn.BatchNorm base below provides the parameters
+        if not bn.training and bn.window_stats:  # type: ignore[attr-defined]
+            return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)  # type: ignore[attr-defined]
+        return super().forward(x)  # type: ignore[misc]
+
+
+class BatchNorm3d(_WindowStatsNorm, nn.BatchNorm3d):
+    """:class:`nn.BatchNorm3d` with the ``window_stats`` option."""
+
+
+class BatchNorm2d(_WindowStatsNorm, nn.BatchNorm2d):
+    """:class:`nn.BatchNorm2d` with the ``window_stats`` option."""
 
 
 class Conv3dBlock(nn.Module):
@@ -59,7 +85,7 @@ class Conv3dBlock(nn.Module):
         self.padding = (pad_t, pad_s, pad_s)
         self.dilation = (1, dilation, dilation)
         self.conv = nn.Conv3d(c_in, c_out, k, self.stride, self.padding, self.dilation, bias=last or masked)
-        self.bn = None if last else nn.BatchNorm3d(c_out)
+        self.bn = None if last else BatchNorm3d(c_out)
         self.act = None if last else nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -93,7 +119,7 @@ class Deconv3dBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.conv = nn.ConvTranspose3d(c_in, c_out, (3, 4, 4), (1, 2, 2), (1, 1, 1), bias=False)
-        self.bn = nn.BatchNorm3d(c_out)
+        self.bn = BatchNorm3d(c_out)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -154,14 +180,14 @@ class _Conv2d(nn.Sequential):
         pad = dilation * (k // 2)
         layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, pad, dilation, bias=last)]
         if not last:
-            layers += [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers += [BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         super().__init__(*layers)
 
 
 class _Deconv2d(nn.Sequential):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__(
-            nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+            nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), BatchNorm2d(c_out), nn.ReLU(inplace=True)
         )
 
 

@@ -218,7 +218,7 @@ def validate(
     model.eval()
     l3d, lfull = [], []
     for i in range(n):
-        frames, hole, _ = sampler.sample(i, kind="box")
+        frames, hole, _ = sampler.sample(i, kind="box", clip_index=i)  # every validation clip in turn
         frames, hole = frames[None].to(device), hole[None].to(device)
         with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
             pred = model.predict(frames, hole)

@@ -101,11 +101,14 @@ class WindowSampler:
                 return out
         return box_hole(rng, t, r, r)
 
-    def sample(self, index: int, *, kind: str | None = None) -> tuple[Tensor, Tensor, str]:
+    def sample(
+        self, index: int, *, kind: str | None = None, clip_index: int | None = None
+    ) -> tuple[Tensor, Tensor, str]:
         """Window ``index``: (frames Tensor[3, T, R, R] float32 in [0, 1], hole Tensor[1, T, R, R] 1 = hole,
-        clip name). ``kind`` forces a hole kind ("box", "strokes", "objects")."""
+        clip name). ``kind`` forces a hole kind ("box", "strokes", "objects"); ``clip_index`` the clip."""
         rng = np.random.default_rng([self.seed, index])
-        clip = self.clips[int(rng.integers(0, len(self.clips)))]
+        pick = int(rng.integers(0, len(self.clips)))
+        clip = self.clips[pick if clip_index is None else clip_index % len(self.clips)]
         start, crop = self._crop(rng, clip)
         frames = crop_frames(clip.frames, start, self.window, crop, self.resolution)
         if self.augment:
