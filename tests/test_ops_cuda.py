@@ -3,12 +3,16 @@
 - ``test_nvcc_compile_check`` compiles every ``.cu`` of ``native/ops`` for sm_80 and sm_90 with nvcc
   (no GPU needed) and syntax-checks the ATen glue ``.cpp`` against the installed torch headers;
   it skips only where nvcc is absent and fails when a compile fails.
+- ``test_emulated_cuda_kernels`` runs the kernels of ``masked_conv3d_kernels.cuh`` on the CPU
+  (``tests/test_ops_cuda_emulation.cpp``: g++, one std::thread per CUDA thread) against the
+  reference, so their indexing and epilogue are tested here too; it needs g++ and the CUDA headers.
 - The runtime tests (marker ``cuda``) compare the CUDA kernels with the float64 reference; they
   skip only where no CUDA GPU is visible.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -40,6 +44,17 @@ def find_nvcc() -> str | None:
 def torch_includes() -> list[str]:
     root = Path(torch.__file__).parent / "include"
     return ["-isystem", str(root), "-isystem", str(root / "torch" / "csrc" / "api" / "include")]
+
+
+def cuda_include_dir() -> Path | None:
+    """The CUDA toolkit's include directory (holding cuda_runtime.h), if installed."""
+    nvcc = find_nvcc()
+    homes = [os.environ.get("CUDA_HOME", ""), "/usr/local/cuda"]
+    if nvcc is not None:
+        homes.insert(1, str(Path(nvcc).resolve().parents[1]))
+    return next(
+        (Path(h) / "include" for h in homes if h and (Path(h) / "include" / "cuda_runtime.h").is_file()), None
+    )
 
 
 def test_nvcc_compile_check(tmp_path: Path) -> None:
@@ -156,3 +171,77 @@ class TestMaskedConv3dCuda:
             args = (c_in_x, mask, w.requires_grad_(True), bias, None, None, [1, 1, 1], [1, 1, 1], [1, 1, 1],
                     "relu", EPS)  # fmt: skip
             torch.library.opcheck(torch.ops.combcn.masked_conv3d.default, args)
+
+
+# --- The CUDA kernels themselves, run on the CPU (no GPU needed) --------------------------------
+
+GEOMETRY_FIELDS = 21
+
+
+@pytest.fixture(scope="module")
+def emulation(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    """tests/test_ops_cuda_emulation.cpp built with g++: the .cuh kernels, a std::thread per CUDA thread."""
+    cxx = shutil.which("c++") or shutil.which("g++")
+    include = cuda_include_dir()
+    if cxx is None or include is None:
+        pytest.skip("needs a C++ compiler and the CUDA toolkit headers (cuda_runtime.h)")
+    library = tmp_path_factory.mktemp("cuda_emulation") / "emulation.so"
+    source = Path(__file__).with_name("test_ops_cuda_emulation.cpp")
+    cmd = [cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-isystem", str(include),
+           "-I", str(NATIVE), str(source), "-o", str(library)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return ctypes.CDLL(str(library))
+
+
+def geometry(x, weight, stride, padding, dilation, out_size) -> torch.Tensor:
+    values = [*x.shape, weight.shape[0], *out_size, *weight.shape[2:], *stride, *padding, *dilation]
+    assert len(values) == GEOMETRY_FIELDS
+    return torch.tensor(values, dtype=torch.int64)
+
+
+def coefficients(bias, scale, shift) -> torch.Tensor:
+    """[3, C_out] float32: scale, scale * bias + shift, relu(shift) (as epilogue_coefficients in C++)."""
+    return torch.stack([scale, scale * bias + shift, torch.relu(shift)]).float().contiguous()
+
+
+def ptr(t: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+EMULATED_CASES = [(3, (1, 1, 1), 2, 6), (3, (1, 2, 2), 1, 6), (5, (1, 1, 1), 1, 3), (3, (1, 1, 1), 8, 4),
+                  (3, (1, 2, 2), 4, 2)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("k", "stride", "dilation", "c_in"), EMULATED_CASES)
+def test_emulated_cuda_kernels(emulation: ctypes.CDLL, k, stride, dilation, c_in) -> None:
+    """Both CUDA kernels, run on the CPU, against the float64 reference: count + epilogue in place over
+    a convolution output (the cuDNN path), and the direct kernel on a non-contiguous input."""
+    dil = (1, dilation, dilation)
+    pad = ((k - 1) // 2, dilation * (k - 1) // 2, dilation * (k - 1) // 2)
+    for seed, kind in enumerate(("random", "all_hole", "single_pixel", "hole_blocks", "all_valid")):
+        x, mask, weight, bias = case(c_in=c_in, c_out=20, k=k, shape=(1, 3, 7, 6), seed=seed, mask_kind=kind)
+        scale, shift = torch.rand(20) + 0.5, torch.randn(20)
+        ref, ref_mask = reference64(x, mask, weight, bias, stride, pad, dil, (scale, shift), "relu")
+        out_size = ref.shape[2:]
+        geom = geometry(x, weight, stride, pad, dil, out_size)
+        coeffs = coefficients(bias, scale, shift)
+        mask_c = mask.contiguous()
+        # cuDNN path: NDHWC conv output, epilogue in place (conv and out alias, as in the CUDA glue).
+        conv = torch.nn.functional.conv3d(x * mask, weight, None, stride, pad, dil)
+        buffer = conv.permute(0, 2, 3, 4, 1).contiguous()
+        new_mask = torch.full((1, 1, *out_size), -1.0)
+        emulation.emulate_count_epilogue(ptr(buffer), ptr(buffer), ptr(new_mask), ptr(mask_c), ptr(coeffs),
+                                         ptr(geom), 1, ctypes.c_double(EPS))  # fmt: skip
+        assert_close(buffer.permute(0, 4, 1, 2, 3), ref, torch.float32)
+        torch.testing.assert_close(new_mask.double(), ref_mask)
+        # Direct kernel: any input strides (here a transposed H/W layout), two output-channel tiles.
+        x_strided = x.transpose(3, 4).contiguous().transpose(3, 4)
+        strides = torch.tensor(x_strided.stride(), dtype=torch.int64)
+        direct = torch.full((1, *out_size, 20), float("nan"))
+        new_mask = torch.full((1, 1, *out_size), -1.0)
+        weight_c = weight.contiguous()
+        args = (x_strided, strides, mask_c, weight_c, coeffs, direct, new_mask, geom)
+        emulation.emulate_direct_small_cin(*(ptr(t) for t in args), 1, ctypes.c_double(EPS))
+        assert_close(direct.permute(0, 4, 1, 2, 3), ref, torch.float32)
+        torch.testing.assert_close(new_mask.double(), ref_mask)

@@ -6,11 +6,6 @@
 namespace combcn::cuda {
 namespace {
 
-constexpr int kEpilogueVoxels = 64;
-constexpr int kEpilogueThreads = 256;
-constexpr int kDirectCoTile = 16;
-constexpr int kDirectThreads = 128;
-
 template <typename T>
 const char* count_epilogue(const void* conv, void* out, void* new_mask, const void* mask, const void* coeffs,
                            const ConvGeometry& g, bool relu, double eps, cudaStream_t stream) {

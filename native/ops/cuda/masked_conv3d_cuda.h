@@ -37,4 +37,10 @@ std::size_t direct_small_cin_smem_bytes(Dtype dtype, const ConvGeometry& g);
 // Largest C_in the direct kernel is used for.
 constexpr int64_t kDirectMaxCin = 4;
 
+// Launch shapes (shared with the CPU emulation test).
+constexpr int kEpilogueVoxels = 64;   // output voxels per block of the count + epilogue kernel
+constexpr int kEpilogueThreads = 256;
+constexpr int kDirectCoTile = 16;     // output channels per thread of the direct kernel
+constexpr int kDirectThreads = 128;
+
 }  // namespace combcn::cuda

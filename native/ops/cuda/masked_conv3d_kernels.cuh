@@ -1,5 +1,6 @@
 // CUDA kernels of combcn::masked_conv3d (semantics in ../masked_conv3d.h). Kernels only: no torch
-// headers, so nvcc compile-checks this in about a second on a machine without a GPU.
+// headers, so nvcc compile-checks this in about a second on a machine without a GPU, and
+// tests/test_ops_cuda_emulation.cpp runs these very kernels on the CPU (one std::thread per CUDA thread).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -102,7 +103,9 @@ __global__ void direct_small_cin_kernel(
     T* __restrict__ out, T* __restrict__ new_mask, ConvGeometry g, bool relu,
     typename AccType<T>::type window, typename AccType<T>::type eps) {
   using Acc = typename AccType<T>::type;
+#ifndef COMBCN_CUDA_EMULATION  // the CPU emulation test provides smem_raw itself
   extern __shared__ unsigned char smem_raw[];
+#endif
   Acc* w_tile = reinterpret_cast<Acc*>(smem_raw);
   const int taps = g.kT * g.kH * g.kW;
   const int64_t co0 = static_cast<int64_t>(blockIdx.y) * CO_TILE;
