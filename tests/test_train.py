@@ -178,6 +178,25 @@ class TestData:
         clips = load_clips(sources, tmp_path / "cache", short_side=48, window=4, resolution=32)
         assert clips[0].frames.shape == (6, 48, 64, 3)
 
+    def test_exr_sequence(self, tmp_path: Path) -> None:
+        import OpenImageIO as oiio
+
+        folder = tmp_path / "plate"
+        folder.mkdir()
+        for f in range(5):
+            linear = np.full((40, 48, 4), 0.18 * (f + 1), np.float32)  # scene-linear RGBA
+            linear[0, 0, :3] = 7.5  # a highlight above 1.0 must clip, not wrap
+            path = folder / f"plate.{1001 + f}.exr"
+            out = oiio.ImageOutput.create(str(path))
+            assert out is not None
+            out.open(str(path), oiio.ImageSpec(48, 40, 4, oiio.HALF))
+            out.write_image(linear)
+            out.close()
+        clips = load_clips(discover([folder]), tmp_path / "cache", short_side=40, window=4, resolution=32)
+        frames = np.asarray(clips[0].frames)
+        assert frames.shape == (5, 40, 48, 3) and frames.dtype == np.uint8
+        assert frames[0, 0, 0, 0] == 255 and frames[0, 5, 5, 0] < frames[4, 5, 5, 0]
+
     def test_split_by_clip(self) -> None:
         names = [f"c{i}" for i in range(10)]
         train, val = split_by_clip(names, None, 0.2, seed=3)
