@@ -491,8 +491,10 @@ def finetune(
 ) -> FinetuneReport:
     """Train ``model`` in place on synthetic holes in ``shot`` for ``steps`` or ``minutes``.
 
-    Batch norm statistics stay frozen (eval mode): one shot is too little data to re-estimate them,
-    and frozen statistics make training optimise exactly the network that will render.
+    The model trains in eval mode, so it optimises exactly the network that will render: BatchNorm
+    behaves as at inference (``norm_stats: window`` normalises by the window's own statistics, as
+    in training; ``running`` uses the stored averages) and its running buffers are never updated
+    from one shot.
 
     Args:
         model: an :class:`combcn.model.Inpainter` (its ``predict`` is used).
@@ -529,7 +531,7 @@ def finetune(
     val_rng = np.random.default_rng(seed + 1)
     val = [draw_sample(shot, val_rng, window=window, keep_away=keep_away) for _ in range(val_windows)]
     report = FinetuneReport()
-    model.eval()  # frozen BN statistics, see the docstring
+    model.eval()  # render-time BatchNorm, buffers untouched: see the docstring
     if val:
         report.val_before = validation_mae(model, val, precision)
         log.info("held-out synthetic holes before: hole MAE %.2f (0-255)", report.val_before)
