@@ -405,6 +405,21 @@ class TestMaskedConv3d:
         got[0].sum().backward()
         assert layer.weight.grad is not None
 
+    def test_dynamo_first_call(self, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A process whose first masked_conv3d call is inside torch.compile must not try to build there.
+        x, mask, weight, bias = case(c_in=3, c_out=4, shape=(1, 3, 6, 6))
+        fresh = {"tried": False, "loaded": False, "cuda": False, "error": None, "path": None}
+        monkeypatch.setattr(_ext, "_state", fresh)
+        monkeypatch.setattr(_ext, "load", lambda *a, **k: pytest.fail("load() called while tracing"))
+        compiled = torch.compile(
+            lambda x, m: masked_conv3d(x, m, weight, bias, 1, "same", 1), fullgraph=True, backend="aot_eager"
+        )
+        torch._dynamo.reset()
+        out, new_mask = compiled(x, mask)
+        ref, ref_mask = reference64(x, mask, weight, bias, (1, 1, 1), (1, 1, 1), (1, 1, 1))
+        assert_close(out, ref, torch.float32)
+        torch._dynamo.reset()
+
     def test_module(self, native: bool) -> None:
         torch.manual_seed(0)
         layer = MaskedConv3d(

@@ -139,8 +139,16 @@ def state() -> dict[str, Any]:
 
 
 def has_kernel(device_type: str) -> bool:
-    """Whether the native op has a kernel for ``device_type`` ("cpu" or "cuda") in this process."""
-    if not load():
+    """Whether the native op has a kernel for ``device_type`` ("cpu" or "cuda") in this process.
+
+    Under ``torch.compile`` tracing nothing can be built, so a process whose first call is compiled
+    gets the reference there; :class:`~combcn.ops.MaskedConv3d` loads the op when constructed.
+    """
+    if not _state["tried"]:
+        if torch.compiler.is_compiling():
+            return False
+        load()
+    if not _state["loaded"]:
         return False
     return device_type == "cpu" or (device_type == "cuda" and bool(_state["cuda"]))
 

@@ -271,6 +271,7 @@ class MaskedConv3d(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.bn = nn.BatchNorm3d(out_channels) if batch_norm else None
         self.reset_parameters()
+        _ext.load()  # build/load the native op now, not inside a torch.compile trace
 
     def reset_parameters(self) -> None:
         """Initialise like ``nn.Conv3d`` (Kaiming-uniform weight, uniform bias)."""
