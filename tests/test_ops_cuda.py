@@ -213,35 +213,44 @@ EMULATED_CASES = [(3, (1, 1, 1), 2, 6), (3, (1, 2, 2), 1, 6), (5, (1, 1, 1), 1, 
                   (3, (1, 2, 2), 4, 2)]  # fmt: skip
 
 
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # combcn::cuda::Dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize(("k", "stride", "dilation", "c_in"), EMULATED_CASES)
-def test_emulated_cuda_kernels(emulation: ctypes.CDLL, k, stride, dilation, c_in) -> None:
+def test_emulated_cuda_kernels(emulation: ctypes.CDLL, k, stride, dilation, c_in, dtype) -> None:
     """Both CUDA kernels, run on the CPU, against the float64 reference: count + epilogue in place over
     a convolution output (the cuDNN path), and the direct kernel on a non-contiguous input."""
     dil = (1, dilation, dilation)
     pad = ((k - 1) // 2, dilation * (k - 1) // 2, dilation * (k - 1) // 2)
-    for seed, kind in enumerate(("random", "all_hole", "single_pixel", "hole_blocks", "all_valid")):
-        x, mask, weight, bias = case(c_in=c_in, c_out=20, k=k, shape=(1, 3, 7, 6), seed=seed, mask_kind=kind)
-        scale, shift = torch.rand(20) + 0.5, torch.randn(20)
+    code = DTYPE_CODES[dtype]
+    kinds = ("random", "all_hole", "single_pixel", "hole_blocks", "all_valid")
+    for seed, kind in enumerate(kinds if dtype == torch.float32 else kinds[:1]):
+        x, mask, weight, bias = case(
+            c_in=c_in, c_out=20, k=k, shape=(1, 3, 7, 6), seed=seed, mask_kind=kind, dtype=dtype
+        )
+        scale, shift = torch.rand(20).to(dtype), torch.randn(20).to(dtype)
         ref, ref_mask = reference64(x, mask, weight, bias, stride, pad, dil, (scale, shift), "relu")
         out_size = ref.shape[2:]
         geom = geometry(x, weight, stride, pad, dil, out_size)
-        coeffs = coefficients(bias, scale, shift)
+        coeffs = coefficients(bias.float(), scale.float(), shift.float())
         mask_c = mask.contiguous()
-        # cuDNN path: NDHWC conv output, epilogue in place (conv and out alias, as in the CUDA glue).
-        conv = torch.nn.functional.conv3d(x * mask, weight, None, stride, pad, dil)
+        # cuDNN path: NDHWC conv output (rounded to dtype), epilogue in place as in the CUDA glue.
+        conv = torch.nn.functional.conv3d((x * mask).double(), weight.double(), None, stride, pad, dil).to(
+            dtype
+        )
         buffer = conv.permute(0, 2, 3, 4, 1).contiguous()
-        new_mask = torch.full((1, 1, *out_size), -1.0)
-        emulation.emulate_count_epilogue(ptr(buffer), ptr(buffer), ptr(new_mask), ptr(mask_c), ptr(coeffs),
-                                         ptr(geom), 1, ctypes.c_double(EPS))  # fmt: skip
-        assert_close(buffer.permute(0, 4, 1, 2, 3), ref, torch.float32)
+        new_mask = torch.full((1, 1, *out_size), -1.0).to(dtype)
+        args = (buffer, buffer, new_mask, mask_c, coeffs, geom)
+        assert emulation.emulate_count_epilogue(code, *(ptr(t) for t in args), 1, ctypes.c_double(EPS)) == 0
+        assert_close(buffer.permute(0, 4, 1, 2, 3), ref, dtype)
         torch.testing.assert_close(new_mask.double(), ref_mask)
         # Direct kernel: any input strides (here a transposed H/W layout), two output-channel tiles.
         x_strided = x.transpose(3, 4).contiguous().transpose(3, 4)
         strides = torch.tensor(x_strided.stride(), dtype=torch.int64)
-        direct = torch.full((1, *out_size, 20), float("nan"))
-        new_mask = torch.full((1, 1, *out_size), -1.0)
-        weight_c = weight.contiguous()
-        args = (x_strided, strides, mask_c, weight_c, coeffs, direct, new_mask, geom)
-        emulation.emulate_direct_small_cin(*(ptr(t) for t in args), 1, ctypes.c_double(EPS))
-        assert_close(direct.permute(0, 4, 1, 2, 3), ref, torch.float32)
+        direct = torch.full((1, *out_size, 20), float("nan")).to(dtype)
+        new_mask = torch.full((1, 1, *out_size), -1.0).to(dtype)
+        args = (x_strided, strides, mask_c, weight.contiguous(), coeffs, direct, new_mask, geom)
+        assert emulation.emulate_direct_small_cin(code, *(ptr(t) for t in args), 1, ctypes.c_double(EPS)) == 0
+        assert_close(direct.permute(0, 4, 1, 2, 3), ref, dtype)
         torch.testing.assert_close(new_mask.double(), ref_mask)

@@ -1,7 +1,7 @@
 // Runs the CUDA kernels of native/ops/cuda/masked_conv3d_kernels.cuh on the CPU, for tests on a
 // machine without a GPU: g++ compiles the very same kernel source, each CUDA thread becomes a
 // std::thread, __syncthreads a std::barrier, __shared__ a static (blocks run one after another).
-// Built and driven by tests/test_ops_cuda.py through ctypes (float32 only).
+// Built and driven by tests/test_ops_cuda.py through ctypes (float32, float16, bfloat16).
 #include <cuda_runtime.h>  // host-side types (dim3) and the __half/__nv_bfloat16 host conversions
 
 #include <barrier>
@@ -60,24 +60,24 @@ ConvGeometry geometry(const int64_t* a) {
   return g;
 }
 
-}  // namespace
-
-extern "C" void emulate_count_epilogue(const float* conv, float* out, float* new_mask, const float* mask,
-                                       const float* coeffs, const int64_t* geom, int relu, double eps) {
+template <typename T>
+void count_epilogue(const void* conv, void* out, void* new_mask, const void* mask, const float* coeffs,
+                    const int64_t* geom, int relu, double eps) {
   using namespace combcn::cuda;
   const ConvGeometry g = geometry(geom);
   const int64_t total = g.N * g.To * g.Ho * g.Wo;
   const dim3 grid(static_cast<unsigned>((total + kEpilogueVoxels - 1) / kEpilogueVoxels));
   const float window = static_cast<float>(g.kT * g.kH * g.kW);
   launch(grid, dim3(kEpilogueThreads), [&] {
-    count_epilogue_kernel<float, kEpilogueVoxels>(conv, out, new_mask, mask, coeffs, g, relu != 0, window,
-                                                  static_cast<float>(eps));
+    count_epilogue_kernel<T, kEpilogueVoxels>(static_cast<const T*>(conv), static_cast<T*>(out),
+                                              static_cast<T*>(new_mask), static_cast<const T*>(mask), coeffs, g,
+                                              relu != 0, window, static_cast<float>(eps));
   });
 }
 
-extern "C" void emulate_direct_small_cin(const float* x, const int64_t* xs, const float* mask, const float* weight,
-                                         const float* coeffs, float* out, float* new_mask, const int64_t* geom,
-                                         int relu, double eps) {
+template <typename T>
+void direct(const void* x, const int64_t* xs, const void* mask, const void* weight, const float* coeffs, void* out,
+            void* new_mask, const int64_t* geom, int relu, double eps) {
   using namespace combcn::cuda;
   const ConvGeometry g = geometry(geom);
   const int64_t total = g.N * g.To * g.Ho * g.Wo;
@@ -85,7 +85,33 @@ extern "C" void emulate_direct_small_cin(const float* x, const int64_t* xs, cons
                   static_cast<unsigned>((g.C_out + kDirectCoTile - 1) / kDirectCoTile));
   const float window = static_cast<float>(g.kT * g.kH * g.kW);
   launch(grid, dim3(kDirectThreads), [&] {
-    direct_small_cin_kernel<float, kDirectCoTile>(x, xs[0], xs[1], xs[2], xs[3], xs[4], mask, weight, coeffs, out,
-                                                  new_mask, g, relu != 0, window, static_cast<float>(eps));
+    direct_small_cin_kernel<T, kDirectCoTile>(static_cast<const T*>(x), xs[0], xs[1], xs[2], xs[3], xs[4],
+                                              static_cast<const T*>(mask), static_cast<const T*>(weight), coeffs,
+                                              static_cast<T*>(out), static_cast<T*>(new_mask), g, relu != 0, window,
+                                              static_cast<float>(eps));
   });
+}
+
+}  // namespace
+
+// dtype: 0 float32, 1 float16, 2 bfloat16 (combcn::cuda::Dtype). coeffs are float32 [3, C_out].
+extern "C" int emulate_count_epilogue(int dtype, const void* conv, void* out, void* new_mask, const void* mask,
+                                      const float* coeffs, const int64_t* geom, int relu, double eps) {
+  switch (dtype) {
+    case 0: count_epilogue<float>(conv, out, new_mask, mask, coeffs, geom, relu, eps); return 0;
+    case 1: count_epilogue<__half>(conv, out, new_mask, mask, coeffs, geom, relu, eps); return 0;
+    case 2: count_epilogue<__nv_bfloat16>(conv, out, new_mask, mask, coeffs, geom, relu, eps); return 0;
+    default: return 1;
+  }
+}
+
+extern "C" int emulate_direct_small_cin(int dtype, const void* x, const int64_t* xs, const void* mask,
+                                        const void* weight, const float* coeffs, void* out, void* new_mask,
+                                        const int64_t* geom, int relu, double eps) {
+  switch (dtype) {
+    case 0: direct<float>(x, xs, mask, weight, coeffs, out, new_mask, geom, relu, eps); return 0;
+    case 1: direct<__half>(x, xs, mask, weight, coeffs, out, new_mask, geom, relu, eps); return 0;
+    case 2: direct<__nv_bfloat16>(x, xs, mask, weight, coeffs, out, new_mask, geom, relu, eps); return 0;
+    default: return 1;
+  }
 }
