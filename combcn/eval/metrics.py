@@ -155,16 +155,16 @@ def ssim_map(a: Tensor, b: Tensor) -> Tensor:
     shift_b = b.double().mean(dim=(1, 2), keepdim=True)
     a0 = (a.double() - shift_a).float()[None]
     b0 = (b.double() - shift_b).float()[None]
-    mu_a0, mu_b0 = blur(a0).double(), blur(b0).double()
-    var_a = blur(a0 * a0).double() - mu_a0**2
-    var_b = blur(b0 * b0).double() - mu_b0**2
-    cov = blur(a0 * b0).double() - mu_a0 * mu_b0
-    mu_a, mu_b = mu_a0 + shift_a[None], mu_b0 + shift_b[None]
+    mu_a0, mu_b0 = blur(a0), blur(b0)
+    var_a = blur(a0 * a0) - mu_a0**2
+    var_b = blur(b0 * b0) - mu_b0**2
+    cov = blur(a0 * b0) - mu_a0 * mu_b0
+    mu_a, mu_b = mu_a0 + shift_a.float()[None], mu_b0 + shift_b.float()[None]
     c1 = (SSIM_K1 * 1.0) ** 2
     c2 = (SSIM_K2 * 1.0) ** 2
     num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
     den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    return (num / den)[0]
+    return (num / den)[0].double()
 
 
 def ssim(output: Tensor, truth: Tensor, hole: Tensor | None = None) -> Tensor:
