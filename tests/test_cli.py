@@ -63,7 +63,9 @@ def test_unknown_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("cls", [errors.InputError, errors.ConfigError, errors.OutputError, errors.ModelError])
+@pytest.mark.parametrize(
+    "cls", [errors.InputError, errors.ConfigError, errors.OutputError, errors.ModelError]
+)
 def test_error_classes_share_one_base(cls: type[errors.CombcnError]) -> None:
     err = cls("bad thing; do this")
     assert isinstance(err, errors.CombcnError)
