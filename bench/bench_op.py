@@ -3,7 +3,8 @@
 Compares, in one process and interleaved round by round, the fused op against (a) the unfused
 reference composition (:func:`combcn.ops.masked_conv3d_reference`: mask-count conv, conv of
 ``x * mask``, ratio, bias, BN, ReLU as separate tensor ops) and (b) a bare ``F.conv3d`` of the same
-shape (``channels_last_3d`` input, bias, nothing else). Prints a markdown table of medians.
+shape (``channels_last_3d`` input, bias, nothing else). Prints a markdown table of medians (and the
+ratios of the per-case minima, which a shared machine's noise disturbs least).
 
     python bench/bench_op.py [--dtypes float32 bfloat16] [--rounds 11] [--threads 2] [--device cpu]
 
@@ -131,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         "| layer | dtype | shape in -> out | fused ms | unfused ref ms | bare conv3d ms | fused / bare "
-        "| ref / fused |"
+        "| ref / fused | fused / bare (min) | ref / fused (min) |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         for name, c_in, c_out, frames, size, k, s, d in LAYERS:
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                         if not (slow and key != "fused"):
                             times[key].append(timed(fn, args.min_time, device))
             med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+            # The least-disturbed round: on a shared machine noise only ever adds time.
+            low = {key: min(v) * 1e3 for key, v in times.items()}
             shape = f"{c_in}x{frames}x{size}² -> {c_out}, k{k} s{s} d{d}" + (
                 " (baselines: 1 call)" if slow else ""
             )
@@ -170,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{bare:.1f}" if bare else "-",
                 f"{fused / bare:.3g}" if bare else "-",
                 f"{ref / fused:.3g}" if ref else "-",
+                f"{low['fused'] / low['bare']:.3g}" if bare else "-",
+                f"{low['ref'] / low['fused']:.3g}" if ref else "-",
             ]
             print(f"| {name} | {dtype_name} | {shape} | " + " | ".join(cells) + " |", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
