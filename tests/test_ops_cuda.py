@@ -70,7 +70,7 @@ def test_nvcc_compile_check(tmp_path: Path) -> None:
     for source in sorted(NATIVE.rglob("*.cu")):
         gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in ARCHS]
         cmd = [
-            nvcc, "-c", str(source), "-o", str(tmp_path / (source.stem + ".o")), "-std=c++17", "-O3",
+            nvcc, "-c", str(source), "-o", str(tmp_path / (source.stem + ".o")), "-std=c++20", "-O3",
             "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr", *gencode, "-I", str(NATIVE),
             "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
             "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
