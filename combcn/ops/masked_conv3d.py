@@ -209,19 +209,7 @@ def masked_conv3d(
     if _ext.has_kernel(x.device.type):
         out, new_mask = torch.ops.combcn.masked_conv3d(*args)
         return out, new_mask
-    return masked_conv3d_reference(
-        x,
-        mask,
-        weight,
-        bias,
-        bn_scale,
-        bn_shift,
-        stride3,
-        padding3,
-        dilation3,
-        act,
-        EPS,  # type: ignore[arg-type]
-    )
+    return masked_conv3d_reference(x, mask, weight, bias, bn_scale, bn_shift, stride3, padding3, dilation3, act, EPS)
 
 
 class MaskedConv3d(nn.Module):
