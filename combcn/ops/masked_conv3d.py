@@ -209,7 +209,8 @@ def masked_conv3d(
     if _ext.has_kernel(x.device.type):
         out, new_mask = torch.ops.combcn.masked_conv3d(*args)
         return out, new_mask
-    return masked_conv3d_reference(x, mask, weight, bias, bn_scale, bn_shift, stride3, padding3, dilation3, act, EPS)
+    geometry = (stride3, padding3, dilation3)
+    return masked_conv3d_reference(x, mask, weight, bias, bn_scale, bn_shift, *geometry, act, EPS)
 
 
 class MaskedConv3d(nn.Module):
