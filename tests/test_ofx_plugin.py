@@ -56,6 +56,18 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"plate": plate, "matte": matte, "source": source, "mask": mask, "weights": str(weights)}
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """The server runs with OMP_NUM_THREADS=1 (host_env); compute the expected fills with one thread too,
+    since oneDNN's reduction order, and so the last bits of a fill, depend on the thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def run_dir() -> Iterator[Path]:
     with private_run_dir() as path:
