@@ -62,6 +62,7 @@ def save_weights(
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; weights are shipped/shared files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
