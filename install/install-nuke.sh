@@ -16,6 +16,8 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { printf 'install-nuke: %s\n' "$*" >&2; }
+# shellcheck source=install/hostlib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/hostlib.sh"
 usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 prefix="" executable=""
@@ -33,18 +35,7 @@ nuke_dir="${prefix:-$HOME/.nuke}"
 init="$nuke_dir/init.py"
 plugin="$repo/plugin/nuke"
 
-if [ -z "$executable" ]; then
-    if [ -x "$repo/.venv/bin/combcn" ]; then
-        executable="$repo/.venv/bin/combcn"
-    else
-        executable="$(command -v combcn || true)"
-    fi
-fi
-if [ -z "$executable" ]; then
-    say "warning: no combcn program found (run install/setup.sh); the node will look for combcn on PATH"
-elif [ ! -x "$executable" ]; then
-    say "error: $executable is not an executable file"; exit 2
-fi
+executable="$(find_combcn "$executable" "the node")" || exit 2
 for path in "$plugin" "$executable"; do
     case "$path" in *"'"*|*"\\"*|*$'\n'*) say "error: cannot write a path with quotes or backslashes: $path"; exit 2 ;; esac
 done

@@ -18,6 +18,8 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { printf 'install-ofx: %s\n' "$*" >&2; }
+# shellcheck source=install/hostlib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/hostlib.sh"
 
 system=0 prefix="" build="$repo/build" no_build=0 executable=""
 while [ $# -gt 0 ]; do
@@ -34,13 +36,7 @@ while [ $# -gt 0 ]; do
         *) say "error: unknown argument $1 (see --help)"; exit 2 ;;
     esac
 done
-if [ -n "$prefix" ]; then
-    dest="$prefix"
-elif [ "$system" = 1 ]; then
-    dest="/usr/OFX/Plugins"
-else
-    dest="$HOME/.local/share/OFX/Plugins"
-fi
+dest="$(ofx_plugin_dir "$prefix" "$system")"
 bundle="$build/CombCN.ofx.bundle"
 binary="$bundle/Contents/Linux-x86-64/CombCN.ofx"
 

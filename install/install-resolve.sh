@@ -16,6 +16,8 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { printf 'install-resolve: %s\n' "$*" >&2; }
+# shellcheck source=install/hostlib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/hostlib.sh"
 
 default_scripts_dir() {
     case "$(uname -s)" in
@@ -38,18 +40,7 @@ done
 dir="${prefix:-$(default_scripts_dir)}"
 script="$dir/CombCN Inpaint.py"
 
-if [ -z "$executable" ]; then
-    if [ -x "$repo/.venv/bin/combcn" ]; then
-        executable="$repo/.venv/bin/combcn"
-    else
-        executable="$(command -v combcn || true)"
-    fi
-fi
-if [ -z "$executable" ]; then
-    say "warning: no combcn program found (run install/setup.sh); the script will look for combcn on PATH"
-elif [ ! -x "$executable" ]; then
-    say "error: $executable is not an executable file"; exit 2
-fi
+executable="$(find_combcn "$executable" "the script")" || exit 2
 for path in "$repo" "$executable" "$dir"; do
     case "$path" in *"'"*|*"\\"*|*$'\n'*) say "error: cannot write a path with quotes or backslashes: $path"; exit 2 ;; esac
 done

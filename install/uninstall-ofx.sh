@@ -7,6 +7,8 @@
 #   --prefix DIR   the plugin folder (default: ~/.local/share/OFX/Plugins)
 set -euo pipefail
 say() { printf 'uninstall-ofx: %s\n' "$*" >&2; }
+# shellcheck source=install/hostlib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/hostlib.sh"
 system=0 prefix=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -17,13 +19,7 @@ while [ $# -gt 0 ]; do
         *) say "error: unknown argument $1 (see --help)"; exit 2 ;;
     esac
 done
-if [ -n "$prefix" ]; then
-    dest="$prefix"
-elif [ "$system" = 1 ]; then
-    dest="/usr/OFX/Plugins"
-else
-    dest="$HOME/.local/share/OFX/Plugins"
-fi
+dest="$(ofx_plugin_dir "$prefix" "$system")"
 target="$dest/CombCN.ofx.bundle"
 if [ ! -e "$target" ]; then
     say "nothing to remove ($target does not exist)"
