@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from combcn.cli import DefaultsHelpFormatter
 from combcn.errors import ConfigError, OutputError
 
 log = logging.getLogger("combcn.eval")
@@ -274,7 +275,7 @@ def add_parser(subparsers: Any) -> None:
         "eval",
         help="measure fill quality on clips with synthetic holes, against baselines",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("clips", nargs="*", help="clip names (looked up under --data) or clip folders")
     p.add_argument(

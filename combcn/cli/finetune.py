@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from combcn.cli import DefaultsHelpFormatter
 from combcn.errors import ConfigError, OutputError
 
 log = logging.getLogger("combcn.finetune")
@@ -123,7 +124,7 @@ def add_parser(subparsers: Any) -> None:
         "finetune",
         help="adapt the weights to one shot, self-supervised",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("source", help="plate: image sequence pattern (plate.####.exr, plate.%%04d.exr) or movie")
     p.add_argument("-m", "--matte", required=True, help="matte sequence pattern or movie (1 = remove)")

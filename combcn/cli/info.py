@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import combcn
+from combcn.cli import DefaultsHelpFormatter
 
 
 def _version(dist: str) -> str | None:
@@ -89,7 +90,7 @@ def add_parser(subparsers: Any) -> None:
         help="print versions, op backends, device and weights in use",
         description="Print the versions of combcn and its libraries, which masked-conv3d op backends "
         "are compiled and active, the compute device, and the weights in use with their provenance.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("-j", "--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run)

@@ -12,19 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from combcn.cli import DefaultsHelpFormatter
 from combcn.errors import ConfigError
 
 DEFAULT_IDLE = 600.0
-
-
-class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows "(default: X)" only where the help does not already say it and X means something."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action) or text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +68,7 @@ def add_parser(subparsers: Any) -> None:
         "socket only you can open, keeps the model loaded, caches inpainted windows, and exits after "
         "--idle-timeout seconds without requests. The plugin starts it by itself (see docs/OFX.md); "
         "run it by hand to pre-load a model or to check on a running server.",
-        formatter_class=_DefaultsFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "-s",

@@ -7,6 +7,8 @@ import dataclasses
 import logging
 from typing import Any
 
+from combcn.cli import DefaultsHelpFormatter
+
 log = logging.getLogger("combcn.cli.train")
 
 
@@ -54,7 +56,7 @@ def add_parser(subparsers: Any) -> None:
         "(sections model, data, holes, train; see configs/ and docs/MODEL.md). Writes checkpoint.pt "
         "(every train.checkpoint_minutes), best.pt/last.pt weights, log.csv, val.csv and loss.png to "
         "train.out. Ctrl-C or SIGTERM checkpoints and stops; --resume continues.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("config", help="training config (.yaml, .yml or .toml)")
     p.add_argument("-r", "--resume", action="store_true", help="continue from train.out/checkpoint.pt")
