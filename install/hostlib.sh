@@ -31,3 +31,16 @@ ofx_plugin_dir() {
         printf '%s' "$HOME/.local/share/OFX/Plugins"
     fi
 }
+
+# remove_empty_dirs FOLDER CREATED WHO: remove FOLDER and its parents while they are empty, up to and
+# including CREATED (the outermost folder the installer WHO made); nothing when CREATED is empty.
+remove_empty_dirs() {
+    local folder="$1" created="$2" who="$3"
+    [ -n "$created" ] || return 0
+    while [ -d "$folder" ] && [ -z "$(ls -A "$folder")" ]; do
+        rmdir "$folder"
+        say "removed $folder (created by $who, now empty)"
+        [ "$folder" != "$created" ] || break
+        folder="$(dirname "$folder")"
+    done
+}

@@ -32,12 +32,4 @@ fi
 created="$(sed -n 's/^created-dir: //p' "$target/Contents/combcn-install.txt" 2>/dev/null || true)"
 rm -rf "$target"
 say "removed $target"
-if [ -n "$created" ]; then
-    folder="$dest"
-    while [ -d "$folder" ] && [ -z "$(ls -A "$folder")" ]; do
-        rmdir "$folder"
-        say "removed $folder (created by install-ofx.sh, now empty)"
-        [ "$folder" != "$created" ] || break
-        folder="$(dirname "$folder")"
-    done
-fi
+remove_empty_dirs "$dest" "$created" install-ofx.sh

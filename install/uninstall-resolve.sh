@@ -6,6 +6,8 @@
 #   --prefix DIR   the scripts folder (default: the per-user Utility folder, see install-resolve.sh)
 set -euo pipefail
 say() { printf 'uninstall-resolve: %s\n' "$*" >&2; }
+# shellcheck source=install/hostlib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/hostlib.sh"
 prefix=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -33,13 +35,4 @@ fi
 created="$(sed -n 's/^# combcn-created-dir: //p' "$script")"
 rm -f "$script"
 say "removed $script"
-if [ -n "$created" ]; then
-    # Remove the now-empty folders from the scripts folder up to the outermost one install created.
-    folder="$dir"
-    while [ -d "$folder" ] && [ -z "$(ls -A "$folder")" ]; do
-        rmdir "$folder"
-        say "removed $folder (created by install-resolve.sh, now empty)"
-        [ "$folder" != "$created" ] || break
-        folder="$(dirname "$folder")"
-    done
-fi
+remove_empty_dirs "$dir" "$created" install-resolve.sh
