@@ -442,6 +442,7 @@ class FinetuneReport:
         loss_first, loss_last (float): mean loss (0-255 MAE units) of the first and last 10% of steps.
         val_before, val_after (float): hole MAE (0-255) on the shot's held-out synthetic holes.
         output (str): the weights file written.
+        precision (str): the arithmetic used, ``fp32`` or ``bf16`` (``auto`` resolved).
     """
 
     steps: int = 0
@@ -452,6 +453,7 @@ class FinetuneReport:
     val_after: float = math.nan
     output: str = ""
     history: list[float] = field(default_factory=list)
+    precision: str = ""
 
 
 def _autocast(precision: str, device: torch.device) -> Any:
@@ -483,7 +485,7 @@ def finetune(
     window: int | None = None,
     keep_away: int = 4,
     seed: int = 0,
-    precision: str = "fp32",
+    precision: str = "auto",
     val_windows: int = 2,
     progress: bool = True,
     checkpoint: Callable[[torch.nn.Module, FinetuneReport], None] | None = None,
@@ -505,7 +507,8 @@ def finetune(
         window: frames per sample (default: the model's window, 32).
         keep_away: working-resolution pixels between the matte and any synthetic hole.
         seed: seeds sampling (the validation holes use ``seed + 1``).
-        precision: ``fp32`` or ``bf16`` (autocast; ~5x faster on AMX CPUs and on GPUs).
+        precision: ``auto`` (bf16 where the device has fast bf16, :func:`combcn.precision.resolve_precision`),
+            ``fp32`` or ``bf16`` (autocast).
         val_windows: held-out synthetic-hole windows scored before and after (0 = skip).
         checkpoint: called with the model every ``checkpoint_minutes`` and at the end.
 
@@ -519,18 +522,17 @@ def finetune(
     if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
         raise ConfigError(f"--steps must be >= 1 and --minutes > 0, got steps={steps}, minutes={minutes}")
     device = next(model.parameters()).device
-    if precision == "bf16" and device.type == "cpu":
-        from combcn.eval.evaluate import cpu_has_fast_bf16
+    from combcn.precision import cpu_has_fast_bf16, resolve_precision
 
-        if not cpu_has_fast_bf16():
-            log.warning(
-                "bf16 on a CPU without AMX/AVX-512-bf16 is much slower than fp32; use --precision fp32"
-            )
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        log.warning("bf16 on a CPU without AMX/AVX-512-bf16 is much slower than fp32; use --precision fp32")
+    precision = "bf16" if resolve_precision(precision, device) is not None else "fp32"
+    log.info("finetune arithmetic: %s on %s", precision, device)
     window = int(window) if window else int(getattr(model, "window", 32))
     rng = np.random.default_rng(seed)
     val_rng = np.random.default_rng(seed + 1)
     val = [draw_sample(shot, val_rng, window=window, keep_away=keep_away) for _ in range(val_windows)]
-    report = FinetuneReport()
+    report = FinetuneReport(precision=precision)
     model.eval()  # render-time BatchNorm, buffers untouched: see the docstring
     if val:
         report.val_before = validation_mae(model, val, precision)

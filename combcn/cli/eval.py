@@ -331,7 +331,8 @@ def add_parser(subparsers: Any) -> None:
         "--precision",
         choices=["fp32", "bf16"],
         default="fp32",
-        help="model arithmetic (bf16 autocast: ~5x faster on AMX CPUs and GPUs, far slower without AMX)",
+        help="model arithmetic (bf16 autocast: faster on GPUs and on CPUs with AMX or AVX-512-bf16, "
+        "far slower without them; fp32 is the reference)",
     )
     p.add_argument("--device", default="cpu", help="torch device for the models")
     p.add_argument("-t", "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")

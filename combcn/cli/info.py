@@ -23,6 +23,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     from combcn import ops
+    from combcn.precision import cpu_has_fast_bf16
 
     info: dict[str, Any] = {
         "combcn": combcn.__version__,
@@ -36,6 +37,8 @@ def collect() -> dict[str, Any]:
             "default": "cuda" if torch.cuda.is_available() else "cpu",
             "cpu_threads": torch.get_num_threads(),
             "mkldnn": torch.backends.mkldnn.is_available(),
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "cpu_fast_bf16": cpu_has_fast_bf16(),
         },
     }
     try:
@@ -62,6 +65,10 @@ def _print_human(info: dict[str, Any]) -> None:
     dev = info["device"]
     print(f"device       {dev['default']}" + (f" ({dev['cuda_device']})" if dev["cuda_device"] else ""))
     print(f"cpu threads  {dev['cpu_threads']}  oneDNN: {'yes' if dev['mkldnn'] else 'no'}")
+    print(
+        f"cpu          {dev['cpu_capability']}, fast bf16: {'yes' if dev['cpu_fast_bf16'] else 'no'} "
+        "(training and finetune use bf16 where yes)"
+    )
     weights = info.get("weights")
     if not weights:
         print("weights      none shipped (random initialisation)")

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BASELINES", "telea", "navier_stokes", "temporal_median", "composite"]
+from combcn.model.prefill import pushpull_fill
+
+__all__ = ["BASELINES", "telea", "navier_stokes", "temporal_median", "pushpull", "composite"]
 
 #: Neighbourhood radius (px) of OpenCV's inpainting, the value OpenCV's own examples use.
 INPAINT_RADIUS = 3
@@ -124,6 +126,20 @@ def temporal_median(frames: Tensor, hole: Tensor) -> Tensor:
     return composite(torch.from_numpy(fill).to(frames.device), frames, hole)
 
 
+def pushpull(frames: Tensor, hole: Tensor) -> Tensor:
+    """Space-time push-pull interpolation (the ``smooth`` pre-fill of the model, with no network).
+
+    Args:
+        frames (Tensor[N, 3, T, H, W]): clip in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N, 3, T, H, W]: composited fill.
+    """
+    _check(frames, hole)
+    return composite(pushpull_fill(frames, hole, time=True), frames, hole)
+
+
 #: name -> (fill function, one-line description), in table order.
 BASELINES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], str]] = {
     "telea": (telea, f"OpenCV Telea per frame (radius {INPAINT_RADIUS}, 8-bit)"),
@@ -132,4 +148,5 @@ BASELINES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], str]] = {
         temporal_median,
         "per-pixel median of the window's known values; never-known pixels: Telea on the median frame",
     ),
+    "pushpull": (pushpull, "space-time push-pull interpolation (the model's smooth pre-fill alone)"),
 }

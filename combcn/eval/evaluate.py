@@ -24,6 +24,7 @@ from torch import Tensor
 from combcn.eval import metrics
 from combcn.eval.baselines import BASELINES, composite
 from combcn.eval.clips import Window
+from combcn.precision import cpu_has_fast_bf16
 
 log = logging.getLogger("combcn.eval")
 
@@ -114,16 +115,6 @@ def model_method(
         return rows
 
     return run
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has AMX or AVX-512 bf16 (without them bf16 convolutions are far slower than fp32)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return "amx_bf16" in flags.split() or "avx512_bf16" in flags.split()
 
 
 def _truth_at(truth: Tensor, size: int) -> Tensor:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from combcn.model.config import ModelConfig
 from combcn.model.networks import BatchNorm2d, BatchNorm3d, CombCN, ThreeDCN
+from combcn.model.prefill import pushpull_fill
 
 
 @dataclass
@@ -75,6 +76,19 @@ class Inpainter(nn.Module):
         for module in self.modules():
             if isinstance(module, BatchNorm2d | BatchNorm3d):
                 module.window_stats = cfg.norm_stats == "window"
+        self.residual = cfg.prefill == "smooth"
+        if self.residual:
+            # each network starts as "no correction": the model's first output is its pre-fill
+            lasts: list[nn.Module] = []
+            if self.net3d is not None:
+                lasts.append(self.net3d.l12.conv)
+            if self.net2d is not None:
+                lasts.append(self.net2d.l17[0])
+            for last in lasts:
+                assert isinstance(last, nn.Conv2d | nn.Conv3d)
+                nn.init.zeros_(last.weight)
+                if last.bias is not None:
+                    nn.init.zeros_(last.bias)
         self.register_buffer("mean_rgb", torch.tensor(cfg.mean_rgb).view(1, 3, 1, 1, 1), persistent=False)
 
     @staticmethod
@@ -101,19 +115,25 @@ class Inpainter(nn.Module):
         hole = (hole > 0).to(frames.dtype)
         mean_buf: Tensor = self.mean_rgb  # type: ignore[assignment]
         mean = mean_buf.to(frames.dtype)
-        filled = torch.where(hole > 0, mean, frames)  # paper §1: holes pre-filled with the mean
         low_input = downsample(frames)
         low_hole = downsample_hole(hole)
+        if self.residual:  # smooth space-time pre-fill; the networks add a correction (docs/MODEL.md)
+            filled = pushpull_fill(frames, hole)
+            low_filled = pushpull_fill(low_input, low_hole)
+        else:  # paper §1: holes pre-filled with the mean
+            filled = torch.where(hole > 0, mean, frames)
+            low_filled = torch.where(low_hole > 0, mean, downsample(filled))
         low = None
         guide = None
         if self.net3d is not None:
-            low_filled = torch.where(low_hole > 0, mean, downsample(filled))
             if self.config.conv == "masked":
                 x3 = self._normalise(low_filled)
             else:
                 x3 = torch.cat([self._normalise(low_filled), low_hole], 1)
             x3 = x3.contiguous(memory_format=torch.channels_last_3d)
             low = (self.net3d(x3, 1.0 - low_hole).float() + 1.0) * 0.5
+            if self.residual:
+                low = low - 0.5 + low_filled.float()  # [-1, 1] units: normalised pre-fill + correction
             # known low-res pixels pasted back before guiding CombCN (docs/MODEL.md, §9 item 6)
             guide = torch.where(low_hole > 0, low, low_input.float())
         if self.net2d is not None and not (only_3dcn and guide is not None):
@@ -126,6 +146,8 @@ class Inpainter(nn.Module):
                 g2 = g2.to(x2.dtype).contiguous(memory_format=torch.channels_last)
             full = self.net2d(x2, g2).float()
             full = (full.reshape(n, t, 3, h, w).permute(0, 2, 1, 3, 4) + 1.0) * 0.5
+            if self.residual:
+                full = full - 0.5 + filled.float()
         else:
             assert guide is not None
             up = F.interpolate(

@@ -32,6 +32,7 @@ from combcn.errors import ConfigError, InputError, ModelError
 from combcn.model.config import ModelConfig
 from combcn.model.inpainter import Inpainter, to_channels_last
 from combcn.model.weights import read_weights, save_weights
+from combcn.precision import resolve_precision
 from combcn.train.config import TrainConfig
 from combcn.train.data import Clip, discover, is_commercial, load_clips, split_by_clip
 from combcn.train.losses import masked_l1, total_loss
@@ -70,19 +71,6 @@ def code_version() -> str:
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype, or None for fp32. ``auto``: bf16 on CUDA and on CPUs with AVX-512 (AMX-class);
-    fp32 on AVX2-only CPUs, where oneDNN has no fast bf16 path (bf16 measured ~10x slower there)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16
-    capability = str(torch.backends.cpu.get_cpu_capability()).upper()
-    return torch.bfloat16 if "AVX512" in capability else None
 
 
 def mean_rgb(clips: list[Clip], max_frames: int = 8) -> tuple[float, float, float]:
