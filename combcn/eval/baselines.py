@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from combcn.model.prefill import pushpull_fill
+from combcn.model.prefill import cleanplate_fill, pushpull_fill
 
-__all__ = ["BASELINES", "telea", "navier_stokes", "temporal_median", "pushpull", "composite"]
+__all__ = ["BASELINES", "telea", "navier_stokes", "temporal_median", "cleanplate", "pushpull", "composite"]
 
 #: Neighbourhood radius (px) of OpenCV's inpainting, the value OpenCV's own examples use.
 INPAINT_RADIUS = 3
@@ -140,6 +140,23 @@ def pushpull(frames: Tensor, hole: Tensor) -> Tensor:
     return composite(pushpull_fill(frames, hole, time=True), frames, hole)
 
 
+def cleanplate(frames: Tensor, hole: Tensor) -> Tensor:
+    """The window's clean plate (the ``plate`` pre-fill of the model, with no network).
+
+    Like :func:`temporal_median`, with float Navier-Stokes instead of 8-bit Telea where a pixel is
+    never known.
+
+    Args:
+        frames (Tensor[N, 3, T, H, W]): clip in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N, 3, T, H, W]: composited fill.
+    """
+    _check(frames, hole)
+    return composite(cleanplate_fill(frames, hole), frames, hole)
+
+
 #: name -> (fill function, one-line description), in table order.
 BASELINES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], str]] = {
     "telea": (telea, f"OpenCV Telea per frame (radius {INPAINT_RADIUS}, 8-bit)"),
@@ -147,6 +164,11 @@ BASELINES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], str]] = {
     "temporal_median": (
         temporal_median,
         "per-pixel median of the window's known values; never-known pixels: Telea on the median frame",
+    ),
+    "cleanplate": (
+        cleanplate,
+        "per-pixel median of the window's known values; never-known pixels: Navier-Stokes on the median "
+        "frame in float (the model's plate pre-fill alone)",
     ),
     "pushpull": (pushpull, "space-time push-pull interpolation (the model's smooth pre-fill alone)"),
 }

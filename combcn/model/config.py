@@ -11,7 +11,7 @@ from combcn.errors import ConfigError
 Conv = Literal["plain", "masked"]
 Variant = Literal["combined", "3dcn", "2dcn"]
 NormStats = Literal["window", "running"]
-Prefill = Literal["mean", "smooth"]
+Prefill = Literal["mean", "smooth", "plate"]
 
 #: Mean RGB of the commercially usable training clips in [0, 1] (measured on the frame cache);
 #: holes are pre-filled with it (paper §1). Stored in every weights file, so this is only the default.
@@ -34,10 +34,11 @@ class ModelConfig:
         mean_rgb: hole pre-fill value in [0, 1] (paper §1: "mean pixel value of the training set").
         norm_stats: what BatchNorm uses at inference: ``"window"`` (the window's own statistics, as in
             training; measured much better) or ``"running"`` (the usual running averages).
-        prefill: ``"mean"`` (paper §1: holes start as ``mean_rgb``; the networks' outputs are the fill)
-            or ``"smooth"`` (holes start as a space-time push-pull interpolation,
-            :func:`combcn.model.prefill.pushpull_fill`, and each network's output is a correction added
-            to its pre-fill; docs/MODEL.md).
+        prefill: ``"mean"`` (paper §1: holes start as ``mean_rgb``; the networks' outputs are the fill),
+            ``"smooth"`` (holes start as a space-time push-pull interpolation,
+            :func:`combcn.model.prefill.pushpull_fill`) or ``"plate"`` (holes start as the window's clean
+            plate, :func:`combcn.model.prefill.cleanplate_fill`); with ``smooth`` and ``plate`` each
+            network's output is a correction added to its pre-fill (docs/MODEL.md).
     """
 
     width: float = 1.0
@@ -59,8 +60,8 @@ class ModelConfig:
             raise ConfigError(f"model variant must be 'combined', '3dcn' or '2dcn', got {self.variant!r}")
         if self.norm_stats not in ("window", "running"):
             raise ConfigError(f"model norm_stats must be 'window' or 'running', got {self.norm_stats!r}")
-        if self.prefill not in ("mean", "smooth"):
-            raise ConfigError(f"model prefill must be 'mean' or 'smooth', got {self.prefill!r}")
+        if self.prefill not in ("mean", "smooth", "plate"):
+            raise ConfigError(f"model prefill must be 'mean', 'smooth' or 'plate', got {self.prefill!r}")
         if self.r != 2:
             raise ConfigError(f"only r = 2 is implemented (paper §1), got r = {self.r!r}")
         if int(self.window) < 1 or int(self.resolution) < 8 or int(self.resolution) % 8:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from combcn.model.config import ModelConfig
 from combcn.model.networks import BatchNorm2d, BatchNorm3d, CombCN, ThreeDCN
-from combcn.model.prefill import pushpull_fill
+from combcn.model.prefill import cleanplate_fill, pushpull_fill
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Inpainter(nn.Module):
         for module in self.modules():
             if isinstance(module, BatchNorm2d | BatchNorm3d):
                 module.window_stats = cfg.norm_stats == "window"
-        self.residual = cfg.prefill == "smooth"
+        self.residual = cfg.prefill != "mean"
         if self.residual:
             # each network starts as "no correction": the model's first output is its pre-fill
             lasts: list[nn.Module] = []
@@ -117,9 +117,10 @@ class Inpainter(nn.Module):
         mean = mean_buf.to(frames.dtype)
         low_input = downsample(frames)
         low_hole = downsample_hole(hole)
-        if self.residual:  # smooth space-time pre-fill; the networks add a correction (docs/MODEL.md)
-            filled = pushpull_fill(frames, hole)
-            low_filled = pushpull_fill(low_input, low_hole)
+        if self.residual:  # a classical pre-fill; the networks add a correction (docs/MODEL.md)
+            prefill = cleanplate_fill if self.config.prefill == "plate" else pushpull_fill
+            filled = prefill(frames, hole)
+            low_filled = prefill(low_input, low_hole)
         else:  # paper §1: holes pre-filled with the mean
             filled = torch.where(hole > 0, mean, frames)
             low_filled = torch.where(low_hole > 0, mean, downsample(filled))

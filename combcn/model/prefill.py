@@ -1,9 +1,10 @@
-"""Hole pre-fills: the paper's mean colour, and a smooth space-time push-pull fill.
+"""Hole pre-fills besides the paper's mean colour: a space-time push-pull fill and a clean plate.
 
-The paper (§1) pre-fills holes with the training set's mean pixel. ``smooth`` instead starts the
-networks from a smooth interpolation of the hole's surroundings, in space and time, and the networks
-predict a correction to it (docs/MODEL.md, "Pre-fill"). Both are plain tensor arithmetic with no
-parameters, so they run on any device and dtype the model runs on.
+The paper (§1) pre-fills holes with the training set's mean pixel. ``smooth`` and ``plate`` instead
+start the networks from a classical estimate of the hole, and the networks predict a correction to
+it (docs/MODEL.md, "Pre-fill"). Neither has parameters or gradients. ``pushpull_fill`` is tensor
+arithmetic on the tensors' own device; ``cleanplate_fill`` runs OpenCV on the CPU for one image per
+window.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["pushpull_fill"]
+__all__ = ["cleanplate_fill", "pushpull_fill"]
 
 #: Weight below which a pyramid cell counts as holding no known pixel.
 _EPS = 1e-6
@@ -63,3 +64,53 @@ def pushpull_fill(frames: Tensor, hole: Tensor, *, time: bool = True) -> Tensor:
         alpha = (k * 16.0).clamp(0.0, 1.0)  # a cell 1/16 known or more trusts its own average
         coarse = alpha * own + (1.0 - alpha) * up
     return torch.where(hole > 0, coarse.to(dtype), frames)
+
+
+def cleanplate_fill(frames: Tensor, hole: Tensor) -> Tensor:
+    """Fill holes with the window's clean plate: per pixel, the median over time of its known values.
+
+    Pixels that are never known in the window (a static matte) are filled in that median frame by
+    OpenCV's Navier-Stokes inpainting (radius 3, in float32, each channel on its own), so the fill
+    there is one image, the same in every frame. This is the
+    compositor's clean-plate estimate: exact for a moving object over a locked-off background, a
+    steady spatial fill elsewhere. It runs on the CPU (OpenCV) for any device's tensors.
+
+    Args:
+        frames (Tensor[N, C, T, H, W]): values to fill, any float dtype.
+        hole (Tensor[N, 1, T, H, W]): 1 (or > 0) = hole.
+
+    Returns:
+        Tensor[N, C, T, H, W] of ``frames``' dtype; pixels outside the hole unchanged, bit for bit.
+        Where nothing at all is known, 0.5.
+    """
+    import cv2
+    import numpy as np
+
+    if frames.dim() != 5 or hole.dim() != 5 or hole.shape[1] != 1 or hole.shape[2:] != frames.shape[2:]:
+        raise ValueError(
+            f"expected frames Tensor[N, C, T, H, W] and hole Tensor[N, 1, T, H, W]; got "
+            f"{tuple(frames.shape)} and {tuple(hole.shape)}"
+        )
+    with torch.no_grad():
+        x = frames.detach().float()
+        is_hole = hole > 0
+        known = torch.where(is_hole, torch.full_like(x, float("nan")), x)
+        plate = torch.nanmedian(known, dim=2).values  # [N, C, H, W]; NaN where never known
+        never = torch.isnan(plate[:, :1])  # [N, 1, H, W]
+        if bool(never.any()):
+            plate_np = plate.cpu().numpy()
+            never_np = never[:, 0].cpu().numpy()
+            for n in range(plate_np.shape[0]):
+                gap = never_np[n]
+                if not gap.any():
+                    continue
+                if gap.all():
+                    plate_np[n] = 0.5  # nothing known in this window at all
+                    continue
+                gap_u8 = gap.astype(np.uint8) * 255
+                for c in range(plate_np.shape[1]):
+                    channel = np.nan_to_num(plate_np[n, c], nan=0.0).astype(np.float32)
+                    plate_np[n, c] = cv2.inpaint(channel, gap_u8, 3, cv2.INPAINT_NS)
+            plate = torch.from_numpy(plate_np).to(x.device)
+        fill = plate[:, :, None].expand_as(x)
+    return torch.where(is_hole, fill.to(frames.dtype), frames)

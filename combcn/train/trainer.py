@@ -234,16 +234,18 @@ def validation_report(
 ) -> dict[str, Any]:
     """Masked L1 (0-255) on the paper's box holes, ``per_clip`` fixed windows of every clip.
 
-    Returns ``{"val_3dcn", "val_full", "mean_fill", "windows", "per_clip": {name: val_full}}``;
-    ``mean_fill`` is the error of the pre-fill alone (context for the numbers).
+    Returns ``{"val_3dcn", "val_full", "mean_fill", "smooth_fill", "windows", "per_clip": {name: val_full}}``;
+    ``mean_fill`` and ``smooth_fill`` are the errors of the two pre-fills alone (context for the numbers).
     """
     from combcn.model.inpainter import downsample
+    from combcn.model.prefill import pushpull_fill
 
     model.eval()
     mean = torch.tensor(model.config.mean_rgb).view(1, 3, 1, 1, 1)
     l3d: list[float] = []
     lfull: list[float] = []
     lmean: list[float] = []
+    lsmooth: list[float] = []
     per: dict[str, float] = {}
     for clip in clips:
         sampler = WindowSampler([clip], window=window, resolution=resolution, seed=seed, augment=False)
@@ -256,12 +258,14 @@ def validation_report(
                 l3d.append(float(masked_l1(pred.low.clamp(0, 1), downsample(frames), pred.low_hole)) * 255)
             errs.append(float(masked_l1(pred.full.clamp(0, 1), frames, hole)) * 255)
             lmean.append(float(masked_l1(mean.expand_as(frames), frames, hole)) * 255)
+            lsmooth.append(float(masked_l1(pushpull_fill(frames, hole), frames, hole)) * 255)
         per[clip.name] = round(float(np.mean(errs)), 3)
         lfull += errs
     out: dict[str, Any] = {
         "metric": "masked L1 per hole pixel and channel, 0-255 scale, paper box holes (one 48-64 px box)",
         "val_full": round(float(np.mean(lfull)), 3),
         "mean_fill": round(float(np.mean(lmean)), 3),
+        "smooth_fill": round(float(np.mean(lsmooth)), 3),
         "windows": len(lfull),
         "per_clip": per,
     }
