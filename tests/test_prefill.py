@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from combcn.errors import ConfigError
 from combcn.model import Inpainter, ModelConfig, load_model, read_weights, save_weights
-from combcn.model.prefill import pushpull_fill
+from combcn.model.prefill import cleanplate_fill, pushpull_fill
 
 TINY = 0.125
 
@@ -96,11 +96,59 @@ class TestPushPull:
             pushpull_fill(frames[0], hole[0])
 
 
-class TestSmoothModel:
+class TestCleanPlate:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+    def test_known_pixels_bit_exact(self, dtype: torch.dtype) -> None:
+        frames, hole = _box()
+        frames = frames.to(dtype)
+        out = cleanplate_fill(frames, hole)
+        assert out.dtype == dtype and out.shape == frames.shape
+        known = (hole == 0).expand_as(frames)
+        assert torch.equal(out[known], frames[known])
+
+    def test_moving_object_reveals_the_background(self) -> None:
+        # a locked-off plate with an object sliding across it: every hole pixel is seen in most frames
+        t, h, w = 9, 16, 40
+        background = torch.rand(1, 3, 1, h, w, generator=torch.Generator().manual_seed(3)).expand(
+            1, 3, t, h, w
+        )
+        frames = background.clone()
+        hole = torch.zeros(1, 1, t, h, w)
+        for i in range(t):
+            hole[..., i, 4:12, 4 * i : 4 * i + 6] = 1.0
+            frames[:, :, i, 4:12, 4 * i : 4 * i + 6] = 0.0  # the object
+        out = cleanplate_fill(frames, hole)
+        assert torch.equal(out, background)
+
+    def test_static_hole_is_steady_and_smooth(self) -> None:
+        # never-known pixels: one spatial fill of the median frame, the same in every frame
+        frames = torch.zeros(1, 3, 5, 24, 24)
+        frames[..., :, 12:] = 1.0  # left half 0, right half 1
+        frames += 0.01 * torch.rand(1, 3, 5, 24, 24, generator=torch.Generator().manual_seed(1))
+        hole = torch.zeros(1, 1, 5, 24, 24)
+        hole[..., 6:18, 6:18] = 1.0
+        out = cleanplate_fill(frames, hole)
+        fill = out[..., 6:18, 6:18]
+        assert torch.equal(fill, fill[:, :, :1].expand_as(fill))
+        assert float(fill[0, 0, 0, 6, 0]) < 0.5 < float(fill[0, 0, 0, 6, -1])
+        assert float(fill.min()) >= -0.01 and float(fill.max()) <= 1.02
+
+    def test_nothing_known(self) -> None:
+        out = cleanplate_fill(torch.rand(2, 3, 3, 8, 8), torch.ones(2, 1, 3, 8, 8))
+        assert torch.equal(out, torch.full_like(out, 0.5))
+
+    def test_exception(self) -> None:
+        frames, hole = _box()
+        with pytest.raises(ValueError, match="Tensor"):
+            cleanplate_fill(frames, hole[:, :, :2])
+
+
+class TestResidualModel:
+    @pytest.mark.parametrize("prefill", ["smooth", "plate"])
     @pytest.mark.parametrize("variant", ["combined", "3dcn", "2dcn"])
-    def test_untrained_model_returns_its_prefill(self, variant: str) -> None:
+    def test_untrained_model_returns_its_prefill(self, variant: str, prefill: str) -> None:
         # the residual networks' last layers start at zero: the first output is the pre-fill itself
-        model = Inpainter(ModelConfig(width=TINY, prefill="smooth", variant=variant)).eval()
+        model = Inpainter(ModelConfig(width=TINY, prefill=prefill, variant=variant)).eval()  # type: ignore[arg-type]
         frames, hole = _box()
         with torch.no_grad():
             out = model(frames, hole)
@@ -108,12 +156,15 @@ class TestSmoothModel:
             known = (hole == 0).expand_as(frames)
             assert torch.equal(out[known], frames[known])
             return
-        assert torch.allclose(out, pushpull_fill(frames, hole).clamp(0, 1), atol=1e-6)
+        fill = cleanplate_fill if prefill == "plate" else pushpull_fill
+        assert torch.allclose(out, fill(frames, hole).clamp(0, 1), atol=1e-6)
 
-    @pytest.mark.parametrize("conv", ["plain", "masked"])
-    def test_train_step_moves_off_the_prefill(self, conv: str) -> None:
+    @pytest.mark.parametrize(
+        ("conv", "prefill"), [("plain", "smooth"), ("masked", "smooth"), ("masked", "plate")]
+    )
+    def test_train_step_moves_off_the_prefill(self, conv: str, prefill: str) -> None:
         torch.manual_seed(0)
-        model = Inpainter(ModelConfig(width=TINY, prefill="smooth", conv=conv)).train()
+        model = Inpainter(ModelConfig(width=TINY, prefill=prefill, conv=conv)).train()  # type: ignore[arg-type]
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         frames, hole = _box(t=3, h=16, w=16)
         hole = torch.zeros_like(hole)
@@ -128,7 +179,8 @@ class TestSmoothModel:
         model.eval()
         with torch.no_grad():
             out = model(frames, hole)
-        assert not torch.allclose(out, pushpull_fill(frames, hole).clamp(0, 1), atol=1e-4)
+        fill = cleanplate_fill if prefill == "plate" else pushpull_fill
+        assert not torch.allclose(out, fill(frames, hole).clamp(0, 1), atol=1e-4)
         known = (hole == 0).expand_as(frames)
         assert torch.equal(out[known], frames[known])
 
@@ -136,10 +188,10 @@ class TestSmoothModel:
         from pathlib import Path
 
         path = Path(str(tmp_path)) / "w.pt"
-        save_weights(Inpainter(ModelConfig(width=TINY, prefill="smooth")), path)
-        assert load_model(path).config.prefill == "smooth"
+        save_weights(Inpainter(ModelConfig(width=TINY, prefill="plate")), path)
+        assert load_model(path).config.prefill == "plate"
         payload = read_weights(path)
-        assert payload["config"]["prefill"] == "smooth"
+        assert payload["config"]["prefill"] == "plate"
 
     def test_files_without_prefill_key_are_the_paper_model(self, tmp_path: object) -> None:
         # weights written before the option existed load as the paper's mean pre-fill
