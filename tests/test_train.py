@@ -290,6 +290,20 @@ class TestTrain:
         with pytest.raises(ModelError, match="model config"):
             trainer_mod.train(other, resume=True, progress=False)
 
+    def test_train_plate_prefill(self, tmp_path: Path, clip_root: Path) -> None:
+        # the shipped default's pre-fill trains, validates and exports like the paper's
+        cfg = parse_config(
+            {**_cfg(clip_root, tmp_path, iterations=4), "model": {"width": 0.125, "prefill": "plate"}}
+        )
+        result = trainer_mod.train(cfg, progress=False)
+        assert result.status == "done" and result.iteration == 4
+        rows = list(csv.DictReader(open(tmp_path / "run" / "val.csv")))
+        assert rows and all(np.isfinite(float(r["val_full"])) for r in rows)
+        model = load_model(tmp_path / "run" / "last.pt")
+        assert model.config.prefill == "plate"
+        # training moved the residual networks off zero: the output is no longer the pre-fill alone
+        assert model.net2d is not None and float(model.net2d.l17[0].weight.detach().abs().sum()) > 0
+
     def test_nan_stops(self, tmp_path: Path, clip_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         real = losses_mod.total_loss
         calls = {"n": 0}
