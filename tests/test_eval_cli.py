@@ -117,6 +117,7 @@ def test_eval_cli_model_compare_and_baselines(
         "telea",
         "navier_stokes",
         "temporal_median",
+        "cleanplate",
     ]
     for stats in rows.values():
         assert stats["windows"] == 2
@@ -127,8 +128,8 @@ def test_eval_cli_model_compare_and_baselines(
     assert "command: `combcn eval alpha" in md and "| telea |" in md
     assert "per clip" in md and "| method | alpha | beta |" in md
     sheet = cv2.imread(str(out / "examples.png"))
-    # 2 windows x (truth, input, combcn, 3dcn upsampled, 2dcn, 3 baselines) tiles of 32 px
-    assert sheet.shape == (2 * 32, 8 * 32, 3)
+    # 2 windows x (truth, input, combcn, 3dcn upsampled, 2dcn, 4 baselines) tiles of 32 px
+    assert sheet.shape == (2 * 32, 9 * 32, 3)
 
 
 def test_eval_cli_unknown_clip(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,7 +72,7 @@ def command_line(args: argparse.Namespace) -> str:
     if args.no_model:
         parts.append("--no-model")
     defaults = {
-        "baselines": "telea,navier_stokes,temporal_median",
+        "baselines": "telea,navier_stokes,temporal_median,cleanplate",
         "window": 32,
         "size": 128,
         "windows_per_clip": 1,
@@ -309,7 +309,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "-b",
         "--baselines",
-        default="telea,navier_stokes,temporal_median",
+        default="telea,navier_stokes,temporal_median,cleanplate",
         help="comma-separated baselines, or 'none'",
     )
     p.add_argument("-W", "--window", type=int, default=32, help="frames per window (paper: 32)")
