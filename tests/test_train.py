@@ -282,7 +282,7 @@ class TestTrain:
         prov = trainer_mod.export_weights(run, dest, validate=val_clips, per_clip=2)
         assert prov["validation"]["windows"] == 2 and set(prov["validation"]["per_clip"]) == {"gamma"}
         assert prov["validation"]["val_full"] > 0 and prov["validation"]["mean_fill"] > 0
-        assert prov["validation"]["smooth_fill"] > 0
+        assert prov["validation"]["smooth_fill"] > 0 and prov["validation"]["plate_fill"] > 0
         assert prov["trained_on"] == ["alpha", "beta"] and prov["validation_clips"] == ["gamma"]
         assert (dest.parent / "PROVENANCE.json").is_file()
         assert load_model(dest).config.width == 0.125

@@ -234,11 +234,11 @@ def validation_report(
 ) -> dict[str, Any]:
     """Masked L1 (0-255) on the paper's box holes, ``per_clip`` fixed windows of every clip.
 
-    Returns ``{"val_3dcn", "val_full", "mean_fill", "smooth_fill", "windows", "per_clip": {name: val_full}}``;
-    ``mean_fill`` and ``smooth_fill`` are the errors of the two pre-fills alone (context for the numbers).
+    Returns ``{"val_3dcn", "val_full", "mean_fill", "smooth_fill", "plate_fill", "windows", "per_clip":
+    {name: val_full}}``; the ``*_fill`` values are the errors of the three pre-fills alone (context).
     """
     from combcn.model.inpainter import downsample
-    from combcn.model.prefill import pushpull_fill
+    from combcn.model.prefill import cleanplate_fill, pushpull_fill
 
     model.eval()
     mean = torch.tensor(model.config.mean_rgb).view(1, 3, 1, 1, 1)
@@ -246,6 +246,7 @@ def validation_report(
     lfull: list[float] = []
     lmean: list[float] = []
     lsmooth: list[float] = []
+    lplate: list[float] = []
     per: dict[str, float] = {}
     for clip in clips:
         sampler = WindowSampler([clip], window=window, resolution=resolution, seed=seed, augment=False)
@@ -259,6 +260,7 @@ def validation_report(
             errs.append(float(masked_l1(pred.full.clamp(0, 1), frames, hole)) * 255)
             lmean.append(float(masked_l1(mean.expand_as(frames), frames, hole)) * 255)
             lsmooth.append(float(masked_l1(pushpull_fill(frames, hole), frames, hole)) * 255)
+            lplate.append(float(masked_l1(cleanplate_fill(frames, hole), frames, hole)) * 255)
         per[clip.name] = round(float(np.mean(errs)), 3)
         lfull += errs
     out: dict[str, Any] = {
@@ -266,6 +268,7 @@ def validation_report(
         "val_full": round(float(np.mean(lfull)), 3),
         "mean_fill": round(float(np.mean(lmean)), 3),
         "smooth_fill": round(float(np.mean(lsmooth)), 3),
+        "plate_fill": round(float(np.mean(lplate)), 3),
         "windows": len(lfull),
         "per_clip": per,
     }
