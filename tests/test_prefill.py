@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -21,17 +23,21 @@ def _box(t: int = 4, h: int = 24, w: int = 32) -> tuple[torch.Tensor, torch.Tens
     return frames, hole
 
 
-class TestPushPull:
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
-    def test_known_pixels_bit_exact(self, dtype: torch.dtype) -> None:
-        frames, hole = _box()
-        frames = frames.to(dtype)
-        out = pushpull_fill(frames, hole)
-        assert out.dtype == dtype and out.shape == frames.shape
-        known = (hole == 0).expand_as(frames)
-        assert torch.equal(out[known], frames[known])
-        assert not torch.equal(out[~known], frames[~known])
+@pytest.mark.parametrize("fill", [pushpull_fill, cleanplate_fill])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_known_pixels_bit_exact(
+    fill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dtype: torch.dtype
+) -> None:
+    frames, hole = _box()
+    frames = frames.to(dtype)
+    out = fill(frames, hole)
+    assert out.dtype == dtype and out.shape == frames.shape
+    known = (hole == 0).expand_as(frames)
+    assert torch.equal(out[known], frames[known])
+    assert not torch.equal(out[~known], frames[~known])
 
+
+class TestPushPull:
     def test_constant_surroundings_give_that_constant(self) -> None:
         frames = torch.full((1, 3, 5, 16, 24), 0.3)
         hole = torch.zeros(1, 1, 5, 16, 24)
@@ -97,15 +103,6 @@ class TestPushPull:
 
 
 class TestCleanPlate:
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-    def test_known_pixels_bit_exact(self, dtype: torch.dtype) -> None:
-        frames, hole = _box()
-        frames = frames.to(dtype)
-        out = cleanplate_fill(frames, hole)
-        assert out.dtype == dtype and out.shape == frames.shape
-        known = (hole == 0).expand_as(frames)
-        assert torch.equal(out[known], frames[known])
-
     def test_moving_object_reveals_the_background(self) -> None:
         # a locked-off plate with an object sliding across it: every hole pixel is seen in most frames
         t, h, w = 9, 16, 40
