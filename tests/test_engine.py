@@ -23,7 +23,7 @@ def engine() -> Engine:
 
 
 class TestShaper:
-    @pytest.mark.parametrize("name", ["acescct", "log", "none"])
+    @pytest.mark.parametrize("name", ["acescct", "log", "srgb", "none"])
     def test_roundtrip(self, name: str) -> None:
         shaper = get_shaper(name)
         linear = np.array([0.0, 0.001, 0.0078125, 0.18, 1.0, 8.0, 16.0], np.float32)
@@ -33,6 +33,11 @@ class TestShaper:
         # ACEScct (S-2016-001): 18% grey -> 0.4136, linear 1.0 -> 0.5548.
         y = get_shaper("acescct").encode(np.array([0.18, 1.0], np.float32))
         np.testing.assert_allclose(y, [0.41358, 0.55479], atol=1e-4)
+
+    def test_srgb_reference_values(self) -> None:
+        # sRGB (IEC 61966-2-1): 18% grey -> 0.4614, 1.0 -> 1.0, and the linear toe below 0.0031308
+        y = get_shaper("srgb").encode(np.array([0.001, 0.18, 1.0, 2.0], np.float32))
+        np.testing.assert_allclose(y, [0.01292, 0.46135, 1.0, 1.0 + 1.055 / 2.4], atol=1e-4)
 
     def test_exception(self) -> None:
         with pytest.raises(ConfigError, match="unknown shaper"):

@@ -146,7 +146,7 @@ def add_parser(subparsers: Any) -> None:
         "-s",
         "--shaper",
         default=None,
-        help="working-range curve: acescct, log or none (default: acescct for float plates, else none)",
+        help="working-range curve: acescct, log, srgb or none (default: acescct for float plates, else none)",
     )
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument(

@@ -121,7 +121,7 @@ def add_parser(subparsers: Any) -> None:
         "--shaper",
         metavar="NAME",
         default=None,
-        help="colour shaper into the model's range: acescct, log, none "
+        help="colour shaper into the model's range: acescct, log, srgb, none "
         "(default: acescct for float plates, none for 8/16-bit files and movies)",
     )
     p.add_argument(

@@ -8,6 +8,10 @@ are never passed through a shaper (they are copied), so values above 1 or below 
   [0, 1] covers linear -0.0069 .. 222.9.
 - ``log``: a pure log2 curve with a linear toe covering 14 stops around 18% grey
   (linear 2^-9.8 .. 2^4.2 ~ 18.4), for plates that should spend the model's range on mid-tones.
+- ``srgb``: the sRGB transfer curve (IEC 61966-2-1), continued as a straight line above linear 1.0
+  so it stays invertible. The shipped weights were trained on sRGB-encoded frames, so this is what
+  their fills match best. The working range [0, 1] covers linear 0 .. 1, so fills never exceed 1.0
+  linear. For plates made from display footage, and plates with no highlights in or around the hole.
 - ``none``: identity, for display-referred footage (8/16-bit PNG, JPG, DPX, TIFF, movies).
 """
 
@@ -25,6 +29,12 @@ _CCT_A = 10.5402377416545
 _CCT_B = 0.0729055341958355
 _CCT_X_BRK = 0.0078125
 _CCT_Y_BRK = 0.155251141552511
+
+# sRGB (IEC 61966-2-1): linear segment below X_BRK; above linear 1.0 a straight line with the curve's
+# slope at 1.0 (1.055 / 2.4).
+_SRGB_X_BRK = 0.0031308
+_SRGB_Y_BRK = 0.04045
+_SRGB_SLOPE_1 = 1.055 / 2.4
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,10 @@ class Shaper:
             )
         if self.name == "log":
             return _log_encode(x)
+        if self.name == "srgb":
+            curve = 1.055 * np.power(np.clip(x, _SRGB_X_BRK, 1.0), 1.0 / 2.4) - 0.055
+            out = np.where(x <= _SRGB_X_BRK, 12.92 * x, curve)
+            return np.where(x > 1.0, 1.0 + (x - 1.0) * _SRGB_SLOPE_1, out).astype(np.float32)
         raise AssertionError(self.name)
 
     def decode(self, working: np.ndarray) -> np.ndarray:
@@ -58,6 +72,10 @@ class Shaper:
             ).astype(np.float32)
         if self.name == "log":
             return _log_decode(y)
+        if self.name == "srgb":
+            curve = np.power((np.clip(y, _SRGB_Y_BRK, 1.0) + 0.055) / 1.055, 2.4)
+            out = np.where(y <= _SRGB_Y_BRK, y / 12.92, curve)
+            return np.where(y > 1.0, 1.0 + (y - 1.0) / _SRGB_SLOPE_1, out).astype(np.float32)
         raise AssertionError(self.name)
 
 
@@ -85,6 +103,7 @@ def _log_decode(y: np.ndarray) -> np.ndarray:
 SHAPERS: dict[str, str] = {
     "acescct": "ACEScct log curve (default for float EXR plates)",
     "log": "log2 curve, 14 stops around 18% grey",
+    "srgb": "sRGB curve, what the shipped weights were trained on (fills stay <= 1.0 linear)",
     "none": "no shaping (display-referred footage: 8/16-bit files, movies)",
 }
 

@@ -24,7 +24,7 @@ namespace {
 constexpr const char* kPluginId = "io.github.combcn.Inpaint";
 constexpr const char* kMaskClip = "Mask";
 constexpr const char* kChannels[] = {"Alpha", "Red", "Green", "Blue", "Luminance"};
-constexpr const char* kShapers[] = {"acescct", "log", "none"};
+constexpr const char* kShapers[] = {"acescct", "log", "srgb", "none"};
 constexpr const char* kDevices[] = {"auto", "cpu", "cuda"};
 
 OfxHost* g_host = nullptr;
@@ -304,7 +304,7 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
   g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
 
   define_choice(set, "shaper", "Shaper",
-                "How scene-linear values are mapped into the network's [0, 1] range and back.", kShapers, 3, 0);
+                "How scene-linear values are mapped into the network's [0, 1] range and back.", kShapers, 4, 0);
   define_choice(set, "device", "Device", "Where the server runs the network: auto picks CUDA when present.",
                 kDevices, 3, 0);
 
@@ -503,7 +503,7 @@ OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
   char feather[64];
   snprintf(feather, sizeof(feather), "%.17g", params.feather);
   req += ",\"feather\":" + std::string(feather);
-  req += ",\"shaper\":" + combcn::json_quote(kShapers[std::min(std::max(params.shaper, 0), 2)]);
+  req += ",\"shaper\":" + combcn::json_quote(kShapers[std::min(std::max(params.shaper, 0), 3)]);
   req += ",\"device\":" + combcn::json_quote(kDevices[std::min(std::max(params.device, 0), 2)]);
   req += ",\"weights\":" + combcn::json_quote(params.weights) + "}}";
 

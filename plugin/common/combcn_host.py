@@ -106,7 +106,7 @@ class InpaintRequest:
         matte: matte pattern, or None to use the plate's alpha.
         matte_channel: channel name in the matte (``A``, ``R``, ``matte.A``), None = engine default.
         invert, expand, feather: matte edits (``--invert``, ``--expand PX``, ``--feather PX``).
-        shaper: ``acescct``, ``log``, ``none``, or None for the engine's default.
+        shaper: ``acescct``, ``log``, ``srgb``, ``none``, or None for the engine's default.
         device: ``cpu``, ``cuda`` or None (engine picks).
         weights: weights file, or None for the shipped weights.
         overwrite: replace output frames that already exist (a re-render).
