@@ -135,7 +135,7 @@ def test_describe_declares_temporal_general_effect(binary: Path, data: dict[str,
     }
     assert {k: v["type"] for k, v in params.items()} == expected
     assert params["weights"]["OfxParamPropStringMode"] == ["OfxParamStringIsFilePath"]
-    assert params["shaper"]["OfxParamPropChoiceOption"] == ["acescct", "log", "srgb", "none"]
+    assert params["shaper"]["OfxParamPropChoiceOption"] == ["acescct", "log", "none", "srgb"]
     assert result["clip_preferences_out"]["OfxImageClipPropDepth_Output"] == ["OfxBitDepthFloat"]
     assert result["violations"] == [] and result["messages"] == []
 

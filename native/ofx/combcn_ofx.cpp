@@ -24,7 +24,8 @@ namespace {
 constexpr const char* kPluginId = "io.github.combcn.Inpaint";
 constexpr const char* kMaskClip = "Mask";
 constexpr const char* kChannels[] = {"Alpha", "Red", "Green", "Blue", "Luminance"};
-constexpr const char* kShapers[] = {"acescct", "log", "srgb", "none"};
+// New choices go at the end: hosts save a choice parameter by its index.
+constexpr const char* kShapers[] = {"acescct", "log", "none", "srgb"};
 constexpr const char* kDevices[] = {"auto", "cpu", "cuda"};
 
 OfxHost* g_host = nullptr;

@@ -31,7 +31,7 @@ import combcn_host  # noqa: E402  (found through the path set just above)
 
 NODE_CLASS_LABEL = "CombCN Inpaint"
 MATTE_CHANNELS = {"alpha": "A", "red": "R", "green": "G", "blue": "B"}
-SHAPERS = ["auto", "acescct", "log", "srgb", "none"]
+SHAPERS = ["auto", "acescct", "log", "none", "srgb"]
 DEVICES = ["auto", "cpu", "cuda"]
 DIRECT_EXTENSIONS = (".exr", ".dpx")  # what the engine reads with the same pixel values as Nuke's Read
 UPSTREAM_FOLDER = ".combcn-upstream"
