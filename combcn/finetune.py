@@ -522,7 +522,7 @@ def finetune(
     if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
         raise ConfigError(f"--steps must be >= 1 and --minutes > 0, got steps={steps}, minutes={minutes}")
     device = next(model.parameters()).device
-    from combcn.precision import cpu_has_fast_bf16, resolve_precision
+    from combcn.precision import cpu_has_fast_bf16, grads_finite, resolve_precision
 
     if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
         log.warning("bf16 on a CPU without AMX/AVX-512-bf16 is much slower than fp32; use --precision fp32")
@@ -556,7 +556,10 @@ def finetune(
                 break
             optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
+            if grads_finite(model):
+                optimiser.step()
+            else:  # a bf16 overflow: skip this update rather than poison Adam's state with inf
+                log.warning("step %d: non-finite gradient (bf16 overflow?): update skipped", report.steps + 1)
             report.steps += 1
             report.history.append(float(loss.item()) * 255.0)
             bar.update(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["cpu_has_fast_bf16", "resolve_precision"]
+__all__ = ["cpu_has_fast_bf16", "grads_finite", "resolve_precision"]
 
 
 def cpu_has_fast_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -35,3 +35,15 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cuda":
         return torch.bfloat16
     return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def grads_finite(module: torch.nn.Module) -> bool:
+    """True when every parameter gradient of ``module`` is finite.
+
+    Training checks this before each optimiser step: a bf16 backward can overflow on a rare window,
+    and one inf gradient turns Adam's state, then every weight, into NaN. One host sync per call.
+    """
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())

@@ -37,3 +37,15 @@ def test_resolve_precision(monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
     assert precision.resolve_precision("auto", cuda) == torch.bfloat16
     assert precision.resolve_precision("fp32", cuda) is None
     assert precision.resolve_precision("bf16", cpu) == torch.bfloat16
+
+
+def test_grads_finite() -> None:
+    layer = torch.nn.Linear(3, 2)
+    assert precision.grads_finite(layer)  # no gradients yet
+    layer(torch.ones(1, 3)).sum().backward()
+    assert precision.grads_finite(layer)
+    assert layer.bias.grad is not None
+    layer.bias.grad[0] = float("inf")
+    assert not precision.grads_finite(layer)
+    layer.bias.grad[0] = float("nan")
+    assert not precision.grads_finite(layer)

@@ -326,6 +326,42 @@ class TestTrain:
         ckpt = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=True)
         assert result.status == "nan" and ckpt["iteration"] == 2  # the last good state is kept
 
+    def test_non_finite_gradient_skips_the_step(
+        self,
+        tmp_path: Path,
+        clip_root: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        # a finite loss whose backward overflows (as bf16 can): that step is skipped, training goes on
+        class InfGrad(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+                return x.clone()
+
+            @staticmethod
+            def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+                return grad * float("inf")
+
+        real = losses_mod.total_loss
+        calls = {"n": 0}
+
+        def overflowing(*args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+            out = real(*args, **kwargs)  # type: ignore[arg-type]
+            calls["n"] += 1
+            if calls["n"] == 2:
+                out = {k: InfGrad.apply(v) for k, v in out.items()}
+            return out
+
+        monkeypatch.setattr(trainer_mod, "total_loss", overflowing)
+        cfg = parse_config(_cfg(clip_root, tmp_path, iterations=4, checkpoint_minutes=100.0))
+        with caplog.at_level(logging.WARNING, logger="combcn.train"):
+            result = trainer_mod.train(cfg, progress=False)
+        assert result.status == "done" and result.iteration == 4
+        assert "iteration 2: non-finite gradient" in caplog.text
+        model = load_model(tmp_path / "run" / "last.pt")
+        assert all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point())
+
     def test_cli_unknown_key(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         from combcn.cli import main
 

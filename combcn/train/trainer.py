@@ -32,7 +32,7 @@ from combcn.errors import ConfigError, InputError, ModelError
 from combcn.model.config import ModelConfig
 from combcn.model.inpainter import Inpainter, to_channels_last
 from combcn.model.weights import read_weights, save_weights
-from combcn.precision import resolve_precision
+from combcn.precision import grads_finite, resolve_precision
 from combcn.train.config import TrainConfig
 from combcn.train.data import Clip, discover, is_commercial, load_clips, split_by_clip
 from combcn.train.losses import masked_l1, total_loss
@@ -389,6 +389,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     t_start = time.monotonic()
     last_ckpt = t_start
     it = start_it
+    skipped = 0
     status = "done"
 
     def wall() -> float:
@@ -450,7 +451,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            if grads_finite(model):
+                opt.step()
+            else:
+                # a bf16 backward can overflow on a rare window; one inf gradient would turn Adam's
+                # state and then every weight into NaN, so that step is skipped instead
+                skipped += 1
+                log.warning(
+                    "iteration %d: non-finite gradient (bf16 overflow?): step skipped (%d so far)",
+                    it + 1,
+                    skipped,
+                )
             it += 1
             sps = t.batch / max(time.monotonic() - tic, 1e-9)
             bar.update(1)
