@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from combcn.model.prefill import cleanplate_fill, pushpull_fill
+from combcn.model.prefill import check_clip, cleanplate_fill, pushpull_fill
 
 __all__ = ["BASELINES", "telea", "navier_stokes", "temporal_median", "cleanplate", "pushpull", "composite"]
 
@@ -42,16 +42,8 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
-def _check(frames: Tensor, hole: Tensor) -> None:
-    if frames.dim() != 5 or hole.dim() != 5 or hole.shape[1] != 1 or frames.shape[2:] != hole.shape[2:]:
-        raise ValueError(
-            f"expected frames Tensor[N, 3, T, H, W] and hole Tensor[N, 1, T, H, W]; got "
-            f"{tuple(frames.shape)} and {tuple(hole.shape)}"
-        )
-
-
 def _per_frame(frames: Tensor, hole: Tensor, flags: int) -> Tensor:
-    _check(frames, hole)
+    check_clip(frames, hole)
     plate = frames.detach().cpu().permute(0, 2, 3, 4, 1).numpy()  # [N, T, H, W, 3]
     holes = (hole.detach().cpu()[:, 0] > 0.5).numpy()  # [N, T, H, W]
     fill = np.empty_like(plate)
@@ -105,7 +97,7 @@ def temporal_median(frames: Tensor, hole: Tensor) -> Tensor:
     Returns:
         Tensor[N, 3, T, H, W]: composited fill.
     """
-    _check(frames, hole)
+    check_clip(frames, hole)
     plate = frames.detach().cpu().double().numpy()  # [N, 3, T, H, W]
     holes = (hole.detach().cpu() > 0.5).numpy()  # [N, 1, T, H, W]
     known = np.where(holes, np.nan, plate)
@@ -136,7 +128,6 @@ def pushpull(frames: Tensor, hole: Tensor) -> Tensor:
     Returns:
         Tensor[N, 3, T, H, W]: composited fill.
     """
-    _check(frames, hole)
     return composite(pushpull_fill(frames, hole, time=True), frames, hole)
 
 
@@ -153,7 +144,6 @@ def cleanplate(frames: Tensor, hole: Tensor) -> Tensor:
     Returns:
         Tensor[N, 3, T, H, W]: composited fill.
     """
-    _check(frames, hole)
     return composite(cleanplate_fill(frames, hole), frames, hole)
 
 

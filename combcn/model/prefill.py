@@ -13,10 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cleanplate_fill", "pushpull_fill"]
+__all__ = ["check_clip", "cleanplate_fill", "pushpull_fill"]
 
 #: Weight below which a pyramid cell counts as holding no known pixel.
 _EPS = 1e-6
+
+
+def check_clip(frames: Tensor, hole: Tensor) -> None:
+    """Raise ValueError unless frames is Tensor[N, C, T, H, W] and hole Tensor[N, 1, T, H, W] of the
+    same T, H, W (the calling convention of the pre-fills and of the eval baselines)."""
+    if frames.dim() != 5 or hole.dim() != 5 or hole.shape[1] != 1 or hole.shape[2:] != frames.shape[2:]:
+        raise ValueError(
+            f"expected frames Tensor[N, C, T, H, W] and hole Tensor[N, 1, T, H, W]; got "
+            f"{tuple(frames.shape)} and {tuple(hole.shape)}"
+        )
 
 
 def pushpull_fill(frames: Tensor, hole: Tensor, *, time: bool = True) -> Tensor:
@@ -37,11 +47,7 @@ def pushpull_fill(frames: Tensor, hole: Tensor, *, time: bool = True) -> Tensor:
     Returns:
         Tensor[N, C, T, H, W] of ``frames``' dtype. Where nothing at all is known, 0.5.
     """
-    if frames.dim() != 5 or hole.dim() != 5 or hole.shape[1] != 1 or hole.shape[2:] != frames.shape[2:]:
-        raise ValueError(
-            f"expected frames Tensor[N, C, T, H, W] and hole Tensor[N, 1, T, H, W]; got "
-            f"{tuple(frames.shape)} and {tuple(hole.shape)}"
-        )
+    check_clip(frames, hole)
     dtype = frames.dtype
     x = frames.float()
     known = (hole <= 0).to(torch.float32)
@@ -71,9 +77,9 @@ def cleanplate_fill(frames: Tensor, hole: Tensor) -> Tensor:
 
     Pixels that are never known in the window (a static matte) are filled in that median frame by
     OpenCV's Navier-Stokes inpainting (radius 3, in float32, each channel on its own), so the fill
-    there is one image, the same in every frame. This is the
-    compositor's clean-plate estimate: exact for a moving object over a locked-off background, a
-    steady spatial fill elsewhere. It runs on the CPU (OpenCV) for any device's tensors.
+    there is one image, the same in every frame. This is the compositor's clean-plate estimate: exact
+    for a moving object over a locked-off background, a steady spatial fill elsewhere. It runs on the
+    CPU (OpenCV) for any device's tensors.
 
     Args:
         frames (Tensor[N, C, T, H, W]): values to fill, any float dtype.
@@ -86,11 +92,7 @@ def cleanplate_fill(frames: Tensor, hole: Tensor) -> Tensor:
     import cv2
     import numpy as np
 
-    if frames.dim() != 5 or hole.dim() != 5 or hole.shape[1] != 1 or hole.shape[2:] != frames.shape[2:]:
-        raise ValueError(
-            f"expected frames Tensor[N, C, T, H, W] and hole Tensor[N, 1, T, H, W]; got "
-            f"{tuple(frames.shape)} and {tuple(hole.shape)}"
-        )
+    check_clip(frames, hole)
     with torch.no_grad():
         x = frames.detach().float()
         is_hole = hole > 0
