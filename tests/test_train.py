@@ -21,7 +21,7 @@ from combcn.train import trainer as trainer_mod
 from combcn.train.config import load_config, parse_config
 from combcn.train.data import ClipSource, discover, load_clips, split_by_clip
 from combcn.train.holes import box_hole, object_hole, stroke_hole
-from combcn.train.losses import framewise_masked_l1, masked_l1
+from combcn.train.losses import framewise_masked_l1, masked_l1, temporal_l1, total_loss
 from combcn.train.windows import WindowSampler
 
 
@@ -233,8 +233,36 @@ class TestLosses:
         assert float(framewise_masked_l1(pred, target, torch.zeros_like(hole))) == 0.0
 
 
+    def test_temporal_l1_matches_the_metric(self) -> None:
+        from combcn.eval.metrics import temporal_error
+        from combcn.model.inpainter import Prediction
+
+        g = torch.Generator().manual_seed(0)
+        truth = torch.rand(1, 3, 5, 8, 8, generator=g)
+        hole = torch.zeros(1, 1, 5, 8, 8)
+        hole[..., 2:6, 2:6] = 1
+        # a fill off by a constant moves exactly as the truth does: no flicker
+        assert float(temporal_l1(truth + 0.2, truth, hole)) == pytest.approx(0.0, abs=1e-6)
+        flicker = truth.clone()
+        flicker[:, :, 1::2] += 0.1  # every other frame brighter: |change| off by 0.1 at every hole pixel
+        assert float(temporal_l1(flicker, truth, hole)) == pytest.approx(0.1, rel=1e-4)
+        # the same quantity as the eval metric (0-255 there) when every pair has the same hole
+        assert float(temporal_l1(flicker, truth, hole)) * 255 == pytest.approx(
+            float(temporal_error(flicker, truth, hole)[0]), rel=1e-4
+        )
+        assert float(temporal_l1(flicker[:, :, :1], truth[:, :, :1], hole[:, :, :1])) == 0.0
+        # total_loss adds it, weighted, only when asked
+        pred = Prediction(low=None, low_hole=hole[..., ::2, ::2], low_input=truth[..., ::2, ::2], full=flicker)
+        plain = total_loss(pred, truth, hole)
+        weighted = total_loss(pred, truth, hole, temporal=2.0)
+        assert "temporal" not in plain and float(weighted["temporal"]) == pytest.approx(0.1, rel=1e-4)
+        assert float(weighted["total"] - plain["total"]) == pytest.approx(0.2, rel=1e-4)
+
+
 class TestConfig:
     def test_exception_unknown_keys(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="train.temporal"):
+            parse_config({"train": {"temporal": -1.0}})
         with pytest.raises(ConfigError, match="train.iterationz"):
             parse_config({"train": {"iterationz": 3}})
         with pytest.raises(ConfigError, match="section"):
@@ -303,6 +331,48 @@ class TestTrain:
         assert model.config.prefill == "plate"
         # training moved the residual networks off zero: the output is no longer the pre-fill alone
         assert model.net2d is not None and float(model.net2d.l17[0].weight.detach().abs().sum()) > 0
+
+    def test_init_continues_from_weights(self, tmp_path: Path, clip_root: Path) -> None:
+        first = parse_config(_cfg(clip_root, tmp_path / "a"))
+        trainer_mod.train(first, progress=False)
+        start = tmp_path / "a" / "run" / "last.pt"
+        # a learning rate of 0: the run's weights are exactly the ones it started from
+        same = parse_config(_cfg(clip_root, tmp_path / "b", iterations=1, lr=0.0, init=str(start)))
+        trainer_mod.train(same, progress=False)
+        a = torch.load(start, weights_only=True)
+        b = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=True)
+        params = [name for name, _ in load_model(start).named_parameters()]
+        assert a["state_dict"].keys() == b["state_dict"].keys() and params
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in params)
+        assert b["config"]["mean_rgb"] == a["config"]["mean_rgb"]
+        assert b["provenance"]["init"]["weights"] == str(start)
+        assert b["provenance"]["init"]["iterations"] == 4
+        # a second stage with the flicker term trains on and logs the term
+        more = parse_config(
+            _cfg(clip_root, tmp_path / "c", iterations=3, pretrain_3dcn=0, temporal=1.0, init=str(start))
+        )
+        assert trainer_mod.train(more, progress=False).status == "done"
+        rows = list(csv.DictReader(open(tmp_path / "c" / "run" / "log.csv")))
+        assert rows and all(float(r["loss_temporal"]) >= 0 for r in rows)
+        c = torch.load(tmp_path / "c" / "run" / "last.pt", weights_only=True)
+        assert not all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in params)
+        # weights of another model shape are refused with the key to fix
+        wider = parse_config(
+            {**_cfg(clip_root, tmp_path / "d", init=str(start)), "model": {"width": 0.25}}
+        )
+        with pytest.raises(ConfigError, match="train.init"):
+            trainer_mod.train(wider, progress=False)
+        missing = parse_config(_cfg(clip_root, tmp_path / "e", init=str(tmp_path / "nope.pt")))
+        with pytest.raises(ModelError, match="nope.pt"):
+            trainer_mod.train(missing, progress=False)
+
+    def test_resumed_log_keeps_its_columns(self, tmp_path: Path) -> None:
+        path = tmp_path / "log.csv"
+        path.write_text("iteration,loss_total\n1,0.5\n")
+        log = trainer_mod._CsvLog(path, ["iteration", "loss_total", "loss_temporal"])
+        log.write({"iteration": 2, "loss_total": 0.4, "loss_temporal": 0.1})
+        rows = list(csv.DictReader(open(path)))
+        assert [r["iteration"] for r in rows] == ["1", "2"] and set(rows[1]) == {"iteration", "loss_total"}
 
     def test_nan_stops(self, tmp_path: Path, clip_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         real = losses_mod.total_loss

@@ -42,6 +42,8 @@ class TrainSettings:
     weight_decay: float = 0.01
     lr_schedule: str = "cosine"  # "cosine" (to 10 % at the end) or "constant"
     alpha: float = 1.0
+    temporal: float = 0.0  # weight of the flicker term on CombCN's output (not in the paper; docs/MODEL.md)
+    init: str = ""  # weights (.pt) to start from instead of random ones: continue a finished run
     batch: int = 1
     seed: int = 0
     threads: int = 1
@@ -129,6 +131,8 @@ def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> Train
         raise ConfigError(f"train.lr_schedule must be cosine or constant, got {train.lr_schedule!r}")
     if train.iterations < 1 or train.batch < 1 or train.threads < 1:
         raise ConfigError("train.iterations, train.batch and train.threads must be >= 1")
+    if train.temporal < 0 or train.alpha < 0 or train.lr < 0:
+        raise ConfigError("train.lr, train.alpha and train.temporal must be >= 0")
     return TrainConfig(model=model, data=dcfg, holes=holes, train=train)
 
 

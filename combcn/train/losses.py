@@ -1,4 +1,5 @@
-"""Losses of the paper (§3, Eq. 1-3): masked L1 inside the hole, normalised by the hole's area.
+"""Losses of the paper (§3, Eq. 1-3): masked L1 inside the hole, normalised by the hole's area;
+and one that is not in the paper, :func:`temporal_l1`, a flicker term (``train.temporal``).
 
 Values are in [0, 1] pixel units; multiply by 255 for the paper's Table 2 scale.
 """
@@ -34,6 +35,25 @@ def framewise_masked_l1(pred: Tensor, target: Tensor, hole: Tensor, eps: float =
     return (err[has] / (area[has] + eps)).mean()
 
 
+def temporal_l1(pred: Tensor, target: Tensor, hole: Tensor, eps: float = 1e-6) -> Tensor:
+    """Flicker term: masked L1 between the prediction's and the truth's frame-to-frame changes.
+
+    The training form of :func:`combcn.eval.metrics.temporal_error`: for each t >= 1,
+    ``|(pred_t - pred_{t-1}) - (target_t - target_{t-1})|`` over the pixels that are hole in frame t
+    or t-1, normalised by their number (and channels). A fill off by a constant costs nothing; one
+    that changes where the truth does not (flicker) does.
+
+    pred, target (Tensor[N, C, T, H, W]), hole (Tensor[N, 1, T, H, W], 1 = hole) -> scalar Tensor;
+    0 for T < 2 or no hole.
+    """
+    if pred.shape[2] < 2:
+        return pred.float().sum() * 0.0
+    d_pred = pred.float()[:, :, 1:] - pred.float()[:, :, :-1]
+    d_true = target.float()[:, :, 1:] - target.float()[:, :, :-1]
+    pair = torch.maximum(hole[:, :, 1:], hole[:, :, :-1])
+    return masked_l1(d_pred, d_true, pair, eps)
+
+
 def loss_3dcn(pred: Prediction, frames: Tensor) -> Tensor:
     """Eq. 1 at 3DCN resolution against the area-downsampled ground truth."""
     assert pred.low is not None
@@ -45,10 +65,13 @@ def loss_combcn(pred: Prediction, frames: Tensor, hole: Tensor) -> Tensor:
     return framewise_masked_l1(pred.full, frames, (hole > 0).to(torch.float32))
 
 
-def total_loss(pred: Prediction, frames: Tensor, hole: Tensor, alpha: float = 1.0) -> dict[str, Tensor]:
-    """Eq. 3: ``L_3DCN + alpha * L_CombCN`` (terms missing in a variant are left out).
+def total_loss(
+    pred: Prediction, frames: Tensor, hole: Tensor, alpha: float = 1.0, temporal: float = 0.0
+) -> dict[str, Tensor]:
+    """Eq. 3: ``L_3DCN + alpha * L_CombCN`` (terms missing in a variant are left out), plus
+    ``temporal * alpha *`` :func:`temporal_l1` of CombCN's output when ``temporal`` > 0.
 
-    Returns a dict with "total" and, where present, "3dcn" and "combcn" (all scalar Tensors).
+    Returns a dict with "total" and, where present, "3dcn", "combcn" and "temporal" (scalar Tensors).
     """
     out: dict[str, Tensor] = {}
     total = frames.new_zeros(())
@@ -58,5 +81,8 @@ def total_loss(pred: Prediction, frames: Tensor, hole: Tensor, alpha: float = 1.
     if pred.full is not None and (pred.low is None or pred.full.shape != pred.low.shape):
         out["combcn"] = loss_combcn(pred, frames, hole)
         total = total + alpha * out["combcn"]
+        if temporal > 0:
+            out["temporal"] = temporal_l1(pred.full, frames, (hole > 0).to(torch.float32))
+            total = total + temporal * alpha * out["temporal"]
     out["total"] = total
     return out

@@ -31,7 +31,7 @@ import torch
 from combcn.errors import ConfigError, InputError, ModelError
 from combcn.model.config import ModelConfig
 from combcn.model.inpainter import Inpainter, to_channels_last
-from combcn.model.weights import read_weights, save_weights
+from combcn.model.weights import build_from_weights, read_weights, save_weights
 from combcn.precision import grads_finite, resolve_precision
 from combcn.train.config import TrainConfig
 from combcn.train.data import Clip, discover, is_commercial, load_clips, split_by_clip
@@ -147,7 +147,13 @@ class _CsvLog:
     def __init__(self, path: Path, fields: list[str]) -> None:
         self.path = path
         self.fields = fields
-        if not path.is_file():
+        if path.is_file():
+            # a resumed run keeps the columns its log was started with
+            with open(path, newline="") as f:
+                header = next(csv.reader(f), None)
+            if header:
+                self.fields = header
+        else:
             with open(path, "w", newline="") as f:
                 csv.DictWriter(f, fields).writeheader()
 
@@ -329,7 +335,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 path=ckpt_path,
             )
         mcfg = saved
+    init: dict[str, Any] | None = None
+    if ckpt is None and t.init:
+        init = read_weights(t.init)
+        start_cfg = ModelConfig.from_dict(init["config"], where=f"{t.init} model config")
+        if dataclasses.replace(start_cfg, mean_rgb=mcfg.mean_rgb) != mcfg:
+            raise ConfigError(
+                f"train.init {t.init} holds a model {start_cfg}, the config asks for {mcfg}; "
+                "make the config's model section match the weights"
+            )
+        mcfg = start_cfg  # its mean colour too: the weights were trained with it
     model = Inpainter(mcfg)
+    if init is not None:
+        model.load_state_dict(build_from_weights(init, path=t.init).state_dict())
+        log.info("starting from the weights %s", t.init)
     to_channels_last(model).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     if ckpt is not None:
@@ -367,6 +386,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             "loss_total",
             "loss_3dcn",
             "loss_combcn",
+            "loss_temporal",
             "lr",
             "samples_per_s",
             "wall_time_s",
@@ -379,6 +399,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         "config": {**cfg.to_dict(), "model": mcfg.to_dict()},
         "code_version": code_version(),
     }
+    if t.init:
+        # a continued run: what the starting weights had been through is part of the story
+        start = (init or {}).get("provenance") or {}
+        if ckpt is not None:
+            start = ckpt.get("init_provenance") or {}
+        provenance_base["init"] = {
+            "weights": t.init,
+            "iterations": start.get("iterations"),
+            "wall_time_h": start.get("wall_time_h"),
+            "code_version": start.get("code_version"),
+        }
 
     stop: dict[str, int | None] = {"signal": None}
 
@@ -408,6 +439,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 "iteration": it,
                 "wall_time_s": wall(),
                 "best_val": best_val,
+                "init_provenance": (provenance_base.get("init") or {}) if t.init else None,
             },
             ckpt_path,
         )
@@ -437,7 +469,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             frames, hole = frames.to(device), hole.to(device)
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                 pred = model.predict(frames, hole, only_3dcn=pretrain)
-            losses = total_loss(pred, frames, hole, alpha=t.alpha)
+            losses = total_loss(pred, frames, hole, alpha=t.alpha, temporal=t.temporal)
             loss = losses["3dcn"] if pretrain else losses["total"]
             if not torch.isfinite(loss):
                 log.error(
@@ -479,6 +511,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                         "loss_3dcn": f"{float(losses['3dcn'].detach()):.6f}" if "3dcn" in losses else "",
                         "loss_combcn": f"{float(losses['combcn'].detach()):.6f}"
                         if "combcn" in losses and not pretrain
+                        else "",
+                        "loss_temporal": f"{float(losses['temporal'].detach()):.6f}"
+                        if "temporal" in losses and not pretrain
                         else "",
                         "lr": f"{lr:.3g}",
                         "samples_per_s": f"{sps:.3f}",
@@ -527,8 +562,6 @@ def export_weights(
 ) -> dict[str, Any]:
     """Copy a run's ``best.pt`` (or ``last.pt``) to ``dest`` (fp16 storage by default) and write
     ``PROVENANCE.json`` next to it. Returns the provenance."""
-    from combcn.model.weights import build_from_weights
-
     run_dir = Path(run_dir)
     src = run_dir / f"{which}.pt"
     payload = read_weights(src)
