@@ -232,7 +232,6 @@ class TestLosses:
         assert float(framewise_masked_l1(pred, target, hole)) == pytest.approx(2.0, rel=1e-5)
         assert float(framewise_masked_l1(pred, target, torch.zeros_like(hole))) == 0.0
 
-
     def test_temporal_l1_matches_the_metric(self) -> None:
         from combcn.eval.metrics import temporal_error
         from combcn.model.inpainter import Prediction
@@ -252,7 +251,9 @@ class TestLosses:
         )
         assert float(temporal_l1(flicker[:, :, :1], truth[:, :, :1], hole[:, :, :1])) == 0.0
         # total_loss adds it, weighted, only when asked
-        pred = Prediction(low=None, low_hole=hole[..., ::2, ::2], low_input=truth[..., ::2, ::2], full=flicker)
+        pred = Prediction(
+            low=None, low_hole=hole[..., ::2, ::2], low_input=truth[..., ::2, ::2], full=flicker
+        )
         plain = total_loss(pred, truth, hole)
         weighted = total_loss(pred, truth, hole, temporal=2.0)
         assert "temporal" not in plain and float(weighted["temporal"]) == pytest.approx(0.1, rel=1e-4)
@@ -357,9 +358,7 @@ class TestTrain:
         c = torch.load(tmp_path / "c" / "run" / "last.pt", weights_only=True)
         assert not all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in params)
         # weights of another model shape are refused with the key to fix
-        wider = parse_config(
-            {**_cfg(clip_root, tmp_path / "d", init=str(start)), "model": {"width": 0.25}}
-        )
+        wider = parse_config({**_cfg(clip_root, tmp_path / "d", init=str(start)), "model": {"width": 0.25}})
         with pytest.raises(ConfigError, match="train.init"):
             trainer_mod.train(wider, progress=False)
         missing = parse_config(_cfg(clip_root, tmp_path / "e", init=str(tmp_path / "nope.pt")))
