@@ -149,6 +149,39 @@ class TestInpainter:
         pred = model.predict(frames, hole, only_3dcn=True)
         assert pred.full.shape == frames.shape
 
+    def test_seen_in_window(self) -> None:
+        from combcn.model.inpainter import seen_in_window
+
+        hole = torch.zeros(1, 1, 3, 2, 3)
+        hole[..., 0, 0] = 1  # hole in every frame: never seen, the plate there is a guess
+        hole[:, :, 1, 1, 1] = 1  # hole in frame 1 only: frames 0 and 2 show it
+        seen = seen_in_window(hole)
+        expected = torch.zeros_like(hole)
+        expected[:, :, 1, 1, 1] = 1
+        assert torch.equal(seen, expected)
+        assert torch.equal(seen_in_window(torch.zeros(2, 1, 4, 3, 3)), torch.zeros(2, 1, 4, 3, 3))
+
+    @pytest.mark.parametrize("variant", ["combined", "2dcn"])
+    def test_seen_channel_reaches_combcn(self, variant: str) -> None:
+        torch.manual_seed(0)
+        model = Inpainter(ModelConfig(width=TINY, variant=variant, prefill="plate", seen=True)).eval()
+        assert model.net2d is not None and model.net2d.l1[0].weight.shape[1] == 5
+        frames, hole = _clip(t=3, h=16, w=16)
+        moving = hole.clone()
+        moving[:, :, 0] = 0  # frame 0 shows the background of frames 1 and 2's hole: seen there
+        torch.nn.init.normal_(model.net2d.l17[0].weight)  # a correction that is not zero
+        with torch.no_grad():
+            base = model(frames, moving)
+            model.net2d.l1[0].weight[:, 4] += 1.0  # only the seen channel's weights change
+            changed = model(frames, moving)
+            static = model(frames, hole)  # nothing seen: the channel is all zero
+        assert not torch.allclose(base, changed)
+        outside = (moving == 0).expand_as(frames)
+        assert torch.equal(changed[outside], frames[outside])
+        model.net2d.l1[0].weight.data[:, 4] -= 1.0
+        with torch.no_grad():
+            assert torch.allclose(model(frames, hole), static, atol=1e-6)
+
 
 class TestConfig:
     def test_exception(self) -> None:
@@ -158,6 +191,8 @@ class TestConfig:
             ModelConfig(variant="gan")  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match="'depth'"):
             ModelConfig.from_dict({"width": 0.5, "depth": 3})
+        with pytest.raises(ConfigError, match="seen"):
+            ModelConfig(seen="yes")  # type: ignore[arg-type]
 
     def test_round_trip(self) -> None:
         cfg = ModelConfig(width=0.5, conv="masked", variant="2dcn", mean_rgb=(0.1, 0.2, 0.3))

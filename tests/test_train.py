@@ -357,6 +357,24 @@ class TestTrain:
         assert rows and all(float(r["loss_temporal"]) >= 0 for r in rows)
         c = torch.load(tmp_path / "c" / "run" / "last.pt", weights_only=True)
         assert not all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in params)
+        # model.seen added to a model trained without it: the new input starts at zero weight, so
+        # the grown model fills exactly as the one it started from
+        grown_cfg = {**_cfg(clip_root, tmp_path / "g", iterations=1, lr=0.0, init=str(start))}
+        grown_cfg["model"] = {"width": 0.125, "seen": True}
+        trainer_mod.train(parse_config(grown_cfg), progress=False)
+        grown = load_model(tmp_path / "g" / "run" / "last.pt")
+        assert grown.config.seen and grown.net2d is not None
+        assert grown.net2d.l1[0].weight.shape[1] == 5
+        assert float(grown.net2d.l1[0].weight.detach()[:, 4].abs().sum()) == 0.0
+        frames = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+        hole = torch.zeros(1, 1, 4, 32, 32)
+        hole[:, :, 1:, 8:20, 8:20] = 1  # seen in frame 0: the new channel is not all zero
+        with torch.no_grad():
+            assert torch.allclose(grown(frames, hole), load_model(start)(frames, hole), atol=1e-5)
+        # a model cannot lose the channel
+        back = {**_cfg(clip_root, tmp_path / "h", init=str(tmp_path / "g" / "run" / "last.pt"))}
+        with pytest.raises(ConfigError, match="model.seen"):
+            trainer_mod.train(parse_config(back), progress=False)
         # weights of another model shape are refused with the key to fix
         wider = parse_config({**_cfg(clip_root, tmp_path / "d", init=str(start)), "model": {"width": 0.25}})
         with pytest.raises(ConfigError, match="train.init"):

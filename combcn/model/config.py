@@ -39,6 +39,10 @@ class ModelConfig:
             :func:`combcn.model.prefill.pushpull_fill`) or ``"plate"`` (holes start as the window's clean
             plate, :func:`combcn.model.prefill.cleanplate_fill`); with ``smooth`` and ``plate`` each
             network's output is a correction added to its pre-fill (docs/MODEL.md).
+        seen: give CombCN a fifth input channel, :func:`combcn.model.inpainter.seen_in_window`: 1 at
+            hole pixels that are known in another frame of the window (there the clean plate shows the
+            real background), 0 elsewhere (never-known hole pixels, where the plate is a guess, and
+            known pixels). Not in the paper; docs/MODEL.md, "Seen".
     """
 
     width: float = 1.0
@@ -50,6 +54,7 @@ class ModelConfig:
     mean_rgb: tuple[float, float, float] = field(default=DEFAULT_MEAN_RGB)
     norm_stats: NormStats = "window"
     prefill: Prefill = "mean"
+    seen: bool = False
 
     def __post_init__(self) -> None:
         if not (0.0 < float(self.width) <= 4.0):
@@ -62,6 +67,8 @@ class ModelConfig:
             raise ConfigError(f"model norm_stats must be 'window' or 'running', got {self.norm_stats!r}")
         if self.prefill not in ("mean", "smooth", "plate"):
             raise ConfigError(f"model prefill must be 'mean', 'smooth' or 'plate', got {self.prefill!r}")
+        if not isinstance(self.seen, bool):
+            raise ConfigError(f"model seen must be true or false, got {self.seen!r}")
         if self.r != 2:
             raise ConfigError(f"only r = 2 is implemented (paper §1), got r = {self.r!r}")
         if int(self.window) < 1 or int(self.resolution) < 8 or int(self.resolution) % 8:

@@ -50,6 +50,18 @@ def downsample_hole(hole: Tensor) -> Tensor:
     return F.max_pool3d(hole, (1, 2, 2))
 
 
+def seen_in_window(hole: Tensor) -> Tensor:
+    """Hole pixels that the window shows in another frame: Tensor[N, 1, T, H, W] (1 = hole) -> same
+    shape, 1 where a pixel is hole in this frame and known in at least one other frame, else 0.
+
+    There the clean plate is the median of real observations of the background; elsewhere in the hole
+    it is a spatial guess. CombCN sees one frame at a time and cannot tell the two apart on its own.
+    """
+    is_hole = hole > 0
+    never = is_hole.all(dim=2, keepdim=True)
+    return (is_hole & ~never).to(hole.dtype)
+
+
 class Inpainter(nn.Module):
     """3DCN + CombCN video inpainter (Wang et al. 2019), or one of its ablation variants.
 
@@ -138,8 +150,11 @@ class Inpainter(nn.Module):
             # known low-res pixels pasted back before guiding CombCN (docs/MODEL.md, §9 item 6)
             guide = torch.where(low_hole > 0, low, low_input.float())
         if self.net2d is not None and not (only_3dcn and guide is not None):
-            x2 = torch.cat([self._normalise(filled), hole], 1)
-            x2 = x2.permute(0, 2, 1, 3, 4).reshape(n * t, 4, h, w)
+            parts = [self._normalise(filled), hole]
+            if self.config.seen:
+                parts.append(seen_in_window(hole))
+            x2 = torch.cat(parts, 1)
+            x2 = x2.permute(0, 2, 1, 3, 4).reshape(n * t, x2.shape[1], h, w)
             x2 = x2.contiguous(memory_format=torch.channels_last)
             g2 = None
             if guide is not None:

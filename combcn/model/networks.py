@@ -194,7 +194,8 @@ class _Deconv2d(nn.Sequential):
 class CombCN(nn.Module):
     """CombCN: 17-layer 2D encoder-decoder applied frame by frame (paper §2b, Table 1 bottom).
 
-    Input Tensor[B, 4, H, W] (B = N*T frames; RGB pre-filled + hole channel) and, unless ``guided`` is
+    Input Tensor[B, 4, H, W] (B = N*T frames; RGB pre-filled + hole channel; with ``cfg.seen`` a fifth
+    channel, Tensor[B, 5, H, W]: the hole pixels seen in another frame) and, unless ``guided`` is
     False (the 2DCN baseline), the 3DCN output for the same frames Tensor[B, 3, H/2, W/2]. Two separate
     3x3 conv + BN + ReLU branches turn the guidance into maps A and B (128 * width channels at H/2) that
     are added to the output of layer 2 and to the output of layer 14 (the input of layer 15).
@@ -206,7 +207,8 @@ class CombCN(nn.Module):
         super().__init__()
         c = cfg.ch
         self.guided = guided
-        self.l1 = _Conv2d(4, c(64), 5)
+        self.inputs = 5 if cfg.seen else 4
+        self.l1 = _Conv2d(self.inputs, c(64), 5)
         self.l2 = _Conv2d(c(64), c(128), 3, stride=2)
         self.l3 = _Conv2d(c(128), c(128), 3)
         self.l4 = _Conv2d(c(128), c(256), 3, stride=2)
@@ -228,7 +230,7 @@ class CombCN(nn.Module):
             self.guide_b = _Conv2d(3, c(128), 3)
 
     def forward(self, x: Tensor, guide: Tensor | None = None) -> Tensor:
-        """x (Tensor[B, 4, H, W]), guide (Tensor[B, 3, H/2, W/2] or None) -> Tensor[B, 3, H, W]."""
+        """x (Tensor[B, 4 or 5, H, W]), guide (Tensor[B, 3, H/2, W/2] or None) -> Tensor[B, 3, H, W]."""
         if self.guided and guide is None:
             raise ValueError("CombCN built with guidance needs the 3DCN output (guide)")
         o1 = self.l1(x)

@@ -136,6 +136,41 @@ def plot_losses(out: Path) -> None:
             os.unlink(tmp)
 
 
+def load_grown(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into ``model``, where some layers of ``model`` may take more input channels.
+
+    A tensor of the same shape is copied. A weight whose input-channel dimension (dim 1) is larger in
+    ``model`` (a new input such as ``model.seen``) gets the old weights in its first channels and zeros
+    in the new ones, so the grown model computes exactly what the old one did until it is trained.
+
+    Raises:
+        ConfigError: a tensor is missing or differs in another way.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise ConfigError(f"train.init weights lack {', '.join(missing[:5])}")
+    grown: dict[str, torch.Tensor] = {}
+    for name, mine in own.items():
+        old = state[name]
+        if old.shape == mine.shape:
+            grown[name] = old
+        elif (
+            old.dim() == mine.dim() >= 2
+            and old.shape[1] < mine.shape[1]
+            and (old.shape[:1] + old.shape[2:] == mine.shape[:1] + mine.shape[2:])
+        ):
+            value = torch.zeros_like(mine)
+            value[:, : old.shape[1]] = old
+            grown[name] = value
+        else:
+            raise ConfigError(
+                f"train.init weights do not fit the model: {name} is {tuple(old.shape)}, "
+                f"the model needs {tuple(mine.shape)}"
+            )
+    model.load_state_dict(grown)
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
@@ -339,16 +374,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     if ckpt is None and t.init:
         init = read_weights(t.init)
         start_cfg = ModelConfig.from_dict(init["config"], where=f"{t.init} model config")
-        if dataclasses.replace(start_cfg, mean_rgb=mcfg.mean_rgb) != mcfg:
+        grows = mcfg.seen and not start_cfg.seen
+        if dataclasses.replace(start_cfg, mean_rgb=mcfg.mean_rgb, seen=mcfg.seen) != mcfg or (
+            start_cfg.seen and not mcfg.seen
+        ):
             raise ConfigError(
                 f"train.init {t.init} holds a model {start_cfg}, the config asks for {mcfg}; "
-                "make the config's model section match the weights"
+                "make the config's model section match the weights (only model.seen may be added)"
             )
-        mcfg = start_cfg  # its mean colour too: the weights were trained with it
+        mcfg = dataclasses.replace(mcfg, mean_rgb=start_cfg.mean_rgb)  # the weights were trained with it
     model = Inpainter(mcfg)
     if init is not None:
-        model.load_state_dict(build_from_weights(init, path=t.init).state_dict())
-        log.info("starting from the weights %s", t.init)
+        load_grown(model, build_from_weights(init, path=t.init).state_dict())
+        log.info("starting from the weights %s%s", t.init, " (CombCN's seen channel added)" if grows else "")
     to_channels_last(model).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     if ckpt is not None:
