@@ -182,6 +182,27 @@ class TestInpainter:
         with torch.no_grad():
             assert torch.allclose(model(frames, hole), static, atol=1e-6)
 
+    def test_keep_seen(self) -> None:
+        from combcn.model.prefill import cleanplate_fill
+
+        torch.manual_seed(0)
+        model = Inpainter(ModelConfig(width=TINY, prefill="plate", seen=True, keep_seen=True)).eval()
+        assert model.net2d is not None
+        torch.nn.init.normal_(model.net2d.l17[0].weight)  # a correction that is not zero
+        frames, hole = _clip(t=3, h=16, w=16)
+        hole[:, :, 0] = 0  # frames 1 and 2's hole is shown by frame 0: seen everywhere
+        hole[:, :, :, 0, 0] = 1  # ... except one pixel that is hole in every frame
+        with torch.no_grad():
+            out = model(frames, hole)
+        plate = cleanplate_fill(frames, hole)
+        seen = (hole > 0) & ~(hole > 0).all(dim=2, keepdim=True)
+        seen3 = seen.expand_as(frames)
+        assert torch.equal(out[seen3], plate.clamp(0, 1)[seen3])  # seen: the plate, as seen
+        never = (hole > 0).all(dim=2, keepdim=True).expand_as(frames)
+        assert not torch.allclose(out[never], plate[never])  # never seen: the networks' fill
+        outside = (hole == 0).expand_as(frames)
+        assert torch.equal(out[outside], frames[outside])
+
 
 class TestConfig:
     def test_exception(self) -> None:
@@ -193,6 +214,8 @@ class TestConfig:
             ModelConfig.from_dict({"width": 0.5, "depth": 3})
         with pytest.raises(ConfigError, match="seen"):
             ModelConfig(seen="yes")  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="keep_seen needs prefill 'plate'"):
+            ModelConfig(keep_seen=True, prefill="smooth")
 
     def test_round_trip(self) -> None:
         cfg = ModelConfig(width=0.5, conv="masked", variant="2dcn", mean_rgb=(0.1, 0.2, 0.3))

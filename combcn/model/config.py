@@ -43,6 +43,9 @@ class ModelConfig:
             hole pixels that are known in another frame of the window (there the clean plate shows the
             real background), 0 elsewhere (never-known hole pixels, where the plate is a guess, and
             known pixels). Not in the paper; docs/MODEL.md, "Seen".
+        keep_seen: with ``prefill="plate"``: hole pixels that another frame of the window shows keep
+            their clean-plate value (the median of what the window shows there) in the output, and the
+            networks fill only the pixels no frame shows. Not in the paper; docs/MODEL.md, "Seen".
     """
 
     width: float = 1.0
@@ -55,6 +58,7 @@ class ModelConfig:
     norm_stats: NormStats = "window"
     prefill: Prefill = "mean"
     seen: bool = False
+    keep_seen: bool = False
 
     def __post_init__(self) -> None:
         if not (0.0 < float(self.width) <= 4.0):
@@ -67,8 +71,14 @@ class ModelConfig:
             raise ConfigError(f"model norm_stats must be 'window' or 'running', got {self.norm_stats!r}")
         if self.prefill not in ("mean", "smooth", "plate"):
             raise ConfigError(f"model prefill must be 'mean', 'smooth' or 'plate', got {self.prefill!r}")
-        if not isinstance(self.seen, bool):
-            raise ConfigError(f"model seen must be true or false, got {self.seen!r}")
+        if not isinstance(self.seen, bool) or not isinstance(self.keep_seen, bool):
+            raise ConfigError(
+                f"model seen and keep_seen must be true or false, got {self.seen!r}, {self.keep_seen!r}"
+            )
+        if self.keep_seen and self.prefill != "plate":
+            raise ConfigError(
+                f"model keep_seen needs prefill 'plate' (the clean plate), got {self.prefill!r}"
+            )
         if self.r != 2:
             raise ConfigError(f"only r = 2 is implemented (paper §1), got r = {self.r!r}")
         if int(self.window) < 1 or int(self.resolution) < 8 or int(self.resolution) % 8:

@@ -173,6 +173,9 @@ class Inpainter(nn.Module):
                 align_corners=False,
             )
             full = up.reshape(n, t, 3, h, w).permute(0, 2, 1, 3, 4)
+        if self.config.keep_seen:
+            # what another frame shows is the background as seen: the clean plate, not a synthesis
+            full = torch.where(seen_in_window(hole) > 0, filled.float(), full)
         return Prediction(low=low, low_hole=low_hole, low_input=low_input, full=full)
 
     def forward(self, frames: Tensor, hole: Tensor) -> Tensor:
