@@ -383,6 +383,28 @@ class TestTrain:
         with pytest.raises(ModelError, match="nope.pt"):
             trainer_mod.train(missing, progress=False)
 
+    def test_stages_seen_then_keep_seen(self, tmp_path: Path, clip_root: Path) -> None:
+        # the shipped default's three stages in small: plate model -> + seen input -> + keep_seen
+        def stage(name: str, init: str, **model: object) -> Path:
+            cfg = _cfg(clip_root, tmp_path / name, iterations=2, pretrain_3dcn=1, init=init, temporal=1.0)
+            cfg["model"] = {"width": 0.125, "prefill": "plate", **model}
+            assert trainer_mod.train(parse_config(cfg), progress=False).status == "done"
+            return tmp_path / name / "run" / "last.pt"
+
+        first = stage("one", "")
+        second = stage("two", str(first), seen=True)
+        third = stage("three", str(second), seen=True, keep_seen=True)
+        model = load_model(third)
+        assert model.config.seen and model.config.keep_seen
+        prov = torch.load(third, weights_only=True)["provenance"]
+        assert prov["init"]["weights"] == str(second) and prov["init"]["init"]["weights"] == str(first)
+        assert prov["init"]["iterations"] == 2 and prov["init"]["init"]["init"] is None
+        # switching keep_seen on does not let the prefill change
+        other = _cfg(clip_root, tmp_path / "four", init=str(third))
+        other["model"] = {"width": 0.125, "prefill": "smooth", "seen": True}
+        with pytest.raises(ConfigError, match="model.keep_seen changed"):
+            trainer_mod.train(parse_config(other), progress=False)
+
     def test_resumed_log_keeps_its_columns(self, tmp_path: Path) -> None:
         path = tmp_path / "log.csv"
         path.write_text("iteration,loss_total\n1,0.5\n")

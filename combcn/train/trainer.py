@@ -449,6 +449,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             "iterations": start.get("iterations"),
             "wall_time_h": start.get("wall_time_h"),
             "code_version": start.get("code_version"),
+            "init": start.get("init"),  # the starting weights' own start, if they had one
         }
 
     stop: dict[str, int | None] = {"signal": None}
