@@ -155,15 +155,19 @@ def test_finetune_cli_writes_loadable_weights(
     assert "already exists" in capsys.readouterr().err
 
 
-def test_finetune_plate_model(shot: Path, tmp_path: Path) -> None:
-    # the shipped default's kind of model (clean-plate pre-fill, residual networks) adapts too
+@pytest.mark.parametrize("seen", [False, True])
+def test_finetune_plate_model(shot: Path, tmp_path: Path, seen: bool) -> None:
+    # the shipped default's kind of model (clean-plate pre-fill, residual networks; with seen, the
+    # seen input and keep_seen) adapts too
     from combcn.model import Inpainter, ModelConfig
 
     s = ft.load_shot(
         str(shot / "plate.####.exr"), str(shot / "matte.####.exr"), resolution=32, progress=False
     )
     torch.manual_seed(0)
-    model = Inpainter(ModelConfig(width=0.0625, window=4, resolution=32, prefill="plate"))
+    model = Inpainter(
+        ModelConfig(width=0.0625, window=4, resolution=32, prefill="plate", seen=seen, keep_seen=seen)
+    )
     before = [p.detach().clone() for p in model.parameters()]
     report = ft.finetune(model, s, steps=2, window=4, keep_away=2, val_windows=1, progress=False)
     assert report.steps == 2 and report.precision in ("fp32", "bf16")
