@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -282,6 +283,11 @@ class TestWeights:
         (tmp_path / "PROVENANCE.json").write_text('{"iterations": 12, "trained_on": ["a"]}')
         info = default_weights_info()
         assert info is not None and info["iterations"] == 12 and info["path"].endswith("combcn_default.pt")
+        assert "all_stages" not in info  # one run: no chain to sum
+        chain = {"iterations": 5, "wall_time_h": 0.5, "init": {"iterations": 7, "wall_time_h": 0.25}}
+        (tmp_path / "PROVENANCE.json").write_text(json.dumps(chain))
+        info = default_weights_info()
+        assert info is not None and info["all_stages"] == {"stages": 2, "iterations": 12, "wall_time_h": 0.75}
         assert load_model(None).config.width == TINY
 
 

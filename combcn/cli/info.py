@@ -74,12 +74,19 @@ def _print_human(info: dict[str, Any]) -> None:
         print("weights      none shipped (random initialisation)")
     else:
         print(f"weights      {weights.get('name', '?')}  [{weights.get('path', '')}]")
+        # iterations and wall_time_h are the last run's; "all stages" sums the runs it started from
         for key in ("trained_on", "iterations", "wall_time_h", "validation", "code_version"):
             if key in weights:
                 value = weights[key]
                 if isinstance(value, list):
                     value = f"{len(value)} clips: " + ", ".join(map(str, value))
                 print(f"  {key:<12} {value}")
+        chain = weights.get("all_stages")
+        if chain:
+            print(
+                f"  all stages   {chain['stages']} training runs, each from the last one's weights: "
+                f"{chain['iterations']} iterations, {chain['wall_time_h']} h in all"
+            )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -132,6 +132,24 @@ def load_model(weights: str | Path | None = None, *, device: str | torch.device 
     return model.to(device).eval()
 
 
+def training_chain(provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """Totals over a run and the runs it started from (``train.init``, recorded as nested ``init``).
+
+    Returns ``{"stages", "iterations", "wall_time_h"}`` summed over the chain, or None when the
+    weights come from a single run. A stage whose numbers are missing counts as 0.
+    """
+    if not isinstance(provenance.get("init"), dict):
+        return None
+    stages, iterations, hours = 0, 0, 0.0
+    node: Any = provenance
+    while isinstance(node, dict):
+        stages += 1
+        iterations += int(node.get("iterations") or 0)
+        hours += float(node.get("wall_time_h") or 0.0)
+        node = node.get("init")
+    return {"stages": stages, "iterations": iterations, "wall_time_h": round(hours, 3)}
+
+
 def default_weights_info() -> dict[str, Any] | None:
     """Provenance of the shipped default weights (name, path, trained_on, config, iterations,
     wall_time_h, validation, code_version), or None if none are shipped. Reads only the JSON."""
@@ -143,6 +161,9 @@ def default_weights_info() -> dict[str, Any] | None:
             info = json.loads(DEFAULT_PROVENANCE.read_text())
         except (OSError, ValueError) as exc:
             log.warning("cannot read %s: %s", DEFAULT_PROVENANCE, exc)
+    chain = training_chain(info)
+    if chain is not None:
+        info["all_stages"] = chain
     info.setdefault("name", DEFAULT_WEIGHTS.stem)
     info["path"] = str(DEFAULT_WEIGHTS)
     return info
