@@ -136,6 +136,8 @@ class Inpainter(nn.Module):
         else:  # paper §1: holes pre-filled with the mean
             filled = torch.where(hole > 0, mean, frames)
             low_filled = torch.where(low_hole > 0, mean, downsample(filled))
+        # hole pixels another frame shows: CombCN's fifth input and/or kept as the plate (docs/MODEL.md)
+        seen = seen_in_window(hole) if self.config.seen or self.config.keep_seen else None
         low = None
         guide = None
         if self.net3d is not None:
@@ -152,7 +154,8 @@ class Inpainter(nn.Module):
         if self.net2d is not None and not (only_3dcn and guide is not None):
             parts = [self._normalise(filled), hole]
             if self.config.seen:
-                parts.append(seen_in_window(hole))
+                assert seen is not None
+                parts.append(seen)
             x2 = torch.cat(parts, 1)
             x2 = x2.permute(0, 2, 1, 3, 4).reshape(n * t, x2.shape[1], h, w)
             x2 = x2.contiguous(memory_format=torch.channels_last)
@@ -175,7 +178,8 @@ class Inpainter(nn.Module):
             full = up.reshape(n, t, 3, h, w).permute(0, 2, 1, 3, 4)
         if self.config.keep_seen:
             # what another frame shows is the background as seen: the clean plate, not a synthesis
-            full = torch.where(seen_in_window(hole) > 0, filled.float(), full)
+            assert seen is not None
+            full = torch.where(seen > 0, filled.float(), full)
         return Prediction(low=low, low_hole=low_hole, low_input=low_input, full=full)
 
     def forward(self, frames: Tensor, hole: Tensor) -> Tensor:
