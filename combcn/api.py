@@ -14,13 +14,13 @@ from combcn.io.frames import FrameSet
 
 __all__ = ["Engine", "Report", "inpaint", "inpaint_sequence"]
 
-_engines: dict[tuple[str | None, str | None], Engine] = {}
+_engines: dict[tuple[str | None, str | None, bool | None], Engine] = {}
 
 
-def _engine(weights: str | Path | None, device: str | None) -> Engine:
-    key = (None if weights is None else str(weights), device)
+def _engine(weights: str | Path | None, device: str | None, track: bool | None) -> Engine:
+    key = (None if weights is None else str(weights), device, track)
     if key not in _engines:
-        _engines[key] = Engine(weights, device)
+        _engines[key] = Engine(weights, device, track=track)
     return _engines[key]
 
 
@@ -31,6 +31,7 @@ def inpaint(
     weights: str | Path | None = None,
     device: str | None = None,
     model: Any = None,
+    track: bool | None = None,
     **options: Any,
 ) -> Any:
     """Inpaint frames in memory.
@@ -42,6 +43,8 @@ def inpaint(
         weights: weights file (None = shipped default); the loaded model is cached per (weights, device).
         device: ``"cpu"``, ``"cuda"`` or None (cuda when present).
         model: a model instance to use instead (e.g. a small one in tests).
+        track: None = as the weights say (the shipped ones track the camera); False = the locked-off
+            clean plate even where the camera moves.
         **options: ``shaper`` (``acescct`` default / ``log`` / ``none``), ``threshold`` (0.5),
             ``invert``, ``expand`` (px), ``feather`` (px), ``overlap`` (window/4 frames), ``margin`` (0.5).
 
@@ -52,7 +55,10 @@ def inpaint(
         combcn.errors.InputError: bad shapes, NaN/Inf, a frame entirely under the matte.
         combcn.errors.ConfigError: unknown option or value.
     """
-    engine = Engine(device=device, model=model) if model is not None else _engine(weights, device)
+    if model is not None:
+        engine = Engine(device=device, model=model, track=track)
+    else:
+        engine = _engine(weights, device, track)
     return engine.inpaint(frames, matte, **options)
 
 
@@ -73,7 +79,7 @@ def inpaint_sequence(
         **options: see :func:`combcn.engine.render_sequence` (``matte_channel``, ``part``, ``shaper``,
             ``threshold``, ``invert``, ``expand``, ``feather``, ``context``, ``overlap``, ``margin``,
             ``resume``, ``overwrite``, ``compression``, ``pixel_type``, ``weights``, ``device``,
-            ``model``, ``engine``, ``threads``, ``progress``).
+            ``model``, ``engine``, ``threads``, ``track``, ``progress``).
 
     Returns:
         Report: ``written``, ``skipped`` frame numbers, ``seconds``, ``warnings``.

@@ -118,6 +118,7 @@ def test_eval_cli_model_compare_and_baselines(
         "navier_stokes",
         "temporal_median",
         "cleanplate",
+        "tracked_plate",
     ]
     for stats in rows.values():
         assert stats["windows"] == 2
@@ -128,8 +129,8 @@ def test_eval_cli_model_compare_and_baselines(
     assert "command: `combcn eval alpha" in md and "| telea |" in md
     assert "per clip" in md and "| method | alpha | beta |" in md
     sheet = cv2.imread(str(out / "examples.png"))
-    # 2 windows x (truth, input, combcn, 3dcn upsampled, 2dcn, 4 baselines) tiles of 32 px
-    assert sheet.shape == (2 * 32, 9 * 32, 3)
+    # 2 windows x (truth, input, combcn, 3dcn upsampled, 2dcn, 5 baselines) tiles of 32 px
+    assert sheet.shape == (2 * 32, 10 * 32, 3)
 
 
 def test_eval_cli_unknown_clip(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -383,8 +383,8 @@ class TestTrain:
         with pytest.raises(ModelError, match="nope.pt"):
             trainer_mod.train(missing, progress=False)
 
-    def test_stages_seen_then_keep_seen(self, tmp_path: Path, clip_root: Path) -> None:
-        # the shipped default's three stages in small: plate model -> + seen input -> + keep_seen
+    def test_stages_seen_then_keep_seen_then_track(self, tmp_path: Path, clip_root: Path) -> None:
+        # the shipped default's stages in small: plate model -> + seen input -> + keep_seen -> + track
         def stage(name: str, init: str, **model: object) -> Path:
             cfg = _cfg(clip_root, tmp_path / name, iterations=2, pretrain_3dcn=1, init=init, temporal=1.0)
             cfg["model"] = {"width": 0.125, "prefill": "plate", **model}
@@ -399,10 +399,12 @@ class TestTrain:
         prov = torch.load(third, weights_only=True)["provenance"]
         assert prov["init"]["weights"] == str(second) and prov["init"]["init"]["weights"] == str(first)
         assert prov["init"]["iterations"] == 2 and prov["init"]["init"]["init"] is None
-        # switching keep_seen on does not let the prefill change
-        other = _cfg(clip_root, tmp_path / "four", init=str(third))
+        fourth = stage("four", str(third), seen=True, keep_seen=True, track=True)
+        assert load_model(fourth).config.track
+        # switching keep_seen or track on does not let the prefill change
+        other = _cfg(clip_root, tmp_path / "five", init=str(third))
         other["model"] = {"width": 0.125, "prefill": "smooth", "seen": True}
-        with pytest.raises(ConfigError, match="model.keep_seen changed"):
+        with pytest.raises(ConfigError, match="model.keep_seen and model.track changed"):
             trainer_mod.train(parse_config(other), progress=False)
 
     def test_resumed_log_keeps_its_columns(self, tmp_path: Path) -> None:

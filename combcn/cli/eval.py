@@ -24,6 +24,9 @@ from combcn.errors import ConfigError, OutputError
 
 log = logging.getLogger("combcn.eval")
 
+#: Baselines run when --baselines is not given: per-frame, static-plate and tracked-plate fills.
+DEFAULT_BASELINES = "telea,navier_stokes,temporal_median,cleanplate,tracked_plate"
+
 
 def machine_description() -> str:
     """CPU model, core count and torch version/threads, in one line (for results files)."""
@@ -72,7 +75,7 @@ def command_line(args: argparse.Namespace) -> str:
     if args.no_model:
         parts.append("--no-model")
     defaults = {
-        "baselines": "telea,navier_stokes,temporal_median,cleanplate",
+        "baselines": DEFAULT_BASELINES,
         "window": 32,
         "size": 128,
         "windows_per_clip": 1,
@@ -309,8 +312,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "-b",
         "--baselines",
-        default="telea,navier_stokes,temporal_median,cleanplate",
-        help="comma-separated baselines, or 'none'",
+        default=DEFAULT_BASELINES,
+        help="comma-separated baselines, or 'none' (all: telea, navier_stokes, temporal_median, "
+        "cleanplate, tracked_plate, pushpull)",
     )
     p.add_argument("-W", "--window", type=int, default=32, help="frames per window (paper: 32)")
     p.add_argument("-S", "--size", type=int, default=128, help="crop size in pixels (paper: 128)")

@@ -178,6 +178,16 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output frames")
     p.add_argument(
+        "--no-track",
+        dest="track",
+        action="store_const",
+        const=False,
+        default=None,
+        help="use the locked-off clean plate even where the camera moves (default: as the weights "
+        "say; the shipped weights track the camera and fall back to the locked-off plate where the "
+        "track does not fit the shot)",
+    )
+    p.add_argument(
         "--compression",
         metavar="NAME",
         default=None,
@@ -251,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
             weights=args.weights,
             device=args.device,
             threads=args.threads,
+            track=args.track,
             progress=progress,
             threshold=args.threshold,
             invert=args.invert,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,25 @@ def render_settings(options: dict[str, Any]) -> RenderSettings:
     return settings
 
 
+def set_track(model: torch.nn.Module, track: bool) -> None:
+    """Switch the camera-tracked clean plate of ``model`` on or off (it changes no weight).
+
+    Raises:
+        ConfigError: ``track`` is on and the model has no clean-plate pre-fill to track.
+    """
+    from combcn.model import ModelConfig
+
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        if track:
+            raise ConfigError("this model has no clean plate to track (it is not a combcn Inpainter)")
+        return
+    try:
+        setattr(model, "config", dataclasses.replace(config, track=bool(track)))  # noqa: B010 (nn.Module typing)
+    except ConfigError as exc:
+        raise ConfigError(f"cannot switch camera tracking on for these weights: {exc}") from exc
+
+
 class Engine:
     """A model kept loaded, to inpaint many clips or windows.
 
@@ -66,6 +86,9 @@ class Engine:
         device: ``"cpu"``, ``"cuda"`` or None (cuda when present).
         model: an already built model (e.g. a tiny one in tests); overrides ``weights``.
         threads: CPU threads for torch (None = torch's default).
+        track: None = as the weights say; False = the locked-off clean plate even where the camera
+            moves; True = track the camera (weights with the ``plate`` pre-fill only). See
+            docs/MODEL.md, "Tracked plate".
     """
 
     def __init__(
@@ -75,6 +98,7 @@ class Engine:
         *,
         model: torch.nn.Module | None = None,
         threads: int | None = None,
+        track: bool | None = None,
     ):
         self.device = resolve_device(device)
         if self.device.type == "cuda":  # same window, same bits: chunked farm renders equal single ones
@@ -88,6 +112,8 @@ class Engine:
             from combcn.model import load_model
 
             model = load_model(weights, device=self.device)
+        if track is not None:
+            set_track(model, track)
         self.model = model.to(self.device).eval()
 
     @property

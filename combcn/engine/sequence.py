@@ -298,6 +298,7 @@ def render_sequence(
     device: str | None = None,
     model: Any = None,
     threads: int | None = None,
+    track: bool | None = None,
     progress: ProgressCallback | None = None,
     **options: Any,
 ) -> Report:
@@ -315,8 +316,8 @@ def render_sequence(
         overwrite: replace existing outputs.
         compression, pixel_type: output overrides (default: as the input).
         check: read every frame before rendering to check NaN/Inf and full mattes (recommended).
-        engine / weights / device / model / threads: the model to use (an :class:`Engine`, or how to
-            make one).
+        engine / weights / device / model / threads / track: the model to use (an :class:`Engine`,
+            or how to make one; ``track`` False keeps the locked-off clean plate, see :class:`Engine`).
         progress: called with ``{"event": "start", "total"}`` before rendering, then
             ``{"event": "frame", "frame", "done", "total"}`` per written frame.
         **options: threshold, invert, expand, feather (matte); overlap, margin, context (windows).
@@ -381,7 +382,9 @@ def render_sequence(
 
     # The model (its window length decides what must be read).
     if engine is None:
-        engine = Engine(weights, device, model=model, threads=threads)
+        engine = Engine(weights, device, model=model, threads=threads, track=track)
+    elif track is not None:
+        raise ConfigError("pass track= to the Engine you give, not to render_sequence")
     if threads is not None:
         oiio.attribute("threads", int(threads))
     positions = {f: i for i, f in enumerate(seq)}

@@ -147,6 +147,22 @@ def cleanplate(frames: Tensor, hole: Tensor) -> Tensor:
     return composite(cleanplate_fill(frames, hole), frames, hole)
 
 
+def tracked_plate(frames: Tensor, hole: Tensor) -> Tensor:
+    """The window's camera-tracked clean plate (the ``track`` plate of the model, with no network):
+    :func:`combcn.model.track.tracked_plate_fill`.
+
+    Args:
+        frames (Tensor[N, 3, T, H, W]): clip in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N, 3, T, H, W]: composited fill.
+    """
+    from combcn.model.track import tracked_plate_fill
+
+    return composite(tracked_plate_fill(frames, hole)[0], frames, hole)
+
+
 #: name -> (fill function, one-line description), in table order.
 BASELINES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], str]] = {
     "telea": (telea, f"OpenCV Telea per frame (radius {INPAINT_RADIUS}, 8-bit)"),
@@ -159,6 +175,11 @@ BASELINES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], str]] = {
         cleanplate,
         "per-pixel median of the window's known values; never-known pixels: Navier-Stokes on the median "
         "frame in float (the model's plate pre-fill alone)",
+    ),
+    "tracked_plate": (
+        tracked_plate,
+        "the clean plate built in one frame's coordinates through a similarity track of the background, "
+        "projected into each frame (the model's tracked plate alone)",
     ),
     "pushpull": (pushpull, "space-time push-pull interpolation (the model's smooth pre-fill alone)"),
 }

@@ -46,6 +46,12 @@ class ModelConfig:
         keep_seen: with ``prefill="plate"``: hole pixels that another frame of the window shows keep
             their clean-plate value (the median of what the window shows there) in the output, and the
             networks fill only the pixels no frame shows. Not in the paper; docs/MODEL.md, "Seen".
+        track: with ``prefill="plate"``: track the camera through the window and build the clean
+            plate in one frame's coordinates (:func:`combcn.model.track.tracked_plate_fill`), so a
+            panning or hand-held shot gets the background that moves with it; ``seen`` and
+            ``keep_seen`` then mean "shown by another frame after the track". A locked-off window
+            gets the untracked plate, bit for bit. Inference-side: it changes no weight, so weights
+            trained without it can use it. Not in the paper; docs/MODEL.md, "Tracked plate".
     """
 
     width: float = 1.0
@@ -59,6 +65,7 @@ class ModelConfig:
     prefill: Prefill = "mean"
     seen: bool = False
     keep_seen: bool = False
+    track: bool = False
 
     def __post_init__(self) -> None:
         if not (0.0 < float(self.width) <= 4.0):
@@ -71,13 +78,18 @@ class ModelConfig:
             raise ConfigError(f"model norm_stats must be 'window' or 'running', got {self.norm_stats!r}")
         if self.prefill not in ("mean", "smooth", "plate"):
             raise ConfigError(f"model prefill must be 'mean', 'smooth' or 'plate', got {self.prefill!r}")
-        if not isinstance(self.seen, bool) or not isinstance(self.keep_seen, bool):
+        if not all(isinstance(v, bool) for v in (self.seen, self.keep_seen, self.track)):
             raise ConfigError(
-                f"model seen and keep_seen must be true or false, got {self.seen!r}, {self.keep_seen!r}"
+                "model seen, keep_seen and track must be true or false, got "
+                f"{self.seen!r}, {self.keep_seen!r}, {self.track!r}"
             )
         if self.keep_seen and self.prefill != "plate":
             raise ConfigError(
                 f"model keep_seen needs prefill 'plate' (the clean plate), got {self.prefill!r}"
+            )
+        if self.track and self.prefill != "plate":
+            raise ConfigError(
+                f"model track needs prefill 'plate' (it tracks the clean plate), got {self.prefill!r}"
             )
         if self.r != 2:
             raise ConfigError(f"only r = 2 is implemented (paper §1), got r = {self.r!r}")

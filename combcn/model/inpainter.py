@@ -10,7 +10,10 @@ from torch import Tensor, nn
 
 from combcn.model.config import ModelConfig
 from combcn.model.networks import BatchNorm2d, BatchNorm3d, CombCN, ThreeDCN
-from combcn.model.prefill import cleanplate_fill, pushpull_fill
+from combcn.model.prefill import cleanplate_fill, pushpull_fill, seen_in_window
+from combcn.model.track import tracked_plate_fill
+
+__all__ = ["Inpainter", "Prediction", "downsample", "downsample_hole", "seen_in_window", "to_channels_last"]
 
 
 @dataclass
@@ -48,18 +51,6 @@ def downsample(x: Tensor) -> Tensor:
 def downsample_hole(hole: Tensor) -> Tensor:
     """A low-res pixel is a hole if any of its 2x2 pixels is: Tensor[N, 1, T, H, W] -> [.., H/2, W/2]."""
     return F.max_pool3d(hole, (1, 2, 2))
-
-
-def seen_in_window(hole: Tensor) -> Tensor:
-    """Hole pixels that the window shows in another frame: Tensor[N, 1, T, H, W] (1 = hole) -> same
-    shape, 1 where a pixel is hole in this frame and known in at least one other frame, else 0.
-
-    There the clean plate is the median of real observations of the background; elsewhere in the hole
-    it is a spatial guess. CombCN sees one frame at a time and cannot tell the two apart on its own.
-    """
-    is_hole = hole > 0
-    never = is_hole.all(dim=2, keepdim=True)
-    return (is_hole & ~never).to(hole.dtype)
 
 
 class Inpainter(nn.Module):
@@ -129,15 +120,23 @@ class Inpainter(nn.Module):
         mean = mean_buf.to(frames.dtype)
         low_input = downsample(frames)
         low_hole = downsample_hole(hole)
-        if self.residual:  # a classical pre-fill; the networks add a correction (docs/MODEL.md)
+        # hole pixels another frame shows: CombCN's fifth input and/or kept as the plate (docs/MODEL.md)
+        seen = None
+        if self.config.track:  # the camera-tracked plate; low-res: the same plate, downsampled
+            filled, seen, tracked = tracked_plate_fill(frames, hole)
+            low_filled = cleanplate_fill(low_input, low_hole)
+            if bool(tracked.any()):
+                moved = tracked.to(frames.device).view(-1, 1, 1, 1, 1)
+                low_filled = torch.where(moved & (low_hole > 0), downsample(filled), low_filled)
+        elif self.residual:  # a classical pre-fill; the networks add a correction (docs/MODEL.md)
             prefill = cleanplate_fill if self.config.prefill == "plate" else pushpull_fill
             filled = prefill(frames, hole)
             low_filled = prefill(low_input, low_hole)
         else:  # paper §1: holes pre-filled with the mean
             filled = torch.where(hole > 0, mean, frames)
             low_filled = torch.where(low_hole > 0, mean, downsample(filled))
-        # hole pixels another frame shows: CombCN's fifth input and/or kept as the plate (docs/MODEL.md)
-        seen = seen_in_window(hole) if self.config.seen or self.config.keep_seen else None
+        if seen is None and (self.config.seen or self.config.keep_seen):
+            seen = seen_in_window(hole)
         low = None
         guide = None
         if self.net3d is not None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["check_clip", "cleanplate_fill", "pushpull_fill"]
+__all__ = ["check_clip", "cleanplate_fill", "pushpull_fill", "seen_in_window"]
 
 #: Weight below which a pyramid cell counts as holding no known pixel.
 _EPS = 1e-6
@@ -116,3 +116,15 @@ def cleanplate_fill(frames: Tensor, hole: Tensor) -> Tensor:
             plate = torch.from_numpy(plate_np).to(x.device)
         fill = plate[:, :, None].expand_as(x)
     return torch.where(is_hole, fill.to(frames.dtype), frames)
+
+
+def seen_in_window(hole: Tensor) -> Tensor:
+    """Hole pixels that the window shows in another frame: Tensor[N, 1, T, H, W] (1 = hole) -> same
+    shape, 1 where a pixel is hole in this frame and known in at least one other frame, else 0.
+
+    There the clean plate is the median of real observations of the background; elsewhere in the hole
+    it is a spatial guess. CombCN sees one frame at a time and cannot tell the two apart on its own.
+    """
+    is_hole = hole > 0
+    never = is_hole.all(dim=2, keepdim=True)
+    return (is_hole & ~never).to(hole.dtype)

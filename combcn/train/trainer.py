@@ -376,13 +376,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         start_cfg = ModelConfig.from_dict(init["config"], where=f"{t.init} model config")
         grows = mcfg.seen and not start_cfg.seen
         same = dataclasses.replace(
-            start_cfg, mean_rgb=mcfg.mean_rgb, seen=mcfg.seen, keep_seen=mcfg.keep_seen
+            start_cfg, mean_rgb=mcfg.mean_rgb, seen=mcfg.seen, keep_seen=mcfg.keep_seen, track=mcfg.track
         )
         if same != mcfg or (start_cfg.seen and not mcfg.seen):
             raise ConfigError(
                 f"train.init {t.init} holds a model {start_cfg}, the config asks for {mcfg}; "
-                "make the config's model section match the weights (only model.seen may be added, "
-                "and model.keep_seen changed)"
+                "make the config's model section match the weights (only model.seen may be added, and "
+                "model.keep_seen and model.track changed)"
             )
         mcfg = dataclasses.replace(mcfg, mean_rgb=start_cfg.mean_rgb)  # the weights were trained with it
     model = Inpainter(mcfg)
