@@ -54,12 +54,12 @@ class TestTrackWindow:
     def test_recovers_a_pan(self) -> None:
         frames, hole, _ = _pan(t=9, step=(1, 2))
         known = (hole[0, 0] == 0).numpy()
-        homographies, failures = track_window(frames[0].numpy(), known)
+        transforms, failures = track_window(frames[0].numpy(), known)
         assert failures == 0
         middle = 4
-        assert np.allclose(homographies[middle], np.eye(3))
+        assert np.allclose(transforms[middle], np.eye(3))
         corners = np.array([[0, 64, 0, 64], [0, 0, 64, 64], [1, 1, 1, 1]], dtype=np.float64)
-        for i, h in enumerate(homographies):
+        for i, h in enumerate(transforms):
             # frame i sees the scene shifted by (i - middle) * step: its pixel (x, y) is the middle
             # frame's (x + 2 (i - middle), y + (i - middle)); a fraction of a pixel off at most
             moved = h @ corners
@@ -68,9 +68,9 @@ class TestTrackWindow:
 
     def test_flat_frames_count_as_untracked(self) -> None:
         rgb = np.full((3, 3, 32, 32), 0.5, dtype=np.float32)  # nothing to track
-        homographies, failures = track_window(rgb, np.ones((3, 32, 32), bool))
+        transforms, failures = track_window(rgb, np.ones((3, 32, 32), bool))
         assert failures == 2
-        assert all(np.array_equal(h, np.eye(3)) for h in homographies)
+        assert all(np.array_equal(h, np.eye(3)) for h in transforms)
 
 
 class TestTrackedPlate:

@@ -10,9 +10,10 @@ the same for one window:
 
 1. track: sparse corners in the known pixels of frame t (``cv2.goodFeaturesToTrack``), followed into
    frame t + 1 with pyramidal Lucas-Kanade, kept only where the backward track returns to the start,
-   and a RANSAC homography through them. A pair that yields too few points, or an implausible jump,
-   counts as no motion (identity);
-2. the consecutive homographies are chained to the middle frame, the reference;
+   and a RANSAC similarity (rotation, uniform scale, translation) through them. A pair that yields
+   too few points, or an implausible jump, counts as no motion (identity);
+2. the consecutive transforms are chained to the middle frame, the reference, and each frame is
+   then tracked straight to it from the chained estimate, so errors do not add up;
 3. every frame's known pixels are warped into the reference on a canvas with a margin (the camera
    may show more of the scene than one frame does); the per-pixel median over frames is the mosaic;
    its gaps (background no frame shows) are filled by Navier-Stokes inpainting, as the untracked
@@ -43,9 +44,9 @@ log = logging.getLogger("combcn.model")
 SNAP_PX = 0.25
 #: Canvas margin of the mosaic on each side, as a fraction of the frame's side.
 MARGIN = 0.5
-#: Fewest point tracks a homography between two frames needs.
+#: Fewest agreeing point tracks a transform between two frames needs.
 MIN_TRACKS = 12
-#: A consecutive-frame homography that moves a corner by more than this fraction of the frame's
+#: A consecutive-frame transform that moves a corner by more than this fraction of the frame's
 #: larger side is a failed track, not camera motion.
 MAX_STEP = 0.25
 #: Width (pixels) of the ring of known pixels around the hole on which the track is checked.
@@ -64,7 +65,7 @@ def _gray_u8(rgb: np.ndarray) -> np.ndarray:
 
 
 def _corner_shift(h: np.ndarray, width: int, height: int) -> float:
-    """Largest distance (pixels) a frame corner moves under homography ``h``."""
+    """Largest distance (pixels) a frame corner moves under the 3x3 transform ``h``."""
     corners = np.array([[0, width, 0, width], [0, 0, height, height], [1, 1, 1, 1]], dtype=np.float64)
     moved = h @ corners
     moved = moved[:2] / moved[2]
@@ -109,7 +110,7 @@ def _fit(a: np.ndarray, b: np.ndarray, points: np.ndarray, guess: np.ndarray | N
     return np.vstack([m, [0.0, 0.0, 1.0]])
 
 
-def pair_homography(a: np.ndarray, b: np.ndarray, usable: np.ndarray) -> np.ndarray | None:
+def pair_transform(a: np.ndarray, b: np.ndarray, usable: np.ndarray) -> np.ndarray | None:
     """Similarity transform (3x3) taking pixel coordinates of grey frame ``a`` to those of ``b``,
     tracked through pixels where ``usable`` (bool [H, W]) is True, or None when the track fails."""
     height, width = a.shape
@@ -143,7 +144,7 @@ def track_window(rgb: np.ndarray, known: np.ndarray) -> tuple[list[np.ndarray], 
     steps: list[np.ndarray] = []
     failures = 0
     for i in range(t - 1):
-        h = pair_homography(grey[i], grey[i + 1], known[i] & known[i + 1])
+        h = pair_transform(grey[i], grey[i + 1], known[i] & known[i + 1])
         if h is None:
             failures += 1
             h = np.eye(3)
@@ -193,15 +194,15 @@ def _tracked_one(x: np.ndarray, is_hole: np.ndarray) -> tuple[np.ndarray, np.nda
     if t < 2 or c < 3:
         return None
     known = ~is_hole
-    homographies, failures = track_window(x[:3], known)
-    moving = [_corner_shift(h, width, height) >= SNAP_PX for h in homographies]
+    transforms, failures = track_window(x[:3], known)
+    moving = [_corner_shift(h, width, height) >= SNAP_PX for h in transforms]
     if not any(moving):
         return None
     log.debug("tracked plate: %d of %d frames move, %d untracked pair(s)", sum(moving), t, failures)
     mx, my = int(round(width * MARGIN)), int(round(height * MARGIN))
     canvas = (width + 2 * mx, height + 2 * my)
     shift = np.array([[1.0, 0.0, mx], [0.0, 1.0, my], [0.0, 0.0, 1.0]])
-    to_canvas = [shift @ (h if m else np.eye(3)) for h, m in zip(homographies, moving, strict=True)]
+    to_canvas = [shift @ (h if m else np.eye(3)) for h, m in zip(transforms, moving, strict=True)]
     stack = torch.full((t, c, canvas[1], canvas[0]), float("nan"))
     for s in range(t):
         src = np.concatenate([x[:, s].transpose(1, 2, 0), known[s][..., None].astype(np.float32)], axis=2)
@@ -251,7 +252,7 @@ def tracked_plate_fill(frames: Tensor, hole: Tensor) -> tuple[Tensor, Tensor, Te
         (fill, seen, tracked): fill of ``frames``' dtype with pixels outside the hole unchanged, bit
         for bit; seen (Tensor[N, 1, T, H, W], ``frames``' dtype) 1 at hole pixels whose fill comes
         from what the window shows (in another frame, after the track), 0 elsewhere; tracked
-        (Tensor[N] bool) which windows moved. A locked-off window gets
+        (Tensor[N] bool) which windows use the track. A locked-off window gets
         :func:`combcn.model.prefill.cleanplate_fill` and :func:`combcn.model.prefill.seen_in_window`.
     """
     from combcn.model.prefill import check_clip, cleanplate_fill, seen_in_window
