@@ -83,12 +83,12 @@ def test_command_line(host: ModuleType) -> None:
     ]  # fmt: skip
     full = host.InpaintRequest(
         "p.%04d.exr", "o.%04d.exr", 1, 2, matte="m.%04d.exr", matte_channel="matte.A", invert=True,
-        expand=-2, feather=0.5, shaper="none", device="cuda", weights="w.pt", overwrite=True,
+        expand=-2, feather=0.5, shaper="none", device="cuda", weights="w.pt", track=False, overwrite=True,
     )  # fmt: skip
     assert full.command("c")[7:] == [
         "--matte", "m.%04d.exr", "--matte-channel", "matte.A", "--invert", "--expand", "-2",
-        "--feather", "0.5", "--shaper", "none", "--device", "cuda", "--weights", "w.pt", "--overwrite",
-        "--progress", "json",
+        "--feather", "0.5", "--shaper", "none", "--device", "cuda", "--weights", "w.pt", "--no-track",
+        "--overwrite", "--progress", "json",
     ]  # fmt: skip
     with pytest.raises(host.HostError, match="empty"):
         host.InpaintRequest("p", "o", 5, 4).command("c")

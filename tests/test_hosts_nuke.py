@@ -104,12 +104,14 @@ class TestNodeCreation:
             "shaper": "Enumeration_Knob",
             "device": "Enumeration_Knob",
             "weights": "File_Knob",
+            "track": "Boolean_Knob",
             "output": "File_Knob",
             "render": "PyScript_Knob",
             "status": "Text_Knob",
         }
         assert {name: knobs[name].Class() for name in expected} == expected
         assert (group["first"].value(), group["last"].value()) == (1001, 1010)  # the script's range
+        assert group["track"].value() is True  # the weights' own setting unless turned off
         assert knobs["matte_channel"].values() == ["alpha", "red", "green", "blue"]
         assert knobs["shaper"].values()[0] == "auto" and knobs["device"].values() == ["auto", "cpu", "cuda"]
         names = [n.name() for n in group.nodes()]
@@ -139,7 +141,8 @@ class TestRender:
         output = tmp_path / "clean" / "plate.####.exr"
         for name, value in [("first", 1001), ("last", 1003), ("matte_channel", "red"), ("invert", True),
                             ("expand", 3), ("feather", 1.5), ("shaper", "acescct"), ("device", "cpu"),
-                            ("weights", "/w/combcn.pt"), ("output", str(output))]:  # fmt: skip
+                            ("weights", "/w/combcn.pt"), ("track", False),
+                            ("output", str(output))]:  # fmt: skip
             group[name].setValue(value)
 
         group["render"].execute()  # the button, as a click runs it
@@ -152,7 +155,7 @@ class TestRender:
             "inpaint", str(tmp_path / "plate.%04d.exr"), "-o", str(output), "--frames", "1001-1003",
             "--matte", str(tmp_path / "roto.%04d.exr"), "--matte-channel", "R", "--invert", "--expand", "3",
             "--feather", "1.5", "--shaper", "acescct", "--device", "cpu", "--weights", "/w/combcn.pt",
-            "--overwrite", "--progress", "json",
+            "--no-track", "--overwrite", "--progress", "json",
         ]  # fmt: skip
         assert sorted(os.listdir(output.parent)) == ["plate.1001.exr", "plate.1002.exr", "plate.1003.exr"]
         assert nuke.executed == []  # plain EXR Reads are used as they are, nothing pre-rendered

@@ -129,6 +129,7 @@ class TestRun:
     ) -> None:
         p = _project(tmp_path, matte="pool")
         outcome = adapter.inpaint_current_clip(p.resolve, adapter.Options(expand=2, device="cpu"))
+        # (no --no-track: the weights' own camera track is kept by default)
 
         (run,) = fake_runs(tmp_path / "runs.jsonl")
         out = tmp_path / "plates" / "combcn" / "plate_combcn.%04d.exr"
@@ -185,8 +186,9 @@ class TestRun:
 
     def test_no_placement_when_turned_off(self, adapter: ModuleType, tmp_path: Path) -> None:
         p = _project(tmp_path)
-        outcome = adapter.inpaint_current_clip(p.resolve, adapter.Options(place_on_track=False))
+        outcome = adapter.inpaint_current_clip(p.resolve, adapter.Options(place_on_track=False, track=False))
         assert outcome.track is None and len(p.timeline.tracks) == 1
+        assert "--no-track" in fake_runs(tmp_path / "runs.jsonl")[0]["argv"]  # the camera-track option
 
     def test_output_dir_option(self, adapter: ModuleType, tmp_path: Path) -> None:
         p = _project(tmp_path)
@@ -214,8 +216,12 @@ class TestLaunch:
         assert adapter.load_options() == adapter.Options()  # no file: defaults
         config = tmp_path / "config" / "combcn" / "resolve.json"
         config.parent.mkdir(parents=True)
-        config.write_text(json.dumps({"invert": True, "feather": 2.0, "place_on_track": False}))
-        assert adapter.load_options() == adapter.Options(invert=True, feather=2.0, place_on_track=False)
+        config.write_text(
+            json.dumps({"invert": True, "feather": 2.0, "place_on_track": False, "track": False})
+        )
+        options = adapter.load_options()
+        assert options == adapter.Options(invert=True, feather=2.0, place_on_track=False, track=False)
+        assert adapter.Options().track is True
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({"invret": True}))
         monkeypatch.setenv("COMBCN_RESOLVE_CONFIG", str(bad))

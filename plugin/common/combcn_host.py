@@ -109,6 +109,8 @@ class InpaintRequest:
         shaper: ``acescct``, ``log``, ``srgb``, ``none``, or None for the engine's default.
         device: ``cpu``, ``cuda`` or None (engine picks).
         weights: weights file, or None for the shipped weights.
+        track: let the clean plate follow the camera (the weights' setting; False = ``--no-track``,
+            the locked-off plate).
         overwrite: replace output frames that already exist (a re-render).
     """
 
@@ -124,6 +126,7 @@ class InpaintRequest:
     shaper: str | None = None
     device: str | None = None
     weights: str | None = None
+    track: bool = True
     overwrite: bool = False
 
     def command(self, executable: str) -> list[str]:
@@ -147,6 +150,8 @@ class InpaintRequest:
             cmd += ["--device", self.device]
         if self.weights:
             cmd += ["--weights", self.weights]
+        if not self.track:
+            cmd.append("--no-track")
         if self.overwrite:
             cmd.append("--overwrite")
         cmd += ["--progress", "json"]

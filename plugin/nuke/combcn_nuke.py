@@ -110,6 +110,14 @@ def create_node() -> nuke.Group:
     )
     _add(group, nuke.Enumeration_Knob("device", "device", DEVICES), "auto = cuda when present, else cpu")
     _add(group, nuke.File_Knob("weights", "weights"), "weights file (empty = the shipped weights)")
+    track = nuke.Boolean_Knob("track", "track camera")
+    track.setValue(True)
+    _add(
+        group,
+        track,
+        "build the clean plate through a track of the camera (off: the locked-off plate, for a shot "
+        "where the track goes wrong)",
+    )
     _add(
         group,
         nuke.File_Knob("output", "output"),
@@ -234,6 +242,7 @@ def _prepare(group: nuke.Group) -> tuple[combcn_host.InpaintRequest, dict[str, o
         shaper=choice("shaper"),
         device=choice("device"),
         weights=str(group["weights"].value() or "").strip() or None,
+        track=bool(group["track"].value()),
         overwrite=True,  # Render means render again; the engine still refuses to overwrite its input
     )
     return request, read_knobs, temp

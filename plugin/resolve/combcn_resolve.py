@@ -66,6 +66,7 @@ class Options:
     shaper: str | None = None
     device: str | None = None
     weights: str | None = None
+    track: bool = True
     output_dir: str | None = None
     whole_clip: bool = False
     place_on_track: bool = True
@@ -272,6 +273,7 @@ def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
         shaper=options.shaper,
         device=options.device,
         weights=options.weights,
+        track=options.track,
         overwrite=options.overwrite,
     )
     say(f"inpainting {source.pattern} frames {first}-{last} -> {output}")
