@@ -10,6 +10,7 @@ real engine with a small seeded model; the test compares the frames with ``combc
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import plistlib
 import signal
@@ -132,12 +133,31 @@ def test_describe_declares_temporal_general_effect(binary: Path, data: dict[str,
         "shaper": "OfxParamTypeChoice",
         "device": "OfxParamTypeChoice",
         "weights": "OfxParamTypeString",
+        "trackCamera": "OfxParamTypeBoolean",
     }
     assert {k: v["type"] for k, v in params.items()} == expected
+    assert params["trackCamera"]["OfxParamPropDefault"] == [1]  # as the weights say, unless turned off
     assert params["weights"]["OfxParamPropStringMode"] == ["OfxParamStringIsFilePath"]
     assert params["shaper"]["OfxParamPropChoiceOption"] == ["acescct", "log", "none", "srgb"]
     assert result["clip_preferences_out"]["OfxImageClipPropDepth_Output"] == ["OfxBitDepthFloat"]
     assert result["violations"] == [] and result["messages"] == []
+
+
+def test_track_camera_param_reaches_the_server(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
+    # the plugin's "Track camera" checkbox travels in the request's params (recorded by a test engine
+    # factory that then runs the real engine)
+    record = run_dir / "params.jsonl"
+    env = host_env(
+        run_dir, COMBCN_SERVE_ENGINE="ofx_host.recording_engine:factory", COMBCN_TEST_PARAMS=str(record)
+    )
+    for value in (0, 1):
+        job = base_job(
+            data, render=[1001], out=str(run_dir / f"out{value}.%d.exr"), set_params={"trackCamera": value}
+        )
+        result = run_host(job, run_dir, env)
+        assert [r["status"] for r in result["renders"]] == [OK], result["stderr"][-2000:]
+    tracks = [json.loads(line)["track"] for line in record.read_text().splitlines()]
+    assert tracks == [False, True]
 
 
 def test_render_matches_inpaint(binary: Path, data: dict[str, Any], run_dir: Path) -> None:

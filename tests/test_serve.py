@@ -242,3 +242,53 @@ def test_cli_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> No
         "default: 600",
     ):
         assert option in text
+
+
+def test_track_param_reaches_the_engine(tmp_path: Path) -> None:
+    # weights that track the camera (plate pre-fill, keep_seen), a panning shot, a static box matte:
+    # "track": false must give the API's track=False result, and the default the tracked one
+    import torch
+    from test_track import _scene
+
+    from combcn import inpaint
+    from combcn.model import Inpainter, ModelConfig, save_weights
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        width=0.0625, window=8, resolution=64, prefill="plate", seen=True, keep_seen=True, track=True
+    )
+    weights = str(save_weights(Inpainter(cfg).eval(), tmp_path / "tracked.pt"))
+    t, height, width, step = 8, 64, 96, 2
+    scene = _scene(height, width + t * step)
+    rgb = np.stack([scene[:, :, i * step : i * step + width].transpose(1, 2, 0) for i in range(t)])
+    plate = np.concatenate([rgb, np.ones((t, height, width, 1), np.float32)], axis=3).astype(np.float32)
+    matte = np.zeros((t, height, width), np.float32)
+    matte[:, 24:40, 40:56] = 1.0
+    with private_run_dir() as run:
+        sock = run / "run" / "serve.sock"
+        server = Server(ServerOptions(socket_path=sock, idle_timeout=0, weights=weights, device="cpu"))
+        assert server.bind()
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            client = ServeClient(sock, timeout=60)
+            tracked, reply = client.inpaint(plate, matte, shaper="none")
+            locked, reply_off = client.inpaint(plate, matte, shaper="none", track=False)
+            again, _ = client.inpaint(plate, matte, shaper="none")  # the switch did not stick
+        finally:
+            server.stop()
+            thread.join(10)
+    assert reply["key"] != reply_off["key"]
+    want_tracked = inpaint(plate, matte, weights=weights, device="cpu", shaper="none")
+    want_locked = inpaint(plate, matte, weights=weights, device="cpu", shaper="none", track=False)
+    np.testing.assert_allclose(tracked, want_tracked, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(locked, want_locked, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(again, want_tracked, rtol=0, atol=1e-5)
+    assert np.abs(tracked - locked)[matte > 0].max() > 0.05  # the plate really differs
+
+
+def test_bad_track_param() -> None:
+    with pytest.raises(protocol.ProtocolError, match="'track' must be true or false"):
+        protocol.params_from_request({"params": {"track": "no"}})
+    assert protocol.params_from_request({"params": {"track": False}}).track is False
+    assert protocol.params_from_request({}).track is True

@@ -82,7 +82,7 @@ class ServeClient:
             frames: float32 [T, H, W, C], C = 3 or 4, top-down rows.
             matte: float32 [T, H, W], 1 = remove.
             want: window indices to return (default: all).
-            **params: expand, feather, shaper, device, weights.
+            **params: expand, feather, shaper, device, weights, track.
 
         Returns:
             (float32 [K, H, W, C] for the wanted frames, the reply object).

@@ -51,10 +51,20 @@ def load_engine(weights: str | None, device: str | None) -> FillFn:
         raise BackendError(
             f"this combcn install has no sequence engine (combcn.engine: {exc}); reinstall combcn"
         ) from exc
+    from combcn.engine.engine import set_track
+
     engine = Engine(weights=weights, device=device)
+    config = getattr(engine.model, "config", None)
 
     def fill(frames: np.ndarray, matte: np.ndarray, params: FillParams) -> np.ndarray:
-        return np.asarray(engine.inpaint(frames, matte, **_options(params)), dtype=np.float32)
+        # the server serialises engine calls, so switching the shared model for one call is safe
+        if not params.track:
+            set_track(engine.model, False)
+        try:
+            return np.asarray(engine.inpaint(frames, matte, **_options(params)), dtype=np.float32)
+        finally:
+            if config is not None:
+                setattr(engine.model, "config", config)  # noqa: B010 (nn.Module typing)
 
     return fill
 

@@ -143,6 +143,8 @@ class FillParams:
         shaper: scene-linear to [0, 1] mapping, e.g. ``"acescct"`` or ``"none"``.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         weights: weights file, or None for the server's default.
+        track: True = the clean plate as the weights say (the shipped ones track the camera);
+            False = the locked-off plate (``combcn inpaint --no-track``).
     """
 
     expand: int = 0
@@ -150,10 +152,12 @@ class FillParams:
     shaper: str = "acescct"
     device: str = "auto"
     weights: str | None = None
+    track: bool = True
 
     def key(self) -> bytes:
         return json.dumps(
-            [self.expand, self.feather, self.shaper, self.device, self.weights], separators=(",", ":")
+            [self.expand, self.feather, self.shaper, self.device, self.weights, self.track],
+            separators=(",", ":"),
         ).encode()
 
 
@@ -162,7 +166,7 @@ def params_from_request(message: dict[str, Any]) -> FillParams:
     raw = message.get("params", {})
     if not isinstance(raw, dict):
         raise ProtocolError("'params' must be a JSON object")
-    unknown = set(raw) - {"expand", "feather", "shaper", "device", "weights"}
+    unknown = set(raw) - {"expand", "feather", "shaper", "device", "weights", "track"}
     if unknown:
         raise ProtocolError(f"unknown params {sorted(unknown)}")
     expand = raw.get("expand", 0)
@@ -184,4 +188,7 @@ def params_from_request(message: dict[str, Any]) -> FillParams:
     weights = raw.get("weights") or None
     if weights is not None and (not isinstance(weights, str) or len(weights) > 4096):
         raise ProtocolError(f"'weights' must be a file path, got {weights!r}")
-    return FillParams(expand, float(feather), shaper, device, weights)
+    track = raw.get("track", True)
+    if not isinstance(track, bool):
+        raise ProtocolError(f"'track' must be true or false, got {track!r}")
+    return FillParams(expand, float(feather), shaper, device, weights, track)

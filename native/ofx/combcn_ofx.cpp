@@ -138,6 +138,7 @@ struct Params {
   int shaper = 0;
   int device = 0;
   std::string weights;
+  bool track = true;
 };
 
 OfxParamHandle param_handle(OfxImageEffectHandle effect, const char* name) {
@@ -169,6 +170,9 @@ Params read_params(OfxImageEffectHandle effect, OfxTime time) {
   char* w = nullptr;
   param_value(effect, "weights", time, &w);
   if (w != nullptr) p.weights = w;
+  b = 1;
+  param_value(effect, "trackCamera", time, &b);
+  p.track = b != 0;
   if (p.window < 1) p.window = 1;
   if (p.context < 0) p.context = 0;
   return p;
@@ -315,6 +319,14 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
   g_prop->propSetString(p, kOfxParamPropStringMode, 0, kOfxParamStringIsFilePath);
   g_prop->propSetInt(p, kOfxParamPropStringFilePathExists, 0, 1);
   g_prop->propSetString(p, kOfxParamPropDefault, 0, "");
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+
+  g_param->paramDefine(set, kOfxParamTypeBoolean, "trackCamera", &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "Track camera");
+  g_prop->propSetString(p, kOfxParamPropHint, 0,
+                        "Build the clean plate through a track of the camera (as the weights say); off = the "
+                        "locked-off plate, for a shot where the track goes wrong.");
+  g_prop->propSetInt(p, kOfxParamPropDefault, 0, 1);
   g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
   return kOfxStatOK;
 }
@@ -506,7 +518,8 @@ OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
   req += ",\"feather\":" + std::string(feather);
   req += ",\"shaper\":" + combcn::json_quote(kShapers[std::min(std::max(params.shaper, 0), 3)]);
   req += ",\"device\":" + combcn::json_quote(kDevices[std::min(std::max(params.device, 0), 2)]);
-  req += ",\"weights\":" + combcn::json_quote(params.weights) + "}}";
+  req += ",\"weights\":" + combcn::json_quote(params.weights);
+  req += std::string(",\"track\":") + (params.track ? "true" : "false") + "}}";
 
   combcn::Reply reply;
   if (!combcn::call_server(req, &shm, &reply, &err, aborted)) {
