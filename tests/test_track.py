@@ -6,6 +6,7 @@ pans by whole pixels, so the truth under the hole is known exactly. Real OpenCV 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -222,7 +223,9 @@ class TestEngineTrack:
         with pytest.raises(ConfigError, match="cannot switch camera tracking on"):
             Engine(model=Inpainter(ModelConfig(width=0.0625)), track=True)  # mean pre-fill: no plate
 
-    def test_cli_no_track_on_a_panning_shot(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_cli_no_track_on_a_panning_shot(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    ) -> None:
         import OpenImageIO as oiio
 
         from combcn.cli import main
@@ -245,17 +248,28 @@ class TestEngineTrack:
         common = ["inpaint", str(tmp_path / "plate.####.exr"), "--matte", str(tmp_path / "matte.####.exr")]
         common += ["--shaper", "none", "--progress", "none"]
         outputs = {}
+        logs = {}
         for name, extra in (
             ("tracked", ["-w", on]),
             ("no_track", ["-w", on, "--no-track"]),
             ("off", ["-w", off]),
         ):
             folder = tmp_path / name
-            assert main([*common, *extra, "-o", str(folder / "out.####.exr")]) == 0, capsys.readouterr().err
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="combcn"):
+                assert main([*common, *extra, "-o", str(folder / "out.####.exr")]) == 0, (
+                    capsys.readouterr().err
+                )
+            logs[name] = [r.getMessage() for r in caplog.records if "camera track" in r.getMessage()]
             outputs[name] = np.stack(
                 [oiio.ImageBuf(str(folder / f"out.{1001 + i}.exr")).get_pixels(oiio.FLOAT) for i in range(t)]
             )
         assert np.array_equal(outputs["no_track"], outputs["off"])  # --no-track: the locked-off plate
+        assert logs["tracked"] == [
+            "camera track: the clean plate followed the camera in 1 of 1 window(s) (the rest: locked off, "
+            "or the track did not fit the shot)"
+        ]
+        assert logs["no_track"] == [] and logs["off"] == []  # no track asked for: nothing to report
         hole = np.broadcast_to(matte[None, :, :, None] > 0, outputs["tracked"].shape)
         want = truth.transpose(0, 2, 3, 1)
         tracked_err = np.abs(outputs["tracked"] - want)[hole].mean()

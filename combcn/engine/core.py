@@ -191,6 +191,8 @@ def render_windows(
     accumulators: dict[int, _Accumulator] = {}
     emitted: set[int] = set()
     wanted_set = set(wanted)
+    tracking = bool(getattr(getattr(model, "config", None), "track", False))
+    run_windows = tracked_windows = 0
 
     def alpha_info(position: int) -> tuple[Box | None, np.ndarray | None]:
         if position not in alphas:
@@ -223,6 +225,9 @@ def render_windows(
             log.debug("window %d-%d: crop %s", window.start, window.end - 1, crop)
             with torch.inference_mode():
                 out = model(frames[None].to(device), holes[None].to(device))[0].float().cpu()
+            run_windows += 1
+            last = getattr(model, "last_tracked", None)
+            tracked_windows += int(tracking and last is not None and bool(last.any()))
             crop_h, crop_w = crop.y1 - crop.y0, crop.x1 - crop.x0
             for i, p in enumerate(positions):
                 box, alpha = infos[p]
@@ -260,3 +265,10 @@ def render_windows(
     missing = [p for p in wanted if p not in emitted]
     if missing:  # pragma: no cover - a bug, not a user error
         raise AssertionError(f"frames at positions {missing[:5]} were never rendered")
+    if tracking and run_windows:
+        log.info(
+            "camera track: the clean plate followed the camera in %d of %d window(s) (the rest: "
+            "locked off, or the track did not fit the shot)",
+            tracked_windows,
+            run_windows,
+        )

@@ -93,6 +93,9 @@ class Inpainter(nn.Module):
                 if last.bias is not None:
                     nn.init.zeros_(last.bias)
         self.register_buffer("mean_rgb", torch.tensor(cfg.mean_rgb).view(1, 3, 1, 1, 1), persistent=False)
+        #: with ``config.track``: which windows of the last forward used the camera track (Tensor[N]
+        #: bool; the engine counts them for its log), else None
+        self.last_tracked: Tensor | None = None
 
     @staticmethod
     def check_inputs(frames: Tensor, hole: Tensor) -> None:
@@ -124,6 +127,7 @@ class Inpainter(nn.Module):
         seen = None
         if self.config.track:  # the camera-tracked plate; low-res: the same plate, downsampled
             filled, seen, tracked = tracked_plate_fill(frames, hole)
+            self.last_tracked = tracked
             low_filled = cleanplate_fill(low_input, low_hole)
             if bool(tracked.any()):
                 moved = tracked.to(frames.device).view(-1, 1, 1, 1, 1)
