@@ -5,6 +5,7 @@ The server runs in a thread of the test process with the real engine and a small
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
@@ -41,17 +42,26 @@ class Running:
         self.client = ServeClient(sock, timeout=30)
 
 
-@pytest.fixture
-def running(weights: str) -> Iterator[Running]:
+@contextlib.contextmanager
+def serving(weights: str) -> Iterator[Running]:
+    """A server for ``weights`` on CPU in a thread of this process, stopped on exit."""
     with private_run_dir() as run:
         sock = run / "run" / "serve.sock"
         server = Server(ServerOptions(socket_path=sock, idle_timeout=0, weights=weights, device="cpu"))
         assert server.bind()
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
-        yield Running(server, thread, sock)
-        server.stop()
-        thread.join(10)
+        try:
+            yield Running(server, thread, sock)
+        finally:
+            server.stop()
+            thread.join(10)
+
+
+@pytest.fixture
+def running(weights: str) -> Iterator[Running]:
+    with serving(weights) as server:
+        yield server
 
 
 def test_inpaint_matches_api_and_caches_the_window(running: Running, weights: str) -> None:
@@ -247,37 +257,20 @@ def test_cli_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> No
 def test_track_param_reaches_the_engine(tmp_path: Path) -> None:
     # weights that track the camera (plate pre-fill, keep_seen), a panning shot, a static box matte:
     # "track": false must give the API's track=False result, and the default the tracked one
-    import torch
-    from test_track import _scene
+    from test_track import pan_shot, plate_weights
 
     from combcn import inpaint
-    from combcn.model import Inpainter, ModelConfig, save_weights
 
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        width=0.0625, window=8, resolution=64, prefill="plate", seen=True, keep_seen=True, track=True
-    )
-    weights = str(save_weights(Inpainter(cfg).eval(), tmp_path / "tracked.pt"))
-    t, height, width, step = 8, 64, 96, 2
-    scene = _scene(height, width + t * step)
-    rgb = np.stack([scene[:, :, i * step : i * step + width].transpose(1, 2, 0) for i in range(t)])
+    weights = plate_weights(tmp_path / "tracked.pt", seen=True, keep_seen=True, track=True)
+    rgb, box = pan_shot()
+    t, height, width = rgb.shape[:3]
     plate = np.concatenate([rgb, np.ones((t, height, width, 1), np.float32)], axis=3).astype(np.float32)
-    matte = np.zeros((t, height, width), np.float32)
-    matte[:, 24:40, 40:56] = 1.0
-    with private_run_dir() as run:
-        sock = run / "run" / "serve.sock"
-        server = Server(ServerOptions(socket_path=sock, idle_timeout=0, weights=weights, device="cpu"))
-        assert server.bind()
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            client = ServeClient(sock, timeout=60)
-            tracked, reply = client.inpaint(plate, matte, shaper="none")
-            locked, reply_off = client.inpaint(plate, matte, shaper="none", track=False)
-            again, _ = client.inpaint(plate, matte, shaper="none")  # the switch did not stick
-        finally:
-            server.stop()
-            thread.join(10)
+    matte = np.ascontiguousarray(np.broadcast_to(box, (t, height, width)))
+    with serving(weights) as running:
+        client = ServeClient(running.sock, timeout=60)
+        tracked, reply = client.inpaint(plate, matte, shaper="none")
+        locked, reply_off = client.inpaint(plate, matte, shaper="none", track=False)
+        again, _ = client.inpaint(plate, matte, shaper="none")  # the switch did not stick
     assert reply["key"] != reply_off["key"]
     want_tracked = inpaint(plate, matte, weights=weights, device="cpu", shaper="none")
     want_locked = inpaint(plate, matte, weights=weights, device="cpu", shaper="none", track=False)

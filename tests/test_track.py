@@ -51,6 +51,39 @@ def _pan(
     return frames, hole, truth_t
 
 
+def pan_shot(t: int = 8, height: int = 64, width: int = 96, step: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(truth float32 [T, H, W, 3], matte float32 [H, W]): a camera panning ``step`` px per frame to
+    the right over a static scene, and a static 16 px box matte that the pan uncovers in other frames."""
+    scene = _scene(height, width + t * step)
+    truth = np.stack([scene[:, :, i * step : i * step + width].transpose(1, 2, 0) for i in range(t)])
+    matte = np.zeros((height, width), np.float32)
+    matte[24:40, 40:56] = 1.0
+    return np.ascontiguousarray(truth), matte
+
+
+def plate_weights(path: Path, **config: object) -> str:
+    """Save a tiny, seeded ``prefill: plate`` model (window 8, working size 64) with ``config`` on top."""
+    from combcn.model import save_weights
+
+    torch.manual_seed(0)
+    base = {"width": 0.0625, "window": 8, "resolution": 64, "prefill": "plate"}
+    save_weights(Inpainter(ModelConfig(**{**base, **config})).eval(), path)
+    return str(path)
+
+
+def _model_pair() -> tuple[Inpainter, Inpainter]:
+    """(untracked, tracked): the same seeded keep_seen model with a non-zero CombCN correction, with
+    ``track`` off and on (track changes no parameter, so one state dict serves both)."""
+    torch.manual_seed(0)
+    cfg = {"width": TINY, "prefill": "plate", "seen": True, "keep_seen": True}
+    untracked = Inpainter(ModelConfig(**cfg)).eval()
+    assert untracked.net2d is not None
+    torch.nn.init.normal_(untracked.net2d.l17[0].weight, std=0.1)  # a correction that is not zero
+    tracked = Inpainter(ModelConfig(**cfg, track=True)).eval()
+    tracked.load_state_dict(untracked.state_dict())
+    return untracked, tracked
+
+
 class TestTrackWindow:
     def test_recovers_a_pan(self) -> None:
         frames, hole, _ = _pan(t=9, step=(1, 2))
@@ -170,14 +203,7 @@ class TestModelTrack:
 
     def test_keep_seen_outputs_the_tracked_plate(self) -> None:
         frames, hole, truth = _pan()
-        frames, hole, truth = frames[..., :64, :64], hole[..., :64, :64], truth[..., :64, :64]
-        torch.manual_seed(0)
-        cfg = {"width": TINY, "prefill": "plate", "seen": True, "keep_seen": True}
-        untracked = Inpainter(ModelConfig(**cfg)).eval()
-        assert untracked.net2d is not None
-        torch.nn.init.normal_(untracked.net2d.l17[0].weight, std=0.1)  # a correction that is not zero
-        model = Inpainter(ModelConfig(**cfg, track=True)).eval()
-        model.load_state_dict(untracked.state_dict())  # same weights: track changes no parameter
+        untracked, model = _model_pair()
         with torch.no_grad():
             out = model(frames, hole)
             base = untracked(frames, hole)
@@ -191,28 +217,13 @@ class TestModelTrack:
 
     def test_locked_off_window_matches_the_untracked_model(self) -> None:
         frames, hole, _ = _pan(step=(0, 0))
-        torch.manual_seed(0)
-        cfg = {"width": TINY, "prefill": "plate", "seen": True, "keep_seen": True}
-        untracked = Inpainter(ModelConfig(**cfg)).eval()
-        assert untracked.net2d is not None
-        torch.nn.init.normal_(untracked.net2d.l17[0].weight, std=0.1)
-        model = Inpainter(ModelConfig(**cfg, track=True)).eval()
-        model.load_state_dict(untracked.state_dict())
+        untracked, model = _model_pair()
         with torch.no_grad():
             assert torch.equal(model(frames, hole), untracked(frames, hole))
 
 
 class TestEngineTrack:
     """The ``track`` switch through the engine and ``combcn inpaint --no-track``, on real EXR files."""
-
-    @staticmethod
-    def _weights(path: Path, **config: object) -> str:
-        from combcn.model import save_weights
-
-        torch.manual_seed(0)
-        base = {"width": 0.0625, "window": 8, "resolution": 64, "prefill": "plate"}
-        save_weights(Inpainter(ModelConfig(**{**base, **config})).eval(), path)
-        return str(path)
 
     def test_engine_override(self) -> None:
         from combcn.engine import Engine
@@ -230,21 +241,17 @@ class TestEngineTrack:
 
         from combcn.cli import main
 
-        t, height, width, step = 8, 64, 96, 2
-        scene = _scene(height, width + t * step)
-        truth = np.stack([scene[:, :, i * step : i * step + width] for i in range(t)])  # [T, 3, H, W]
-        matte = np.zeros((height, width), np.float32)
-        matte[24:40, 40:56] = 1.0  # a static box: the pan shows what is behind it in other frames
+        truth, matte = pan_shot()
+        t, height, width = truth.shape[:3]
         for i in range(t):
-            rgb = truth[i].transpose(1, 2, 0)
             buf = oiio.ImageBuf(oiio.ImageSpec(width, height, 3, "float"))
-            buf.set_pixels(oiio.ROI(0, width, 0, height, 0, 1, 0, 3), np.ascontiguousarray(rgb))
+            buf.set_pixels(oiio.ROI(0, width, 0, height, 0, 1, 0, 3), np.ascontiguousarray(truth[i]))
             assert buf.write(str(tmp_path / f"plate.{1001 + i}.exr"))
             mbuf = oiio.ImageBuf(oiio.ImageSpec(width, height, 1, "float"))
             mbuf.set_pixels(oiio.ROI(0, width, 0, height, 0, 1, 0, 1), matte[..., None])
             assert mbuf.write(str(tmp_path / f"matte.{1001 + i}.exr"))
-        on = self._weights(tmp_path / "on.pt", seen=True, keep_seen=True, track=True)
-        off = self._weights(tmp_path / "off.pt", seen=True, keep_seen=True)
+        on = plate_weights(tmp_path / "on.pt", seen=True, keep_seen=True, track=True)
+        off = plate_weights(tmp_path / "off.pt", seen=True, keep_seen=True)
         common = ["inpaint", str(tmp_path / "plate.####.exr"), "--matte", str(tmp_path / "matte.####.exr")]
         common += ["--shaper", "none", "--progress", "none"]
         outputs = {}
@@ -271,7 +278,7 @@ class TestEngineTrack:
         ]
         assert logs["no_track"] == [] and logs["off"] == []  # no track asked for: nothing to report
         hole = np.broadcast_to(matte[None, :, :, None] > 0, outputs["tracked"].shape)
-        want = truth.transpose(0, 2, 3, 1)
+        want = truth
         tracked_err = np.abs(outputs["tracked"] - want)[hole].mean()
         locked_err = np.abs(outputs["off"] - want)[hole].mean()
         assert tracked_err < 0.5 * locked_err
