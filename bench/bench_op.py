@@ -3,8 +3,10 @@
 Compares, in one process and interleaved round by round, the fused op against (a) the unfused
 reference composition (:func:`combcn.ops.masked_conv3d_reference`: mask-count conv, conv of
 ``x * mask``, ratio, bias, BN, ReLU as separate tensor ops) and (b) a bare ``F.conv3d`` of the same
-shape (``channels_last_3d`` input, bias, nothing else). Prints a markdown table of medians (and the
-ratios of the per-case minima, which a shared machine's noise disturbs least).
+shape (``channels_last_3d`` input, bias, nothing else); on a CPU with AVX-512 also the fused op with
+its row passes in plain loops ("scalar rows": the kernels of ``native/ops/cpu/simd.h`` switched off).
+Prints a markdown table of medians (and the ratios of the per-case minima, which a shared machine's
+noise disturbs least).
 
     python bench/bench_op.py [--dtypes float32 bfloat16] [--rounds 11] [--threads 2] [--device cpu]
 
@@ -83,7 +85,22 @@ def make_cases(
             x, mask, weight, bias, scale, shift, stride, padding, dilation, "relu"
         ),
         "bare": lambda: F.conv3d(x, weight, bias, stride, padding, dilation),
+        "scalar": lambda: scalar_rows(
+            lambda: masked_conv3d(
+                x, mask, weight, bias, stride, padding, dilation, bn=(scale, shift), activation="relu"
+            )
+        ),
     }
+
+
+def scalar_rows(fn: Callable[[], object]) -> object:
+    """``fn()`` with the CPU kernel's row passes in plain loops instead of AVX-512 (native/ops/cpu/simd.h)."""
+    before = torch.ops.combcn._cpu_simd(-1)
+    torch.ops.combcn._cpu_simd(0)
+    try:
+        return fn()
+    finally:
+        torch.ops.combcn._cpu_simd(1 if before == "avx512" else 0)
 
 
 def machine() -> str:
@@ -128,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     cpu_backend = backends()["cpu" if device.type == "cpu" else "cuda"]
     bf16_onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     print(f"machine: {machine()}")
+    # The CPU kernel's row passes: AVX-512 where the CPU has it; "scalar rows" times the plain loops.
+    simd = cpu_backend["compiled"] and torch.ops.combcn._cpu_simd(-1) == "avx512"
     print(f"backend: {cpu_backend}; oneDNN bf16 conv: {bf16_onednn}")
     print()
     print(
         "| layer | dtype | shape in -> out | fused ms | unfused ref ms | bare conv3d ms | fused / bare "
-        "| ref / fused | fused / bare (min) | ref / fused (min) |"
+        "| ref / fused | fused / bare (min) | ref / fused (min) | scalar rows / fused |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         for name, c_in, c_out, frames, size, k, s, d in LAYERS:
@@ -143,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             c_in = max(c_in // args.scale, 1) if c_in > 4 else c_in
             c_out = max(c_out // args.scale, 1)
             cases = make_cases(c_in, c_out, frames, size, k, s, d, dtype, device)
+            if device.type != "cpu" or not simd:
+                cases.pop("scalar")
             # Without AVX512-BF16/AMX, bf16 F.conv3d takes PyTorch's slow im2col path (seconds per call):
             # time those baselines with one call each (or skip them), the fused op as usual.
             slow = dtype in (torch.bfloat16, torch.float16) and device.type == "cpu" and not bf16_onednn
@@ -153,11 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             with torch.no_grad():
                 cases["fused"]()
                 for key, fn in cases.items():
-                    if slow and key != "fused":
+                    if slow and key in ("bare", "ref"):
                         times[key].append(timed(fn, 0.0, device))
                 for _ in range(args.rounds):
                     for key, fn in cases.items():
-                        if not (slow and key != "fused"):
+                        if not (slow and key in ("bare", "ref")):
                             times[key].append(timed(fn, args.min_time, device))
             med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
             # The least-disturbed round: on a shared machine noise only ever adds time.
@@ -175,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ref / fused:.3g}" if ref else "-",
                 f"{low['fused'] / low['bare']:.3g}" if bare else "-",
                 f"{low['ref'] / low['fused']:.3g}" if ref else "-",
+                f"{med['scalar'] / fused:.3g}" if "scalar" in med else "-",
             ]
             print(f"| {name} | {dtype_name} | {shape} | " + " | ".join(cells) + " |", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")

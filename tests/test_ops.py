@@ -465,6 +465,96 @@ class TestMaskedConv3d:
         assert torch.__version__.split("+")[0] in _ext.cache_dir().name
 
 
+def avx512_present() -> bool:
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        pass
+    return all(f" {flag}" in flags for flag in ("avx512f", "avx512bw", "avx512vl", "avx512dq"))
+
+
+class TestCpuRowKernels:
+    """The AVX-512 row kernels of the CPU op (native/ops/cpu/simd.h) against its plain loops."""
+
+    @pytest.fixture
+    def modes(self, native: bool):
+        assert native, f"native op failed to build: {_ext.state()['error']}"
+        before = torch.ops.combcn._cpu_simd(-1)
+        yield
+        torch.ops.combcn._cpu_simd(1 if before == "avx512" else 0)
+
+    def test_switch(self, modes) -> None:
+        # Real hardware decides: AVX-512 in use exactly where the CPU has it, and it can be switched off.
+        assert torch.ops.combcn._cpu_simd(1) == ("avx512" if avx512_present() else "scalar")
+        assert torch.ops.combcn._cpu_simd(0) == "scalar"
+        assert torch.ops.combcn._cpu_simd(-1) == "scalar"
+        assert "row kernels" in backends()["cpu"]["note"]
+
+    @pytest.mark.skipif(not avx512_present(), reason="needs a CPU with AVX-512 (F, BW, VL, DQ)")
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+    @pytest.mark.parametrize("mask_kind", ["binary", "soft"])
+    def test_bit_identical_to_plain_loops(self, modes, dtype: torch.dtype, mask_kind: str) -> None:
+        # Same rounding, same order: every output bit agrees, NaN/inf inputs and channel tails included.
+        # C_in 4/16/21 and C_out 5/16/33 cover rows shorter than, equal to and past one 16-lane vector.
+        gen = torch.Generator().manual_seed(7)
+        shape = (2, 6, 13, 15)
+        for c_in, c_out, k, stride, dilation, layout in [
+            (4, 16, 5, 1, 1, "cl"),
+            (16, 33, 3, 2, 2, "cl"),
+            (21, 5, 3, 1, 4, "cl"),
+            (3, 16, 3, 2, 1, "contiguous"),
+        ]:
+            x = torch.randn(shape[0], c_in, *shape[1:], generator=gen).to(dtype)
+            x[0, 0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+            x[1, -1, 2, 3, 4] = -0.0
+            if layout == "cl":
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            mask = (torch.rand(shape[0], 1, *shape[1:], generator=gen) > 0.4).to(dtype)
+            if mask_kind == "soft":
+                mask = mask * torch.rand(mask.shape, generator=gen).to(dtype)
+            weight = (torch.randn(c_out, c_in, k, k, k, generator=gen) * 0.1).to(dtype)
+            bias, scale, shift = (torch.randn(c_out, generator=gen).to(dtype) for _ in range(3))
+            for activation in ("relu", "none"):
+                outs = []
+                for mode in (0, 1):
+                    torch.ops.combcn._cpu_simd(mode)
+                    args = (x, mask, weight, bias, stride, "same", dilation)
+                    outs.append(masked_conv3d(*args, bn=(scale, shift), activation=activation))
+                for plain, vector in zip(outs[0], outs[1], strict=True):
+                    assert plain.dtype == vector.dtype == dtype
+                    # bit patterns, so NaNs and signed zeros compare too
+                    view = torch.int16 if dtype == torch.bfloat16 else torch.int32
+                    assert torch.equal(plain.contiguous().view(view), vector.contiguous().view(view)), (
+                        c_in,
+                        c_out,
+                        k,
+                        stride,
+                        dilation,
+                        layout,
+                        activation,
+                    )
+
+
+def test_native_parallel_for_uses_the_threads(native: bool) -> None:
+    # at::parallel_for is a header template: built without OpenMP, the extension's passes run on one
+    # thread whatever torch.set_num_threads says (it did until 2026-11-29). And one OpenMP runtime only:
+    # the extension's libgomp must be torch's.
+    assert native, f"native op failed to build: {_ext.state()['error']}"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert torch.ops.combcn._parallel_threads() == 2
+        torch.set_num_threads(1)
+        assert torch.ops.combcn._parallel_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+        runtimes = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line}
+    assert len(runtimes) <= 1, runtimes
+
+
 def test_reference_matches_plain_conv_when_all_valid() -> None:
     # Sanity of the oracle itself: all-valid mask, no padding -> ratio 1 -> plain conv3d + bias.
     x, mask, weight, bias = case(shape=(1, 4, 7, 7), mask_kind="all_valid", dtype=torch.float64)

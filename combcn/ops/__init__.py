@@ -30,7 +30,11 @@ def backends() -> dict[str, dict[str, Any]]:
     st = _ext.state()
     gpu = torch.cuda.is_available()
     if native:
-        cpu_note = f"oneDNN conv (channels_last_3d) + one fused epilogue pass; cache {st['path']}"
+        rows = torch.ops.combcn._cpu_simd(-1)
+        cpu_note = (
+            f"oneDNN conv (channels_last_3d) + one fused epilogue pass, {rows} row kernels; "
+            f"cache {st['path']}"
+        )
     else:
         cpu_note = f"not built: {st['error']}"
     if st["cuda"]:

@@ -30,7 +30,7 @@ log = logging.getLogger("combcn.ops")
 
 NAME = "combcn_ops"
 SOURCE_ROOT = Path(__file__).resolve().parents[2] / "native" / "ops"
-CPU_SOURCES = ("registration.cpp", "cpu/masked_conv3d_cpu.cpp")
+CPU_SOURCES = ("registration.cpp", "cpu/masked_conv3d_cpu.cpp", "cpu/simd.cpp")
 CUDA_SOURCES = ("cuda/masked_conv3d_cuda.cpp", "cuda/masked_conv3d_cuda.cu")
 
 _lock = threading.Lock()
@@ -117,7 +117,14 @@ def _build(build_dir: Path, with_cuda: bool, verbose: bool) -> None:
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"  # nothing to detect the arch from
     from torch.utils.cpp_extension import load as cpp_load
 
-    cflags = ["-O3", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE"] + (["-DCOMBCN_WITH_CUDA"] if with_cuda else [])
+    # -ffp-contract=off: the AVX-512 row kernels (native/ops/cpu/simd.h) must round like the scalar loops.
+    cflags = ["-O3", "-ffp-contract=off", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE"]
+    cflags += ["-DCOMBCN_WITH_CUDA"] if with_cuda else []
+    # at::parallel_for is a header template: compiled without OpenMP it runs serially. Linux torch wheels
+    # ship libgomp.so.1 and load it first, so the extension's libgomp.so.1 resolves to that same runtime
+    # (one thread pool, sized by torch.set_num_threads).
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") and torch.backends.openmp.is_available() else []
+    cflags += openmp
     if not (build_dir / f"{NAME}.so").exists():
         log.info("building the native masked_conv3d op in %s (first use; about 30 s on 2 cores)", build_dir)
     log.debug("loading native op %s from %s (cuda=%s)", NAME, build_dir, with_cuda)
@@ -125,6 +132,7 @@ def _build(build_dir: Path, with_cuda: bool, verbose: bool) -> None:
         name=NAME,
         sources=[str(p) for p in sources(with_cuda)],
         extra_cflags=cflags,
+        extra_ldflags=openmp,
         extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"] if with_cuda else None,
         extra_include_paths=[str(SOURCE_ROOT)],
         build_directory=str(build_dir),

@@ -4,6 +4,7 @@
 //    kernels.md §3.7); bf16/fp16 convolve in float32 where oneDNN lacks them (no AVX512-BF16/AMX);
 // 3. ONE at::parallel_for pass per output frame: separable dilated box count of the mask, ratio, bias,
 //    batch norm, activation and new mask, in place on the convolution output.
+// The row loops of passes 1 and 3 run as AVX-512 kernels where the CPU has them (simd.h).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "../masked_conv3d.h"
+#include "box_count.h"
+#include "simd.h"
 
 namespace combcn::ops {
 
@@ -54,6 +57,32 @@ at::Tensor epilogue_coefficients(
 }
 
 namespace {
+
+// epilogue_coefficients for CPU tensors, in plain loops: its tensor ops cost ~10 dispatches, measurable
+// next to the small layers' 2-5 ms.
+at::Tensor cpu_coefficients(const at::Tensor& x, int64_t c_out, const std::optional<at::Tensor>& bias,
+                            const std::optional<at::Tensor>& bn_scale, const std::optional<at::Tensor>& bn_shift,
+                            Activation act) {
+  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor coeffs = at::empty({3, c_out}, x.options().dtype(acc));
+  const auto as_acc = [&](const std::optional<at::Tensor>& t) {
+    return t.has_value() ? std::optional<at::Tensor>(t->to(acc).contiguous()) : std::nullopt;
+  };
+  const auto b = as_acc(bias), sc = as_acc(bn_scale), sh = as_acc(bn_shift);
+  AT_DISPATCH_FLOATING_TYPES(acc, "masked_conv3d_coefficients", [&] {
+    scalar_t* scale = coeffs.data_ptr<scalar_t>();
+    scalar_t* add = scale + c_out;
+    scalar_t* hole = scale + 2 * c_out;
+    for (int64_t k = 0; k < c_out; ++k) {
+      const scalar_t s = sc ? sc->data_ptr<scalar_t>()[k] : scalar_t(1);
+      const scalar_t t = sh ? sh->data_ptr<scalar_t>()[k] : scalar_t(0);
+      scale[k] = s;
+      add[k] = b ? s * b->data_ptr<scalar_t>()[k] + t : t;
+      hole[k] = act == Activation::Relu ? std::max(t, scalar_t(0)) : t;
+    }
+  });
+  return coeffs;
+}
 
 // One valid voxel's C_out outputs: y = act(r * scale * acc + add). In place when in_t == out_t
 // (then `in` and `out` are the same row and only `out` is touched, so the loop vectorises).
@@ -103,6 +132,8 @@ void fused_epilogue(
   out_t* o = out.data_ptr<out_t>();
   out_t* nm = new_mask.data_ptr<out_t>();
   const bool relu = act == Activation::Relu;
+  const BoxGeometry geometry{T, H, W, Ho, Wo, kernel, {stride[0], stride[1], stride[2]},
+                             {padding[0], padding[1], padding[2]}, {dilation[0], dilation[1], dilation[2]}};
 
   // At least ~32K outputs per task: small layers run inline instead of waking the thread pool.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, Ho * Wo * C));
@@ -110,36 +141,23 @@ void fused_epilogue(
     std::vector<acc_t> plane(H * W), rows(H * Wo), count(Ho * Wo);
     for (int64_t slab = begin; slab < end; ++slab) {
       const int64_t n = slab / To, to = slab % To;
-      // Box count, separably: sum the kT frames, then along W, then along H (dilated, strided).
-      std::fill(plane.begin(), plane.end(), acc_t(0));
-      for (int64_t kt = 0; kt < kernel[0]; ++kt) {
-        const int64_t t = to * stride[0] - padding[0] + kt * dilation[0];
-        if (t < 0 || t >= T) continue;
-        const acc_t* frame = m + (n * T + t) * H * W;
-        for (int64_t i = 0; i < H * W; ++i) plane[i] += frame[i];
+      // Box count of the mask (box_count.h), AVX-512 where the CPU has it.
+      const acc_t* mn = m + n * T * H * W;
+      bool counted = false;
+      if constexpr (std::is_same_v<acc_t, float>) {
+        counted = simd::box_count(mn, geometry, to, plane.data(), rows.data(), count.data());
       }
-      for (int64_t h = 0; h < H; ++h) {
-        for (int64_t wo = 0; wo < Wo; ++wo) {
-          acc_t s = 0;
-          for (int64_t kw = 0; kw < kernel[2]; ++kw) {
-            const int64_t w = wo * stride[2] - padding[2] + kw * dilation[2];
-            if (w >= 0 && w < W) s += plane[h * W + w];
-          }
-          rows[h * Wo + wo] = s;
-        }
-      }
-      std::fill(count.begin(), count.end(), acc_t(0));
-      for (int64_t ho = 0; ho < Ho; ++ho) {
-        for (int64_t kh = 0; kh < kernel[1]; ++kh) {
-          const int64_t h = ho * stride[1] - padding[1] + kh * dilation[1];
-          if (h < 0 || h >= H) continue;
-          for (int64_t wo = 0; wo < Wo; ++wo) count[ho * Wo + wo] += rows[h * Wo + wo];
-        }
-      }
+      if (!counted) box_count(mn, geometry, to, plane.data(), rows.data(), count.data());
       // Epilogue over the frame's C_out-contiguous voxels (channels_last_3d).
       const in_t* frame_in = a + slab * Ho * Wo * C;
       out_t* frame_out = o + slab * Ho * Wo * C;
       out_t* frame_mask = nm + slab * Ho * Wo;
+      if constexpr (std::is_same_v<acc_t, float>) {
+        if (simd::epilogue(frame_in, conv.scalar_type(), frame_out, out.scalar_type(), frame_mask, count.data(),
+                           Ho * Wo, C, window, threshold, scale, add, hole, relu)) {
+          continue;
+        }
+      }
       for (int64_t v = 0; v < Ho * Wo; ++v) {
         const acc_t s = count[v];
         const bool valid = s > threshold;
@@ -176,6 +194,9 @@ void mask_multiply(const at::Tensor& x, const at::Tensor& mask_acc, at::Tensor& 
       out_t* __restrict__ o = op + slab * H * W * C;
       const in_t* __restrict__ xs = xp + n * sN + t * sT;
       if (channels_last) {
+        if constexpr (std::is_same_v<acc_t, float>) {
+          if (simd::mask_multiply(xs, x.scalar_type(), o, xm.scalar_type(), m, H * W, C)) continue;
+        }
         for (int64_t v = 0; v < H * W; ++v) {
           const acc_t mv = m[v];
           for (int64_t c = 0; c < C; ++c) o[v * C + c] = static_cast<out_t>(static_cast<acc_t>(xs[v * C + c]) * mv);
@@ -263,7 +284,7 @@ std::tuple<at::Tensor, at::Tensor> masked_conv3d_cpu(
   if (!conv.is_contiguous(cl)) conv = conv.contiguous(cl);
   const bool upcast = conv.scalar_type() != x.scalar_type();
   at::Tensor out = upcast ? at::empty(conv.sizes(), x.options().memory_format(cl)) : conv;
-  at::Tensor coeffs = epilogue_coefficients(x, C_out, bias, bn_scale, bn_shift, act);
+  at::Tensor coeffs = cpu_coefficients(x, C_out, bias, bn_scale, bn_shift, act);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "masked_conv3d_cpu", [&] {
     if (upcast) {
       fused_epilogue<float, scalar_t>(conv, out, new_mask, mask_acc, coeffs, kernel, stride, padding, dilation,
