@@ -90,22 +90,38 @@ COMBCN_AVX512 inline bool all_binary(const float* m, int64_t nvox) {
 // bf16 times a binary mask needs no arithmetic: x * 1 is x and x * 0 is a zero of x's sign, except that a
 // NaN (or an infinity times 0) becomes the canonical 0x7FC0, as the float round trip gives. Branch-free in
 // the mask value, so that a random mask costs no misprediction per voxel.
+// Per voxel: keep every bit (mask 1) or the sign only (mask 0); NaN above inf (mask 1) or from inf up (mask 0).
+COMBCN_AVX512 inline __m512i binary_keep(int one) {
+  return _mm512_set1_epi16(static_cast<int16_t>(0x8000 | (-one & 0x7FFF)));
+}
+COMBCN_AVX512 inline __m512i binary_limit(int one) { return _mm512_set1_epi16(static_cast<int16_t>(0x7F7F + one)); }
+COMBCN_AVX512 inline __m512i binary_apply(__m512i bits, __m512i keep, __m512i limit) {
+  const __mmask32 nan = _mm512_cmpgt_epu16_mask(_mm512_and_si512(bits, _mm512_set1_epi16(0x7FFF)), limit);
+  return _mm512_mask_mov_epi16(_mm512_and_si512(bits, keep), nan, _mm512_set1_epi16(0x7FC0));
+}
+
 COMBCN_AVX512 void mask_multiply_binary_bf16(const uint16_t* x, uint16_t* out, const float* m, int64_t nvox,
                                              int64_t C) {
-  const __m256i magnitude = _mm256_set1_epi16(0x7FFF);
-  const __m256i qnan = _mm256_set1_epi16(0x7FC0);
-  for (int64_t v = 0; v < nvox; ++v) {
+  int64_t v = 0;
+  if (C == 16) {  // two voxels per 512-bit vector
+    for (; v + 1 < nvox; v += 2) {
+      const int a = static_cast<int>(m[v] == 1.0f), b = static_cast<int>(m[v + 1] == 1.0f);
+      const __m512i keep = _mm512_mask_blend_epi16(0xFFFF0000u, binary_keep(a), binary_keep(b));
+      const __m512i limit = _mm512_mask_blend_epi16(0xFFFF0000u, binary_limit(a), binary_limit(b));
+      const __m512i bits = _mm512_loadu_si512(x + v * 16);
+      _mm512_storeu_si512(out + v * 16, binary_apply(bits, keep, limit));
+    }
+  }
+  for (; v < nvox; ++v) {
     const int one = static_cast<int>(m[v] == 1.0f);
-    // keep every bit (mask 1) or the sign only (mask 0); NaN above inf (mask 1) or from inf up (mask 0)
-    const __m256i keep = _mm256_set1_epi16(static_cast<int16_t>(0x8000 | (-one & 0x7FFF)));
-    const __m256i limit = _mm256_set1_epi16(static_cast<int16_t>(0x7F7F + one));
+    const __m512i keep = binary_keep(one);
+    const __m512i limit = binary_limit(one);
     const uint16_t* xr = x + v * C;
     uint16_t* orow = out + v * C;
-    for (int64_t c = 0; c < C; c += 16) {
-      const __mmask16 k = tail_mask(C - c);
-      const __m256i bits = _mm256_maskz_loadu_epi16(k, xr + c);
-      const __mmask16 nan = _mm256_cmpgt_epu16_mask(_mm256_and_si256(bits, magnitude), limit);
-      _mm256_mask_storeu_epi16(orow + c, k, _mm256_mask_mov_epi16(_mm256_and_si256(bits, keep), nan, qnan));
+    for (int64_t c = 0; c < C; c += 32) {
+      const __mmask32 k = C - c >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1u << (C - c)) - 1u);
+      const __m512i bits = _mm512_maskz_loadu_epi16(k, xr + c);
+      _mm512_mask_storeu_epi16(orow + c, k, binary_apply(bits, keep, limit));
     }
   }
 }
