@@ -2,8 +2,8 @@
 """Engine benchmark: seconds per frame on a 1920x1080 plate, and peak memory against sequence length.
 
 Speed (``speed``): a synthetic 1920x1080 half RGBA EXR sequence (zip) with a moving elliptical matte
-covering 10% of the frame, rendered by ``combcn.inpaint_sequence`` with the shipped-size model
-(paper widths; shipped weights if present, else random init: same cost). Baselines in the same
+covering 10% of the frame, rendered by ``combcn.inpaint_sequence`` with the shipped model (its
+weights and config, camera track included). Baselines in the same
 process: copying the sequence through OpenImageIO (read + atomic write, no model) and the model's
 forward pass alone on the same windows.
 
