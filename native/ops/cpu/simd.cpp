@@ -75,13 +75,14 @@ COMBCN_AVX512 inline __mmask16 tail_mask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// Whether every m[v] is exactly 0 or 1 (the network's masks are).
+// Whether every m[v] is exactly +0 or 1 (the network's masks are), compared as bits: x * -0 would flip
+// the sign of a zero where x * +0 keeps it.
 COMBCN_AVX512 inline bool all_binary(const float* m, int64_t nvox) {
-  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(0x3F800000);
   for (int64_t v = 0; v < nvox; v += 16) {
     const __mmask16 k = tail_mask(nvox - v);
-    const __m512 mv = _mm512_maskz_loadu_ps(k, m + v);
-    const __mmask16 ok = _mm512_cmp_ps_mask(mv, zero, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(mv, one, _CMP_EQ_OQ);
+    const __m512i bits = _mm512_maskz_loadu_epi32(k, m + v);
+    const __mmask16 ok = _mm512_cmpeq_epi32_mask(bits, zero) | _mm512_cmpeq_epi32_mask(bits, one);
     if ((ok & k) != k) return false;
   }
   return true;
@@ -89,8 +90,8 @@ COMBCN_AVX512 inline bool all_binary(const float* m, int64_t nvox) {
 
 // bf16 times a binary mask needs no arithmetic: x * 1 is x and x * 0 is a zero of x's sign, except that a
 // NaN (or an infinity times 0) becomes the canonical 0x7FC0, as the float round trip gives. Branch-free in
-// the mask value, so that a random mask costs no misprediction per voxel.
-// Per voxel: keep every bit (mask 1) or the sign only (mask 0); NaN above inf (mask 1) or from inf up (mask 0).
+// the mask value, so that a random mask costs no misprediction per voxel. Per voxel: keep every bit
+// (mask 1) or the sign only (mask 0); NaN above inf (mask 1) or from inf up (mask 0).
 COMBCN_AVX512 inline __m512i binary_keep(int one) {
   return _mm512_set1_epi16(static_cast<int16_t>(0x8000 | (-one & 0x7FFF)));
 }
