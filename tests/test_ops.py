@@ -8,7 +8,11 @@ float64 reference run on the same (dtype-rounded) inputs, so bf16 errors are the
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
@@ -535,6 +539,44 @@ class TestCpuRowKernels:
                         layout,
                         activation,
                     )
+
+
+    @pytest.mark.skipif(not avx512_present(), reason="needs a CPU with AVX-512 (F, BW, VL, DQ)")
+    def test_bit_identical_on_the_float32_conv_path(self, native: bool) -> None:
+        # CPUs without AVX512-BF16 convolve bf16 in float32 and round in the epilogue: there the row
+        # kernels read float and write bf16. COMBCN_CPU_LOWP_CONV=0 forces that path; a fresh process,
+        # since the switch is read once.
+        assert native, f"native op failed to build: {_ext.state()['error']}"
+        script = textwrap.dedent(
+            """
+            import torch
+            from combcn.ops import _ext, masked_conv3d
+            from combcn.ops.reference import masked_conv3d_reference
+            assert _ext.load()
+            torch.set_num_threads(1)
+            g = torch.Generator().manual_seed(3)
+            x = torch.randn(1, 16, 5, 12, 14, generator=g).bfloat16().contiguous(memory_format=torch.channels_last_3d)
+            mask = (torch.rand(1, 1, 5, 12, 14, generator=g) > 0.4).bfloat16()
+            w = (torch.randn(21, 16, 3, 3, 3, generator=g) * 0.1).bfloat16()
+            b, s, t = (torch.randn(21, generator=g).bfloat16() for _ in range(3))
+            outs = []
+            for mode in (0, 1):
+                torch.ops.combcn._cpu_simd(mode)
+                outs.append(masked_conv3d(x, mask, w, b, 1, "same", 2, bn=(s, t), activation="relu"))
+            for a, v in zip(outs[0], outs[1]):
+                assert torch.equal(a.contiguous().view(torch.int16), v.contiguous().view(torch.int16))
+            bn = (s.double(), t.double())
+            ref = masked_conv3d_reference(x.double(), mask.double(), w.double(), b.double(), *bn,
+                                          (1, 1, 1), (2, 2, 2), (2, 2, 2), "relu")
+            err = (outs[1][0].double() - ref[0]).abs().max() / ref[0].abs().max()
+            print("ok", err.item())
+            """
+        )
+        env = dict(os.environ, COMBCN_CPU_LOWP_CONV="0")
+        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        err = float(run.stdout.split()[-1])
+        assert err < TOLERANCES[torch.bfloat16][0], err  # against float64, relative to the largest output
 
 
 def test_native_parallel_for_uses_the_threads(native: bool) -> None:

@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -174,7 +176,16 @@ void fused_epilogue(
 }
 
 // oneDNN's bf16/fp16 convolutions need AVX512-BF16/FP16 (or AMX); probed once per dtype by trying.
+// COMBCN_CPU_LOWP_CONV=0 takes the float32 path even where oneDNN has them (tests of that path on such CPUs).
 std::atomic<int> g_low_precision_ok[2] = {-1, -1};
+
+bool low_precision_conv_allowed() {
+  static const bool allowed = [] {
+    const char* env = std::getenv("COMBCN_CPU_LOWP_CONV");
+    return !(env != nullptr && std::strcmp(env, "0") == 0);
+  }();
+  return allowed;
+}
 
 // x * mask written straight into a channels_last_3d buffer of `dtype` (what oneDNN wants): one pass,
 // one thread pool round. (at::mul_out with the broadcast mask measured 5x slower at 2 threads here.)
@@ -238,7 +249,7 @@ at::Tensor masked_input_conv(
   if (at::hasMKLDNN() && (dt == at::kFloat || low)) {
     if (low) {
       std::atomic<int>& ok = g_low_precision_ok[dt == at::kHalf ? 1 : 0];
-      if (ok.load() != 0) {
+      if (ok.load() != 0 && low_precision_conv_allowed()) {
         at::Tensor xm = masked_input(x, mask_acc, dt);
         try {
           at::Tensor out = at::mkldnn_convolution(xm, weight, std::nullopt, padding, stride, dilation, 1);
