@@ -555,7 +555,8 @@ class TestCpuRowKernels:
             assert _ext.load()
             torch.set_num_threads(1)
             g = torch.Generator().manual_seed(3)
-            x = torch.randn(1, 16, 5, 12, 14, generator=g).bfloat16().contiguous(memory_format=torch.channels_last_3d)
+            x = torch.randn(1, 16, 5, 12, 14, generator=g).bfloat16()
+            x = x.contiguous(memory_format=torch.channels_last_3d)
             mask = (torch.rand(1, 1, 5, 12, 14, generator=g) > 0.4).bfloat16()
             w = (torch.randn(21, 16, 3, 3, 3, generator=g) * 0.1).bfloat16()
             b, s, t = (torch.randn(21, generator=g).bfloat16() for _ in range(3))
@@ -573,7 +574,8 @@ class TestCpuRowKernels:
             """
         )
         env = dict(os.environ, COMBCN_CPU_LOWP_CONV="0")
-        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        cmd = [sys.executable, "-c", script]
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
         err = float(run.stdout.split()[-1])
         assert err < TOLERANCES[torch.bfloat16][0], err  # against float64, relative to the largest output
