@@ -540,7 +540,6 @@ class TestCpuRowKernels:
                         activation,
                     )
 
-
     @pytest.mark.skipif(not avx512_present(), reason="needs a CPU with AVX-512 (F, BW, VL, DQ)")
     def test_bit_identical_on_the_float32_conv_path(self, native: bool) -> None:
         # CPUs without AVX512-BF16 convolve bf16 in float32 and round in the epilogue: there the row
