@@ -128,6 +128,14 @@ def test_eval_cli_model_compare_and_baselines(
     md = (out / "results.md").read_text()
     assert "command: `combcn eval alpha" in md and "| telea |" in md
     assert "per clip" in md and "| method | alpha | beta |" in md
+    # every full-size row against the main model, window by window; the half-size 3DCN row is not
+    gaps = result["gaps_to_model"]["hole_mae"]
+    assert set(gaps) == set(rows) - {"combcn", "3dcn@16"}
+    for row, g in gaps.items():
+        per = [w["scores"][row]["hole_mae"] - w["scores"]["combcn"]["hole_mae"] for w in result["windows"]]
+        assert g["gap"] == pytest.approx(float(np.mean(per)))
+        assert min(per) - 1e-9 <= g["low"] <= g["gap"] <= g["high"] <= max(per) + 1e-9
+    assert "each method minus combcn, window by window" in md
     sheet = cv2.imread(str(out / "examples.png"))
     # 2 windows x (truth, input, combcn, 3dcn upsampled, 2dcn, 5 baselines) tiles of 32 px
     assert sheet.shape == (2 * 32, 10 * 32, 3)

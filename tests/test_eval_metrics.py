@@ -155,3 +155,37 @@ class TestTemporalError:
         assert math.isnan(metrics.temporal_error(_clip(t=1), _clip(t=1), _box_hole(t=1)).item())
         no_hole = torch.zeros(1, 1, 4, 16, 16)
         assert math.isnan(metrics.temporal_error(_clip(), _clip(seed=2), no_hole).item())
+
+
+def test_paired_gaps_known_answer() -> None:
+    # Row "b" is 1.0 worse than "a" on every window: gap 1, and an interval of width 0. Row "c" is
+    # better on average, by a gap that varies: the interval holds the mean, within the per-window range.
+    from combcn.eval.evaluate import EvalResult, gaps_table, paired_gaps
+
+    rng = np.random.default_rng(1)
+    result = EvalResult(rows=["a", "3dcn@16", "b", "c"])
+    noise = rng.normal(-2.0, 1.5, 40)
+    for i in range(40):
+        base = 20.0 + i % 7
+        result.windows.append(
+            {
+                "clip": "x",
+                "start": i,
+                "scores": {
+                    "a": {"hole_mae": base},
+                    "3dcn@16": {"hole_mae": base / 2},
+                    "b": {"hole_mae": base + 1.0},
+                    "c": {"hole_mae": base + noise[i] if i != 3 else float("nan")},
+                },
+            }
+        )
+    gaps = paired_gaps(result, "a", "hole_mae", resamples=2000)
+    assert set(gaps) == {"b", "c"}
+    assert gaps["b"] == pytest.approx({"gap": 1.0, "low": 1.0, "high": 1.0, "windows": 40.0})
+    kept = np.delete(noise, 3)
+    assert gaps["c"]["windows"] == 39 and gaps["c"]["gap"] == pytest.approx(kept.mean())
+    assert kept.min() < gaps["c"]["low"] < gaps["c"]["gap"] < gaps["c"]["high"] < 0 < kept.max()
+    # reproducible for a seed
+    assert paired_gaps(result, "a", "hole_mae", resamples=2000) == gaps
+    table = gaps_table(gaps, "a")
+    assert "| b | +1.00 | +1.00 to +1.00 |" in table

@@ -119,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
         baseline_method,
         evaluate,
         example_sheet,
+        gaps_table,
         markdown_table,
         model_method,
+        paired_gaps,
         per_clip_table,
     )
 
@@ -228,6 +230,14 @@ def run(args: argparse.Namespace) -> int:
     )
     for key in ("hole_mae", "temporal_error"):
         md += f"\n### {METRICS[key][0]} per clip\n\n{per_clip_table(result, key)}"
+    # Is a gap real? Every row against the main model, paired over the same windows.
+    gaps: dict[str, dict[str, dict[str, float]]] = {}
+    if args.name in result.rows and len(result.windows) > 1:
+        for key in ("hole_mae", "temporal_error"):
+            gaps[key] = paired_gaps(result, args.name, key)
+            if gaps[key]:
+                md += f"\n### {METRICS[key][0]}: each method minus {args.name}, window by window\n\n"
+                md += gaps_table(gaps[key], args.name, key)
     payload = {
         "command": command,
         "date": when,
@@ -245,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
         "models": models,
         "baselines": {b: BASELINES[b][1] for b in baselines},
         "summary": summary,
+        "gaps_to_model": gaps,
         "seconds": result.seconds,
         "windows": result.windows,
     }

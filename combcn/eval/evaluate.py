@@ -158,6 +158,54 @@ class EvalResult:
         return out
 
 
+def paired_gaps(
+    result: EvalResult, reference: str, metric: str = "hole_mae", *, resamples: int = 20000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Each row's score minus ``reference``'s on the same windows, with a paired bootstrap interval.
+
+    Args:
+        result: the evaluation.
+        reference: the row every other row is compared with (the main model).
+        metric: a key of :data:`METRICS`.
+        resamples: bootstrap resamples of the windows (with replacement).
+        seed: of the resampling, so that a report is reproducible.
+
+    Returns:
+        ``{row: {"gap": mean of row - reference, "low": 2.5 %, "high": 97.5 %, "windows": n}}`` for every
+        other full-size row (the 3DCN's half-size row scores another resolution and is left out); windows
+        where either score is not finite are dropped. The interval says how much the choice of windows
+        moves the gap, not how much retraining would.
+    """
+    out: dict[str, dict[str, float]] = {}
+    rng = np.random.default_rng(seed)
+    for row in result.rows:
+        if row == reference or "@" in row:
+            continue
+        pairs = [
+            (w["scores"][row][metric], w["scores"][reference][metric])
+            for w in result.windows
+            if row in w["scores"] and reference in w["scores"]
+        ]
+        gaps = np.array([a - b for a, b in pairs if math.isfinite(a) and math.isfinite(b)], dtype=np.float64)
+        if gaps.size == 0:
+            continue
+        means = gaps[rng.integers(0, gaps.size, (resamples, gaps.size))].mean(axis=1)
+        low, high = np.percentile(means, [2.5, 97.5])
+        out[row] = {"gap": float(gaps.mean()), "low": float(low), "high": float(high), "windows": float(gaps.size)}
+    return out
+
+
+def gaps_table(gaps: dict[str, dict[str, float]], reference: str, metric: str = "hole_mae") -> str:
+    """Markdown table of :func:`paired_gaps` (negative: the row scores lower than ``reference``)."""
+    lines = [
+        f"| method | {METRICS[metric][0]} minus {reference}'s | 95 % interval (paired bootstrap over windows) |",
+        "|---|---:|---|",
+    ]
+    for row, g in gaps.items():
+        lines.append(f"| {row} | {g['gap']:+.2f} | {g['low']:+.2f} to {g['high']:+.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def per_clip_table(result: EvalResult, metric: str = "hole_mae") -> str:
     """A markdown table of one metric's mean per clip (columns) and row (rows)."""
     clips = list(dict.fromkeys(w["clip"] for w in result.windows))
