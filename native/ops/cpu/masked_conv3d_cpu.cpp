@@ -46,27 +46,21 @@ void check_inputs(
   TORCH_CHECK(mask.size(0) == x.size(0), "masked_conv3d: mask and x batch sizes differ");
 }
 
+// CPU tensors: plain loops (as tensor ops, ~10 dispatches, measurable next to the small layers' 2-5 ms);
+// device tensors (the CUDA glue): the same rows as tensor ops, so nothing leaves the device.
 at::Tensor epilogue_coefficients(
     const at::Tensor& x, int64_t c_out, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& bn_scale, const std::optional<at::Tensor>& bn_shift, Activation act) {
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   auto opts = x.options().dtype(acc);
-  at::Tensor scale = bn_scale.has_value() ? bn_scale->to(acc) : at::ones({c_out}, opts);
-  at::Tensor shift = bn_shift.has_value() ? bn_shift->to(acc) : at::zeros({c_out}, opts);
-  at::Tensor add = bias.has_value() ? scale * bias->to(acc) + shift : shift.clone();
-  at::Tensor hole = act == Activation::Relu ? shift.clamp_min(0) : shift;
-  return at::stack({scale, add, hole}).contiguous();
-}
-
-namespace {
-
-// epilogue_coefficients for CPU tensors, in plain loops: its tensor ops cost ~10 dispatches, measurable
-// next to the small layers' 2-5 ms.
-at::Tensor cpu_coefficients(const at::Tensor& x, int64_t c_out, const std::optional<at::Tensor>& bias,
-                            const std::optional<at::Tensor>& bn_scale, const std::optional<at::Tensor>& bn_shift,
-                            Activation act) {
-  const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor coeffs = at::empty({3, c_out}, x.options().dtype(acc));
+  if (!x.is_cpu()) {
+    at::Tensor scale = bn_scale.has_value() ? bn_scale->to(acc) : at::ones({c_out}, opts);
+    at::Tensor shift = bn_shift.has_value() ? bn_shift->to(acc) : at::zeros({c_out}, opts);
+    at::Tensor add = bias.has_value() ? scale * bias->to(acc) + shift : shift.clone();
+    at::Tensor hole = act == Activation::Relu ? shift.clamp_min(0) : shift;
+    return at::stack({scale, add, hole}).contiguous();
+  }
+  at::Tensor coeffs = at::empty({3, c_out}, opts);
   const auto as_acc = [&](const std::optional<at::Tensor>& t) {
     return t.has_value() ? std::optional<at::Tensor>(t->to(acc).contiguous()) : std::nullopt;
   };
@@ -85,6 +79,8 @@ at::Tensor cpu_coefficients(const at::Tensor& x, int64_t c_out, const std::optio
   });
   return coeffs;
 }
+
+namespace {
 
 // One valid voxel's C_out outputs: y = act(r * scale * acc + add). In place when in_t == out_t
 // (then `in` and `out` are the same row and only `out` is touched, so the loop vectorises).
@@ -295,7 +291,7 @@ std::tuple<at::Tensor, at::Tensor> masked_conv3d_cpu(
   if (!conv.is_contiguous(cl)) conv = conv.contiguous(cl);
   const bool upcast = conv.scalar_type() != x.scalar_type();
   at::Tensor out = upcast ? at::empty(conv.sizes(), x.options().memory_format(cl)) : conv;
-  at::Tensor coeffs = cpu_coefficients(x, C_out, bias, bn_scale, bn_shift, act);
+  at::Tensor coeffs = epilogue_coefficients(x, C_out, bias, bn_scale, bn_shift, act);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "masked_conv3d_cpu", [&] {
     if (upcast) {
       fused_epilogue<float, scalar_t>(conv, out, new_mask, mask_acc, coeffs, kernel, stride, padding, dilation,
