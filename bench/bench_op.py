@@ -5,6 +5,9 @@ reference composition (:func:`combcn.ops.masked_conv3d_reference`: mask-count co
 ``x * mask``, ratio, bias, BN, ReLU as separate tensor ops) and (b) a bare ``F.conv3d`` of the same
 shape (``channels_last_3d`` input, bias, nothing else); on a CPU with AVX-512 also the fused op with
 its row passes in plain loops ("scalar rows": the kernels of ``native/ops/cpu/simd.h`` switched off).
+"ref / bare" is the most any fusion around the same convolution could make of "ref / fused"; "bare
+GFLOP/s" counts the convolution's multiply-adds on real input (not on the zero padding), to compare with
+the machine's peak (``bench/fma_peak.c``).
 Prints a markdown table of medians (and the ratios of the per-case minima, which a shared machine's
 noise disturbs least).
 
@@ -93,6 +96,16 @@ def make_cases(
     }
 
 
+def useful_macs(c_in: int, c_out: int, frames: int, size: int, k: int, s: int, d: int) -> int:
+    """Multiply-adds of the layer's convolution that touch the input (taps on the zero padding left out)."""
+
+    def taps(n: int, stride: int, dilation: int, pad: int) -> int:
+        n_out = (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+        return sum(0 <= o * stride - pad + j * dilation < n for o in range(n_out) for j in range(k))
+
+    return c_in * c_out * taps(frames, 1, 1, (k - 1) // 2) * taps(size, s, d, d * (k - 1) // 2) ** 2
+
+
 def scalar_rows(fn: Callable[[], object]) -> object:
     """``fn()`` with the CPU kernel's row passes in plain loops instead of AVX-512 (native/ops/cpu/simd.h)."""
     before = torch.ops.combcn._cpu_simd(-1)
@@ -151,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         "| layer | dtype | shape in -> out | fused ms | unfused ref ms | bare conv3d ms | fused / bare "
-        "| ref / fused | fused / bare (min) | ref / fused (min) | scalar rows / fused |"
+        "| ref / fused | fused / bare (min) | ref / fused (min) | scalar rows / fused | ref / bare "
+        "| bare GFLOP/s |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         for name, c_in, c_out, frames, size, k, s, d in LAYERS:
@@ -197,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{low['fused'] / low['bare']:.3g}" if bare else "-",
                 f"{low['ref'] / low['fused']:.3g}" if ref else "-",
                 f"{med['scalar'] / fused:.3g}" if "scalar" in med else "-",
+                # what ref / fused would be if the fused op took no longer than the bare convolution
+                f"{ref / bare:.3g}" if ref and bare else "-",
+                f"{2 * useful_macs(c_in, c_out, frames, size, k, s, d) / bare / 1e6:.0f}" if bare else "-",
             ]
             print(f"| {name} | {dtype_name} | {shape} | " + " | ".join(cells) + " |", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
