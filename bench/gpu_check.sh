@@ -3,7 +3,8 @@
 # (whose python3 already holds a CUDA torch, nvcc and pytest; nothing is installed): build the extension
 # with its CUDA kernels, run the CUDA tests (and the CPU op tests beside them), then the GPU benchmark.
 # Everything is also written to $OUT (default ./gpu_check_out): machine.txt, build.log, tests.log,
-# bench.md. Takes about 3-6 minutes on an H100/H200, most of it the build.
+# bench.md. Not yet run on a GPU; expected to take a few minutes, most of it the build (timeout_s 540
+# leaves room).
 #
 #   bash bench/gpu_check.sh                       # here, or through the device tool:
 #   run(command="bash bench/gpu_check.sh", timeout_s=540)
