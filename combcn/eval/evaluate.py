@@ -158,6 +158,11 @@ class EvalResult:
         return out
 
 
+def full_size(row: str) -> bool:
+    """Whether a row is scored on full-size pixels (the 3DCN's own ``3dcn@<size>`` row is at half size)."""
+    return "@" not in row
+
+
 def paired_gaps(
     result: EvalResult, reference: str, metric: str = "hole_mae", *, resamples: int = 20000, seed: int = 0
 ) -> dict[str, dict[str, float]]:
@@ -179,7 +184,7 @@ def paired_gaps(
     out: dict[str, dict[str, float]] = {}
     rng = np.random.default_rng(seed)
     for row in result.rows:
-        if row == reference or "@" in row:
+        if row == reference or not full_size(row):
             continue
         pairs = [
             (w["scores"][row][metric], w["scores"][reference][metric])
@@ -297,7 +302,7 @@ def markdown_table(summary: dict[str, dict[str, float]], descriptions: dict[str,
     keys = list(METRICS)
     header = "| method | " + " | ".join(METRICS[k][0] for k in keys) + " | s/window | windows |"
     sep = "|---|" + "---:|" * (len(keys) + 2)
-    comparable = [r for r in summary if "@" not in r]
+    comparable = [r for r in summary if full_size(r)]
     best: dict[str, float] = {}
     for key in keys:
         vals = [summary[r][key] for r in comparable if math.isfinite(summary[r][key])]
