@@ -7,6 +7,7 @@ nothing reads ../shared. Training runs a tiny network for a handful of iteration
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -472,6 +473,26 @@ class TestTrain:
         assert "iteration 2: non-finite gradient" in caplog.text
         model = load_model(tmp_path / "run" / "last.pt")
         assert all(torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point())
+
+    def test_cli_overrides(self, tmp_path: Path, clip_root: Path) -> None:
+        # -o, -n and -s replace the config's train.out, train.iterations and train.seed: a replicate of a
+        # run with another seed is one flag, and it draws other windows
+        import yaml
+
+        from combcn.cli import main
+
+        config = tmp_path / "tiny.yaml"
+        config.write_text(yaml.safe_dump(_cfg(clip_root, tmp_path, iterations=9, seed=0)))
+        losses = {}
+        for seed in (0, 5):
+            out = tmp_path / f"seed{seed}"
+            args = ["train", str(config), "-o", str(out), "-n", "2", "-s", str(seed), "-p", "none"]
+            assert main(args) == 0
+            saved = json.loads((out / "config.json").read_text())["train"]
+            assert saved["seed"] == seed and saved["iterations"] == 2 and saved["out"] == str(out)
+            losses[seed] = [r["loss_total"] for r in csv.DictReader(open(out / "log.csv"))]
+            assert len(losses[seed]) == 2
+        assert losses[0] != losses[5]
 
     def test_cli_unknown_key(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         from combcn.cli import main

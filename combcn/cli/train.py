@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["threads"] = args.threads
     if args.device:
         overrides["device"] = args.device
+    if args.seed is not None:
+        overrides["seed"] = args.seed
     if overrides:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **overrides))
     if args.export:
@@ -75,6 +77,13 @@ def add_parser(subparsers: Any) -> None:
         "-t", "--threads", type=int, default=None, help="torch CPU threads (overrides train.threads)"
     )
     p.add_argument("-d", "--device", default=None, help="cpu or cuda (overrides train.device)")
+    p.add_argument(
+        "-s",
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the training windows and holes (overrides train.seed): a replicate of a run",
+    )
     p.add_argument("-p", "--progress", choices=["bar", "none"], default="bar", help="progress display")
     p.add_argument(
         "-e",
