@@ -43,8 +43,11 @@ Box = tuple[int, int, int, int]
 #: thresholds the published flow-propagation systems use.
 FB_A1 = 0.01
 FB_A2 = 0.5
-#: A window whose fitted background motion stays below this (proxy pixels) everywhere is locked off.
+#: A window whose fitted background motion stays below this (proxy pixels, median over the background)
+#: between every pair of frames is locked off.
 STATIC_MOTION = 0.25
+#: A pixel follows a plane's homography if its flow is within this (proxy pixels) of it.
+INLIER = 0.5
 #: Known pixels this close to a hole (proxy pixels) are not sampled: matte edges, motion blur, shadow.
 EDGE = 1
 #: Where a forward and a backward source differ by more than this (relative, in plate units), only
@@ -160,14 +163,14 @@ def _homography_flow(flow: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray |
         return None, inliers
     src = np.stack([xs, ys], 1).astype(np.float32)
     dst = src + flow[ys, xs]
-    matrix, _ = cv2.findHomography(src, dst, cv2.RANSAC, 1.0, maxIters=500, confidence=0.995)
+    matrix, _ = cv2.findHomography(src, dst, cv2.RANSAC, INLIER, maxIters=500, confidence=0.995)
     if matrix is None:
         return None, inliers
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
     pts = np.stack([gx, gy, np.ones_like(gx)], -1) @ matrix.T.astype(np.float32)
     fitted = pts[..., :2] / np.where(np.abs(pts[..., 2:]) < 1e-6, 1e-6, pts[..., 2:]) - np.stack([gx, gy], -1)
     residual = np.linalg.norm(flow - fitted, axis=-1)
-    inliers = usable & (residual < 1.0)
+    inliers = usable & (residual < INLIER)
     return fitted.astype(np.float32), inliers
 
 
@@ -204,46 +207,93 @@ def _consistent(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
 
 
 class _Motion:
-    """The background's motion between neighbouring proxy frames, forward and backward.
+    """The background's motion between neighbouring proxy frames, forward and backward, as one or two
+    hypotheses (motion layers).
 
-    Measured flow is kept where it is trustworthy background motion: outside the (grown) holes, passing
-    the forward-backward check, and within a pixel of the RANSAC homography fitted to the background.
-    Everywhere else (the holes, moving foreground, flow that fails the check) the motion is the fitted
-    homography plus the trusted pixels' residual, interpolated smoothly. So a traced point always moves
-    with the background, also through frames where something else covers it.
+    Measured flow is kept where it is trustworthy motion of a layer: outside the (grown) holes, passing
+    the forward-backward check, and within a pixel of that layer's RANSAC homography. Everywhere else
+    (the holes, other movers, flow that fails the check) a layer's motion is its homography plus its
+    trusted pixels' residual, interpolated smoothly. Layer 0 is the dominant background (exactly zero
+    on a locked-off shot); layer 1, where the pixels layer 0 does not explain hold a second plane
+    (parallax: a nearer wall, a building's other face), is that plane. A traced point always moves with
+    its layer, also through frames where something else covers it.
+
+    Attributes:
+        forward, backward (list[list[ndarray[h, w, 2]]]): per layer, per frame pair ``(i, i + 1)``.
+        second (list[ndarray[h, w] bool]): per frame, the pixels seen moving with layer 1.
+        locked_off: layer 0 does not move.
     """
 
     def __init__(self, greys: list[np.ndarray], holes: list[np.ndarray]):
         n = len(greys)
         self.locked_off = True
-        self.forward: list[np.ndarray] = []
-        self.backward: list[np.ndarray] = []
+        self.forward: list[list[np.ndarray]] = [[]]
+        self.backward: list[list[np.ndarray]] = [[]]
+        self.second: list[np.ndarray] = []
         if n < 2:
             return
         dis = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
             cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
         )
         grown = [cv2.dilate(h.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0 for h in holes]
-        fits = []
+        pairs = []
         for i in range(n - 1):
             f = dis.calc(greys[i], greys[i + 1], None)
             b = dis.calc(greys[i + 1], greys[i], None)
-            usable_f = ~grown[i] & _consistent(f, b)
-            usable_b = ~grown[i + 1] & _consistent(b, f)
-            ff, fin = _homography_flow(f, usable_f)
-            bf, bin_ = _homography_flow(b, usable_b)
-            fits.append((f, ff, fin, b, bf, bin_))
-            for fitted in (ff, bf):
-                if fitted is None or float(np.abs(fitted).max()) >= STATIC_MOTION:
+            pairs.append(
+                (
+                    _layers(f, ~grown[i] & _consistent(f, b)),
+                    _layers(b, ~grown[i + 1] & _consistent(b, f)),
+                    f,
+                    b,
+                )
+            )
+            for fitted, inliers in (pairs[-1][0][0], pairs[-1][1][0]):
+                if fitted is None or _typical_motion(fitted, inliers) >= STATIC_MOTION:
                     self.locked_off = False
-        if self.locked_off:
-            zero = np.zeros(greys[0].shape + (2,), np.float32)
-            self.forward = [zero] * (n - 1)
-            self.backward = [zero] * (n - 1)
-            return
-        for i, (f, ff, fin, b, bf, bin_) in enumerate(fits):
-            self.forward.append(_background(f, ff, fin, grown[i]))
-            self.backward.append(_background(b, bf, bin_, grown[i + 1]))
+        second = any(len(fl) > 1 or len(bl) > 1 for fl, bl, _, _ in pairs)
+        self.forward = [[] for _ in range(2 if second else 1)]
+        self.backward = [[] for _ in range(2 if second else 1)]
+        # which pixels of each frame move with the second plane (its inliers, from either pair)
+        self.second = [np.zeros(greys[0].shape, bool) for _ in range(n)]
+        for i, (fl, bl, _, _) in enumerate(pairs):
+            if len(fl) > 1:
+                self.second[i] |= fl[1][1]
+            if len(bl) > 1:
+                self.second[i + 1] |= bl[1][1]
+        zero = np.zeros(greys[0].shape + (2,), np.float32)
+        for i, (fl, bl, f, b) in enumerate(pairs):
+            for k in range(len(self.forward)):
+                if k == 0 and self.locked_off:
+                    self.forward[0].append(zero)
+                    self.backward[0].append(zero)
+                    continue
+                ff, fin = fl[min(k, len(fl) - 1)]
+                bf, bin_ = bl[min(k, len(bl) - 1)]
+                self.forward[k].append(_background(f, ff, fin, grown[i]))
+                self.backward[k].append(_background(b, bf, bin_, grown[i + 1]))
+
+
+def _typical_motion(fitted: np.ndarray, inliers: np.ndarray) -> float:
+    """The median length of a fitted motion over the pixels that follow it (proxy pixels)."""
+    if not inliers.any():
+        return float("inf")
+    return float(np.median(np.linalg.norm(fitted[inliers], axis=-1)))
+
+
+def _layers(flow: np.ndarray, usable: np.ndarray) -> list[tuple[np.ndarray | None, np.ndarray]]:
+    """The dominant plane's fitted motion and inliers, and a second plane's where the pixels the first
+    does not explain are many and move differently (by more than a pixel)."""
+    fitted, inliers = _homography_flow(flow, usable)
+    layers = [(fitted, inliers)]
+    rest = usable & ~inliers
+    if fitted is not None and rest.sum() >= max(40, 0.02 * usable.sum()):
+        fitted2, inliers2 = _homography_flow(flow, rest)
+        if fitted2 is not None and inliers2.sum() >= 30:
+            apart = float(np.linalg.norm(fitted2 - fitted, axis=-1)[inliers2].mean())
+            if apart > 0.75:
+                layers.append((fitted2, inliers2))
+    return layers
 
 
 def _background(
@@ -271,7 +321,9 @@ class _Trace:
 
 
 def _trace(
-    motion: _Motion,
+    forward: list[np.ndarray],
+    backward: list[np.ndarray],
+    static: bool,
     known: list[np.ndarray],
     t: int,
     xs: np.ndarray,
@@ -279,8 +331,9 @@ def _trace(
     is_ring: np.ndarray,
     direction: int,
 ) -> _Trace:
-    """Follow points of frame ``t`` frame by frame in ``direction``: hole points until each lands on a
-    known pixel, ring points (known in ``t``) alongside them, for as long as hole points remain."""
+    """Follow points of frame ``t`` frame by frame in ``direction`` along one layer's motion
+    (``forward``/``backward`` per frame pair; ``static``: it is zero): hole points until each lands on
+    a known pixel, ring points (known in ``t``) alongside them, for as long as hole points remain."""
     n = len(known)
     count = len(xs)
     source = np.full(count, -1, np.int32)
@@ -297,8 +350,8 @@ def _trace(
             break
         idx = np.flatnonzero(alive)
         px, py = cx[idx], cy[idx]
-        if not motion.locked_off:
-            flows = motion.forward[s] if direction > 0 else motion.backward[nxt]
+        if not static:
+            flows = forward[s] if direction > 0 else backward[nxt]
             step = _sample(flows, px, py)
             px = px + step[:, 0]
             py = py + step[:, 1]
@@ -319,14 +372,16 @@ def _trace(
 
 
 def _exposure_gain(target: np.ndarray, warped: np.ndarray) -> np.ndarray:
-    """Per-channel gain that matches ``warped`` ring values (ndarray[N, 3]) to ``target``'s, clamped."""
-    if len(target) < 16:
+    """Per-channel gain that matches ``warped`` ring values (ndarray[N, 3]) to ``target``'s: the median
+    of the per-point ratios (robust to ring points that landed on another surface), clamped to
+    [2/3, 3/2]; 1 where the ring is too small to tell or the change is below half a percent."""
+    valid = (np.abs(warped) > 1e-3).all(1) & (np.abs(target) > 1e-3).all(1)
+    if valid.sum() < 16:
         return np.ones(3, np.float32)
-    a = target.sum(0)
-    b = warped.sum(0)
-    gain = np.where(np.abs(b) > 1e-6, a / np.where(np.abs(b) > 1e-6, b, 1.0), 1.0)
+    gain = np.median(target[valid] / warped[valid], axis=0)
     gain = np.clip(gain, 2.0 / 3.0, 1.5)
-    return np.where(np.abs(gain - 1.0) < 0.005, 1.0, gain).astype(np.float32)
+    out: np.ndarray = np.where(np.abs(gain - 1.0) < 0.005, 1.0, gain).astype(np.float32)
+    return out
 
 
 def propagate(
@@ -361,6 +416,11 @@ def propagate(
     motion = _Motion(greys, small_holes)
     small_rgb = [cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in rgb]
     out = Propagated(region, {}, {}, {}, motion.locked_off)
+    layer_known: list[list[np.ndarray]] = []
+    if len(motion.forward) > 1:
+        seconds = [cv2.dilate(m.astype(np.uint8), edge) > 0 for m in motion.second]
+        layer_known = [[k & ~m for k, m in zip(known, seconds, strict=True)]]
+        layer_known.append([k & m for k, m in zip(known, seconds, strict=True)])
     ring_kernel = np.ones((9, 9), np.uint8)
     for t in targets:
         hole = holes[t]
@@ -370,32 +430,68 @@ def propagate(
         ring = (cv2.dilate(track.astype(np.uint8), ring_kernel) > 0) & known[t]
         ys, xs = np.nonzero(track | ring)
         is_ring = ring[ys, xs]
-        candidates = []
-        for direction in (1, -1):
-            trace = _trace(motion, known, t, xs.astype(np.float32), ys.astype(np.float32), is_ring, direction)
-            candidates.append(trace)
-        values, revealed, offset = _sample_plate(
-            rgb, small_rgb, hole, t, xs, ys, is_ring, candidates, (sx, sy)
-        )
+        xs_f, ys_f = xs.astype(np.float32), ys.astype(np.float32)
+        hypotheses = []
+        for k in range(len(motion.forward)):
+            static = k == 0 and motion.locked_off
+            # a layer's point is known only where that layer is what the frame shows there
+            own = known if k == 0 and len(motion.forward) == 1 else layer_known[k]
+            traces = [
+                _trace(motion.forward[k], motion.backward[k], static, own, t, xs_f, ys_f, is_ring, direction)
+                for direction in (1, -1)
+            ]
+            hypotheses.append([_candidates(rgb, small_rgb, hole, t, xs, ys, tr, (sx, sy)) for tr in traces])
+        prior = None
+        if len(hypotheses) > 1:
+            prior = _nearest_layer(small_holes[t], known[t] & motion.second[t], (sx, sy), hole)
+        values, revealed, offset = _choose(hypotheses, hole, t, prior)
         out.values[t] = values
         out.revealed[t] = revealed
         out.offset[t] = offset
     return out
 
 
-def _sample_plate(
+_Candidate = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _nearest_layer(
+    small_hole: np.ndarray, second: np.ndarray, scale: tuple[float, float], hole: np.ndarray
+) -> np.ndarray:
+    """Over the plate hole's bounding box: True where the nearest pixel outside the (proxy) hole moves
+    with layer 1: a hidden pixel most likely belongs to the surface beside it."""
+    outside = ~small_hole
+    if not outside.any():
+        return np.zeros(hole.shape, bool)
+    _, labels = cv2.distanceTransformWithLabels(
+        small_hole.astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    # DIST_LABEL_PIXEL numbers the zero (outside) pixels from 1 in raster order
+    owner = np.concatenate([[False], second[outside]])
+    near = owner[labels].astype(np.float32)
+    hy, hx = np.nonzero(hole)
+    y0, y1, x0, x1 = int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1
+    gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    sx, sy = scale
+    out: np.ndarray = cv2.remap(near, (gx + 0.5) * sx - 0.5, (gy + 0.5) * sy - 0.5, cv2.INTER_NEAREST) > 0.5
+    return out
+
+
+def _candidates(
     rgb: list[np.ndarray],
     small_rgb: list[np.ndarray],
     hole: np.ndarray,
     t: int,
     xs: np.ndarray,
     ys: np.ndarray,
-    is_ring: np.ndarray,
-    traces: list[_Trace],
+    trace: _Trace,
     scale: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sample the plate-resolution sources the traces found for frame ``t``'s hole, blend, match gain."""
-    h, w = hole.shape
+) -> _Candidate:
+    """Sample, at plate resolution, the sources one trace found for frame ``t``'s hole.
+
+    Returns:
+        over the hole's bounding box: values (ndarray[h, w, 3], exposure matched), temporal distance
+        to the source (inf: none) and the source's index (-1: none).
+    """
     sh, sw = small_rgb[0].shape[:2]
     sx, sy = scale
     hy, hx = np.nonzero(hole)
@@ -405,57 +501,93 @@ def _sample_plate(
     # each plate pixel's proxy position (pixel centres)
     px = (gx + 0.5) * sx - 0.5
     py = (gy + 0.5) * sy - 0.5
-    results = []
-    for trace in traces:
-        value = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
-        dist = np.full((y1 - y0, x1 - x0), np.inf, np.float32)
-        src_of = np.full((y1 - y0, x1 - x0), -1, np.int32)
-        for s in sorted(set(trace.source[trace.source >= 0].tolist()), key=lambda s: abs(s - t)):
-            pick = trace.source == s
-            # displacement field of the points that reached s, smoothly spread over the proxy
-            disp = np.zeros((sh, sw, 2), np.float32)
-            have = np.zeros((sh, sw), bool)
-            disp[ys[pick], xs[pick], 0] = trace.x[pick] - xs[pick]
-            disp[ys[pick], xs[pick], 1] = trace.y[pick] - ys[pick]
-            have[ys[pick], xs[pick]] = True
-            label = np.zeros((sh, sw), np.float32)
-            label[ys[pick & ~is_ring], xs[pick & ~is_ring]] = 1.0
-            disp = _fill_smooth(disp, have)
-            d = np.stack(
-                [
-                    cv2.remap(disp[..., c], px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                    for c in (0, 1)
-                ],
-                -1,
-            )
-            mine = (
-                cv2.remap(label, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                > 0.5
-            )
-            mine &= sub_hole & (src_of < 0)
-            if not mine.any():
-                continue
-            mapx = gx + d[..., 0] / sx
-            mapy = gy + d[..., 1] / sy
-            sampled = cv2.remap(rgb[s], mapx, mapy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-            # exposure: ring points of t that also reached s, target colour against warped source colour
-            ring_idx, ring_x, ring_y = trace.ring_at.get(s, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
-            gain = _exposure_gain(
-                small_rgb[t][ys[ring_idx], xs[ring_idx]], _sample(small_rgb[s], ring_x, ring_y)
-            )
-            value[mine] = sampled[mine] * gain
-            dist[mine] = abs(s - t)
-            src_of[mine] = s
-        results.append((value, dist, src_of))
-    (vf, df, sf), (vb, db, sb) = results
+    value = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+    dist = np.full((y1 - y0, x1 - x0), np.inf, np.float32)
+    src_of = np.full((y1 - y0, x1 - x0), -1, np.int32)
+    for s in sorted(set(trace.source[trace.source >= 0].tolist()), key=lambda s: abs(s - t)):
+        pick = trace.source == s
+        # displacement field of the points that reached s, smoothly spread over the proxy
+        disp = np.zeros((sh, sw, 2), np.float32)
+        have = np.zeros((sh, sw), bool)
+        disp[ys[pick], xs[pick], 0] = trace.x[pick] - xs[pick]
+        disp[ys[pick], xs[pick], 1] = trace.y[pick] - ys[pick]
+        have[ys[pick], xs[pick]] = True
+        label = have.astype(np.float32)
+        disp = _fill_smooth(disp, have)
+        d = np.stack(
+            [
+                cv2.remap(disp[..., c], px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                for c in (0, 1)
+            ],
+            -1,
+        )
+        mine = (
+            cv2.remap(label, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
+        )
+        mine &= sub_hole & (src_of < 0)
+        if not mine.any():
+            continue
+        sampled = cv2.remap(
+            rgb[s], gx + d[..., 0] / sx, gy + d[..., 1] / sy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+        )
+        # exposure: ring points of t known in s, target colour against the source colour they moved to
+        ring_idx, ring_x, ring_y = trace.ring_at.get(s, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
+        gain = _exposure_gain(small_rgb[t][ys[ring_idx], xs[ring_idx]], _sample(small_rgb[s], ring_x, ring_y))
+        value[mine] = sampled[mine] * gain
+        dist[mine] = abs(s - t)
+        src_of[mine] = s
+    return value, dist, src_of
+
+
+def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
+    """Per pixel, how far the forward and backward sources differ, relative to their level (inf where
+    one is missing)."""
+    (vf, _, sf), (vb, _, sb) = forward, backward
+    level = np.maximum(np.maximum(np.abs(vf), np.abs(vb)).max(-1), 0.05)
+    out: np.ndarray = np.where((sf >= 0) & (sb >= 0), np.abs(vf - vb).max(-1) / level, np.inf)
+    return out
+
+
+def _choose(
+    hypotheses: list[list[_Candidate]], hole: np.ndarray, t: int, prior: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pick each pixel's motion layer, then blend its forward and backward sources.
+
+    A pixel follows layer 1 where its sources before and after agree under layer 1 and clearly
+    disagree under layer 0 (the same scene point seen twice is the test of a right motion); where that
+    cannot be tested (a source on one side only), where ``prior`` says so (the nearest known pixel moves
+    with layer 1); elsewhere the dominant background. Sources are blended by temporal distance where
+    they agree; where they do not, the nearer one is used alone.
+    """
+    h, w = hole.shape
+    choice: np.ndarray = np.zeros(hypotheses[0][0][1].shape, np.uint8)
+    if len(hypotheses) > 1:
+        base = _disagreement(*hypotheses[0])
+        other = _disagreement(*hypotheses[1])
+        testable = np.isfinite(base) | np.isfinite(other)
+        has_other = (hypotheses[1][0][2] >= 0) | (hypotheses[1][1][2] >= 0)
+        by_test = (other < AGREE) & (other < 0.5 * base)
+        by_prior = ~testable & has_other & (prior if prior is not None else False)
+        choice = (by_test | by_prior).astype(np.uint8)
+        choice = cv2.medianBlur(choice, 5)  # one layer per patch, not per pixel
+    pick = choice.astype(bool)
+
+    def merged(c0: _Candidate, c1: _Candidate) -> _Candidate:
+        v = np.where(pick[..., None], c1[0], c0[0])
+        return v, np.where(pick, c1[1], c0[1]), np.where(pick, c1[2], c0[2])
+
+    (vf, df, sf), (vb, db, sb) = (
+        merged(c0, c1) for c0, c1 in zip(hypotheses[0], hypotheses[-1], strict=True)
+    )
     both = (sf >= 0) & (sb >= 0)
     df_, db_ = np.where(both, df, 1.0), np.where(both, db, 1.0)
     weight_f = np.where(both, db_ / np.maximum(df_ + db_, 1e-6), (sf >= 0).astype(np.float32))
-    scale_ref = np.maximum(np.maximum(np.abs(vf), np.abs(vb)).max(-1), 0.05)
-    disagree = both & (np.abs(vf - vb).max(-1) > AGREE * scale_ref)
+    disagree = both & (_disagreement((vf, df, sf), (vb, db, sb)) > AGREE)
     weight_f = np.where(disagree, (df <= db).astype(np.float32), weight_f)
     blended = weight_f[..., None] * vf + (1.0 - weight_f[..., None]) * vb
-    got = sub_hole & ((sf >= 0) | (sb >= 0))
+    hy, hx = np.nonzero(hole)
+    y0, y1, x0, x1 = int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1
+    got = hole[y0:y1, x0:x1] & ((sf >= 0) | (sb >= 0))
     nearer = np.where(weight_f >= 0.5, sf, sb)
     values = np.zeros((h, w, 3), np.float32)
     revealed = np.zeros((h, w), bool)
