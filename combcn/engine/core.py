@@ -124,9 +124,8 @@ class _Accumulator:
         )
 
 
-def _to_working(rows: np.ndarray, crop: Crop, shaper: Shaper) -> torch.Tensor:
-    """Plate RGB rows ``crop.y0 .. crop.y1`` -> shaped, clipped, scaled crop Tensor[3, h, w]."""
-    region = rows[:, crop.x0 : crop.x1]
+def _to_working(region: np.ndarray, crop: Crop, shaper: Shaper) -> torch.Tensor:
+    """Plate RGB over the crop -> shaped, clipped, scaled crop Tensor[3, h, w]."""
     shaped = np.clip(shaper.encode(region), 0.0, 1.0)
     t = torch.from_numpy(np.ascontiguousarray(shaped.transpose(2, 0, 1)))
     if crop.scaled:
@@ -203,7 +202,7 @@ class _Window:
         model: torch.nn.Module,
         window: Window,
         n: int,
-        rgb_at: Callable[[int, int, int], np.ndarray],
+        rgb_at: Callable[[int, Box], np.ndarray],
         infos: dict[int, tuple[Box | None, np.ndarray | None]],
         plate_size: tuple[int, int],
         *,
@@ -261,7 +260,7 @@ class _Window:
         self.lo, hi = max(0, self.window.start - reach), min(self.n, self.window.end + reach)
         region = region_around(union, self.height, self.width)
         y0, y1, x0, x1 = region
-        frames = [np.ascontiguousarray(self.rgb_at(p, y0, y1)[:, x0:x1]) for p in range(self.lo, hi)]
+        frames = [self.rgb_at(p, region) for p in range(self.lo, hi)]
         holes = [self.hole_in(p, region) for p in range(self.lo, hi)]
         targets = [p - self.lo for p in self.positions if self.infos[p][0] is not None]
         return propagate(frames, holes, targets, self.propagation, region=region)
@@ -291,7 +290,7 @@ class _Window:
         working = []
         holes = []
         for p in self.positions:
-            rows = np.array(self.rgb_at(p, crop.y0, crop.y1), dtype=np.float32, copy=True)
+            rows = np.array(self.rgb_at(p, (crop.y0, crop.y1, crop.x0, crop.x1)), dtype=np.float32, copy=True)
             box, _ = self.infos[p]
             hole = np.zeros((crop.y1 - crop.y0, crop.x1 - crop.x0), np.float32)
             if box is not None and p in unresolved:
@@ -331,16 +330,14 @@ class _Window:
         return result
 
     def _paste(self, rows: np.ndarray, crop: Crop, propagated: Propagated, p: int) -> None:
-        """Write the propagated values of frame ``p`` into its crop rows (full plate width)."""
+        """Write the propagated values of frame ``p`` into its crop pixels."""
         ry0, ry1, rx0, rx1 = propagated.region
-        revealed = propagated.revealed[p - self.lo]
-        values = propagated.values[p - self.lo]
-        y0, y1 = max(ry0, crop.y0), min(ry1, crop.y1)
-        if y1 <= y0:
+        y0, y1, x0, x1 = max(ry0, crop.y0), min(ry1, crop.y1), max(rx0, crop.x0), min(rx1, crop.x1)
+        if y1 <= y0 or x1 <= x0:
             return
-        part = rows[y0 - crop.y0 : y1 - crop.y0, rx0:rx1]
-        mask = revealed[y0 - ry0 : y1 - ry0]
-        part[mask] = values[y0 - ry0 : y1 - ry0][mask]
+        part = rows[y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0]
+        mask = propagated.revealed[p - self.lo][y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
+        part[mask] = propagated.values[p - self.lo][y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0][mask]
 
     def _join(
         self,
@@ -387,7 +384,7 @@ def render_windows(
     model: torch.nn.Module,
     n: int,
     targets: Iterable[int],
-    rgb_at: Callable[[int, int, int], np.ndarray],
+    rgb_at: Callable[[int, Box], np.ndarray],
     alpha_at: Callable[[int], np.ndarray],
     emit: Callable[[int, FrameFill], None],
     *,
@@ -402,8 +399,8 @@ def render_windows(
         model: an :class:`combcn.model.Inpainter` (attributes ``window``, ``resolution``).
         n: length of the whole sequence (the window grid is anchored at position 0).
         targets: positions whose fills are wanted, emitted in increasing order.
-        rgb_at: (position, y0, y1) -> plate RGB rows ``y0 .. y1-1``, ndarray[y1-y0, W, 3] float32 in
-            plate units (finite).
+        rgb_at: (position, (y0, y1, x0, x1)) -> plate RGB over that box, ndarray[y1-y0, x1-x0, 3]
+            float32 in plate units (finite); only the boxes a window needs are asked for.
         alpha_at: position -> compositing alpha ndarray[H, W] float32 in [0, 1].
         emit: called once per target with its :class:`FrameFill`, as soon as it is final.
         shaper: working-range curve of the network.

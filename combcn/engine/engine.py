@@ -231,7 +231,7 @@ class Engine:
                     self.model,
                     t,
                     range(t),
-                    lambda p, y0, y1: plate[p, y0:y1, :, :3].astype(np.float32),
+                    lambda p, b: plate[p, b[0] : b[1], b[2] : b[3], :3].astype(np.float32),
                     lambda p: alphas[p],
                     emit,
                     shaper=shaper,

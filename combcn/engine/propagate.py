@@ -492,50 +492,54 @@ def _candidates(
         over the hole's bounding box: values (ndarray[h, w, 3], exposure matched), temporal distance
         to the source (inf: none) and the source's index (-1: none).
     """
-    sh, sw = small_rgb[0].shape[:2]
     sx, sy = scale
     hy, hx = np.nonzero(hole)
     y0, y1, x0, x1 = int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1
     gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     sub_hole = hole[y0:y1, x0:x1]
-    # each plate pixel's proxy position (pixel centres)
-    px = (gx + 0.5) * sx - 0.5
-    py = (gy + 0.5) * sy - 0.5
+    # the proxy box around the traced points, and each plate pixel's position in it (pixel centres)
+    oy, ox = int(ys.min()), int(xs.min())
+    bh, bw = int(ys.max()) + 1 - oy, int(xs.max()) + 1 - ox
+    px = (gx + 0.5) * sx - 0.5 - ox
+    py = (gy + 0.5) * sy - 0.5 - oy
     value = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
     dist = np.full((y1 - y0, x1 - x0), np.inf, np.float32)
     src_of = np.full((y1 - y0, x1 - x0), -1, np.int32)
     for s in sorted(set(trace.source[trace.source >= 0].tolist()), key=lambda s: abs(s - t)):
         pick = trace.source == s
-        # displacement field of the points that reached s, smoothly spread over the proxy
-        disp = np.zeros((sh, sw, 2), np.float32)
-        have = np.zeros((sh, sw), bool)
-        disp[ys[pick], xs[pick], 0] = trace.x[pick] - xs[pick]
-        disp[ys[pick], xs[pick], 1] = trace.y[pick] - ys[pick]
-        have[ys[pick], xs[pick]] = True
-        label = have.astype(np.float32)
-        disp = _fill_smooth(disp, have)
-        d = np.stack(
-            [
-                cv2.remap(disp[..., c], px, py, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                for c in (0, 1)
-            ],
-            -1,
-        )
+        have = np.zeros((bh, bw), bool)
+        have[ys[pick] - oy, xs[pick] - ox] = True
         mine = (
-            cv2.remap(label, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
+            cv2.remap(have.astype(np.float32), px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+            > 0.5
         )
         mine &= sub_hole & (src_of < 0)
         if not mine.any():
             continue
+        # displacement of the points that reached s, spread smoothly over the box, at the pixels it serves
+        disp = np.zeros((bh, bw, 2), np.float32)
+        disp[ys[pick] - oy, xs[pick] - ox, 0] = trace.x[pick] - xs[pick]
+        disp[ys[pick] - oy, xs[pick] - ox, 1] = trace.y[pick] - ys[pick]
+        disp = _fill_smooth(disp, have)
+        my, mx = np.nonzero(mine)
+        r0, r1, c0, c1 = int(my.min()), int(my.max()) + 1, int(mx.min()), int(mx.max()) + 1
+        qx, qy = px[r0:r1, c0:c1], py[r0:r1, c0:c1]
+        dx = cv2.remap(disp[..., 0], qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        dy = cv2.remap(disp[..., 1], qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         sampled = cv2.remap(
-            rgb[s], gx + d[..., 0] / sx, gy + d[..., 1] / sy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+            rgb[s],
+            gx[r0:r1, c0:c1] + dx / sx,
+            gy[r0:r1, c0:c1] + dy / sy,
+            cv2.INTER_CUBIC,
+            borderMode=cv2.BORDER_REPLICATE,
         )
         # exposure: ring points of t known in s, target colour against the source colour they moved to
         ring_idx, ring_x, ring_y = trace.ring_at.get(s, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
         gain = _exposure_gain(small_rgb[t][ys[ring_idx], xs[ring_idx]], _sample(small_rgb[s], ring_x, ring_y))
-        value[mine] = sampled[mine] * gain
-        dist[mine] = abs(s - t)
-        src_of[mine] = s
+        part = mine[r0:r1, c0:c1]
+        value[r0:r1, c0:c1][part] = sampled[part] * gain
+        dist[r0:r1, c0:c1][part] = abs(s - t)
+        src_of[r0:r1, c0:c1][part] = s
     return value, dist, src_of
 
 

@@ -433,8 +433,9 @@ def stream(
     opened = _OpenFrames(plan, engine.window + 2 * propagation.reach + 4)
     seq = plan.seq
 
-    def rgb_at(position: int, y0: int, y1: int) -> np.ndarray:
-        return to_unit(opened.get(seq[position]).pixels[y0:y1, :, plan.rgb])
+    def rgb_at(position: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        y0, y1, x0, x1 = box
+        return to_unit(opened.get(seq[position]).pixels[y0:y1, x0:x1][..., plan.rgb])
 
     def alpha_at(position: int) -> np.ndarray:
         frame = seq[position]
