@@ -286,9 +286,6 @@ class TestConfig:
         )
         a, b = load_config(y), load_config(t)
         assert a == b and a.model.window == 8 and a.train.lr == 1.0
-        repo = Path(__file__).resolve().parents[1] / "configs"
-        for path in sorted(repo.glob("*.yaml")) + sorted(repo.glob("*.toml")):
-            load_config(path)  # the shipped configs stay valid
 
 
 class TestTrain:
