@@ -1,4 +1,4 @@
-"""Tests of the training pipeline (issue 3): clips, cache, holes, windows, losses, config, the loop.
+"""Tests of the training pipeline: clips, cache, holes, windows, losses, config, the loop.
 
 Clips are generated here (small PNG sequences written with OpenImageIO, a movie written with PyAV);
 nothing reads ../shared. Training runs a tiny network for a handful of iterations only.
