@@ -1,4 +1,4 @@
-"""Tests of the training pipeline (issue 3): clips, cache, holes, windows, losses, config, the loop.
+"""Tests of the training pipeline: clips, cache, holes, windows, losses, config, the loop.
 
 Clips are generated here (small PNG sequences written with OpenImageIO, a movie written with PyAV);
 nothing reads ../shared. Training runs a tiny network for a handful of iterations only.
@@ -286,9 +286,6 @@ class TestConfig:
         )
         a, b = load_config(y), load_config(t)
         assert a == b and a.model.window == 8 and a.train.lr == 1.0
-        repo = Path(__file__).resolve().parents[1] / "configs"
-        for path in sorted(repo.glob("*.yaml")) + sorted(repo.glob("*.toml")):
-            load_config(path)  # the shipped configs stay valid
 
 
 class TestTrain:

@@ -1,4 +1,4 @@
-"""Per-shot adaptation: fine-tune the weights on one shot's own pixels, self-supervised (issue 3).
+"""Per-shot adaptation: fine-tune the weights on one shot's own pixels, self-supervised.
 
 The shot's known pixels are the only ground truth there is, so training cuts synthetic holes into
 them, *away from the matte* (the region to remove is never a target), and teaches the model to fill
