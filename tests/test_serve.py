@@ -285,3 +285,68 @@ def test_bad_track_param() -> None:
         protocol.params_from_request({"params": {"track": "no"}})
     assert protocol.params_from_request({"params": {"track": False}}).track is False
     assert protocol.params_from_request({}).track is True
+
+
+def test_sixty_concurrent_clients_all_succeed(weights: str) -> None:
+    """A full connect queue is waited out, not reported as a dead server: 60 clients at once against
+    a real ``combcn serve`` process (listen queue 16) all get their window."""
+    import subprocess
+
+    from ofx_host.fixtures import COMBCN
+
+    plate, matte = plate_and_matte(1, 4, height=16, width=24)
+    with private_run_dir() as run:
+        sock = run / "run" / "serve.sock"
+        read_fd, write_fd = os.pipe()
+        proc = subprocess.Popen(
+            [
+                str(COMBCN),
+                "serve",
+                "--socket",
+                str(sock),
+                "--idle-timeout",
+                "0",
+                "--weights",
+                weights,
+                "--device",
+                "cpu",
+                "--ready-fd",
+                str(write_fd),
+            ],
+            pass_fds=(write_fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        os.close(write_fd)
+        try:
+            assert os.read(read_fd, 1) == b"R", proc.stderr.read() if proc.stderr else ""
+            ServeClient(sock, timeout=60).inpaint(plate, matte)  # the model is loaded and the window cached
+            barrier = threading.Barrier(60)
+            results: list[Any] = [None] * 60
+
+            def one(i: int) -> None:
+                client = ServeClient(sock, timeout=60)
+                barrier.wait()
+                try:
+                    out, reply = client.inpaint(plate, matte, want=[i % 4])
+                    results[i] = (reply["ok"], out.shape)
+                except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+                    results[i] = exc
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(60)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            failures = [r for r in results if not (isinstance(r, tuple) and r[0])]
+            assert not failures, f"{len(failures)} of 60 clients failed, e.g. {failures[0]!r}"
+            assert {r[1] for r in results} == {(1, 16, 24, 4)}
+        finally:
+            os.close(read_fd)
+            with contextlib.suppress(Exception):
+                ServeClient(sock, timeout=5).shutdown()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -5,10 +5,13 @@ Used by ``combcn serve --ping/--stop`` and the tests.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
+import random
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +21,17 @@ from combcn.errors import BackendError
 from combcn.serve import protocol
 from combcn.serve.protocol import WindowLayout
 
+# Seconds a refused connection (socket present, not yet or no longer listening) is retried.
+REFUSED_GRACE = 1.0
+
 
 class ServeClient:
     """Talks to the server on ``socket_path``; each call opens its own connection.
 
     Args:
         socket_path: the server's Unix socket.
-        timeout: seconds to wait for connecting and for each reply.
+        timeout: seconds to wait for connecting (a busy server's full connect queue included) and
+            for each reply.
     """
 
     def __init__(self, socket_path: str | Path, timeout: float = 600.0) -> None:
@@ -38,12 +45,7 @@ class ServeClient:
             BackendError: no server listens, or it closed the connection without answering.
         """
         message = {"v": protocol.PROTOCOL_VERSION, **message}
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(self.timeout)
-            try:
-                sock.connect(str(self.socket_path))
-            except OSError as exc:
-                raise BackendError(f"no combcn server answers on {self.socket_path}: {exc.strerror}") from exc
+        with self._connect() as sock:
             data = protocol.encode(message)
             if fd is None:
                 sock.sendall(data)
@@ -55,6 +57,36 @@ class ServeClient:
             header = self._recv(sock, protocol.HEADER.size)
             body = self._recv(sock, protocol.parse_header(header))
             return protocol.decode_body(body)
+
+    def _connect(self) -> socket.socket:
+        """A connected socket; waits out a full connect queue (and a server still starting) with backoff.
+
+        A Unix socket with a full listen queue refuses a non-blocking connect at once with EAGAIN
+        (Python's socket timeouts make connect non-blocking), where a blocking one would wait; so
+        EAGAIN is retried until ``timeout``. ECONNREFUSED (socket file present, nobody listening:
+        a server between bind and listen, or a dead one) is retried for at most
+        :data:`REFUSED_GRACE` seconds, so a stale socket still fails fast.
+        """
+        start = time.monotonic()
+        delay = 0.005
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(self.socket_path))
+                return sock
+            except OSError as exc:
+                sock.close()
+                waited = time.monotonic() - start
+                busy = exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+                starting = exc.errno == errno.ECONNREFUSED and waited < min(REFUSED_GRACE, self.timeout)
+                if not (busy or starting) or waited + delay > self.timeout:
+                    why = exc.strerror or str(exc)
+                    if busy:
+                        why += f" (its connect queue stayed full for {waited:.1f}s)"
+                    raise BackendError(f"no combcn server answers on {self.socket_path}: {why}") from exc
+            time.sleep(delay * (0.5 + random.random()))  # jitter: clients that collided do not retry in step
+            delay = min(delay * 2, 0.25)
 
     @staticmethod
     def _recv(sock: socket.socket, n: int) -> bytes:
