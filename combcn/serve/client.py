@@ -19,7 +19,7 @@ import numpy as np
 
 from combcn.errors import BackendError
 from combcn.serve import protocol
-from combcn.serve.protocol import WindowLayout
+from combcn.serve.protocol import WindowIds, WindowLayout
 
 # Seconds a refused connection (socket present, not yet or no longer listening) is retried.
 REFUSED_GRACE = 1.0
@@ -106,7 +106,13 @@ class ServeClient:
         return self.request({"op": "shutdown"})
 
     def inpaint(
-        self, frames: np.ndarray, matte: np.ndarray, want: list[int] | None = None, **params: Any
+        self,
+        frames: np.ndarray,
+        matte: np.ndarray,
+        want: list[int] | None = None,
+        *,
+        ids: WindowIds | None = None,
+        **params: Any,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Inpaint one window through the server, the way the plugin does.
 
@@ -114,11 +120,38 @@ class ServeClient:
             frames: float32 [T, H, W, C], C = 3 or 4, top-down rows.
             matte: float32 [T, H, W], 1 = remove.
             want: window indices to return (default: all).
+            ids: slot and frame ids (frame number -> id, in window order) for later lookups.
             **params: expand, feather, shaper, device, weights, track.
 
         Returns:
             (float32 [K, H, W, C] for the wanted frames, the reply object).
         """
+        extra: dict[str, Any] = {}
+        if ids is not None:
+            extra = {"slot": ids.slot, "times": list(ids.ids), "frame_ids": list(ids.ids.values())}
+        return self._window("inpaint", frames, matte, want, {**extra, "params": params})
+
+    def lookup(
+        self, frame: np.ndarray, matte: np.ndarray, *, slot: str, time: int, frame_id: str
+    ) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """Ask for one frame of a window the server computed earlier for ``slot``, as the plugin does.
+
+        Args:
+            frame: float32 [H, W, C], the frame as it would be sent (its alpha comes back).
+            matte: float32 [H, W].
+            slot, time, frame_id: see :class:`protocol.WindowIds`.
+
+        Returns:
+            (float32 [H, W, C] on a hit, else None; the reply object).
+        """
+        out, reply = self._window(
+            "lookup", frame[None], matte[None], [0], {"slot": slot, "time": time, "frame_id": frame_id}
+        )
+        return (out[0] if reply.get("hit") else None), reply
+
+    def _window(
+        self, op: str, frames: np.ndarray, matte: np.ndarray, want: list[int] | None, fields: dict[str, Any]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         T, H, W, C = frames.shape
         want = list(range(T)) if want is None else want
         layout = WindowLayout(T, H, W, C, tuple(want))
@@ -131,14 +164,14 @@ class ServeClient:
                 mm.write(np.ascontiguousarray(matte, np.float32).tobytes())
                 reply = self.request(
                     {
-                        "op": "inpaint",
+                        "op": op,
                         "frames": T,
                         "height": H,
                         "width": W,
                         "channels": C,
                         "want": want,
                         "out_offset": layout.out_offset,
-                        "params": params,
+                        **fields,
                     },
                     fd,
                 )

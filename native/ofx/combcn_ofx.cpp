@@ -589,15 +589,26 @@ OfxStatus render_frame(OfxImageEffectHandle effect, OfxPropertySetHandle in_args
   memcpy(shm.data() + plane * 4, cur_matte.data(), plane * sizeof(float));
   std::string ask = "{\"v\":1,\"op\":\"lookup\"," + geometry_json(1, H, W, 0, plane * 5) + ",\"slot\":\"" + slot +
                     "\",\"time\":" + std::to_string(now) + ",\"frame_id\":\"" + cur_id + "\"}";
-  if (combcn::call_server(ask, &shm, &reply, &err, aborted)) {
-    if (reply["hit"] == "true") {
-      result = shm.data() + plane * 5;
-      sent = shm.data();
+  bool asked = false;
+  for (int attempt = 0; attempt < 2 && !asked; ++attempt) {
+    bool connected = false;
+    reply.clear();
+    if (combcn::call_server(ask, &shm, &reply, &err, aborted, &connected)) {
+      asked = true;
+      if (reply["hit"] == "true") {
+        result = shm.data() + plane * 5;
+        sent = shm.data();
+      }
+    } else if (reply.count("ok") != 0) {
+      asked = true;  // a server without lookups (an older combcn) refused it: fetch the window as before
+    } else if (aborted()) {
+      return kOfxStatFailed;
+    } else if (!connected || attempt == 1) {
+      return fail(effect, err);  // the server could not be reached or started
     }
-  } else if (reply.count("ok") == 0) {  // the server could not be reached or started
-    if (aborted()) return kOfxStatFailed;
-    return fail(effect, err);
-  }  // else: a server without lookups (an older combcn) refused it; fetch the window as before
+    // else: the connection broke before the answer (a server dying as we connected): ask once more,
+    // which starts a new server if needed; a lookup is cheap and changes nothing on the server
+  }
 
   combcn::SharedBuffer window;
   if (result == nullptr) {

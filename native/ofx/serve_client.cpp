@@ -531,7 +531,8 @@ bool SharedBuffer::create(size_t bytes, std::string* err) {
 }
 
 bool call_server(const std::string& request_json, const SharedBuffer* shm, Reply* reply, std::string* err,
-                 const AbortFn& aborted) {
+                 const AbortFn& aborted, bool* connected) {
+  if (connected != nullptr) *connected = false;
   std::string sock = socket_path(err);
   if (sock.empty()) return false;
   int e = 0;
@@ -549,7 +550,8 @@ bool call_server(const std::string& request_json, const SharedBuffer* shm, Reply
       }
     }
   }
-  double deadline = now_s() + env_seconds("COMBCN_SERVE_TIMEOUT", 600.0);
+  if (connected != nullptr) *connected = true;
+  double deadline = now_s() + env_seconds(kReplyTimeoutVar, 600.0);
   bool ok = false;
   do {
     // Header: magic + body length (little-endian u32); the memfd rides on the header's first byte.

@@ -48,8 +48,9 @@ using AbortFn = std::function<bool()>;
 // `reply` holds an "ok" key exactly when the server answered (so a caller can tell a refusal from a
 // server it could not reach). A server that does not come up within COMBCN_SERVE_STARTUP_TIMEOUT
 // is killed.
+// `connected` (optional) tells whether a connection to a server was made at all.
 bool call_server(const std::string& request_json, const SharedBuffer* shm, Reply* reply, std::string* err,
-                 const AbortFn& aborted);
+                 const AbortFn& aborted, bool* connected = nullptr);
 
 // 64-bit hash of `bytes` bytes for change detection (window cache lookups); not cryptographic.
 uint64_t content_hash(const void* data, size_t bytes, uint64_t seed);
