@@ -256,12 +256,19 @@ def test_exception_bad_weights_one_line_names_file_and_layer(
     assert not out.exists() or not any(out.iterdir())
 
 
-@pytest.mark.parametrize("content", ["torch_dict", "garbage", "pickle_of_a_class"])
-def test_exception_not_a_weights_file_one_line(content: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "content", ["torch_dict", "garbage", "pickle_of_a_class", "bad_version", "bad_config"]
+)
+def test_exception_not_a_weights_file_one_line(content: str, tmp_path: Path, weights: Path) -> None:
     from combcn.model import load_model
 
     bad = tmp_path / "bad.pt"
-    if content == "torch_dict":
+    payload = torch.load(weights, weights_only=True)
+    if content == "bad_version":
+        torch.save({**payload, "format_version": "x"}, bad)
+    elif content == "bad_config":
+        torch.save({**payload, "config": {**payload["config"], "window": 0}}, bad)
+    elif content == "torch_dict":
         torch.save({"conv.weight": torch.zeros(3)}, bad)
     elif content == "garbage":
         bad.write_bytes(b"\x00\x01 not a zip " * 20)

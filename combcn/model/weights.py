@@ -85,7 +85,10 @@ def read_weights(path: str | Path) -> dict[str, Any]:
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"not a combcn weights file (no format tag {FORMAT!r})", path=path)
-    if int(payload.get("format_version", -1)) > FORMAT_VERSION:
+    version = payload.get("format_version", -1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelError(f"not a combcn weights file (format version {version!r} is not a number)", path=path)
+    if version > FORMAT_VERSION:
         raise ModelError(
             f"weights format version {payload.get('format_version')} is newer than this combcn supports "
             f"({FORMAT_VERSION}); upgrade combcn",
@@ -102,7 +105,12 @@ def build_from_weights(payload: dict[str, Any], *, path: str | Path | None = Non
         cfg = ModelConfig.from_dict(payload["config"], where="weights config")
     except (ConfigError, TypeError, ValueError) as exc:
         raise ModelError(f"weights config is invalid: {exc}", path=path) from exc
-    model = Inpainter(cfg)
+    try:
+        model = Inpainter(cfg)
+    except (RuntimeError, MemoryError, ValueError) as exc:  # a config too large or odd to build
+        raise ModelError(
+            f"cannot build the model the weights config describes ({type(exc).__name__})", path=path
+        ) from exc
     state = check_state_dict(payload["state_dict"], model.state_dict(), path=path)
     try:
         model.load_state_dict(state, strict=True)
@@ -157,8 +165,8 @@ def check_state_dict(
         got = stored[name]
         if tuple(got.shape) != tuple(want.shape):
             raise ModelError(
-                f"layer {name} has shape {list(got.shape)} but the model needs {list(want.shape)}; "
-                "the weights and their config disagree",
+                f"weights do not match the model their config describes: layer {name} has shape "
+                f"{list(got.shape)}, the model needs {list(want.shape)}",
                 path=path,
             )
     state: dict[str, torch.Tensor] = {}
