@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from combcn.cli import DefaultsHelpFormatter
+from combcn.cli import DefaultsHelpFormatter, options
 
 log = logging.getLogger("combcn.cli.train")
 
@@ -65,23 +65,31 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-r", "--resume", action="store_true", help="continue from train.out/checkpoint.pt")
     p.add_argument("-o", "--out", default=None, help="run directory (overrides train.out)")
     p.add_argument(
-        "-n", "--iterations", type=int, default=None, help="total iterations (overrides train.iterations)"
+        "-n",
+        "--iterations",
+        type=options.integer(1),
+        default=None,
+        help="total iterations (overrides train.iterations)",
     )
     p.add_argument(
         "-m",
         "--minutes",
-        type=float,
+        type=options.number(0.0, lo_open=True),
         default=None,
         help="stop with a checkpoint after this many minutes (overrides train.max_minutes)",
     )
     p.add_argument(
-        "-t", "--threads", type=int, default=None, help="torch CPU threads (overrides train.threads)"
+        "-t",
+        "--threads",
+        type=options.threads,
+        default=None,
+        help="torch CPU threads (overrides train.threads)",
     )
     p.add_argument("-d", "--device", default=None, help="cpu or cuda (overrides train.device)")
     p.add_argument(
         "-s",
         "--seed",
-        type=int,
+        type=options.seed,
         default=None,
         help="seed of the training windows and holes (overrides train.seed): a replicate of a run",
     )
