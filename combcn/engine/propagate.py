@@ -176,17 +176,23 @@ def _homography_flow(flow: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray |
 
 def _sample(field: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Bilinear samples of ``field`` (ndarray[H, W, C]) at points (clamped to the edge): ndarray[N, C]."""
-    h, w = field.shape[:2]
-    x = np.clip(xs, 0.0, w - 1.001)
-    y = np.clip(ys, 0.0, h - 1.001)
-    x0 = x.astype(np.int32)
-    y0 = y.astype(np.int32)
-    fx = (x - x0)[:, None]
-    fy = (y - y0)[:, None]
-    top = field[y0, x0] * (1 - fx) + field[y0, x0 + 1] * fx
-    bottom = field[y0 + 1, x0] * (1 - fx) + field[y0 + 1, x0 + 1] * fx
-    out: np.ndarray = top * (1 - fy) + bottom * fy
-    return out
+    count = len(xs)
+    if count == 0:
+        return np.zeros((0,) + field.shape[2:], np.float32)
+    cols = min(count, 4096)  # remap takes a 2-D map; rows of 4096 points stay inside its size limits
+    rows = -(-count // cols)
+    mx = np.zeros(rows * cols, np.float32)
+    my = np.zeros(rows * cols, np.float32)
+    mx[:count], my[:count] = xs, ys
+    out = cv2.remap(
+        field,
+        mx.reshape(rows, cols),
+        my.reshape(rows, cols),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    result: np.ndarray = out.reshape(rows * cols, -1)[:count]
+    return result
 
 
 def _consistent(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
@@ -505,27 +511,28 @@ def _candidates(
     value = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
     dist = np.full((y1 - y0, x1 - x0), np.inf, np.float32)
     src_of = np.full((y1 - y0, x1 - x0), -1, np.int32)
+    # which source serves each plate pixel: that of its nearest traced proxy point
+    label = np.full((bh, bw), -1.0, np.float32)
+    label[ys - oy, xs - ox] = trace.source
+    serving = cv2.remap(label, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+    serving = np.where(sub_hole, np.rint(serving), -1).astype(np.int32)
     for s in sorted(set(trace.source[trace.source >= 0].tolist()), key=lambda s: abs(s - t)):
         pick = trace.source == s
-        have = np.zeros((bh, bw), bool)
-        have[ys[pick] - oy, xs[pick] - ox] = True
-        mine = (
-            cv2.remap(have.astype(np.float32), px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
-            > 0.5
-        )
-        mine &= sub_hole & (src_of < 0)
+        mine = serving == s
         if not mine.any():
             continue
-        # displacement of the points that reached s, spread smoothly over the box, at the pixels it serves
-        disp = np.zeros((bh, bw, 2), np.float32)
-        disp[ys[pick] - oy, xs[pick] - ox, 0] = trace.x[pick] - xs[pick]
-        disp[ys[pick] - oy, xs[pick] - ox, 1] = trace.y[pick] - ys[pick]
-        disp = _fill_smooth(disp, have)
+        # displacement of the points that reached s, interpolated bilinearly from those points alone
+        # (weights renormalised where a neighbour went to another source), at the pixels it serves
+        disp = np.zeros((bh, bw, 3), np.float32)
+        disp[ys[pick] - oy, xs[pick] - ox] = np.stack(
+            [trace.x[pick] - xs[pick], trace.y[pick] - ys[pick], np.ones(int(pick.sum()), np.float32)], -1
+        )
         my, mx = np.nonzero(mine)
         r0, r1, c0, c1 = int(my.min()), int(my.max()) + 1, int(mx.min()), int(mx.max()) + 1
         qx, qy = px[r0:r1, c0:c1], py[r0:r1, c0:c1]
-        dx = cv2.remap(disp[..., 0], qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        dy = cv2.remap(disp[..., 1], qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        spread = cv2.remap(disp, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        weight = np.maximum(spread[..., 2], 1e-6)
+        dx, dy = spread[..., 0] / weight, spread[..., 1] / weight
         sampled = cv2.remap(
             rgb[s],
             gx[r0:r1, c0:c1] + dx / sx,
