@@ -18,11 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from combcn.engine.matte import bbox
-from combcn.engine.propagate import Propagated, PropagationSettings, propagate, region_around
+from combcn.engine.propagate import Propagated, PropagationSettings, Propagator, region_around
 from combcn.engine.shaper import Shaper
 from combcn.engine.windows import Crop, Window, plan_crop, plan_windows
 
 log = logging.getLogger("combcn.engine")
+
+#: Synthesised content is kept on every KEY_FRAMES-th frame of a window and carried along the motion
+#: to the frames between (a Nuke-style reference frame every third of a second at 24 fps).
+KEY_FRAMES = 8
 
 Box = tuple[int, int, int, int]
 
@@ -251,7 +255,63 @@ class _Window:
         synthesised = (
             self._synthesise(unresolved, propagated) if any(u.any() for u in unresolved.values()) else {}
         )
+        if propagated is not None and len(synthesised) > 2:
+            self._carry_key_frames(unresolved, propagated, synthesised)
         return {p: self._join(p, unresolved[p], propagated, synthesised.get(p)) for p in unresolved}
+
+    def _carry_key_frames(
+        self,
+        unresolved: dict[int, np.ndarray],
+        propagated: Propagated,
+        synthesised: dict[int, tuple[np.ndarray, Crop]],
+    ) -> None:
+        """Keep the network's invention on key frames (every ``KEY_FRAMES``-th synthesised frame and the
+        last) and carry it along the window's motion to the frames between them, as propagation carries
+        real pixels, so invented content moves with the background instead of flickering. A frame's
+        pixels that no key frame reaches keep their own synthesis."""
+        order = sorted(synthesised)
+        keys = {p for i, p in enumerate(order) if i % KEY_FRAMES == 0} | {order[-1]}
+        region = propagated.region
+        frames = list(self.frames)
+        holes = list(self.holes)
+        for p in keys:
+            joined = self._join(p, unresolved[p], propagated, synthesised[p])
+            box, alpha = self.infos[p]
+            assert box is not None and alpha is not None
+            i = p - self.lo
+            frame = frames[i].copy()
+            inside = _in_box(frame, region, box)
+            inside[alpha > 0] = joined.fill[alpha > 0]
+            frames[i] = frame
+            holes[i] = np.zeros_like(holes[i])
+        between = [p for p in order if p not in keys]
+        carried = self.propagator.fill(frames, holes, [p - self.lo for p in between])
+        for p in between:
+            values, crop = synthesised[p]
+            got = carried.revealed.get(p - self.lo)
+            if got is None:
+                continue
+            y0, y1, x0, x1 = (
+                max(region[0], crop.y0),
+                min(region[1], crop.y1),
+                max(region[2], crop.x0),
+                min(region[3], crop.x1),
+            )
+            if y1 <= y0 or x1 <= x0:
+                continue
+            box, _ = self.infos[p]
+            assert box is not None
+            use = np.zeros((y1 - y0, x1 - x0), bool)
+            by0, by1, bx0, bx1 = max(box[0], y0), min(box[1], y1), max(box[2], x0), min(box[3], x1)
+            if by1 > by0 and bx1 > bx0:
+                use[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] = unresolved[p][
+                    by0 - box[0] : by1 - box[0], bx0 - box[2] : bx1 - box[2]
+                ]
+            use &= got[y0 - region[0] : y1 - region[0], x0 - region[2] : x1 - region[2]]
+            target = values[y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0]
+            target[use] = carried.values[p - self.lo][
+                y0 - region[0] : y1 - region[0], x0 - region[2] : x1 - region[2]
+            ][use]
 
     def _propagate(self, union: Box) -> Propagated | None:
         if not self.propagation.enabled:
@@ -263,7 +323,9 @@ class _Window:
         frames = [self.rgb_at(p, region) for p in range(self.lo, hi)]
         holes = [self.hole_in(p, region) for p in range(self.lo, hi)]
         targets = [p - self.lo for p in self.positions if self.infos[p][0] is not None]
-        return propagate(frames, holes, targets, self.propagation, region=region)
+        self.propagator = Propagator(frames, holes, self.propagation, region=region)
+        self.frames, self.holes = frames, holes
+        return self.propagator.fill(frames, holes, targets)
 
     def _synthesise(
         self, unresolved: dict[int, np.ndarray], propagated: Propagated | None

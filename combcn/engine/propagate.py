@@ -390,6 +390,88 @@ def _exposure_gain(target: np.ndarray, warped: np.ndarray) -> np.ndarray:
     return out
 
 
+class Propagator:
+    """The motion of one window (plus reach), measured once; :meth:`fill` carries pixels along it.
+
+    Args:
+        rgb (list of ndarray[h, w, 3] float32): every frame of the window plus its reach, over
+            ``region``, in plate units (finite).
+        holes (list of ndarray[h, w] bool): the same frames' holes (True = to fill); the motion is
+            measured around them.
+        settings: the proxy size (``reach`` is the caller's: it decides how many frames are passed).
+        region: where ``rgb`` lies on the plate, ``(y0, y1, x0, x1)``.
+    """
+
+    def __init__(
+        self, rgb: list[np.ndarray], holes: list[np.ndarray], settings: PropagationSettings, *, region: Box
+    ):
+        h, w = holes[0].shape
+        scale = min(1.0, settings.proxy / max(h, w))
+        self.size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
+        self.scale = (self.size[0] / w, self.size[1] / h)
+        self.region = region
+        greys = [_grey(x, self.size) for x in rgb]
+        self.motion = _Motion(greys, [self._small(m) for m in holes])
+
+    def _small(self, hole: np.ndarray) -> np.ndarray:
+        """A proxy pixel is hole if any plate pixel under it is."""
+        out: np.ndarray = cv2.resize(hole.astype(np.float32), self.size, interpolation=cv2.INTER_AREA) > 0
+        return out
+
+    def fill(self, rgb: list[np.ndarray], holes: list[np.ndarray], targets: list[int]) -> Propagated:
+        """Fill the holes of ``targets`` from the frames that show what they hide.
+
+        Args:
+            rgb, holes: as for the constructor, or the same frames with more of them known (a
+                synthesised key frame's fill pasted in, its hole cleared).
+            targets: indices into ``rgb`` of the frames to fill.
+
+        Returns:
+            Propagated: per target, the recovered values, which pixels were recovered, and from where.
+        """
+        motion = self.motion
+        small_holes = [self._small(m) for m in holes]
+        edge = np.ones((2 * EDGE + 1, 2 * EDGE + 1), np.uint8)
+        known = [~(cv2.dilate(m.astype(np.uint8), edge) > 0) for m in small_holes]
+        small_rgb = [cv2.resize(x, self.size, interpolation=cv2.INTER_AREA) for x in rgb]
+        out = Propagated(self.region, {}, {}, {}, motion.locked_off)
+        layer_known: list[list[np.ndarray]] = []
+        if len(motion.forward) > 1:
+            seconds = [cv2.dilate(m.astype(np.uint8), edge) > 0 for m in motion.second]
+            layer_known = [[k & ~m for k, m in zip(known, seconds, strict=True)]]
+            layer_known.append([k & m for k, m in zip(known, seconds, strict=True)])
+        ring_kernel = np.ones((9, 9), np.uint8)
+        for t in targets:
+            hole = holes[t]
+            if not hole.any():
+                continue
+            track = cv2.dilate(small_holes[t].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            ring = (cv2.dilate(track.astype(np.uint8), ring_kernel) > 0) & known[t]
+            ys, xs = np.nonzero(track | ring)
+            is_ring = ring[ys, xs]
+            xs_f, ys_f = xs.astype(np.float32), ys.astype(np.float32)
+            hypotheses = []
+            for k in range(len(motion.forward)):
+                static = k == 0 and motion.locked_off
+                # a layer's point is known only where that layer is what the frame shows there
+                own = known if k == 0 and len(motion.forward) == 1 else layer_known[k]
+                traces = [
+                    _trace(motion.forward[k], motion.backward[k], static, own, t, xs_f, ys_f, is_ring, d)
+                    for d in (1, -1)
+                ]
+                hypotheses.append(
+                    [_candidates(rgb, small_rgb, hole, t, xs, ys, tr, self.scale) for tr in traces]
+                )
+            prior = None
+            if len(hypotheses) > 1:
+                prior = _nearest_layer(small_holes[t], known[t] & motion.second[t], self.scale, hole)
+            values, revealed, offset = _choose(hypotheses, hole, t, prior)
+            out.values[t] = values
+            out.revealed[t] = revealed
+            out.offset[t] = offset
+        return out
+
+
 def propagate(
     rgb: list[np.ndarray],
     holes: list[np.ndarray],
@@ -398,63 +480,9 @@ def propagate(
     *,
     region: Box,
 ) -> Propagated:
-    """Fill the holes of ``targets`` from the frames that show what they hide.
-
-    Args:
-        rgb (list of ndarray[h, w, 3] float32): every frame of the window plus its reach, over
-            ``region``, in plate units (finite).
-        holes (list of ndarray[h, w] bool): the same frames' holes (True = to fill).
-        targets: indices into ``rgb`` of the frames to fill.
-        settings: proxy size (``reach`` is the caller's: it decides how many frames are passed).
-        region: where ``rgb`` lies on the plate, ``(y0, y1, x0, x1)``; returned as is.
-
-    Returns:
-        Propagated: per target, the recovered values, which pixels were recovered, and from where.
-    """
-    h, w = holes[0].shape
-    scale = min(1.0, settings.proxy / max(h, w))
-    size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
-    sx, sy = size[0] / w, size[1] / h
-    greys = [_grey(x, size) for x in rgb]
-    small_holes = [cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0 for m in holes]
-    edge = np.ones((2 * EDGE + 1, 2 * EDGE + 1), np.uint8)
-    known = [~(cv2.dilate(m.astype(np.uint8), edge) > 0) for m in small_holes]
-    motion = _Motion(greys, small_holes)
-    small_rgb = [cv2.resize(x, size, interpolation=cv2.INTER_AREA) for x in rgb]
-    out = Propagated(region, {}, {}, {}, motion.locked_off)
-    layer_known: list[list[np.ndarray]] = []
-    if len(motion.forward) > 1:
-        seconds = [cv2.dilate(m.astype(np.uint8), edge) > 0 for m in motion.second]
-        layer_known = [[k & ~m for k, m in zip(known, seconds, strict=True)]]
-        layer_known.append([k & m for k, m in zip(known, seconds, strict=True)])
-    ring_kernel = np.ones((9, 9), np.uint8)
-    for t in targets:
-        hole = holes[t]
-        if not hole.any():
-            continue
-        track = cv2.dilate(small_holes[t].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-        ring = (cv2.dilate(track.astype(np.uint8), ring_kernel) > 0) & known[t]
-        ys, xs = np.nonzero(track | ring)
-        is_ring = ring[ys, xs]
-        xs_f, ys_f = xs.astype(np.float32), ys.astype(np.float32)
-        hypotheses = []
-        for k in range(len(motion.forward)):
-            static = k == 0 and motion.locked_off
-            # a layer's point is known only where that layer is what the frame shows there
-            own = known if k == 0 and len(motion.forward) == 1 else layer_known[k]
-            traces = [
-                _trace(motion.forward[k], motion.backward[k], static, own, t, xs_f, ys_f, is_ring, direction)
-                for direction in (1, -1)
-            ]
-            hypotheses.append([_candidates(rgb, small_rgb, hole, t, xs, ys, tr, (sx, sy)) for tr in traces])
-        prior = None
-        if len(hypotheses) > 1:
-            prior = _nearest_layer(small_holes[t], known[t] & motion.second[t], (sx, sy), hole)
-        values, revealed, offset = _choose(hypotheses, hole, t, prior)
-        out.values[t] = values
-        out.revealed[t] = revealed
-        out.offset[t] = offset
-    return out
+    """Measure the motion and fill the holes of ``targets`` from the frames that show what they hide
+    (:class:`Propagator` in one call)."""
+    return Propagator(rgb, holes, settings, region=region).fill(rgb, holes, targets)
 
 
 _Candidate = tuple[np.ndarray, np.ndarray, np.ndarray]
