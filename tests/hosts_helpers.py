@@ -3,8 +3,10 @@ minimal fake DaVinci Resolve object graph.
 
 Nuke and Resolve cannot run here. The adapters are type-checked against the published stubs
 (``types-nuke``, ``fusionscript-stubs``) by mypy in the tests; these fakes implement only the calls the
-adapters make, with the semantics the Nuke/Resolve documentation gives (see the research notes,
-integration.md §2-3), so the adapters' behaviour can be exercised.
+adapters make, with the semantics the hosts' documentation (or a published measurement) gives. Each
+behaviour a test leans on names its source in a comment, so a reader can check the fake against the
+host: "Nuke ref" is Foundry's Nuke Python API reference (nuke module, Read/Write node knobs),
+"Resolve README" is Blackmagic's Developer/Scripting/README.txt that ships with Resolve.
 """
 
 from __future__ import annotations
@@ -31,24 +33,56 @@ import json, os, re, subprocess, sys, time
 
 args = sys.argv[1:]
 log = os.environ.get("FAKE_COMBCN_LOG")
+read = problem = None
 child = None
 if os.environ.get("FAKE_COMBCN_CHILD"):
     child = subprocess.Popen(["sleep", "60"])  # a grandchild: cancel must stop the whole group
-if log:
-    with open(log, "a") as f:
-        f.write(json.dumps({"argv": args, "pid": os.getpid(), "child": child.pid if child else None}) + "\n")
-print("combcn: INFO: fake engine starting", file=sys.stderr, flush=True)
-if os.environ.get("FAKE_COMBCN_FAIL"):
-    print("combcn inpaint: error: " + os.environ["FAKE_COMBCN_FAIL"], file=sys.stderr, flush=True)
-    sys.exit(2)
-assert args[0] == "inpaint", args
-output = args[args.index("-o") + 1]
-first, last = (int(v) for v in args[args.index("--frames") + 1].split("-"))
-delay = float(os.environ.get("FAKE_COMBCN_DELAY", "0"))
 
 def frame_path(pattern, frame):
     pattern = re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", pattern)
     return re.sub(r"%0(\d+)d", lambda m: str(frame).zfill(int(m.group(1))), pattern)
+
+def on_disk(pattern):
+    pattern = re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", pattern)
+    folder, name = os.path.split(pattern)
+    token = re.search(r"%0(\d+)d", name)
+    regex = re.escape(name[: token.start()]) + r"(-?\d+)" + re.escape(name[token.end():]) + "$"
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(int(m.group(1)) for m in (re.match(regex, n) for n in names) if m)
+
+def fail(text):
+    print("combcn inpaint: error: " + text, file=sys.stderr, flush=True)
+    sys.exit(2)
+
+assert args[0] == "inpaint", args
+output = args[args.index("-o") + 1]
+first, last = (int(v) for v in args[args.index("--frames") + 1].split("-"))
+if os.environ.get("FAKE_COMBCN_CHECK_FRAMES"):
+    # The real engine's contract (combcn/engine/sequence.py): every target on disk, and the matte holds
+    # every plate frame the temporal windows read (the engine's own plan, combcn.engine.windows).
+    from combcn.engine.windows import frames_read
+    from combcn.model.config import ModelConfig
+    from combcn.model.weights import DEFAULT_WEIGHTS, read_weights
+    window = ModelConfig.from_dict(read_weights(DEFAULT_WEIGHTS)["config"]).window
+    plate = on_disk(args[1])
+    missing = [f for f in range(first, last + 1) if f not in plate]
+    if missing:
+        problem = "plate frame(s) missing: %s" % missing
+    else:
+        read = frames_read(plate, range(first, last + 1), window)
+    if read and "--matte" in args:
+        matte = set(on_disk(args[args.index("--matte") + 1]))
+        lacking = [f for f in read if f not in matte]
+        if lacking:
+            problem = "matte frame(s) missing: %s; the matte needs every plate frame that is read" % lacking
+if log:
+    with open(log, "a") as f:
+        entry = {"argv": args, "pid": os.getpid(), "child": child.pid if child else None, "read": read}
+        f.write(json.dumps(entry) + "\n")
+print("combcn: INFO: fake engine starting", file=sys.stderr, flush=True)
+if problem or os.environ.get("FAKE_COMBCN_FAIL"):
+    fail(problem or os.environ["FAKE_COMBCN_FAIL"])
+delay = float(os.environ.get("FAKE_COMBCN_DELAY", "0"))
 
 print("not a json line", flush=True)
 total = last - first + 1
@@ -67,8 +101,10 @@ print(json.dumps({"event": "done", "written": total, "skipped": 0}), flush=True)
 def write_fake_combcn(folder: Path) -> Path:
     """Write an executable fake ``combcn`` that speaks the progress protocol and writes text frames.
 
-    Environment: FAKE_COMBCN_LOG (file to append {"argv", "pid", "child"} to), FAKE_COMBCN_DELAY (seconds
-    between frames), FAKE_COMBCN_FAIL (error message; exit 2), FAKE_COMBCN_CHILD (start a grandchild).
+    Environment: FAKE_COMBCN_LOG (file to append {"argv", "pid", "child", "read"} to), FAKE_COMBCN_DELAY
+    (seconds between frames), FAKE_COMBCN_FAIL (error message; exit 2), FAKE_COMBCN_CHILD (start a
+    grandchild), FAKE_COMBCN_CHECK_FRAMES (refuse as the real engine does when a target frame or a matte
+    frame the windows read is missing; "read" is then the frames the windows read).
     """
     path = folder / "combcn"
     path.write_text(f"#!{sys.executable}\n" + FAKE_COMBCN)
@@ -200,7 +236,10 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
         def values(self) -> list[str]:
             return list(self.items)
 
-    class PyScript_Knob(Knob):
+    class Script_Knob(Knob):
+        pass
+
+    class PyScript_Knob(Script_Knob):
         def __init__(self, name: str, label: str | None = None, command: str = "") -> None:
             super().__init__(name, label, command)
             self.command = command
@@ -213,19 +252,54 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
             finally:
                 state["this"].pop()
 
+    class Reload_Knob(Script_Knob):
+        """The Read's "reload" button (Nuke ref, Read node): re-reads the files; recorded in ``nuke.reloads``."""
+
+        def execute(self) -> None:
+            assert self.owner is not None
+            nuke.reloads.append((self.owner.name(), self.owner["file"].value()))  # type: ignore[attr-defined]
+
+    class Colorspace_Knob(Knob):
+        """A Read's ``colorspace``. Nuke ref (Read node, colorspace): the first item is the default for the
+        file type, shown as ``default (<name>)`` where <name> comes from the root's default LUT knobs
+        (floatLut for EXR, logLut for DPX: Project Settings > Color); another file type's default, or a
+        name the colour config lacks, is refused (Enumeration_Knob.setValue raises ValueError)."""
+
+        default = "default"
+
+        def resolved(self) -> str:
+            path = str(self.owner["file"].value()) if self.owner is not None else ""
+            lut = "logLut" if path.lower().endswith(".dpx") else "floatLut"
+            return str(root_node[lut].value())
+
+        def value(self) -> Any:
+            return f"default ({self.resolved()})" if self._value == "default" else self._value
+
+        def setValue(self, value: Any) -> bool:
+            if value in ("default", f"default ({self.resolved()})"):
+                self._value = "default"
+            elif value in nuke.colorspaces:  # type: ignore[attr-defined]
+                self._value = value
+            else:
+                raise ValueError(f"Invalid value {value!r} for colorspace")
+            return True
+
     default_knobs: dict[str, list[Knob]] = {}
 
     def knobs_for(cls: str) -> list[Knob]:
         if cls == "Read":
             return [
                 File_Knob("file"),
+                File_Knob("proxy"),
                 Int_Knob("first", value=1),
                 Int_Knob("last", value=1),
                 Int_Knob("origfirst", value=1),
                 Int_Knob("origlast", value=1),
-                String_Knob("colorspace", value="default"),
-                Boolean_Knob("raw"),
+                Enumeration_Knob("frame_mode", "frame mode", ["expression", "start at", "offset"]),
                 String_Knob("frame"),
+                Colorspace_Knob("colorspace"),
+                Boolean_Knob("raw"),
+                Reload_Knob("reload"),
             ]
         if cls == "Write":
             return [
@@ -341,6 +415,10 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
             super().__init__("Root", "Root")
             self.first_frame, self.last_frame = 1001, 1010
             self.script = script_path
+            # Project Settings: proxy mode, and the default colour space per file type (Nuke ref, Root).
+            for knob in (Boolean_Knob("proxy"), String_Knob("floatLut", value="linear")):
+                self.addKnob(knob)
+            self.addKnob(String_Knob("logLut", value="Cineon"))
 
         def name(self) -> str:
             return self.script or "Root"
@@ -420,13 +498,20 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
         return group
 
     def filename(node: Node, i: int = 0) -> str | None:
+        """Nuke ref, nuke.filename: the node's file, the PROXY file when proxy mode is on and one is set."""
         value = node["file"].value()
+        proxy = node.knob("proxy")
+        if root_node["proxy"].value() and proxy is not None and proxy.value():
+            value = proxy.value()
         return re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", value) if value else None
 
-    def execute(node: Node, start: int, end: int, incr: int = 1) -> None:
-        """Render a Write: one small text file per frame, naming what fed the Write."""
+    def execute(node: Node, start: int, end: int, incr: int = 1, views: list[str] | None = None) -> None:
+        """Render a Write: one small text file per frame, naming what fed the Write (and, as Nuke ref's
+        proxy mode does, the proxy scale when proxy mode is on)."""
         nuke.executed.append((node.name(), start, end))  # type: ignore[attr-defined]
+        nuke.executed_views.append(views)  # type: ignore[attr-defined]
         upstream = node.input(0)
+        scale = "proxy" if root_node["proxy"].value() else "full"
         for frame in range(start, end + 1, incr):
             if frame == nuke.cancel_execute_at:  # type: ignore[attr-defined]
                 raise RuntimeError("Cancelled")  # what nuke.execute raises when the artist cancels
@@ -434,7 +519,11 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 source = upstream.name() if upstream else None
-                f.write(f"{source} frame {frame} channels {node['channels'].value()}\n")
+                f.write(f"{source} frame {frame} channels {node['channels'].value()} {scale}\n")
+
+    def views() -> list[str]:
+        """Nuke ref, nuke.views: the script's views (Project Settings > Views); ["main"] by default."""
+        return list(nuke.view_list)  # type: ignore[attr-defined]
 
     def delete(node: Node | None) -> None:
         if node is not None and node.parent() is not None:
@@ -487,6 +576,10 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
     nuke.main_queue = []  # type: ignore[attr-defined]
     nuke.tasks = []  # type: ignore[attr-defined]
     nuke.executed = []  # type: ignore[attr-defined]
+    nuke.executed_views = []  # type: ignore[attr-defined]
+    nuke.reloads = []  # type: ignore[attr-defined]
+    nuke.view_list = ["main"]  # type: ignore[attr-defined]
+    nuke.colorspaces = ["linear", "sRGB", "rec709", "Cineon", "ACES - ACEScg", "ACES - ACES2065-1"]  # type: ignore[attr-defined]
     nuke.cancel_execute_at = None  # type: ignore[attr-defined]
     nuke.menus = menus  # type: ignore[attr-defined]
     nuke.plugin_paths = []  # type: ignore[attr-defined]

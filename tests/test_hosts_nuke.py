@@ -20,9 +20,19 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hosts_helpers import PLUGIN, REPO, alive, fake_runs, gone_soon, make_fake_nuke, write_fake_combcn
+from hosts_helpers import (
+    PLUGIN,
+    REPO,
+    alive,
+    fake_runs,
+    frame_file,
+    gone_soon,
+    make_fake_nuke,
+    write_fake_combcn,
+)
 
 NUKE_DIR = PLUGIN / "nuke"
+WEIGHTS = str(REPO / "combcn" / "weights" / "combcn_default.pt")  # a real file: its window is asked for
 COMMON_DIR = PLUGIN / "common"
 
 
@@ -54,6 +64,7 @@ def nuke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType
     log = tmp_path / "combcn-runs.jsonl"
     monkeypatch.setenv("COMBCN_EXECUTABLE", str(write_fake_combcn(tmp_path)))
     monkeypatch.setenv("FAKE_COMBCN_LOG", str(log))
+    monkeypatch.setenv("FAKE_COMBCN_CHECK_FRAMES", "1")  # refuse missing plate/matte frames as the engine does
     fake.runs_log = log  # type: ignore[attr-defined]
     yield fake
     for name in ("combcn_nuke", "combcn_host"):
@@ -64,10 +75,19 @@ def _module(name: str) -> Any:
     return sys.modules[name] if name in sys.modules else __import__(name)
 
 
-def _plate_reads(nuke: ModuleType, folder: Path) -> tuple[Any, Any]:
-    plate = nuke.nodes.Read(name="Plate", file=str(folder / "plate.####.exr"), first=1001, last=1003)
+def _files(pattern: Path, frames: range, text: str = "") -> None:
+    """Empty (or ``text``) files standing for an image sequence on disk."""
+    pattern.parent.mkdir(parents=True, exist_ok=True)
+    for frame in frames:
+        Path(frame_file(str(pattern), frame)).write_text(text or f"{pattern.name} {frame}\n")
+
+
+def _plate_reads(nuke: ModuleType, folder: Path, last: int = 1003) -> tuple[Any, Any]:
+    _files(folder / "plate.####.exr", range(1001, last + 1))
+    _files(folder / "roto.%04d.exr", range(1001, last + 1))
+    plate = nuke.nodes.Read(name="Plate", file=str(folder / "plate.####.exr"), first=1001, last=last)
     plate["colorspace"].setValue("ACES - ACEScg")
-    matte = nuke.nodes.Read(name="Roto", file=str(folder / "roto.%04d.exr"), first=1001, last=1003)
+    matte = nuke.nodes.Read(name="Roto", file=str(folder / "roto.%04d.exr"), first=1001, last=last)
     return plate, matte
 
 
@@ -141,7 +161,7 @@ class TestRender:
         output = tmp_path / "clean" / "plate.####.exr"
         for name, value in [("first", 1001), ("last", 1003), ("matte_channel", "red"), ("invert", True),
                             ("expand", 3), ("feather", 1.5), ("shaper", "acescct"), ("device", "cpu"),
-                            ("weights", "/w/combcn.pt"), ("track", False),
+                            ("weights", WEIGHTS), ("track", False),
                             ("output", str(output))]:  # fmt: skip
             group[name].setValue(value)
 
@@ -154,7 +174,7 @@ class TestRender:
         assert run["argv"] == [
             "inpaint", str(tmp_path / "plate.%04d.exr"), "-o", str(output), "--frames", "1001-1003",
             "--matte", str(tmp_path / "roto.%04d.exr"), "--matte-channel", "R", "--invert", "--expand", "3",
-            "--feather", "1.5", "--shaper", "acescct", "--device", "cpu", "--weights", "/w/combcn.pt",
+            "--feather", "1.5", "--shaper", "acescct", "--device", "cpu", "--weights", WEIGHTS,
             "--no-track", "--overwrite", "--progress", "json",
         ]  # fmt: skip
         assert sorted(os.listdir(output.parent)) == ["plate.1001.exr", "plate.1002.exr", "plate.1003.exr"]
@@ -184,7 +204,9 @@ class TestRender:
         group["output"].setValue(str(tmp_path / "out" / "clean.####.exr"))
         _render_and_wait(combcn_nuke, nuke, group)
 
-        assert nuke.executed == [("CombCNUpstreamSource", 1001, 1002), ("CombCNUpstreamMatte", 1001, 1002)]
+        # both rendered for the frames the engine reads: the whole short upstream range 1001-1010
+        assert nuke.executed == [("CombCNUpstreamSource", 1001, 1010), ("CombCNUpstreamMatte", 1001, 1010)]
+        assert nuke.executed_views == [["main"], ["main"]]
         (run,) = fake_runs(nuke.runs_log)
         temp = tmp_path / "out" / ".combcn-upstream" / "CombCNInpaint"
         argv = run["argv"]
@@ -231,6 +253,7 @@ class TestRender:
         monkeypatch.setenv("FAKE_COMBCN_FAIL", "plate.1001.exr: 4 channels expected, found 1")
         group = combcn_nuke.create_node()
         group.setInput(0, _plate_reads(nuke, tmp_path)[0])
+        group["last"].setValue(1003)
         group["output"].setValue(str(tmp_path / "o.####.exr"))
         _render_and_wait(combcn_nuke, nuke, group)
         (text,) = nuke.messages
@@ -272,7 +295,7 @@ class TestRender:
         monkeypatch.setenv("FAKE_COMBCN_DELAY", "60")  # frame 1 at once, then a minute per frame
         monkeypatch.setenv("FAKE_COMBCN_CHILD", "1")
         group = combcn_nuke.create_node()
-        group.setInput(0, _plate_reads(nuke, tmp_path)[0])
+        group.setInput(0, _plate_reads(nuke, tmp_path, last=1005)[0])
         group["last"].setValue(1005)
         group["output"].setValue(str(tmp_path / "o" / "o.####.exr"))
         worker = combcn_nuke.render(group)
