@@ -60,10 +60,14 @@ first, last = (int(v) for v in args[args.index("--frames") + 1].split("-"))
 if os.environ.get("FAKE_COMBCN_CHECK_FRAMES"):
     # The real engine's contract (combcn/engine/sequence.py): every target on disk, and the matte holds
     # every plate frame the temporal windows read (the engine's own plan, combcn.engine.windows).
-    from combcn.engine.windows import frames_read
-    from combcn.model.config import ModelConfig
-    from combcn.model.weights import DEFAULT_WEIGHTS, read_weights
-    window = ModelConfig.from_dict(read_weights(DEFAULT_WEIGHTS)["config"]).window
+    # windows.py loaded on its own (the engine package imports torch: slow) and the window of the
+    # weights given once by the test (FAKE_COMBCN_CHECK_FRAMES holds it).
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fake_windows", os.environ["FAKE_COMBCN_WINDOWS_PY"])
+    windows = sys.modules["fake_windows"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(windows)
+    frames_read = windows.frames_read
+    window = int(os.environ["FAKE_COMBCN_CHECK_FRAMES"])
     plate = on_disk(args[1])
     missing = [f for f in range(first, last + 1) if f not in plate]
     if missing:
@@ -98,13 +102,36 @@ print(json.dumps({"event": "done", "written": total, "skipped": 0}), flush=True)
 """
 
 
+def shipped_window() -> int:
+    """The temporal window of the shipped weights (read once; torch is slow to import)."""
+    global _WINDOW
+    if _WINDOW is None:
+        from combcn.model.config import ModelConfig
+        from combcn.model.weights import DEFAULT_WEIGHTS, read_weights
+
+        _WINDOW = ModelConfig.from_dict(read_weights(DEFAULT_WEIGHTS)["config"]).window
+    return _WINDOW
+
+
+_WINDOW: int | None = None
+
+
+def check_frames_env() -> dict[str, str]:
+    """Environment that makes the fake engine refuse missing plate/matte frames as the real one does."""
+    return {
+        "FAKE_COMBCN_CHECK_FRAMES": str(shipped_window()),
+        "FAKE_COMBCN_WINDOWS_PY": str(REPO / "combcn" / "engine" / "windows.py"),
+    }
+
+
 def write_fake_combcn(folder: Path) -> Path:
     """Write an executable fake ``combcn`` that speaks the progress protocol and writes text frames.
 
     Environment: FAKE_COMBCN_LOG (file to append {"argv", "pid", "child", "read"} to), FAKE_COMBCN_DELAY
     (seconds between frames), FAKE_COMBCN_FAIL (error message; exit 2), FAKE_COMBCN_CHILD (start a
-    grandchild), FAKE_COMBCN_CHECK_FRAMES (refuse as the real engine does when a target frame or a matte
-    frame the windows read is missing; "read" is then the frames the windows read).
+    grandchild), FAKE_COMBCN_CHECK_FRAMES (the model window: refuse as the real engine does when a target
+    frame or a matte frame the windows read is missing; "read" is then the frames the windows read; see
+    :func:`check_frames_env`).
     """
     path = folder / "combcn"
     path.write_text(f"#!{sys.executable}\n" + FAKE_COMBCN)
@@ -253,7 +280,7 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
                 state["this"].pop()
 
     class Reload_Knob(Script_Knob):
-        """The Read's "reload" button (Nuke ref, Read node): re-reads the files; recorded in ``nuke.reloads``."""
+        """The Read's "reload" button (Nuke ref, Read node): re-reads the files (``nuke.reloads``)."""
 
         def execute(self) -> None:
             assert self.owner is not None

@@ -382,6 +382,7 @@ def _prepare(group: nuke.Group) -> Plan:
     plan = Plan(combcn_host.InpaintRequest(source="", output=output, first=first, last=last), {})
 
     plate = direct[0]
+    plate_pattern = plate.pattern if plate is not None else None
     if plate is not None:
         shown = plate.nuke_frames()
         outside = [f for f in targets if f not in set(shown)]
@@ -399,7 +400,7 @@ def _prepare(group: nuke.Group) -> Plan:
             )
         if plate.offset == 0 and set(on_disk) <= set(range(plate.first, plate.last + 1)):
             source = plate.pattern  # as it is: the engine sees the Read's frames and no others
-            plan.read = combcn_host.frames_read(on_disk, targets, weights)
+            plan.read = on_disk  # at most; narrowed below only where it matters (a matte shorter than it)
         else:  # links to exactly the frames read: nothing outside the trim (a slate), Nuke's numbers
             plan.read = combcn_host.frames_read(
                 [f + plate.offset for f in on_disk if plate.first <= f <= plate.last],
@@ -420,7 +421,13 @@ def _prepare(group: nuke.Group) -> Plan:
     matte: str | None = None
     if matte_node is not None:
         sequence = direct[1]
-        if sequence is not None and set(plan.read) <= set(sequence.nuke_frames()):
+
+        def covered() -> bool:
+            return sequence is not None and set(plan.read) <= set(sequence.nuke_frames())
+
+        if not covered() and source == plate_pattern:  # narrow "every frame on disk" (asking takes seconds)
+            plan.read = combcn_host.frames_read(plan.read, targets, weights)
+        if sequence is not None and covered():
             matte = sequence.pattern
             if sequence.offset != 0:
                 matte = os.path.join(temp, "matte.%04d" + os.path.splitext(sequence.pattern)[1])
