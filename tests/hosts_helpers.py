@@ -618,13 +618,19 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
 
 
 class FakeMediaPoolItem:
+    """A media-pool clip. Resolve README, GetClipProperty: string values; for an image sequence
+    ``File Path`` is ``plate.[1001-1100].exr``, and ``Start``/``End`` are its first/last frame numbers
+    (the clip's own numbering, which AppendToTimeline's startFrame/endFrame count in: pipelines that
+    place sequences, e.g. davinci-resolve-mcp's measured append, use ``Start`` + offset)."""
+
     _ids = 0
 
-    def __init__(self, name: str, path: str | None) -> None:
+    def __init__(self, name: str, path: str | None, fps: str = "24") -> None:
         FakeMediaPoolItem._ids += 1
         self.uid = f"mpi{FakeMediaPoolItem._ids}"
         self.name = name
         self.path = path
+        self.fps = fps
 
     def GetName(self) -> str:
         return self.name
@@ -632,11 +638,20 @@ class FakeMediaPoolItem:
     def GetUniqueId(self) -> str:
         return self.uid
 
+    def frames(self) -> tuple[int, int] | None:
+        match = re.search(r"\[(\d+)-(\d+)\]", self.path or "")
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
     def GetClipProperty(self, key: str | None = None) -> Any:
+        span = self.frames() or (0, 0)
         props = {
             "File Path": self.path or "",
             "Clip Name": self.name,
             "File Name": os.path.basename(self.path or ""),
+            "Start": str(span[0]),
+            "End": str(span[1]),
+            "Frames": str(span[1] - span[0] + 1),
+            "FPS": self.fps,
         }
         return props if key is None else props.get(key, "")
 
@@ -658,16 +673,26 @@ class FakeFolder:
 
 
 class FakeTimelineItem:
+    """A clip on a track: record frames [start, start + duration), absolute (86400 = 01:00:00:00 at 24).
+
+    ``source`` is where it starts in its clip, counted from the head of the file: GetSourceStartFrame
+    is file-relative and GetSourceEndFrame exclusive when clip and timeline rates match, and their span
+    is source frames, so a retimed item (``speed`` != 1) spans duration x speed, while GetLeftOffset
+    counts record-side (position / speed). Measured on Resolve Studio 19.1-21.1 by davinci-resolve-mcp
+    (docs/reference/api-limitations.md, "GetSourceStartFrame" and the retime witness calibration).
+    """
+
     def __init__(
-        self, clip: FakeMediaPoolItem, track: int, start: int, duration: int, left_offset: int = 0
+        self,
+        clip: FakeMediaPoolItem,
+        track: int,
+        start: int,
+        duration: int,
+        left_offset: int = 0,
+        speed: float = 1.0,
     ) -> None:
-        self.clip, self.track, self.start, self.duration, self.left_offset = (
-            clip,
-            track,
-            start,
-            duration,
-            left_offset,
-        )
+        self.clip, self.track, self.start, self.duration = clip, track, start, duration
+        self.source, self.speed = left_offset, speed
 
     def GetName(self) -> str:
         return self.clip.GetName()
@@ -688,20 +713,58 @@ class FakeTimelineItem:
         return self.duration
 
     def GetLeftOffset(self, subframe_precision: bool = False) -> int:
-        return self.left_offset
+        return int(self.source / self.speed)
+
+    def GetSourceStartFrame(self) -> int:
+        return self.source
+
+    def GetSourceEndFrame(self) -> int:
+        return self.source + int(round(self.duration * self.speed))
+
+
+def _frames_to_timecode(frames: int, fps: int) -> str:
+    seconds, frame = divmod(frames, fps)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{hour:02d}:{minute:02d}:{second:02d}:{frame:02d}"
 
 
 class FakeTimeline:
-    def __init__(self, tracks: int) -> None:
+    """Tracks of items, a playhead and a 24 fps rate (non-drop timecode) starting at 01:00:00:00.
+
+    GetCurrentVideoItem answers with the item on the HIGHEST video track under the playhead, as users
+    report it (so the matte above a plate, or an earlier result, comes back before the plate).
+    """
+
+    def __init__(self, tracks: int, fps: int = 24) -> None:
         self.tracks: dict[int, list[FakeTimelineItem]] = {i: [] for i in range(1, tracks + 1)}
-        self.current: FakeTimelineItem | None = None
+        self.fps = fps
+        self.start_frame = 3600 * fps
+        self.playhead = self.start_frame
 
     def add(self, item: FakeTimelineItem) -> FakeTimelineItem:
         self.tracks[item.track].append(item)
         return item
 
     def GetCurrentVideoItem(self) -> FakeTimelineItem | None:
-        return self.current
+        for track in sorted(self.tracks, reverse=True):
+            for item in self.tracks[track]:
+                if item.start <= self.playhead < item.start + item.duration:
+                    return item
+        return None
+
+    def GetSetting(self, name: str) -> str:
+        assert name == "timelineFrameRate"
+        return str(self.fps)
+
+    def GetStartFrame(self) -> int:
+        return self.start_frame
+
+    def GetStartTimecode(self) -> str:
+        return _frames_to_timecode(self.start_frame, self.fps)
+
+    def GetCurrentTimecode(self) -> str:
+        return _frames_to_timecode(self.playhead, self.fps)
 
     def GetTrackCount(self, track_type: str) -> int:
         assert track_type == "video"
@@ -723,6 +786,7 @@ class FakeMediaPool:
         self.current = root
         self.timeline = timeline
         self.imports: list[tuple[str, list[Any]]] = []
+        self.appends: list[dict[str, Any]] = []
 
     def GetRootFolder(self) -> FakeFolder:
         return self.root
@@ -752,11 +816,20 @@ class FakeMediaPool:
         return made
 
     def AppendToTimeline(self, infos: list[dict[str, Any]]) -> list[FakeTimelineItem]:
+        """The README's clip-info form. startFrame/endFrame are the clip's own frame numbers (its Start
+        property), endFrame EXCLUSIVE (duration = endFrame - startFrame: measured on Resolve 21 by
+        video-editor-skills' resolve-scripting notes and davinci-resolve-mcp); recordFrame is an
+        absolute record frame. Frames outside the clip are refused (Resolve adds nothing)."""
+        self.appends.extend(infos)
         placed = []
         for info in infos:
-            duration = info["endFrame"] - info["startFrame"] + 1
+            clip = info["mediaPoolItem"]
+            span = clip.frames()
+            start, end = info["startFrame"], info["endFrame"]
+            if span is None or start < span[0] or end > span[1] + 1 or end <= start:
+                return []
             item = FakeTimelineItem(
-                info["mediaPoolItem"], info["trackIndex"], info["recordFrame"], duration, info["startFrame"]
+                clip, info["trackIndex"], info["recordFrame"], end - start, start - span[0]
             )
             placed.append(self.timeline.add(item))
         return placed
