@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
         --prefix=*) prefix="${1#*=}"; shift ;;
         --executable) executable="${2:?--executable needs a path}"; shift 2 ;;
         --executable=*) executable="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) say "error: unknown argument $1 (see --help)"; exit 2 ;;
     esac
 done

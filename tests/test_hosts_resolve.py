@@ -415,3 +415,21 @@ class TestFrames:
     )  # fmt: skip
     def test_timecode_frames(self, adapter: ModuleType, timecode: str, fps: float, frames: int) -> None:
         assert adapter.timecode_frames(timecode, fps) == frames
+
+
+def test_xml_imported_item_without_source_frames_is_one_line(adapter: ModuleType, tmp_path: Path) -> None:
+    p = _project(tmp_path)
+    p.item.source, p.item.speed = 0, 0.0  # GetSourceStartFrame/EndFrame read 0/0
+    with pytest.raises(adapter.combcn_host.HostError, match="no source frames"):
+        adapter.inpaint_current_clip(p.resolve, adapter.Options())
+
+
+def test_missing_api_call_is_one_line(
+    adapter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An older Resolve without a call the script makes: one line, no traceback."""
+    monkeypatch.delattr(FakeTimelineItem, "GetSourceStartFrame")
+    p = _project(tmp_path)
+    assert adapter.launch({"resolve": p.resolve}) == 1
+    out = capsys.readouterr().out
+    assert "lacks a call CombCN uses" in out and "GetSourceStartFrame" in out and "Traceback" not in out

@@ -314,6 +314,11 @@ def source_frames(layer: Layer, fps: float) -> tuple[int, int]:
         )
     duration = int(layer.item.GetDuration(False))
     start, end = int(layer.item.GetSourceStartFrame()), int(layer.item.GetSourceEndFrame())
+    if start == end == 0 and duration > 1:  # what Resolve reports on items of an XML-imported timeline
+        raise combcn_host.HostError(
+            f"Resolve reports no source frames for {layer.describe()} (a timeline imported from XML?); "
+            "place the clip from the media pool and run again"
+        )
     if end - start != duration:  # the source span is the speed witness (file frames per record frame)
         raise combcn_host.HostError(
             f"{layer.describe()} is retimed ({end - start} source frames over {duration} timeline frames); "
@@ -499,6 +504,9 @@ def launch(script_globals: dict[str, Any] | None = None, executable: str | None 
         outcome = inpaint_current_clip(connect(script_globals), load_options())
     except combcn_host.HostError as exc:
         say(f"error: {exc}")
+        return 1
+    except AttributeError as exc:  # a scripting call this Resolve does not have
+        say(f"error: this Resolve's scripting API lacks a call CombCN uses ({exc}); use Resolve 18 or later")
         return 1
     say(f"done: {outcome.imported.GetName()}")
     return 0
