@@ -322,6 +322,7 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
                 Int_Knob("last", value=1),
                 Int_Knob("origfirst", value=1),
                 Int_Knob("origlast", value=1),
+                # Nuke ref, Read node: "frame" is an expression, a start frame or an offset by frame_mode.
                 Enumeration_Knob("frame_mode", "frame mode", ["expression", "start at", "offset"]),
                 String_Knob("frame"),
                 Colorspace_Knob("colorspace"),

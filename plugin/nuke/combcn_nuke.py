@@ -359,6 +359,74 @@ def _check_views(inputs: list[nuke.Node], direct: list[ReadSequence | None]) -> 
             )
 
 
+def _plan_plate(
+    plan: Plan,
+    node: nuke.Node,
+    plate: ReadSequence | None,
+    targets: list[int],
+    weights: str | None,
+    temp: str,
+) -> str:
+    """How the plate reaches the engine (sets ``plan.read`` and the Result's colour); returns its pattern."""
+    if plate is None:  # as many frames of the input as the engine reads for the range, pre-rendered
+        upstream = range(min(node.firstFrame(), targets[0]), max(node.lastFrame(), targets[-1]) + 1)
+        plan.read = combcn_host.frames_read(list(upstream), targets, weights, settle=True)
+        source = os.path.join(temp, "source.####.exr")
+        plan.renders.append(("Source", "all", source))
+        plan.read_knobs = {"raw": True}
+        return source
+    shown = plate.nuke_frames()
+    outside = [f for f in targets if f not in set(shown)]
+    if outside:
+        raise combcn_host.HostError(
+            f"frames {outside[0]}-{outside[-1]} are outside {plate.node}'s frames "
+            f"{shown[0]}-{shown[-1]}; narrow the frame range"
+        )
+    on_disk = frames_on_disk(plate.pattern)
+    absent = [f for f in targets if f - plate.offset not in set(on_disk)]
+    if absent:
+        raise combcn_host.HostError(
+            f"{plate.node}: {plate.file(absent[0])} (frame {absent[0]}) is missing; render or copy it, "
+            "or narrow the frame range"
+        )
+    plan.read_knobs = _colour_of(node, plate)
+    if plate.offset == 0 and set(on_disk) <= set(range(plate.first, plate.last + 1)):
+        plan.read = on_disk  # at most; narrowed only where it matters (a matte shorter than it)
+        return plate.pattern  # as it is: the engine sees the Read's frames and no others
+    # Links to exactly the frames read: nothing outside the trim (a slate), in Nuke's numbers.
+    trimmed = [f + plate.offset for f in on_disk if plate.first <= f <= plate.last]
+    plan.read = combcn_host.frames_read(trimmed, targets, weights, settle=True)
+    source = os.path.join(temp, "source.%04d" + os.path.splitext(plate.pattern)[1])
+    plan.links.append((plate, source))
+    return source
+
+
+def _plan_matte(
+    plan: Plan,
+    matte: ReadSequence | None,
+    plate_as_is: bool,
+    targets: list[int],
+    weights: str | None,
+    temp: str,
+) -> str:
+    """How the matte reaches the engine: it must hold every frame in ``plan.read``; returns its pattern."""
+
+    def covered() -> bool:
+        return matte is not None and set(plan.read) <= set(matte.nuke_frames())
+
+    if not covered() and plate_as_is:  # narrow "every frame on disk" to what is read (asking takes seconds)
+        plan.read = combcn_host.frames_read(plan.read, targets, weights)
+    if matte is None or not covered():  # exactly the frames the engine reads from the plate
+        pattern = os.path.join(temp, "matte.####.exr")
+        plan.renders.append(("Matte", "rgba", pattern))
+        return pattern
+    if matte.offset == 0:
+        return matte.pattern
+    pattern = os.path.join(temp, "matte.%04d" + os.path.splitext(matte.pattern)[1])
+    plan.links.append((matte, pattern))
+    return pattern
+
+
 def _prepare(group: nuke.Group) -> Plan:
     """Main thread: read the knobs, decide how each input reaches the engine (as is, linked, rendered)."""
     first = int(group["first"].value())
@@ -381,60 +449,9 @@ def _prepare(group: nuke.Group) -> Plan:
     temp = os.path.join(os.path.dirname(os.path.abspath(output)), UPSTREAM_FOLDER, group.name())
     plan = Plan(combcn_host.InpaintRequest(source="", output=output, first=first, last=last), {})
 
-    plate = direct[0]
-    plate_pattern = plate.pattern if plate is not None else None
-    if plate is not None:
-        shown = plate.nuke_frames()
-        outside = [f for f in targets if f not in set(shown)]
-        if outside:
-            raise combcn_host.HostError(
-                f"frames {outside[0]}-{outside[-1]} are outside {plate.node}'s frames "
-                f"{shown[0]}-{shown[-1]}; narrow the frame range"
-            )
-        on_disk = frames_on_disk(plate.pattern)
-        absent = [f for f in targets if f - plate.offset not in set(on_disk)]
-        if absent:
-            raise combcn_host.HostError(
-                f"{plate.node}: {plate.file(absent[0])} (frame {absent[0]}) is missing; render or copy it, "
-                "or narrow the frame range"
-            )
-        if plate.offset == 0 and set(on_disk) <= set(range(plate.first, plate.last + 1)):
-            source = plate.pattern  # as it is: the engine sees the Read's frames and no others
-            plan.read = on_disk  # at most; narrowed below only where it matters (a matte shorter than it)
-        else:  # links to exactly the frames read: nothing outside the trim (a slate), Nuke's numbers
-            plan.read = combcn_host.frames_read(
-                [f + plate.offset for f in on_disk if plate.first <= f <= plate.last],
-                targets,
-                weights,
-                settle=True,
-            )
-            source = os.path.join(temp, "source.%04d" + os.path.splitext(plate.pattern)[1])
-            plan.links.append((plate, source))
-        plan.read_knobs = _colour_of(source_node, plate)
-    else:  # as many frames of the input as the engine reads for the range, pre-rendered
-        upstream = range(min(source_node.firstFrame(), first), max(source_node.lastFrame(), last) + 1)
-        plan.read = combcn_host.frames_read(list(upstream), targets, weights, settle=True)
-        source = os.path.join(temp, "source.####.exr")
-        plan.renders.append(("Source", "all", source))
-        plan.read_knobs = {"raw": True}
-
-    matte: str | None = None
-    if matte_node is not None:
-        sequence = direct[1]
-
-        def covered() -> bool:
-            return sequence is not None and set(plan.read) <= set(sequence.nuke_frames())
-
-        if not covered() and source == plate_pattern:  # narrow "every frame on disk" (asking takes seconds)
-            plan.read = combcn_host.frames_read(plan.read, targets, weights)
-        if sequence is not None and covered():
-            matte = sequence.pattern
-            if sequence.offset != 0:
-                matte = os.path.join(temp, "matte.%04d" + os.path.splitext(sequence.pattern)[1])
-                plan.links.append((sequence, matte))
-        else:  # exactly the frames the engine reads from the plate
-            matte = os.path.join(temp, "matte.####.exr")
-            plan.renders.append(("Matte", "rgba", matte))
+    source = _plan_plate(plan, source_node, direct[0], targets, weights, temp)
+    as_is = direct[0] is not None and source == direct[0].pattern
+    matte = _plan_matte(plan, direct[1], as_is, targets, weights, temp) if matte_node is not None else None
 
     def choice(name: str) -> str | None:
         value = str(group[name].value())
@@ -592,8 +609,8 @@ def _load_result(
         node["status"].setValue(f"failed: {text}")
         nuke.message(f"CombCN Inpaint {key}: {text}")
         return
-    reload = read.knob("reload")
-    if isinstance(reload, nuke.Script_Knob):
-        reload.execute()  # same file names as the last render: drop Nuke's cached frames
+    execute = getattr(read.knob("reload"), "execute", None)  # the Read's reload button
+    if callable(execute):
+        execute()  # same file names as the last render: drop Nuke's cached frames
     switch["which"].setValue(1)
     node["status"].setValue(f"rendered {written} frame(s) {request.first}-{request.last}")
