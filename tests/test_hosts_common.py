@@ -222,6 +222,10 @@ class TestFramesRead:
         assert frames_read(range(1001, 1011), [1005], 32) == list(range(1001, 1011))  # shorter than a window
         read = frames_read(range(1001, 1101), range(1040, 1051))
         assert read[0] < 1040 and read[-1] > 1050  # context both sides with the default window
+        near = frames_read(range(1, 201), [100], 32)
+        wider = frames_read(range(1, 201), [100], 32, reach=5)
+        assert wider == list(range(near[0] - 5, near[-1] + 6))  # propagation reach: more context each side
+        assert frames_read(range(1, 11), [5], 32, reach=50) == list(range(1, 11))  # clamped to the plate
         with pytest.raises(InputError, match="not among the plate's frames"):
             frames_read(range(1, 10), [12], 32)
 

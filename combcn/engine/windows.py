@@ -130,6 +130,7 @@ def frames_read(
     window: int = 32,
     overlap: int | None = None,
     context: int | None = None,
+    reach: int = 0,
 ) -> list[int]:
     """The frames ``render_sequence`` reads from a plate to write ``targets``: what a host pre-renders.
 
@@ -143,6 +144,7 @@ def frames_read(
         overlap: frames shared by consecutive windows; None = a quarter of ``window`` (``--overlap``).
         context: at most this many frames read beyond the targets; None = what the grid needs
             (``--context``).
+        reach: frames read beyond the windows on each side for propagation (``--reach``; 0 = none).
 
     Returns:
         list[int]: the frames read, ascending (a contiguous run of ``frames_on_disk``); [] for no targets.
@@ -169,4 +171,5 @@ def frames_read(
         for w in plan_windows(len(seq), length, length // 4 if overlap is None else overlap)
         if any(p in chosen for p in range(w.start, w.end))
     ]
-    return seq[min(s for s, _ in spans) : max(e for _, e in spans)]
+    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    return seq[max(0, first - max(0, int(reach))) : last + max(0, int(reach))]
