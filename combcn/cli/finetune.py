@@ -23,10 +23,10 @@ log = logging.getLogger("combcn.finetune")
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from combcn import finetune as ft
     from combcn.engine import resolve_device
     from combcn.io import FrameSet
     from combcn.model import DEFAULT_WEIGHTS, load_model, read_weights, save_weights
+    from combcn.train import finetune as ft
 
     if args.steps is None and args.minutes is None:
         raise ConfigError("give --steps N or --minutes M (how long to train)")

@@ -142,6 +142,27 @@ def add_parser(subparsers: Any) -> None:
         "the model's window, 8)",
     )
     p.add_argument(
+        "--no-propagate",
+        dest="propagate",
+        action="store_false",
+        help="let the network fill every hole pixel at its working size, instead of first carrying in, "
+        "at plate resolution, what other frames show (default: propagate)",
+    )
+    p.add_argument(
+        "--reach",
+        metavar="N",
+        type=int,
+        default=0,
+        help="also search N frames beyond each 32-frame window for what the hole hides (read, never "
+        "written; chunked renders still equal a single render) (default: 0)",
+    )
+    p.add_argument(
+        "--qc",
+        action="store_true",
+        help="add channels fill.revealed (1 where the value came from another frame, 0 where the "
+        "network made it) and fill.offset (the frame offset it came from) to each output EXR",
+    )
+    p.add_argument(
         "--margin",
         metavar="X",
         type=float,
@@ -270,6 +291,9 @@ def run(args: argparse.Namespace) -> int:
             context=args.context,
             overlap=args.overlap,
             margin=args.margin,
+            propagate=args.propagate,
+            reach=args.reach,
+            qc=args.qc,
         )
     finally:
         if bar is not None:

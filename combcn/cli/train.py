@@ -55,12 +55,13 @@ def add_parser(subparsers: Any) -> None:
         "train",
         help="train the 3DCN + CombCN model from a config file",
         description="Train 3DCN + CombCN (Wang et al. 2019) on clips listed in a YAML or TOML config "
-        "(sections model, data, holes, train; see configs/ and docs/MODEL.md). Writes checkpoint.pt "
+        "(sections model, data, holes, train; 'base: other.yaml' starts from another config and "
+        "changes only the keys given; see configs/ and docs/MODEL.md). Writes checkpoint.pt "
         "(every train.checkpoint_minutes), best.pt/last.pt weights, log.csv, val.csv and loss.png to "
         "train.out. Ctrl-C or SIGTERM checkpoints and stops; --resume continues.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("config", help="training config (.yaml, .yml or .toml)")
+    p.add_argument("config", help="training config (.yaml, .yml or .toml; may name a base config)")
     p.add_argument("-r", "--resume", action="store_true", help="continue from train.out/checkpoint.pt")
     p.add_argument("-o", "--out", default=None, help="run directory (overrides train.out)")
     p.add_argument(
