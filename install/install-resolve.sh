@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Install the CombCN Inpaint script for DaVinci Resolve (this user only): Workspace > Scripts > CombCN Inpaint.
 #
-# What it does: writes one file, "CombCN Inpaint.py", into the per-user Fusion Scripts/Utility folder
+# What it does: writes one file, "CombCN Inpaint.lua", into the per-user Fusion Scripts/Utility folder
 # (creating the folders if missing):
 #   Linux: ~/.local/share/DaVinciResolve/Fusion/Scripts/Utility/
 #   macOS: ~/Library/Application Support/Blackmagic Design/DaVinci Resolve/Fusion/Scripts/Utility/
 # (Windows, by hand: copy the same file to
 #   %APPDATA%\Blackmagic Design\DaVinci Resolve\Support\Fusion\Scripts\Utility\ ; see docs/HOSTS.md.)
-# The file is a 10-line launcher that imports <repo>/plugin/resolve/combcn_resolve.py and passes it the
-# combcn program to run. Re-running rewrites it (idempotent). Undo: install/uninstall-resolve.sh.
+# The file is a short Lua launcher (the free Resolve 21.1 lists only Lua scripts there) that hands
+# Resolve's Python 3 a few lines importing <repo>/plugin/resolve/combcn_resolve.py with the combcn program
+# to run; on a Resolve without Python scripting (free 21.1 and later) it prints one line saying so.
+# A "CombCN Inpaint.py" an earlier version of this installer wrote is removed. Re-running rewrites the
+# launcher (idempotent). Undo: install/uninstall-resolve.sh.
 #
 #   --prefix DIR        the scripts folder to write into (default: the per-user Utility folder above)
 #   --executable PATH   the combcn program (default: <repo>/.venv/bin/combcn, else combcn on PATH;
@@ -33,42 +36,66 @@ while [ $# -gt 0 ]; do
         --prefix=*) prefix="${1#*=}"; shift ;;
         --executable) executable="${2:?--executable needs a path}"; shift 2 ;;
         --executable=*) executable="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) say "error: unknown argument $1 (see --help)"; exit 2 ;;
     esac
 done
 dir="${prefix:-$(default_scripts_dir)}"
-script="$dir/CombCN Inpaint.py"
+script="$dir/CombCN Inpaint.lua"
+old_script="$dir/CombCN Inpaint.py"  # what earlier versions wrote: Python scripts are not listed on free 21.1
+header='-- CombCN Inpaint (Workspace > Scripts): written by install/install-resolve.sh,'
 
 executable="$(find_combcn "$executable" "the script")" || exit 2
 for path in "$repo" "$executable" "$dir"; do
-    case "$path" in *"'"*|*"\\"*|*$'\n'*) say "error: cannot write a path with quotes or backslashes: $path"; exit 2 ;; esac
+    case "$path" in *"'"*|*"\\"*|*$'\n'*|*"]=="*) say "error: cannot write a path with quotes or backslashes: $path"; exit 2 ;; esac
 done
 
 # The outermost folder this installer creates (kept from an earlier install), for uninstall to remove.
 created=""
 if [ -f "$script" ]; then
-    created="$(sed -n 's/^# combcn-created-dir: //p' "$script")"
+    created="$(sed -n 's/^-- combcn-created-dir: //p' "$script")"
+elif [ -f "$old_script" ] && grep -q '^# CombCN Inpaint (Workspace > Scripts): written by install/install-resolve.sh' "$old_script"; then
+    created="$(sed -n 's/^# combcn-created-dir: //p' "$old_script")"
 elif [ ! -d "$dir" ]; then
     created="$dir"
     while [ ! -d "$(dirname "$created")" ]; do created="$(dirname "$created")"; done
 fi
 mkdir -p "$dir"
 
-tmp="$dir/.CombCN Inpaint.py.combcn-tmp"
+tmp="$dir/.CombCN Inpaint.lua.combcn-tmp"
+if [ -n "$executable" ]; then launch="combcn_resolve.launch(globals(), executable='$executable')"
+else launch="combcn_resolve.launch(globals())"; fi
 {
-    printf '# CombCN Inpaint (Workspace > Scripts): written by install/install-resolve.sh,\n'
-    printf '# removed by install/uninstall-resolve.sh. The code is in %s/plugin/resolve.\n' "$repo"
-    [ -z "$created" ] || printf '# combcn-created-dir: %s\n' "$created"
-    printf 'import sys\n\n'
-    printf "sys.path[:0] = ['%s/plugin/resolve', '%s/plugin/common']\n" "$repo" "$repo"
-    printf 'import combcn_resolve  # noqa: E402\n\n'
-    if [ -n "$executable" ]; then
-        printf "combcn_resolve.launch(globals(), executable='%s')\n" "$executable"
-    else
-        printf 'combcn_resolve.launch(globals())\n'
-    fi
+    printf '%s\n' "$header"
+    printf -- '-- removed by install/uninstall-resolve.sh. The code is in %s/plugin/resolve.\n' "$repo"
+    [ -z "$created" ] || printf -- '-- combcn-created-dir: %s\n' "$created"
+    cat <<LUA
+local host = (app and app.GetResolve and app:GetResolve()) or resolve
+local product, version = "", ""
+if host then
+    product = host:GetProductName() or ""
+    version = host:GetVersionString() or ""
+end
+local major, minor = string.match(version, "^(%d+)%.(%d+)")
+major, minor = tonumber(major) or 0, tonumber(minor) or 0
+-- Resolve 21.1 runs Python scripts in the Studio edition only.
+if not string.find(product, "Studio", 1, true) and (major > 21 or (major == 21 and minor >= 1)) then
+    print("CombCN: error: the free DaVinci Resolve " .. major .. "." .. minor .. " runs no Python scripts; "
+        .. "CombCN Inpaint needs DaVinci Resolve Studio, or the free edition up to 21.0 (docs/HOSTS.md)")
+    return
+end
+local runner = fusion or fu or app
+runner:Execute([==[!Py3: import sys
+sys.path[:0] = ['$repo/plugin/resolve', '$repo/plugin/common']
+import combcn_resolve
+$launch
+]==])
+LUA
 } >"$tmp"
 mv -f "$tmp" "$script"
+if [ -f "$old_script" ] && grep -q '^# CombCN Inpaint (Workspace > Scripts): written by install/install-resolve.sh' "$old_script"; then
+    rm -f "$old_script"
+    say "removed $old_script (the Lua launcher replaces it)"
+fi
 say "wrote $script"
 say "engine: ${executable:-combcn on PATH}; restart Resolve, then Workspace > Scripts > CombCN Inpaint"

@@ -3,8 +3,10 @@ minimal fake DaVinci Resolve object graph.
 
 Nuke and Resolve cannot run here. The adapters are type-checked against the published stubs
 (``types-nuke``, ``fusionscript-stubs``) by mypy in the tests; these fakes implement only the calls the
-adapters make, with the semantics the Nuke/Resolve documentation gives (see the research notes,
-integration.md §2-3), so the adapters' behaviour can be exercised.
+adapters make, with the semantics the hosts' documentation (or a published measurement) gives. Each
+behaviour a test leans on names its source in a comment, so a reader can check the fake against the
+host: "Nuke ref" is Foundry's Nuke Python API reference (nuke module, Read/Write node knobs),
+"Resolve README" is Blackmagic's Developer/Scripting/README.txt that ships with Resolve.
 """
 
 from __future__ import annotations
@@ -31,24 +33,60 @@ import json, os, re, subprocess, sys, time
 
 args = sys.argv[1:]
 log = os.environ.get("FAKE_COMBCN_LOG")
+read = problem = None
 child = None
 if os.environ.get("FAKE_COMBCN_CHILD"):
     child = subprocess.Popen(["sleep", "60"])  # a grandchild: cancel must stop the whole group
-if log:
-    with open(log, "a") as f:
-        f.write(json.dumps({"argv": args, "pid": os.getpid(), "child": child.pid if child else None}) + "\n")
-print("combcn: INFO: fake engine starting", file=sys.stderr, flush=True)
-if os.environ.get("FAKE_COMBCN_FAIL"):
-    print("combcn inpaint: error: " + os.environ["FAKE_COMBCN_FAIL"], file=sys.stderr, flush=True)
-    sys.exit(2)
-assert args[0] == "inpaint", args
-output = args[args.index("-o") + 1]
-first, last = (int(v) for v in args[args.index("--frames") + 1].split("-"))
-delay = float(os.environ.get("FAKE_COMBCN_DELAY", "0"))
 
 def frame_path(pattern, frame):
     pattern = re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", pattern)
     return re.sub(r"%0(\d+)d", lambda m: str(frame).zfill(int(m.group(1))), pattern)
+
+def on_disk(pattern):
+    pattern = re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", pattern)
+    folder, name = os.path.split(pattern)
+    token = re.search(r"%0(\d+)d", name)
+    regex = re.escape(name[: token.start()]) + r"(-?\d+)" + re.escape(name[token.end():]) + "$"
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(int(m.group(1)) for m in (re.match(regex, n) for n in names) if m)
+
+def fail(text):
+    print("combcn inpaint: error: " + text, file=sys.stderr, flush=True)
+    sys.exit(2)
+
+assert args[0] == "inpaint", args
+output = args[args.index("-o") + 1]
+first, last = (int(v) for v in args[args.index("--frames") + 1].split("-"))
+if os.environ.get("FAKE_COMBCN_CHECK_FRAMES"):
+    # The real engine's contract (combcn/engine/sequence.py): every target on disk, and the matte holds
+    # every plate frame the temporal windows read (the engine's own plan, combcn.engine.windows).
+    # windows.py loaded on its own (the engine package imports torch: slow) and the window of the
+    # weights given once by the test (FAKE_COMBCN_CHECK_FRAMES holds it).
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fake_windows", os.environ["FAKE_COMBCN_WINDOWS_PY"])
+    windows = sys.modules["fake_windows"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(windows)
+    frames_read = windows.frames_read
+    window = int(os.environ["FAKE_COMBCN_CHECK_FRAMES"])
+    plate = on_disk(args[1])
+    missing = [f for f in range(first, last + 1) if f not in plate]
+    if missing:
+        problem = "plate frame(s) missing: %s" % missing
+    else:
+        read = frames_read(plate, range(first, last + 1), window)
+    if read and "--matte" in args:
+        matte = set(on_disk(args[args.index("--matte") + 1]))
+        lacking = [f for f in read if f not in matte]
+        if lacking:
+            problem = "matte frame(s) missing: %s; the matte needs every plate frame that is read" % lacking
+if log:
+    with open(log, "a") as f:
+        entry = {"argv": args, "pid": os.getpid(), "child": child.pid if child else None, "read": read}
+        f.write(json.dumps(entry) + "\n")
+print("combcn: INFO: fake engine starting", file=sys.stderr, flush=True)
+if problem or os.environ.get("FAKE_COMBCN_FAIL"):
+    fail(problem or os.environ["FAKE_COMBCN_FAIL"])
+delay = float(os.environ.get("FAKE_COMBCN_DELAY", "0"))
 
 print("not a json line", flush=True)
 total = last - first + 1
@@ -64,11 +102,36 @@ print(json.dumps({"event": "done", "written": total, "skipped": 0}), flush=True)
 """
 
 
+def shipped_window() -> int:
+    """The temporal window of the shipped weights (read once; torch is slow to import)."""
+    global _WINDOW
+    if _WINDOW is None:
+        from combcn.model.config import ModelConfig
+        from combcn.model.weights import DEFAULT_WEIGHTS, read_weights
+
+        _WINDOW = ModelConfig.from_dict(read_weights(DEFAULT_WEIGHTS)["config"]).window
+    return _WINDOW
+
+
+_WINDOW: int | None = None
+
+
+def check_frames_env() -> dict[str, str]:
+    """Environment that makes the fake engine refuse missing plate/matte frames as the real one does."""
+    return {
+        "FAKE_COMBCN_CHECK_FRAMES": str(shipped_window()),
+        "FAKE_COMBCN_WINDOWS_PY": str(REPO / "combcn" / "engine" / "windows.py"),
+    }
+
+
 def write_fake_combcn(folder: Path) -> Path:
     """Write an executable fake ``combcn`` that speaks the progress protocol and writes text frames.
 
-    Environment: FAKE_COMBCN_LOG (file to append {"argv", "pid", "child"} to), FAKE_COMBCN_DELAY (seconds
-    between frames), FAKE_COMBCN_FAIL (error message; exit 2), FAKE_COMBCN_CHILD (start a grandchild).
+    Environment: FAKE_COMBCN_LOG (file to append {"argv", "pid", "child", "read"} to), FAKE_COMBCN_DELAY
+    (seconds between frames), FAKE_COMBCN_FAIL (error message; exit 2), FAKE_COMBCN_CHILD (start a
+    grandchild), FAKE_COMBCN_CHECK_FRAMES (the model window: refuse as the real engine does when a target
+    frame or a matte frame the windows read is missing; "read" is then the frames the windows read; see
+    :func:`check_frames_env`).
     """
     path = folder / "combcn"
     path.write_text(f"#!{sys.executable}\n" + FAKE_COMBCN)
@@ -200,7 +263,10 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
         def values(self) -> list[str]:
             return list(self.items)
 
-    class PyScript_Knob(Knob):
+    class Script_Knob(Knob):
+        pass
+
+    class PyScript_Knob(Script_Knob):
         def __init__(self, name: str, label: str | None = None, command: str = "") -> None:
             super().__init__(name, label, command)
             self.command = command
@@ -213,19 +279,55 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
             finally:
                 state["this"].pop()
 
+    class Reload_Knob(Script_Knob):
+        """The Read's "reload" button (Nuke ref, Read node): re-reads the files (``nuke.reloads``)."""
+
+        def execute(self) -> None:
+            assert self.owner is not None
+            nuke.reloads.append((self.owner.name(), self.owner["file"].value()))  # type: ignore[attr-defined]
+
+    class Colorspace_Knob(Knob):
+        """A Read's ``colorspace``. Nuke ref (Read node, colorspace): the first item is the default for the
+        file type, shown as ``default (<name>)`` where <name> comes from the root's default LUT knobs
+        (floatLut for EXR, logLut for DPX: Project Settings > Color); another file type's default, or a
+        name the colour config lacks, is refused (Enumeration_Knob.setValue raises ValueError)."""
+
+        default = "default"
+
+        def resolved(self) -> str:
+            path = str(self.owner["file"].value()) if self.owner is not None else ""
+            lut = "logLut" if path.lower().endswith(".dpx") else "floatLut"
+            return str(root_node[lut].value())
+
+        def value(self) -> Any:
+            return f"default ({self.resolved()})" if self._value == "default" else self._value
+
+        def setValue(self, value: Any) -> bool:
+            if value in ("default", f"default ({self.resolved()})"):
+                self._value = "default"
+            elif value in nuke.colorspaces:  # type: ignore[attr-defined]
+                self._value = value
+            else:
+                raise ValueError(f"Invalid value {value!r} for colorspace")
+            return True
+
     default_knobs: dict[str, list[Knob]] = {}
 
     def knobs_for(cls: str) -> list[Knob]:
         if cls == "Read":
             return [
                 File_Knob("file"),
+                File_Knob("proxy"),
                 Int_Knob("first", value=1),
                 Int_Knob("last", value=1),
                 Int_Knob("origfirst", value=1),
                 Int_Knob("origlast", value=1),
-                String_Knob("colorspace", value="default"),
-                Boolean_Knob("raw"),
+                # Nuke ref, Read node: "frame" is an expression, a start frame or an offset by frame_mode.
+                Enumeration_Knob("frame_mode", "frame mode", ["expression", "start at", "offset"]),
                 String_Knob("frame"),
+                Colorspace_Knob("colorspace"),
+                Boolean_Knob("raw"),
+                Reload_Knob("reload"),
             ]
         if cls == "Write":
             return [
@@ -341,6 +443,10 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
             super().__init__("Root", "Root")
             self.first_frame, self.last_frame = 1001, 1010
             self.script = script_path
+            # Project Settings: proxy mode, and the default colour space per file type (Nuke ref, Root).
+            for knob in (Boolean_Knob("proxy"), String_Knob("floatLut", value="linear")):
+                self.addKnob(knob)
+            self.addKnob(String_Knob("logLut", value="Cineon"))
 
         def name(self) -> str:
             return self.script or "Root"
@@ -420,13 +526,20 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
         return group
 
     def filename(node: Node, i: int = 0) -> str | None:
+        """Nuke ref, nuke.filename: the node's file, the PROXY file when proxy mode is on and one is set."""
         value = node["file"].value()
+        proxy = node.knob("proxy")
+        if root_node["proxy"].value() and proxy is not None and proxy.value():
+            value = proxy.value()
         return re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", value) if value else None
 
-    def execute(node: Node, start: int, end: int, incr: int = 1) -> None:
-        """Render a Write: one small text file per frame, naming what fed the Write."""
+    def execute(node: Node, start: int, end: int, incr: int = 1, views: list[str] | None = None) -> None:
+        """Render a Write: one small text file per frame, naming what fed the Write (and, as Nuke ref's
+        proxy mode does, the proxy scale when proxy mode is on)."""
         nuke.executed.append((node.name(), start, end))  # type: ignore[attr-defined]
+        nuke.executed_views.append(views)  # type: ignore[attr-defined]
         upstream = node.input(0)
+        scale = "proxy" if root_node["proxy"].value() else "full"
         for frame in range(start, end + 1, incr):
             if frame == nuke.cancel_execute_at:  # type: ignore[attr-defined]
                 raise RuntimeError("Cancelled")  # what nuke.execute raises when the artist cancels
@@ -434,7 +547,11 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 source = upstream.name() if upstream else None
-                f.write(f"{source} frame {frame} channels {node['channels'].value()}\n")
+                f.write(f"{source} frame {frame} channels {node['channels'].value()} {scale}\n")
+
+    def views() -> list[str]:
+        """Nuke ref, nuke.views: the script's views (Project Settings > Views); ["main"] by default."""
+        return list(nuke.view_list)  # type: ignore[attr-defined]
 
     def delete(node: Node | None) -> None:
         if node is not None and node.parent() is not None:
@@ -487,6 +604,10 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
     nuke.main_queue = []  # type: ignore[attr-defined]
     nuke.tasks = []  # type: ignore[attr-defined]
     nuke.executed = []  # type: ignore[attr-defined]
+    nuke.executed_views = []  # type: ignore[attr-defined]
+    nuke.reloads = []  # type: ignore[attr-defined]
+    nuke.view_list = ["main"]  # type: ignore[attr-defined]
+    nuke.colorspaces = ["linear", "sRGB", "rec709", "Cineon", "ACES - ACEScg", "ACES - ACES2065-1"]  # type: ignore[attr-defined]
     nuke.cancel_execute_at = None  # type: ignore[attr-defined]
     nuke.menus = menus  # type: ignore[attr-defined]
     nuke.plugin_paths = []  # type: ignore[attr-defined]
@@ -498,13 +619,19 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
 
 
 class FakeMediaPoolItem:
+    """A media-pool clip. Resolve README, GetClipProperty: string values; for an image sequence
+    ``File Path`` is ``plate.[1001-1100].exr``, and ``Start``/``End`` are its first/last frame numbers
+    (the clip's own numbering, which AppendToTimeline's startFrame/endFrame count in: pipelines that
+    place sequences, e.g. davinci-resolve-mcp's measured append, use ``Start`` + offset)."""
+
     _ids = 0
 
-    def __init__(self, name: str, path: str | None) -> None:
+    def __init__(self, name: str, path: str | None, fps: str = "24") -> None:
         FakeMediaPoolItem._ids += 1
         self.uid = f"mpi{FakeMediaPoolItem._ids}"
         self.name = name
         self.path = path
+        self.fps = fps
 
     def GetName(self) -> str:
         return self.name
@@ -512,11 +639,20 @@ class FakeMediaPoolItem:
     def GetUniqueId(self) -> str:
         return self.uid
 
+    def frames(self) -> tuple[int, int] | None:
+        match = re.search(r"\[(\d+)-(\d+)\]", self.path or "")
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
     def GetClipProperty(self, key: str | None = None) -> Any:
+        span = self.frames() or (0, 0)
         props = {
             "File Path": self.path or "",
             "Clip Name": self.name,
             "File Name": os.path.basename(self.path or ""),
+            "Start": str(span[0]),
+            "End": str(span[1]),
+            "Frames": str(span[1] - span[0] + 1),
+            "FPS": self.fps,
         }
         return props if key is None else props.get(key, "")
 
@@ -538,16 +674,26 @@ class FakeFolder:
 
 
 class FakeTimelineItem:
+    """A clip on a track: record frames [start, start + duration), absolute (86400 = 01:00:00:00 at 24).
+
+    ``source`` is where it starts in its clip, counted from the head of the file: GetSourceStartFrame
+    is file-relative and GetSourceEndFrame exclusive when clip and timeline rates match, and their span
+    is source frames, so a retimed item (``speed`` != 1) spans duration x speed, while GetLeftOffset
+    counts record-side (position / speed). Measured on Resolve Studio 19.1-21.1 by davinci-resolve-mcp
+    (docs/reference/api-limitations.md, "GetSourceStartFrame" and the retime witness calibration).
+    """
+
     def __init__(
-        self, clip: FakeMediaPoolItem, track: int, start: int, duration: int, left_offset: int = 0
+        self,
+        clip: FakeMediaPoolItem,
+        track: int,
+        start: int,
+        duration: int,
+        left_offset: int = 0,
+        speed: float = 1.0,
     ) -> None:
-        self.clip, self.track, self.start, self.duration, self.left_offset = (
-            clip,
-            track,
-            start,
-            duration,
-            left_offset,
-        )
+        self.clip, self.track, self.start, self.duration = clip, track, start, duration
+        self.source, self.speed = left_offset, speed
 
     def GetName(self) -> str:
         return self.clip.GetName()
@@ -568,20 +714,58 @@ class FakeTimelineItem:
         return self.duration
 
     def GetLeftOffset(self, subframe_precision: bool = False) -> int:
-        return self.left_offset
+        return int(self.source / self.speed)
+
+    def GetSourceStartFrame(self) -> int:
+        return self.source
+
+    def GetSourceEndFrame(self) -> int:
+        return self.source + int(round(self.duration * self.speed))
+
+
+def _frames_to_timecode(frames: int, fps: int) -> str:
+    seconds, frame = divmod(frames, fps)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{hour:02d}:{minute:02d}:{second:02d}:{frame:02d}"
 
 
 class FakeTimeline:
-    def __init__(self, tracks: int) -> None:
+    """Tracks of items, a playhead and a 24 fps rate (non-drop timecode) starting at 01:00:00:00.
+
+    GetCurrentVideoItem answers with the item on the HIGHEST video track under the playhead, as users
+    report it (so the matte above a plate, or an earlier result, comes back before the plate).
+    """
+
+    def __init__(self, tracks: int, fps: int = 24) -> None:
         self.tracks: dict[int, list[FakeTimelineItem]] = {i: [] for i in range(1, tracks + 1)}
-        self.current: FakeTimelineItem | None = None
+        self.fps = fps
+        self.start_frame = 3600 * fps
+        self.playhead = self.start_frame
 
     def add(self, item: FakeTimelineItem) -> FakeTimelineItem:
         self.tracks[item.track].append(item)
         return item
 
     def GetCurrentVideoItem(self) -> FakeTimelineItem | None:
-        return self.current
+        for track in sorted(self.tracks, reverse=True):
+            for item in self.tracks[track]:
+                if item.start <= self.playhead < item.start + item.duration:
+                    return item
+        return None
+
+    def GetSetting(self, name: str) -> str:
+        assert name == "timelineFrameRate"
+        return str(self.fps)
+
+    def GetStartFrame(self) -> int:
+        return self.start_frame
+
+    def GetStartTimecode(self) -> str:
+        return _frames_to_timecode(self.start_frame, self.fps)
+
+    def GetCurrentTimecode(self) -> str:
+        return _frames_to_timecode(self.playhead, self.fps)
 
     def GetTrackCount(self, track_type: str) -> int:
         assert track_type == "video"
@@ -603,6 +787,7 @@ class FakeMediaPool:
         self.current = root
         self.timeline = timeline
         self.imports: list[tuple[str, list[Any]]] = []
+        self.appends: list[dict[str, Any]] = []
 
     def GetRootFolder(self) -> FakeFolder:
         return self.root
@@ -632,11 +817,20 @@ class FakeMediaPool:
         return made
 
     def AppendToTimeline(self, infos: list[dict[str, Any]]) -> list[FakeTimelineItem]:
+        """The README's clip-info form. startFrame/endFrame are the clip's own frame numbers (its Start
+        property), endFrame EXCLUSIVE (duration = endFrame - startFrame: measured on Resolve 21 by
+        video-editor-skills' resolve-scripting notes and davinci-resolve-mcp); recordFrame is an
+        absolute record frame. Frames outside the clip are refused (Resolve adds nothing)."""
+        self.appends.extend(infos)
         placed = []
         for info in infos:
-            duration = info["endFrame"] - info["startFrame"] + 1
+            clip = info["mediaPoolItem"]
+            span = clip.frames()
+            start, end = info["startFrame"], info["endFrame"]
+            if span is None or start < span[0] or end > span[1] + 1 or end <= start:
+                return []
             item = FakeTimelineItem(
-                info["mediaPoolItem"], info["trackIndex"], info["recordFrame"], duration, info["startFrame"]
+                clip, info["trackIndex"], info["recordFrame"], end - start, start - span[0]
             )
             placed.append(self.timeline.add(item))
         return placed

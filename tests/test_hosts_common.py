@@ -16,7 +16,13 @@ from types import ModuleType
 import numpy as np
 import OpenImageIO as oiio
 import pytest
-from hosts_helpers import PLUGIN, REPO, fake_runs, write_fake_combcn
+from hosts_helpers import PLUGIN, fake_runs, write_fake_combcn
+
+from combcn.engine import frames_read
+from combcn.engine.core import RenderSettings, needed_windows
+from combcn.errors import InputError
+
+ENGINE = Path(sys.executable).parent / "combcn"  # the engine installed beside the interpreter running us
 
 
 @pytest.fixture
@@ -32,12 +38,20 @@ def host(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 
 
 def test_pure_standard_library() -> None:
-    """Host Pythons have no torch or numpy: the module imports only the standard library."""
-    source = (PLUGIN / "common" / "combcn_host.py").read_text()
+    """Host Pythons have no torch or numpy: the module imports only the standard library (the engine
+    query it hands to the engine's own Python is a string, not an import of this module)."""
+    tree = ast.parse((PLUGIN / "common" / "combcn_host.py").read_text())
     imported = {
-        line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
     }
-    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
 
 
 @pytest.mark.parametrize(
@@ -153,8 +167,9 @@ def _read_exr(path: Path) -> np.ndarray:
 def test_real_engine_through_the_adapter_module(
     host: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real ``combcn inpaint`` (this checkout's venv) run by combcn_host on a 3-frame EXR sequence."""
-    monkeypatch.setenv("COMBCN_EXECUTABLE", str(REPO / ".venv" / "bin" / "combcn"))
+    """The real ``combcn inpaint`` (the running interpreter's environment) run by combcn_host on a 3-frame
+    EXR sequence."""
+    monkeypatch.setenv("COMBCN_EXECUTABLE", str(ENGINE))
     rng = np.random.default_rng(0)
     plates: dict[int, np.ndarray] = {}
     hole = np.zeros((24, 32), bool)
@@ -178,3 +193,70 @@ def test_real_engine_through_the_adapter_module(
         assert np.array_equal(out[~hole], plate[~hole])  # outside the matte: bit-exact
         assert np.isfinite(out).all()
     assert sorted(os.listdir(tmp_path / "out")) == ["plate.1001.exr", "plate.1002.exr", "plate.1003.exr"]
+
+
+class TestFramesRead:
+    """combcn.engine.frames_read (what hosts pre-render) is the engine's own plan (core.needed_windows)."""
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_agrees_with_needed_windows(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(150):
+            n = int(rng.integers(1, 140))
+            start = int(rng.integers(-5, 2000))
+            step = int(rng.choice([1, 1, 2]))
+            seq = [start + step * i for i in range(n)]
+            lo = int(rng.integers(0, n))
+            hi = int(rng.integers(lo, min(n, lo + 40)))
+            picked = sorted({int(p) for p in rng.integers(lo, hi + 1, size=int(rng.integers(1, 6)))})
+            window = int(rng.choice([1, 4, 8, 16, 32]))
+            overlap = None if rng.random() < 0.5 else int(rng.integers(0, window))
+            context = None if rng.random() < 0.6 else int(rng.integers(0, 40))
+            settings = RenderSettings(overlap=overlap, context=context)
+            _, (first, last) = needed_windows(n, picked, window, settings)
+            got = frames_read(list(reversed(seq)), [seq[p] for p in picked], window, overlap, context)
+            assert got == seq[first:last], (n, start, step, picked, window, overlap, context)
+
+    def test_edges(self) -> None:
+        assert frames_read(range(1001, 1101), [], 32) == []
+        assert frames_read(range(1001, 1011), [1005], 32) == list(range(1001, 1011))  # shorter than a window
+        read = frames_read(range(1001, 1101), range(1040, 1051))
+        assert read[0] < 1040 and read[-1] > 1050  # context both sides with the default window
+        near = frames_read(range(1, 201), [100], 32)
+        wider = frames_read(range(1, 201), [100], 32, reach=5)
+        assert wider == list(range(near[0] - 5, near[-1] + 6))  # propagation reach: more context each side
+        assert frames_read(range(1, 11), [5], 32, reach=50) == list(range(1, 11))  # clamped to the plate
+        with pytest.raises(InputError, match="not among the plate's frames"):
+            frames_read(range(1, 10), [12], 32)
+
+
+class TestFramesQuery:
+    """combcn_host.frames_read asks the engine's own Python (hosts cannot import combcn)."""
+
+    def test_engine_python_beside_or_from_the_shebang(self, host: ModuleType, tmp_path: Path) -> None:
+        assert host.engine_python(str(ENGINE)) == [str(ENGINE.parent / "python3")] or host.engine_python(
+            str(ENGINE)
+        ) == [str(ENGINE.parent / "python")]
+        fake = write_fake_combcn(tmp_path)  # no python beside it: its #! line
+        assert host.engine_python(str(fake)) == [sys.executable]
+        frozen = tmp_path / "frozen" / "combcn"
+        frozen.parent.mkdir()
+        frozen.write_bytes(b"\x7fELF")
+        with pytest.raises(host.EngineNotFound, match="cannot find the Python"):
+            host.engine_python(str(frozen))
+
+    def test_answers_as_the_engine_plans(self, host: ModuleType) -> None:
+        from combcn.model.config import ModelConfig
+        from combcn.model.weights import DEFAULT_WEIGHTS, read_weights
+
+        window = ModelConfig.from_dict(read_weights(DEFAULT_WEIGHTS)["config"]).window
+        frames, targets = list(range(1001, 1201)), list(range(1090, 1101))
+        assert host.frames_read(frames, targets, executable=str(ENGINE)) == frames_read(
+            frames, targets, window
+        )
+        settled = host.frames_read(frames, targets, settle=True, executable=str(ENGINE))
+        assert frames_read(settled, targets, window) == settled  # a plate of exactly these is read whole
+        with pytest.raises(host.EngineFailed, match="not among the plate's frames"):
+            host.frames_read([1, 2], [5], executable=str(ENGINE))
+        with pytest.raises(host.EngineFailed, match="weights file not found"):
+            host.frames_read(frames, targets, weights="/no/such.pt", executable=str(ENGINE))

@@ -108,10 +108,11 @@ class TestResolve:
         home = tmp_path / "home"
         home.mkdir()
         installed, _ = round_trip("resolve", home, "--executable", str(combcn_exe))
-        text = installed[f"{self.UTILITY}/CombCN Inpaint.py"][1].decode()
+        text = installed[f"{self.UTILITY}/CombCN Inpaint.lua"][1].decode()
         assert f"'{REPO}/plugin/resolve', '{REPO}/plugin/common'" in text
         assert f"combcn_resolve.launch(globals(), executable='{combcn_exe}')" in text
-        compile(text, "CombCN Inpaint.py", "exec")
+        python = text.split("[==[!Py3: ", 1)[1].split("]==]", 1)[0]
+        compile(python, "CombCN Inpaint.lua", "exec")  # the part Resolve's Python runs
         assert snapshot(home) == {}
 
     def test_existing_scripts_folder_kept(self, tmp_path: Path, combcn_exe: Path) -> None:
@@ -120,19 +121,39 @@ class TestResolve:
         comp.mkdir(parents=True)
         (comp / "mine.lua").write_text("print('hi')\n")
         installed, _ = round_trip("resolve", home, "--executable", str(combcn_exe))
-        assert f"{self.UTILITY}/CombCN Inpaint.py" in installed
+        assert f"{self.UTILITY}/CombCN Inpaint.lua" in installed
 
     def test_uninstall_refuses_a_foreign_file(self, tmp_path: Path) -> None:
-        script = tmp_path / "Utility" / "CombCN Inpaint.py"
-        script.parent.mkdir()
-        script.write_text("print('someone else')\n")
-        proc = subprocess.run(
-            [str(INSTALL / "uninstall-resolve.sh"), "--prefix", str(script.parent)],
-            capture_output=True,
-            text=True,
+        for name in ("CombCN Inpaint.lua", "CombCN Inpaint.py"):
+            script = tmp_path / name / "Utility" / name
+            script.parent.mkdir(parents=True)
+            script.write_text("print('someone else')\n")
+            proc = subprocess.run(
+                [str(INSTALL / "uninstall-resolve.sh"), "--prefix", str(script.parent)],
+                capture_output=True,
+                text=True,
+            )
+            assert proc.returncode == 1 and "not written by install-resolve.sh" in proc.stderr
+            assert script.exists()
+
+    def test_earlier_python_launcher_is_replaced_and_uninstalled(
+        self, tmp_path: Path, combcn_exe: Path
+    ) -> None:
+        home = tmp_path / "home"
+        utility = home / self.UTILITY
+        utility.mkdir(parents=True)
+        old = utility / "CombCN Inpaint.py"
+        old.write_text(
+            "# CombCN Inpaint (Workspace > Scripts): written by install/install-resolve.sh,\nx = 1\n"
         )
-        assert proc.returncode == 1 and "not written by install-resolve.sh" in proc.stderr
-        assert script.exists()
+        run("uninstall-resolve.sh", home)  # an earlier install alone is removed too
+        assert not old.exists()
+        old.parent.mkdir(parents=True, exist_ok=True)
+        old.write_text(
+            "# CombCN Inpaint (Workspace > Scripts): written by install/install-resolve.sh,\nx = 1\n"
+        )
+        run("install-resolve.sh", home, "--executable", str(combcn_exe))
+        assert sorted(p.name for p in utility.iterdir()) == ["CombCN Inpaint.lua"]
 
 
 class TestOfx:

@@ -20,9 +20,21 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hosts_helpers import PLUGIN, REPO, alive, fake_runs, gone_soon, make_fake_nuke, write_fake_combcn
+from hosts_helpers import (
+    PLUGIN,
+    REPO,
+    alive,
+    check_frames_env,
+    fake_runs,
+    frame_file,
+    gone_soon,
+    make_fake_nuke,
+    shipped_window,
+    write_fake_combcn,
+)
 
 NUKE_DIR = PLUGIN / "nuke"
+WEIGHTS = str(REPO / "combcn" / "weights" / "combcn_default.pt")  # a real file: its window is asked for
 COMMON_DIR = PLUGIN / "common"
 
 
@@ -54,6 +66,8 @@ def nuke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType
     log = tmp_path / "combcn-runs.jsonl"
     monkeypatch.setenv("COMBCN_EXECUTABLE", str(write_fake_combcn(tmp_path)))
     monkeypatch.setenv("FAKE_COMBCN_LOG", str(log))
+    for name, value in check_frames_env().items():  # refuse missing plate/matte frames as the engine does
+        monkeypatch.setenv(name, value)
     fake.runs_log = log  # type: ignore[attr-defined]
     yield fake
     for name in ("combcn_nuke", "combcn_host"):
@@ -64,10 +78,19 @@ def _module(name: str) -> Any:
     return sys.modules[name] if name in sys.modules else __import__(name)
 
 
-def _plate_reads(nuke: ModuleType, folder: Path) -> tuple[Any, Any]:
-    plate = nuke.nodes.Read(name="Plate", file=str(folder / "plate.####.exr"), first=1001, last=1003)
+def _files(pattern: Path, frames: range, text: str = "") -> None:
+    """Empty (or ``text``) files standing for an image sequence on disk."""
+    pattern.parent.mkdir(parents=True, exist_ok=True)
+    for frame in frames:
+        Path(frame_file(str(pattern), frame)).write_text(text or f"{pattern.name} {frame}\n")
+
+
+def _plate_reads(nuke: ModuleType, folder: Path, last: int = 1003) -> tuple[Any, Any]:
+    _files(folder / "plate.####.exr", range(1001, last + 1))
+    _files(folder / "roto.%04d.exr", range(1001, last + 1))
+    plate = nuke.nodes.Read(name="Plate", file=str(folder / "plate.####.exr"), first=1001, last=last)
     plate["colorspace"].setValue("ACES - ACEScg")
-    matte = nuke.nodes.Read(name="Roto", file=str(folder / "roto.%04d.exr"), first=1001, last=1003)
+    matte = nuke.nodes.Read(name="Roto", file=str(folder / "roto.%04d.exr"), first=1001, last=last)
     return plate, matte
 
 
@@ -141,7 +164,7 @@ class TestRender:
         output = tmp_path / "clean" / "plate.####.exr"
         for name, value in [("first", 1001), ("last", 1003), ("matte_channel", "red"), ("invert", True),
                             ("expand", 3), ("feather", 1.5), ("shaper", "acescct"), ("device", "cpu"),
-                            ("weights", "/w/combcn.pt"), ("track", False),
+                            ("weights", WEIGHTS), ("track", False),
                             ("output", str(output))]:  # fmt: skip
             group[name].setValue(value)
 
@@ -154,7 +177,7 @@ class TestRender:
         assert run["argv"] == [
             "inpaint", str(tmp_path / "plate.%04d.exr"), "-o", str(output), "--frames", "1001-1003",
             "--matte", str(tmp_path / "roto.%04d.exr"), "--matte-channel", "R", "--invert", "--expand", "3",
-            "--feather", "1.5", "--shaper", "acescct", "--device", "cpu", "--weights", "/w/combcn.pt",
+            "--feather", "1.5", "--shaper", "acescct", "--device", "cpu", "--weights", WEIGHTS,
             "--no-track", "--overwrite", "--progress", "json",
         ]  # fmt: skip
         assert sorted(os.listdir(output.parent)) == ["plate.1001.exr", "plate.1002.exr", "plate.1003.exr"]
@@ -184,7 +207,9 @@ class TestRender:
         group["output"].setValue(str(tmp_path / "out" / "clean.####.exr"))
         _render_and_wait(combcn_nuke, nuke, group)
 
-        assert nuke.executed == [("CombCNUpstreamSource", 1001, 1002), ("CombCNUpstreamMatte", 1001, 1002)]
+        # both rendered for the frames the engine reads: the whole short upstream range 1001-1010
+        assert nuke.executed == [("CombCNUpstreamSource", 1001, 1010), ("CombCNUpstreamMatte", 1001, 1010)]
+        assert nuke.executed_views == [["main"], ["main"]]
         (run,) = fake_runs(nuke.runs_log)
         temp = tmp_path / "out" / ".combcn-upstream" / "CombCNInpaint"
         argv = run["argv"]
@@ -231,6 +256,7 @@ class TestRender:
         monkeypatch.setenv("FAKE_COMBCN_FAIL", "plate.1001.exr: 4 channels expected, found 1")
         group = combcn_nuke.create_node()
         group.setInput(0, _plate_reads(nuke, tmp_path)[0])
+        group["last"].setValue(1003)
         group["output"].setValue(str(tmp_path / "o.####.exr"))
         _render_and_wait(combcn_nuke, nuke, group)
         (text,) = nuke.messages
@@ -272,7 +298,7 @@ class TestRender:
         monkeypatch.setenv("FAKE_COMBCN_DELAY", "60")  # frame 1 at once, then a minute per frame
         monkeypatch.setenv("FAKE_COMBCN_CHILD", "1")
         group = combcn_nuke.create_node()
-        group.setInput(0, _plate_reads(nuke, tmp_path)[0])
+        group.setInput(0, _plate_reads(nuke, tmp_path, last=1005)[0])
         group["last"].setValue(1005)
         group["output"].setValue(str(tmp_path / "o" / "o.####.exr"))
         worker = combcn_nuke.render(group)
@@ -315,3 +341,248 @@ def test_installed_executable_from_the_init_block(
     exec((home / ".nuke" / "init.py").read_text(), {"nuke": nuke})
     assert nuke.plugin_paths == [str(NUKE_DIR)]
     assert sys.modules["combcn_host"].find_executable() == fake
+
+
+def _expected_read(frames: range, targets: range) -> list[int]:
+    from combcn.engine.windows import frames_read
+
+    return frames_read(frames, targets, shipped_window())
+
+
+def _group(combcn_nuke: Any, tmp_path: Path, first: int, last: int) -> Any:
+    group = combcn_nuke.create_node()
+    group["first"].setValue(first)
+    group["last"].setValue(last)
+    group["output"].setValue(str(tmp_path / "out" / "clean.####.exr"))
+    return group
+
+
+class TestFramesRead:
+    """The engine reads whole temporal windows around the range: every input must hold those frames."""
+
+    def test_read_plate_with_a_roto_matte(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        _files(tmp_path / "plate.####.exr", range(1001, 1101))
+        plate = nuke.nodes.Read(name="Plate", file=str(tmp_path / "plate.####.exr"), first=1001, last=1100)
+        group = _group(combcn_nuke, tmp_path, 1040, 1050)
+        group.setInput(0, plate)
+        group.setInput(1, nuke.nodes.Roto(name="Roto1"))
+        _render_and_wait(combcn_nuke, nuke, group)
+
+        expected = _expected_read(range(1001, 1101), range(1040, 1051))
+        assert expected[0] < 1040 and expected[-1] > 1050  # context on both sides of the range
+        assert nuke.executed == [("CombCNUpstreamMatte", expected[0], expected[-1])]
+        (run,) = fake_runs(nuke.runs_log)
+        assert run["argv"][1] == str(tmp_path / "plate.%04d.exr")  # the plate is read as it is
+        assert run["read"] == expected  # the engine (checking as the real one does) accepted the matte
+        assert nuke.messages == [] and "rendered 11 frame(s)" in group["status"].value()
+
+    def test_both_pre_rendered_hold_exactly_what_is_read(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        nuke.root().last_frame = 1100  # the upstream nodes' range: 1001-1100
+        group = _group(combcn_nuke, tmp_path, 1040, 1050)
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))
+        group.setInput(1, nuke.nodes.Roto(name="Roto1"))
+        _render_and_wait(combcn_nuke, nuke, group)
+
+        (run,) = fake_runs(nuke.runs_log)
+        (source, s_first, s_last), (matte, m_first, m_last) = nuke.executed
+        assert (source, matte) == ("CombCNUpstreamSource", "CombCNUpstreamMatte")
+        assert (s_first, s_last) == (m_first, m_last)
+        assert run["read"] == list(range(s_first, s_last + 1))  # every pre-rendered frame is read, no more
+        assert s_first < 1040 and s_last > 1050  # with temporal context
+        tooltip = group["first"].tooltip
+        assert "pre-rendered" in tooltip and "frames outside the range are read for context" not in tooltip
+
+    def test_read_matte_shorter_than_the_context_is_pre_rendered(
+        self, nuke: ModuleType, tmp_path: Path
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        _files(tmp_path / "plate.####.exr", range(1001, 1101))
+        _files(tmp_path / "roto.####.exr", range(1040, 1051))  # only the written frames were rotoscoped
+        plate = nuke.nodes.Read(name="Plate", file=str(tmp_path / "plate.####.exr"), first=1001, last=1100)
+        roto = nuke.nodes.Read(name="RotoRead", file=str(tmp_path / "roto.####.exr"), first=1040, last=1050)
+        group = _group(combcn_nuke, tmp_path, 1040, 1050)
+        group.setInput(0, plate)
+        group.setInput(1, roto)
+        _render_and_wait(combcn_nuke, nuke, group)
+        expected = _expected_read(range(1001, 1101), range(1040, 1051))
+        assert nuke.executed == [("CombCNUpstreamMatte", expected[0], expected[-1])]  # Nuke's held frames
+        assert fake_runs(nuke.runs_log)[0]["read"] == expected and nuke.messages == []
+
+
+class TestProxyMode:
+    def test_refused_in_one_line_before_anything_runs(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, roto = _plate_reads(nuke, tmp_path)
+        _files(tmp_path / "proxy" / "plate.####.exr", range(1001, 1004))
+        plate["proxy"].setValue(str(tmp_path / "proxy" / "plate.####.exr"))
+        nuke.root()["proxy"].setValue(True)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        group.setInput(1, nuke.nodes.Roto(name="Roto1"))
+        assert combcn_nuke.render(group) is None
+        (text,) = nuke.messages
+        assert "proxy mode is on" in text and "\n" not in text
+        assert nuke.executed == [] and fake_runs(nuke.runs_log) == []
+
+        nuke.root()["proxy"].setValue(False)  # full resolution: the plate's own files, full-size pre-render
+        _render_and_wait(combcn_nuke, nuke, group)
+        (run,) = fake_runs(nuke.runs_log)
+        assert run["argv"][1] == str(tmp_path / "plate.%04d.exr")
+
+
+class TestColourOfTheResult:
+    def _render(self, combcn_nuke: Any, nuke: ModuleType, tmp_path: Path, plate: Any) -> Any:
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        _render_and_wait(combcn_nuke, nuke, group)
+        return group
+
+    def test_default_colour_space_of_a_dpx_plate(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        _files(tmp_path / "scan.####.dpx", range(1001, 1004))
+        plate = nuke.nodes.Read(name="Scan", file=str(tmp_path / "scan.####.dpx"), first=1001, last=1003)
+        assert plate["colorspace"].value() == "default (Cineon)"  # what the artist sees on the DPX Read
+        group = self._render(combcn_nuke, nuke, tmp_path, plate)
+        read = group.node("Result")
+        assert read["colorspace"].value() == "Cineon" and read["raw"].value() is False  # on an EXR Read
+        assert group.node("ShowResult")["which"].value() == 1 and nuke.messages == []
+
+    def test_raw_plate_and_explicit_colour_space(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, _ = _plate_reads(nuke, tmp_path)
+        plate["raw"].setValue(True)
+        assert self._render(combcn_nuke, nuke, tmp_path, plate).node("Result")["raw"].value() is True
+        plate["raw"].setValue(False)
+        read = self._render(combcn_nuke, nuke, tmp_path, plate).node("Result")
+        assert (read["raw"].value(), read["colorspace"].value()) == (False, "ACES - ACEScg")
+
+    def test_a_refused_colour_space_does_not_switch(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, _ = _plate_reads(nuke, tmp_path)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        worker = combcn_nuke.render(group)
+        assert worker is not None
+        worker.join(20)
+        nuke.colorspaces.remove("ACES - ACEScg")  # the Result read's config lacks the plate's space
+        nuke.run_main_thread()
+        (text,) = nuke.messages
+        assert "refused colorspace 'ACES - ACEScg'" in text and "\n" not in text.split(": ", 1)[1]
+        assert group["status"].value().startswith("failed: rendered 3 frame(s)")
+        assert group.node("ShowResult")["which"].value() == 0
+
+
+def test_rerender_reloads_the_result(nuke: ModuleType, tmp_path: Path) -> None:
+    """Each render rewrites the same files: the Result Read is reloaded after its file is set."""
+    combcn_nuke = _module("combcn_nuke")
+    plate, _ = _plate_reads(nuke, tmp_path)
+    group = _group(combcn_nuke, tmp_path, 1001, 1003)
+    group.setInput(0, plate)
+    _render_and_wait(combcn_nuke, nuke, group)
+    out = str(tmp_path / "out" / "clean.####.exr")
+    assert nuke.reloads == [("Result", out)]
+    _render_and_wait(combcn_nuke, nuke, group)
+    assert nuke.reloads == [("Result", out), ("Result", out)]
+
+
+class TestFrameHandling:
+    def _read(self, nuke: ModuleType, tmp_path: Path, mode: str, frame: str) -> Any:
+        _files(tmp_path / "plate.####.exr", range(1, 21))
+        read = nuke.nodes.Read(name="Plate", file=str(tmp_path / "plate.####.exr"), first=1, last=20)
+        read["frame_mode"].setValue(mode)
+        read["frame"].setValue(frame)
+        return read
+
+    @pytest.mark.parametrize(
+        ("mode", "frame", "nuke_first"),
+        [("start at", "1001", 1001), ("start at", "0", 0), ("offset", "100", 101)],
+    )
+    def test_frame_mode_offsets(
+        self, nuke: ModuleType, tmp_path: Path, mode: str, frame: str, nuke_first: int
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = _group(combcn_nuke, tmp_path, nuke_first + 2, nuke_first + 4)  # files 3-5
+        group.setInput(0, self._read(nuke, tmp_path, mode, frame))
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert nuke.executed == []  # linked, not pre-rendered
+        (run,) = fake_runs(nuke.runs_log)
+        assert run["argv"][run["argv"].index("--frames") + 1] == f"{nuke_first + 2}-{nuke_first + 4}"
+        assert run["read"] == list(range(nuke_first, nuke_first + 20))  # the 20 files, in Nuke's numbers
+        assert sorted(os.listdir(tmp_path / "out")) == [
+            f"clean.{f:04d}.exr" for f in range(nuke_first + 2, nuke_first + 5)
+        ]
+        assert not (tmp_path / "out" / ".combcn-upstream").exists()
+
+    def test_links_point_at_the_right_files(
+        self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        seen: dict[str, str] = {}
+        real_start = combcn_nuke.combcn_host.EngineProcess.start
+
+        def start(proc: Any) -> None:  # look at the links while they exist (removed after the run)
+            folder = Path(proc.request.source).parent
+            seen.update({p.name: p.read_text() for p in folder.iterdir()})
+            real_start(proc)
+
+        monkeypatch.setattr(combcn_nuke.combcn_host.EngineProcess, "start", start)
+        group = _group(combcn_nuke, tmp_path, 1003, 1004)
+        group.setInput(0, self._read(nuke, tmp_path, "start at", "1001"))
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert (
+            seen["source.1001.exr"] == "plate.####.exr 1\n"
+            and seen["source.1020.exr"] == "plate.####.exr 20\n"
+        )
+        assert len(seen) == 20
+
+    def test_slate_outside_the_trim_is_not_context(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        _files(tmp_path / "plate.####.exr", range(1000, 1021))  # 1000 is a slate on disk
+        read = nuke.nodes.Read(name="Plate", file=str(tmp_path / "plate.####.exr"), first=1001, last=1020)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, read)
+        _render_and_wait(combcn_nuke, nuke, group)
+        (run,) = fake_runs(nuke.runs_log)
+        assert run["read"] == list(range(1001, 1021)) and 1000 not in run["read"]
+        assert nuke.messages == []
+
+    def test_frame_expression_is_pre_rendered(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, self._read(nuke, tmp_path, "expression", "frame*2"))
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert nuke.executed[0][0] == "CombCNUpstreamSource"
+
+    def test_range_outside_the_read_is_one_line(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = _group(combcn_nuke, tmp_path, 15, 25)
+        group.setInput(0, self._read(nuke, tmp_path, "expression", ""))
+        assert combcn_nuke.render(group) is None
+        assert nuke.messages == [
+            "CombCN: frames 21-25 are outside Plate's frames 1-20; narrow the frame range"
+        ]
+
+
+class TestViews:
+    def test_per_view_files_are_refused(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        nuke.view_list = ["left", "right"]
+        read = nuke.nodes.Read(name="Plate", file=str(tmp_path / "plate_%V.####.exr"), first=1001, last=1003)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, read)
+        assert combcn_nuke.render(group) is None
+        (text,) = nuke.messages
+        assert "views left, right" in text and "Plate" in text and fake_runs(nuke.runs_log) == []
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))  # a node to pre-render may differ per view too
+        assert combcn_nuke.render(group) is None and nuke.executed == []
+
+    def test_one_file_for_all_views_runs(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        nuke.view_list = ["left", "right"]
+        plate, _ = _plate_reads(nuke, tmp_path)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert len(fake_runs(nuke.runs_log)) == 1 and nuke.messages == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,7 +27,9 @@ from hosts_helpers import (
     FakeResolve,
     FakeTimeline,
     FakeTimelineItem,
+    check_frames_env,
     fake_runs,
+    frame_file,
     write_fake_combcn,
 )
 
@@ -64,6 +65,8 @@ def adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleT
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setenv("COMBCN_EXECUTABLE", str(write_fake_combcn(tmp_path)))
     monkeypatch.setenv("FAKE_COMBCN_LOG", str(tmp_path / "runs.jsonl"))
+    for name, value in check_frames_env().items():  # refuse missing plate/matte frames as the engine does
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no stray user options
     monkeypatch.delenv("COMBCN_RESOLVE_CONFIG", raising=False)
     import combcn_resolve
@@ -73,11 +76,19 @@ def adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleT
         sys.modules.pop(name, None)
 
 
+def _sequence(path: Path, frames: range) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for frame in frames:
+        Path(frame_file(str(path), frame)).write_text(f"{path.name} {frame}\n")
+
+
 def _project(
     tmp_path: Path, *, matte: str = "pool", tracks: int = 1, left_offset: int = 2, duration: int = 3
 ) -> SimpleNamespace:
-    """A project: plate.[1001-1010].exr in Pool/Plates, on track 1 at record frame 86400; its matte
-    either in Pool/Mattes by name (``pool``) or on track 2 (``track``) or nowhere (``none``)."""
+    """A project: plate.[1001-1010].exr in Pool/Plates, on track 1 at record frame 86400 (the playhead);
+    its matte either in Pool/Mattes by name (``pool``) or on track 2 (``track``) or nowhere (``none``)."""
+    _sequence(tmp_path / "plates" / "plate.%04d.exr", range(1001, 1011))
+    _sequence(tmp_path / "plates" / "plate_matte.%04d.exr", range(1001, 1011))
     plate = FakeMediaPoolItem("plate.[1001-1010].exr", str(tmp_path / "plates" / "plate.[1001-1010].exr"))
     roto = FakeMediaPoolItem(
         "plate_matte.[1001-1010].exr", str(tmp_path / "plates" / "plate_matte.[1001-1010].exr")
@@ -91,7 +102,6 @@ def _project(
     item = timeline.add(FakeTimelineItem(plate, 1, 86400, duration, left_offset))
     if matte == "track":
         timeline.add(FakeTimelineItem(roto, 2, 86390, 20))
-    timeline.current = item
     pool = FakeMediaPool(root, timeline)
     return SimpleNamespace(
         resolve=FakeResolve(pool, timeline), pool=pool, timeline=timeline, item=item, plates=plates, root=root
@@ -159,12 +169,7 @@ class TestRun:
         )
         assert outcome.track == 2 and len(p.timeline.tracks) == 2  # a new track above the plate
         (placed,) = p.timeline.tracks[2]
-        assert (placed.clip, placed.start, placed.duration, placed.left_offset) == (
-            outcome.imported,
-            86400,
-            3,
-            0,
-        )
+        assert (placed.clip, placed.start, placed.duration, placed.source) == (outcome.imported, 86400, 3, 0)
 
     def test_matte_on_the_track_above_and_a_free_track(self, adapter: ModuleType, tmp_path: Path) -> None:
         p = _project(tmp_path, matte="track", tracks=3)
@@ -177,12 +182,7 @@ class TestRun:
         )
         assert outcome.track == 4
         (placed,) = p.timeline.tracks[4]  # whole clip rendered, but only the item's 3 frames placed, aligned
-        assert (placed.clip, placed.start, placed.duration, placed.left_offset) == (
-            outcome.imported,
-            86400,
-            3,
-            2,
-        )
+        assert (placed.clip, placed.start, placed.duration, placed.source) == (outcome.imported, 86400, 3, 2)
 
     def test_no_placement_when_turned_off(self, adapter: ModuleType, tmp_path: Path) -> None:
         p = _project(tmp_path)
@@ -206,9 +206,11 @@ class TestRun:
         p.item.clip = FakeMediaPoolItem("shot.mov", str(tmp_path / "shot.mov"))
         with pytest.raises(adapter.combcn_host.HostError, match="EXR or DPX"):
             adapter.inpaint_current_clip(p.resolve, adapter.Options())
-        p.timeline.current = None
+        p.item.clip = p.plates.clips[0]
+        p.timeline.playhead = 86403  # just past the 3-frame item: nothing under the playhead
         with pytest.raises(adapter.combcn_host.HostError, match="playhead"):
             adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert fake_runs(tmp_path / "runs.jsonl") == []
 
 
 class TestLaunch:
@@ -242,9 +244,7 @@ class TestLaunch:
         assert "CombCN: error: plate.1003.exr: NaN in the plate" in out and "Traceback" not in out
         assert p.pool.imports == []
 
-    def test_connect_through_davinci_resolve_script(
-        self, adapter: ModuleType, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    def test_connect_order(self, adapter: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
         app = object()
         fake_module = ModuleType("DaVinciResolveScript")
         fake_module.scriptapp = lambda name: app if name == "Resolve" else None  # type: ignore[attr-defined]
@@ -252,34 +252,184 @@ class TestLaunch:
         assert adapter.connect({}) is app
         bmd = SimpleNamespace(scriptapp=lambda name: "from bmd")
         assert adapter.connect({"bmd": bmd}) == "from bmd"
+        fusion_app = SimpleNamespace(GetResolve=lambda: "from app")  # what free-edition scripts are given
+        assert adapter.connect({"app": fusion_app, "resolve": "from resolve", "bmd": bmd}) == "from app"
+        assert adapter.connect({"app": SimpleNamespace(), "resolve": "from resolve"}) == "from resolve"
+        assert adapter.connect({"fusion": SimpleNamespace(GetResolve=lambda: "from fusion")}) == "from fusion"
         fake_module.scriptapp = lambda name: None  # type: ignore[attr-defined]
         with pytest.raises(adapter.combcn_host.HostError, match="not running"):
             adapter.connect({})
 
 
-def test_installed_menu_script_runs_end_to_end(
+def _lua_payload(lua: str) -> str:
+    """The Python the Lua launcher hands to ``Execute("!Py3: ...")``."""
+    body = lua.split("[==[!Py3: ", 1)[1].split("]==]", 1)[0]
+    return body
+
+
+def test_installed_lua_launcher_runs_end_to_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    """install-resolve.sh's launcher, run as Resolve runs a menu script (``resolve`` predefined), with the
-    engine path it recorded (COMBCN_EXECUTABLE unset, nothing on PATH)."""
+    """install-resolve.sh's Lua launcher (listed by free 21.1, which lists no Python) with the engine it
+    recorded (COMBCN_EXECUTABLE unset, nothing on PATH): its Python part run as Fusion's Execute runs it,
+    with ``app`` predefined. The Lua itself is not run here (no Lua on this machine); its gate is checked
+    as text."""
     fake = write_fake_combcn(tmp_path)
     scripts = tmp_path / "Scripts" / "Utility"
+    scripts.mkdir(parents=True)
+    old = scripts / "CombCN Inpaint.py"  # what the previous installer wrote
+    old.write_text("# CombCN Inpaint (Workspace > Scripts): written by install/install-resolve.sh,\n")
     subprocess.run(
         [str(REPO / "install" / "install-resolve.sh"), "--prefix", str(scripts), "--executable", str(fake)],
         env={**os.environ, "HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"},
         check=True,
         capture_output=True,
     )
+    assert sorted(p.name for p in scripts.iterdir()) == ["CombCN Inpaint.lua"]  # the .py is replaced
+    lua = (scripts / "CombCN Inpaint.lua").read_text()
+    assert (
+        'not string.find(product, "Studio", 1, true) and (major > 21 or (major == 21 and minor >= 1))' in lua
+    )
+    assert "runs no Python scripts" in lua and "runner:Execute([==[!Py3: " in lua
     for name in ("combcn_resolve", "combcn_host"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.delenv("COMBCN_EXECUTABLE", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    for name, value in check_frames_env().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setattr(sys, "path", list(sys.path))
     p = _project(tmp_path)
-    runpy.run_path(str(scripts / "CombCN Inpaint.py"), init_globals={"resolve": p.resolve})
+    exec(
+        compile(_lua_payload(lua), "CombCN Inpaint.lua", "exec"),
+        {"app": SimpleNamespace(GetResolve=lambda: p.resolve)},
+    )
     out = capsys.readouterr().out
     assert "CombCN: frame 1005 (3/3, 100%)" in out and "CombCN: done: plate_combcn.[1003-1005].exr" in out
     assert len(p.timeline.tracks) == 2
     for name in ("combcn_resolve", "combcn_host"):
         sys.modules.pop(name, None)
+
+
+class TestWhichClip:
+    """The plate is found by walking the tracks at the playhead, not from GetCurrentVideoItem."""
+
+    def test_matte_above_is_not_the_plate_and_a_rerun_skips_the_result(
+        self, adapter: ModuleType, tmp_path: Path
+    ) -> None:
+        p = _project(tmp_path, matte="track", tracks=2)
+        assert p.timeline.GetCurrentVideoItem().clip.GetName().startswith("plate_matte")  # the top-most item
+        first = adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert first.track == 3  # the result is now the top-most item under the playhead
+        assert p.timeline.GetCurrentVideoItem().clip is first.imported
+        adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        runs = fake_runs(tmp_path / "runs.jsonl")
+        plate = str(tmp_path / "plates" / "plate.%04d.exr")
+        assert [run["argv"][1] for run in runs] == [plate, plate]
+        assert [run["argv"][run["argv"].index("--matte") + 1] for run in runs] == [
+            str(tmp_path / "plates" / "plate_matte.%04d.exr")
+        ] * 2
+
+    def test_two_plates_are_ambiguous_until_plate_track_says(
+        self, adapter: ModuleType, tmp_path: Path
+    ) -> None:
+        p = _project(tmp_path, matte="pool", tracks=3)
+        _sequence(tmp_path / "other" / "bg.%04d.exr", range(1, 50))
+        _sequence(tmp_path / "other" / "bg_matte.%04d.exr", range(1, 50))
+        bg = FakeMediaPoolItem("bg.[0001-0049].exr", str(tmp_path / "other" / "bg.[0001-0049].exr"))
+        bg_matte = FakeMediaPoolItem("bg_matte.[1-49].exr", str(tmp_path / "other" / "bg_matte.[1-49].exr"))
+        p.root.clips += [bg, bg_matte]
+        p.timeline.add(FakeTimelineItem(bg, 3, 86390, 20, 5))
+        with pytest.raises(adapter.combcn_host.HostError) as info:
+            adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        text = str(info.value)
+        assert "2 plates under the playhead" in text and "on V1" in text and "on V3" in text
+        assert "plate_track" in text and fake_runs(tmp_path / "runs.jsonl") == []
+        adapter.inpaint_current_clip(p.resolve, adapter.Options(plate_track=3, place_on_track=False))
+        (run,) = fake_runs(tmp_path / "runs.jsonl")
+        assert run["argv"][1] == str(tmp_path / "other" / "bg.%04d.exr")
+        assert run["argv"][run["argv"].index("--frames") + 1] == "6-25"  # file 1 + source start 5, 20 frames
+
+    def test_no_track_index_call_needed(
+        self, adapter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """GetTrackTypeAndIndex is missing from older READMEs: the walk knows each item's track."""
+
+        def missing(self: FakeTimelineItem) -> tuple[str, int]:
+            raise AttributeError("GetTrackTypeAndIndex")
+
+        monkeypatch.setattr(FakeTimelineItem, "GetTrackTypeAndIndex", missing)
+        p = _project(tmp_path, matte="track", tracks=2)
+        assert adapter.inpaint_current_clip(p.resolve, adapter.Options()).track == 3
+
+
+class TestPlacement:
+    def test_published_append_convention(self, adapter: ModuleType, tmp_path: Path) -> None:
+        """AppendToTimeline: startFrame/endFrame in the clip's own (file) frame numbers, end exclusive."""
+        p = _project(tmp_path, left_offset=2, duration=3)  # shows files 1003-1005
+        outcome = adapter.inpaint_current_clip(p.resolve, adapter.Options(whole_clip=True))
+        (info,) = p.pool.appends
+        assert {k: v for k, v in info.items() if k != "mediaPoolItem"} == {
+            "startFrame": 1003,  # file frame numbers of the result sequence (imported 1001-1010)
+            "endFrame": 1006,  # exclusive: 3 frames
+            "mediaType": 1,
+            "trackIndex": 2,
+            "recordFrame": 86400,
+        }
+        (placed,) = p.timeline.tracks[2]
+        assert (placed.clip, placed.start, placed.GetEnd(), placed.source) == (
+            outcome.imported,
+            86400,
+            86403,
+            2,
+        )
+
+    def test_placed_result_lines_up_with_the_plate(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = _project(tmp_path, left_offset=4, duration=5)
+        adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        (placed,) = p.timeline.tracks[2]
+        plate = p.item
+        assert (placed.GetStart(), placed.GetEnd()) == (plate.GetStart(), plate.GetEnd())  # not a frame short
+        first, _ = placed.clip.frames()
+        assert first + placed.GetSourceStartFrame() == 1001 + plate.GetSourceStartFrame()  # the same file
+
+
+class TestFrames:
+    def test_retimed_item_is_refused(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = _project(tmp_path, duration=3)
+        p.item.speed = 2.0
+        with pytest.raises(adapter.combcn_host.HostError, match=r"retimed \(6 source frames over 3 timeline"):
+            adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert fake_runs(tmp_path / "runs.jsonl") == []
+
+    def test_clip_rate_other_than_the_timeline_is_refused(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = _project(tmp_path)
+        p.item.clip.fps = "25"
+        with pytest.raises(adapter.combcn_host.HostError, match="25 fps on a 24 fps timeline"):
+            adapter.inpaint_current_clip(p.resolve, adapter.Options())
+
+    @pytest.mark.parametrize(
+        ("timecode", "fps", "frames"),
+        [("01:00:00:00", 24.0, 86400), ("00:00:01:05", 25.0, 30), ("00:01:00;02", 29.97, 1800),
+         ("00:10:00;00", 29.97, 17982), ("01:00:00;00", 59.94, 215784)],
+    )  # fmt: skip
+    def test_timecode_frames(self, adapter: ModuleType, timecode: str, fps: float, frames: int) -> None:
+        assert adapter.timecode_frames(timecode, fps) == frames
+
+
+def test_xml_imported_item_without_source_frames_is_one_line(adapter: ModuleType, tmp_path: Path) -> None:
+    p = _project(tmp_path)
+    p.item.source, p.item.speed = 0, 0.0  # GetSourceStartFrame/EndFrame read 0/0
+    with pytest.raises(adapter.combcn_host.HostError, match="no source frames"):
+        adapter.inpaint_current_clip(p.resolve, adapter.Options())
+
+
+def test_missing_api_call_is_one_line(
+    adapter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An older Resolve without a call the script makes: one line, no traceback."""
+    monkeypatch.delattr(FakeTimelineItem, "GetSourceStartFrame")
+    p = _project(tmp_path)
+    assert adapter.launch({"resolve": p.resolve}) == 1
+    out = capsys.readouterr().out
+    assert "lacks a call CombCN uses" in out and "GetSourceStartFrame" in out and "Traceback" not in out

@@ -12,6 +12,7 @@ from combcn.engine.engine import Engine, resolve_device
 from combcn.engine.matte import MatteOptions, shape_matte
 from combcn.engine.sequence import Report, render_sequence
 from combcn.engine.shaper import SHAPERS, Shaper, get_shaper
+from combcn.engine.windows import frames_read as frames_read  # re-exported for host adapters
 
 __all__ = [
     "SHAPERS",

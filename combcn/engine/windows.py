@@ -14,6 +14,7 @@ about the model's working resolution squared, with sides multiples of 8 (paper Â
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from combcn.errors import InputError
@@ -121,3 +122,54 @@ def plan_crop(
         return Crop(cy0, cy1, cx0, cx1, h, w)
     scale = min(1.0, resolution / math.sqrt(h * w))
     return Crop(cy0, cy1, cx0, cx1, _round8(h * scale), _round8(w * scale))
+
+
+def frames_read(
+    frames_on_disk: Iterable[int],
+    targets: Iterable[int],
+    window: int = 32,
+    overlap: int | None = None,
+    context: int | None = None,
+    reach: int = 0,
+) -> list[int]:
+    """The frames ``render_sequence`` reads from a plate to write ``targets``: what a host pre-renders.
+
+    The same plan as the engine's own (windows of the grid anchored at the first frame on disk that
+    touch a target, clipped to ``context`` frames around the targets), in frame numbers.
+
+    Args:
+        frames_on_disk: frame numbers of the plate sequence (any order; duplicates ignored).
+        targets: frame numbers to write; each must be in ``frames_on_disk``.
+        window: frames per temporal window of the model (``Engine.window``; 32 for the shipped weights).
+        overlap: frames shared by consecutive windows; None = a quarter of ``window`` (``--overlap``).
+        context: at most this many frames read beyond the targets; None = what the grid needs
+            (``--context``).
+        reach: frames read beyond the windows on each side for propagation (``--reach``; 0 = none).
+
+    Returns:
+        list[int]: the frames read, ascending (a contiguous run of ``frames_on_disk``); [] for no targets.
+
+    Raises:
+        InputError: a target is not in ``frames_on_disk``.
+    """
+    seq = sorted(set(int(f) for f in frames_on_disk))
+    wanted = sorted(set(int(f) for f in targets))
+    positions = {f: i for i, f in enumerate(seq)}
+    missing = [f for f in wanted if f not in positions]
+    if missing:
+        raise InputError(f"frame(s) {missing[:5]} to write are not among the plate's frames")
+    if not wanted:
+        return []
+    picked = [positions[f] for f in wanted]
+    lo, hi = 0, len(seq)
+    if context is not None:
+        lo, hi = max(0, picked[0] - context), min(len(seq), picked[-1] + 1 + context)
+    length = max(1, int(window))
+    chosen = set(picked)
+    spans = [
+        (max(w.start, lo), min(w.end, hi))
+        for w in plan_windows(len(seq), length, length // 4 if overlap is None else overlap)
+        if any(p in chosen for p in range(w.start, w.end))
+    ]
+    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    return seq[max(0, first - max(0, int(reach))) : last + max(0, int(reach))]

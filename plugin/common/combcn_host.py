@@ -10,6 +10,9 @@ The ``combcn`` program is found, in this order, through:
 2. the path an installer recorded with :func:`set_installed_executable`;
 3. ``combcn`` on ``PATH``.
 
+Which frames a run reads (:func:`frames_read`) is asked of the engine's own Python, so a host can
+pre-render exactly those frames without knowing the engine's temporal windows.
+
 Progress protocol (one JSON object per stdout line, see ``combcn inpaint --help``)::
 
     {"event": "frame", "frame": 1001, "done": 3, "total": 10}
@@ -349,6 +352,102 @@ class EngineProcess:
         if done is None:
             raise EngineFailed("combcn inpaint ended without reporting 'done'", returncode, "\n".join(stderr))
         return Result(int(done.get("written", len(frames))), int(done.get("skipped", 0)), frames)
+
+
+# Runs in the engine's interpreter: the frames a render reads (combcn.engine.windows.frames_read), for the
+# model window of the weights in use; with "settle", the frames read from a plate that holds exactly those.
+FRAMES_QUERY = """
+import json, sys
+from combcn.errors import CombcnError
+try:
+    from combcn.engine.windows import frames_read
+    q = json.loads(sys.argv[1])
+    window = q.get("window")
+    if window is None:
+        from combcn.model.config import ModelConfig
+        from combcn.model.weights import DEFAULT_WEIGHTS, read_weights
+        path = q.get("weights") or (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None)
+        config = read_weights(path)["config"] if path else {}
+        window = ModelConfig.from_dict(config, where="weights config").window
+    frames = q["frames"]
+    read = frames_read(frames, q["targets"], window)
+    while q.get("settle") and read != frames:
+        frames, read = read, frames_read(read, q["targets"], window)
+except CombcnError as exc:
+    print("combcn frames: error: %s" % exc, file=sys.stderr)
+    sys.exit(2)
+print(json.dumps(read))
+"""
+
+
+def engine_python(executable: str) -> list[str]:
+    """The command that starts the Python the ``combcn`` program runs on (venv sibling, else its ``#!``).
+
+    Raises:
+        EngineNotFound: neither is there (a frozen or wrapped ``combcn``).
+    """
+    folder = os.path.dirname(os.path.abspath(executable))
+    for name in ("python.exe", "python3", "python") if os.name == "nt" else ("python3", "python"):
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return [candidate]
+    try:
+        with open(executable, "rb") as f:
+            first = f.readline(512).decode("utf-8", "replace").strip()
+    except OSError:
+        first = ""
+    if first.startswith("#!") and first[2:].split():
+        return first[2:].split()
+    raise EngineNotFound(
+        f"cannot find the Python that {executable} runs on (no python beside it, no #! line); "
+        f"point {ENV_EXECUTABLE} at the combcn of a virtual environment"
+    )
+
+
+def frames_read(
+    frames: list[int],
+    targets: list[int],
+    weights: str | None = None,
+    settle: bool = False,
+    executable: str | None = None,
+    timeout_s: float = 300.0,
+) -> list[int]:
+    """The frames ``combcn inpaint`` reads from a plate holding ``frames`` to write ``targets``.
+
+    Args:
+        frames: frame numbers the plate has (or could have, for a plate still to be rendered).
+        targets: frames to write (``--frames``).
+        weights: the run's weights file (its model window decides), None = the shipped weights.
+        settle: return the frames a plate holding exactly its answer is read for (the answer for a
+            plate the host renders itself: the engine then reads every frame of it, and no other).
+        executable: the ``combcn`` program (default: :func:`find_executable`).
+
+    Raises:
+        EngineNotFound / EngineFailed: the engine's Python could not be run, or refused (its message).
+    """
+    command = engine_python(executable or find_executable())
+    query = {
+        "frames": sorted(set(frames)),
+        "targets": sorted(set(targets)),
+        "weights": weights,
+        "settle": settle,
+    }
+    try:
+        proc = subprocess.run(
+            [*command, "-c", FRAMES_QUERY, json.dumps(query)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=engine_environment(),
+            timeout=timeout_s,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineNotFound(f"cannot ask {command[0]} which frames a render reads: {exc}") from exc
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        stderr = proc.stderr.splitlines()
+        raise EngineFailed(_error_text(stderr, proc.returncode), proc.returncode, proc.stderr)
+    return [int(f) for f in json.loads(lines[-1])]
 
 
 def run_inpaint(

@@ -4,12 +4,18 @@ The node (Nodes menu > CombCN > CombCN Inpaint) has a Source and a Matte input a
 first/last frame, matte channel, invert, expand, feather, shaper, device, weights, output and a
 Render button. Render:
 
-1. finds the plate and matte files: an upstream Read of an EXR/DPX sequence is used as it is;
-   anything else is first rendered (in the main thread, by an internal Write and ``nuke.execute``)
-   to a temporary EXR sequence beside the output;
+1. asks the engine which frames it will read for the frame range (temporal windows reach beyond
+   it) and finds them: an upstream Read of an EXR/DPX sequence is used as it is (or, when its frame
+   offset moves frames or its trimmed range hides frames on disk such as a slate, through links to
+   exactly those files); anything else is first rendered (main thread, an internal Write and
+   ``nuke.execute``) to a temporary EXR sequence beside the output, for exactly those frames;
 2. runs ``combcn inpaint ... --progress json`` in a background thread with a ``nuke.ProgressTask``
    whose Cancel stops the engine process;
-3. points the Group's internal Read at the written EXR sequence and switches the output to it.
+3. points the Group's internal Read at the written EXR sequence, in the colour space of what was
+   written, reloads it, and switches the output to it.
+
+Refused with one line: proxy mode (the engine needs full-resolution frames), and a script with
+several views where an input differs per view (``%V`` files or a node to pre-render).
 
 No inpainting happens in Nuke's process: the engine is the ``combcn`` program (see combcn_host).
 """
@@ -17,9 +23,11 @@ No inpainting happens in Nuke's process: the engine is the ``combcn`` program (s
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import threading
+from dataclasses import dataclass, field
 
 import nuke
 
@@ -35,6 +43,11 @@ SHAPERS = ["auto", "acescct", "log", "none", "srgb"]
 DEVICES = ["auto", "cpu", "cuda"]
 DIRECT_EXTENSIONS = (".exr", ".dpx")  # what the engine reads with the same pixel values as Nuke's Read
 UPSTREAM_FOLDER = ".combcn-upstream"
+# Root knobs that say what a Read's "default" colour space is, by file type (Project Settings > Color).
+DEFAULT_LUT_KNOBS = {".exr": "floatLut", ".dpx": "logLut"}
+_HASHES = re.compile(r"#+")
+_PRINTF = re.compile(r"%0?(\d*)d")
+_VIEW = re.compile(r"%[Vv]")
 
 # Engine runs in flight, by node full name: a second Render on the same node is refused.
 _jobs: dict[str, combcn_host.EngineProcess | None] = {}
@@ -69,7 +82,7 @@ def create_node() -> nuke.Group:
             nuke.delete(default)
         source = nuke.nodes.Input(name="Source")  # created first: input 0
         matte = nuke.nodes.Input(name="Matte")  # input 1
-        result = nuke.nodes.Read(name="Result")
+        result = nuke.nodes.Read(name="Result")  # the written EXRs, read back at full resolution
         switch = nuke.nodes.Switch(name="ShowResult")
         switch.setInput(0, source)
         switch.setInput(1, result)
@@ -82,7 +95,12 @@ def create_node() -> nuke.Group:
     _add(group, nuke.Tab_Knob("combcn", "CombCN"), "")
     first = nuke.Int_Knob("first", "frame range")
     first.setValue(root.firstFrame())
-    _add(group, first, "first frame to write (frames outside the range are read for context)")
+    _add(
+        group,
+        first,
+        "first frame to write; the engine also reads frames around the range for temporal context "
+        "(a Read's frames on disk, or as many as it needs of any other input, which is pre-rendered)",
+    )
     last = nuke.Int_Knob("last", "")
     last.setValue(root.lastFrame())
     last.clearFlag(nuke.STARTLINE)
@@ -142,25 +160,123 @@ def range_from_input(node: nuke.Node) -> None:
     node["last"].setValue(upstream.lastFrame())
 
 
-def _direct_sequence(upstream: nuke.Node) -> str | None:
-    """The file pattern of a plain Read of an EXR/DPX sequence, else None."""
-    if upstream.Class() != "Read":
+def printf_pattern(path: str) -> str:
+    """``plate.####.exr`` -> ``plate.%04d.exr``; printf patterns unchanged."""
+    return _HASHES.sub(lambda m: "%0" + str(len(m.group(0))) + "d", path)
+
+
+def frame_path(pattern: str, frame: int) -> str:
+    """The file of ``frame`` in a ``%04d``/``####`` pattern."""
+    return _PRINTF.sub(lambda m: str(frame).zfill(int(m.group(1) or 0)), printf_pattern(pattern), count=1)
+
+
+def frames_on_disk(pattern: str) -> list[int]:
+    """Frame numbers of the files in the pattern's folder that match it (sorted)."""
+    pattern = printf_pattern(pattern)
+    folder, name = os.path.split(pattern)
+    token = _PRINTF.search(name)
+    if token is None:
+        return []
+    width = int(token.group(1) or 1)
+    regex = re.compile(
+        re.escape(name[: token.start()])
+        + r"(-?\d{"
+        + str(width)
+        + ",})"
+        + re.escape(name[token.end() :])
+        + "$"
+    )
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return []
+    return sorted({int(m.group(1)) for m in map(regex.match, names) if m})
+
+
+@dataclass(frozen=True)
+class ReadSequence:
+    """A Read of an EXR/DPX sequence the engine can read itself.
+
+    Attributes:
+        node: the Read's name (for messages).
+        pattern: full-resolution file pattern (``%04d`` form).
+        offset: Nuke frame = file frame + offset (the Read's "start at" or "offset" frame mode).
+        first, last: the Read's trimmed range, in file frames (frames outside it are not the clip).
+    """
+
+    node: str
+    pattern: str
+    offset: int
+    first: int
+    last: int
+
+    def nuke_frames(self) -> list[int]:
+        """The Nuke frames the Read shows from files."""
+        return list(range(self.first + self.offset, self.last + self.offset + 1))
+
+    def file(self, nuke_frame: int) -> str:
+        return frame_path(self.pattern, nuke_frame - self.offset)
+
+
+def _knob_text(node: nuke.Node, name: str) -> str:
+    knob = node.knob(name)
+    return "" if knob is None else str(knob.value()).strip()
+
+
+def read_sequence(node: nuke.Node) -> ReadSequence | None:
+    """The sequence of a plain Read of EXR/DPX files, else None (the input is pre-rendered)."""
+    if node.Class() != "Read":
         return None
-    offset = upstream.knob("frame")
-    if offset is not None and str(offset.value()).strip() not in ("", "0"):
-        return None  # frame expressions/offsets change which file a frame reads
-    path = nuke.filename(upstream)
-    if not path or not path.lower().endswith(DIRECT_EXTENSIONS):
+    path = nuke.filename(node)  # proxy mode is refused before this, so this is the full-resolution file
+    if (
+        not path
+        or not path.lower().endswith(DIRECT_EXTENSIONS)
+        or _PRINTF.search(printf_pattern(path)) is None
+    ):
         return None
-    return path
+    first, last = int(node["first"].value()), int(node["last"].value())
+    mode, frame = _knob_text(node, "frame_mode"), _knob_text(node, "frame")
+    if mode == "start at":  # the trimmed first file frame is shown at frame `frame`
+        offset = int(float(frame or first)) - first
+    elif mode == "offset":
+        offset = int(float(frame or 0))
+    elif frame in ("", "frame"):
+        offset = 0
+    else:
+        return None  # a frame expression: Nuke's own render is the only faithful reading
+    return ReadSequence(node.name(), printf_pattern(path), offset, first, last)
+
+
+def _views_in(node: nuke.Node) -> bool:
+    """True when the node reads one file per view (``%V``/``%v`` in its path)."""
+    return node.Class() == "Read" and bool(_VIEW.search(_knob_text(node, "file")))
+
+
+@dataclass
+class Plan:
+    """What Render does before the engine runs (main thread), and what the Result Read gets.
+
+    Attributes:
+        request: the engine run.
+        read_knobs: knob values for the Result Read (colour space of what was written).
+        temp: folder of links and pre-rendered frames, removed after the run (None = none needed).
+        links: (Read sequence, pattern) to fill with links to the frames read.
+        renders: (input name, channels, pattern) to pre-render for the frames read.
+        read: the frames the engine reads (Nuke frame numbers).
+    """
+
+    request: combcn_host.InpaintRequest
+    read_knobs: dict[str, object]
+    temp: str | None = None
+    links: list[tuple[ReadSequence, str]] = field(default_factory=list)
+    renders: list[tuple[str, str, str]] = field(default_factory=list)
+    read: list[int] = field(default_factory=list)
 
 
 def _render_upstream(
-    group: nuke.Group, input_name: str, channels: str, folder: str, first: int, last: int
-) -> str:
-    """Render the group's input ``input_name`` to ``folder/<input>.####.exr`` (main thread) and return it."""
-    os.makedirs(folder, exist_ok=True)
-    pattern = os.path.join(folder, input_name.lower() + ".####.exr")
+    group: nuke.Group, input_name: str, channels: str, pattern: str, frames: list[int]
+) -> None:
+    """Render the group's input ``input_name`` for ``frames`` (a run) to ``pattern`` (main thread)."""
     with group:
         node_input = group.node(input_name)
         write = nuke.nodes.Write(name="CombCNUpstream" + input_name)
@@ -170,11 +286,28 @@ def _render_upstream(
             write["file_type"].setValue("exr")
             write["channels"].setValue(channels)
             write["datatype"].setValue("32 bit float")
-            write["raw"].setValue(True)  # working-space values, as the internal Read reads them back
-            nuke.execute(write, first, last)
+            write["raw"].setValue(True)  # working-space values, as the Result Read reads them back (raw)
+            nuke.execute(write, frames[0], frames[-1], 1, views=nuke.views()[:1])
         finally:
             nuke.delete(write)
-    return pattern
+
+
+def _link_frames(sequence: ReadSequence, frames: list[int], pattern: str) -> None:
+    """Make ``pattern`` hold exactly ``frames`` (Nuke numbers) as links to the Read's files."""
+    for frame in frames:
+        source, link = sequence.file(frame), frame_path(pattern, frame)
+        if not os.path.isfile(source):
+            raise combcn_host.HostError(
+                f"{sequence.node}: {source} (frame {frame}) is missing; "
+                "render or copy it, or narrow the range"
+            )
+        try:
+            os.symlink(os.path.abspath(source), link)
+        except OSError:  # no symlink right (Windows without developer mode): a hard link, else a copy
+            try:
+                os.link(source, link)
+            except OSError:
+                shutil.copyfile(source, link)
 
 
 def _default_output(node: nuke.Node) -> str:
@@ -187,11 +320,115 @@ def _default_output(node: nuke.Node) -> str:
     return os.path.join(folder, node.name() + ".####.exr")
 
 
-def _prepare(group: nuke.Group) -> tuple[combcn_host.InpaintRequest, dict[str, object], str | None]:
-    """Main thread: read the knobs, find or render the inputs.
+def _colour_of(node: nuke.Node, sequence: ReadSequence) -> dict[str, object]:
+    """Result Read knobs that read our EXR (the plate's file values) as the plate Read reads its files."""
+    if node.knob("raw") is not None and bool(node["raw"].value()):
+        return {"raw": True}
+    value = _knob_text(node, "colorspace")
+    match = re.match(r"^default\s*\((.+)\)$", value)
+    if match:  # Nuke shows the default it resolved for the plate's file type, e.g. "default (Cineon)"
+        return {"raw": False, "colorspace": match.group(1).strip()}
+    if value not in ("", "default"):
+        return {"raw": False, "colorspace": value}
+    lut = nuke.root().knob(DEFAULT_LUT_KNOBS[os.path.splitext(sequence.pattern)[1].lower()])
+    if lut is None or not str(lut.value()).strip():
+        raise combcn_host.HostError(
+            f"{sequence.node}: cannot tell which colour space its 'default' is; choose one on the Read"
+        )
+    return {"raw": False, "colorspace": str(lut.value()).strip()}
 
-    Returns (request, knob values for the internal Result Read, temporary folder or None).
-    """
+
+def _check_proxy() -> None:
+    """Refuse proxy mode: filenames and Writes would give proxy-size frames (one line)."""
+    proxy = nuke.root().knob("proxy")
+    if proxy is not None and bool(proxy.value()):
+        raise combcn_host.HostError(
+            "proxy mode is on: turn it off (the engine needs full-resolution frames) and render again"
+        )
+
+
+def _check_views(inputs: list[nuke.Node], direct: list[ReadSequence | None]) -> None:
+    """Refuse a multi-view script where an input may differ per view (one line)."""
+    views = nuke.views()
+    if len(views) > 1:
+        per_view = [n.name() for i, n in enumerate(inputs) if direct[i] is None or _views_in(n)]
+        if per_view:
+            raise combcn_host.HostError(
+                f"this script has views {', '.join(views)} and {', '.join(per_view)} may differ per view; "
+                "CombCN renders one view: render it in a single-view script, or feed Reads of one view"
+            )
+
+
+def _plan_plate(
+    plan: Plan,
+    node: nuke.Node,
+    plate: ReadSequence | None,
+    targets: list[int],
+    weights: str | None,
+    temp: str,
+) -> str:
+    """How the plate reaches the engine (sets ``plan.read`` and the Result's colour); returns its pattern."""
+    if plate is None:  # as many frames of the input as the engine reads for the range, pre-rendered
+        upstream = range(min(node.firstFrame(), targets[0]), max(node.lastFrame(), targets[-1]) + 1)
+        plan.read = combcn_host.frames_read(list(upstream), targets, weights, settle=True)
+        source = os.path.join(temp, "source.####.exr")
+        plan.renders.append(("Source", "all", source))
+        plan.read_knobs = {"raw": True}
+        return source
+    shown = plate.nuke_frames()
+    outside = [f for f in targets if f not in set(shown)]
+    if outside:
+        raise combcn_host.HostError(
+            f"frames {outside[0]}-{outside[-1]} are outside {plate.node}'s frames "
+            f"{shown[0]}-{shown[-1]}; narrow the frame range"
+        )
+    on_disk = frames_on_disk(plate.pattern)
+    absent = [f for f in targets if f - plate.offset not in set(on_disk)]
+    if absent:
+        raise combcn_host.HostError(
+            f"{plate.node}: {plate.file(absent[0])} (frame {absent[0]}) is missing; render or copy it, "
+            "or narrow the frame range"
+        )
+    plan.read_knobs = _colour_of(node, plate)
+    if plate.offset == 0 and set(on_disk) <= set(range(plate.first, plate.last + 1)):
+        plan.read = on_disk  # at most; narrowed only where it matters (a matte shorter than it)
+        return plate.pattern  # as it is: the engine sees the Read's frames and no others
+    # Links to exactly the frames read: nothing outside the trim (a slate), in Nuke's numbers.
+    trimmed = [f + plate.offset for f in on_disk if plate.first <= f <= plate.last]
+    plan.read = combcn_host.frames_read(trimmed, targets, weights, settle=True)
+    source = os.path.join(temp, "source.%04d" + os.path.splitext(plate.pattern)[1])
+    plan.links.append((plate, source))
+    return source
+
+
+def _plan_matte(
+    plan: Plan,
+    matte: ReadSequence | None,
+    plate_as_is: bool,
+    targets: list[int],
+    weights: str | None,
+    temp: str,
+) -> str:
+    """How the matte reaches the engine: it must hold every frame in ``plan.read``; returns its pattern."""
+
+    def covered() -> bool:
+        return matte is not None and set(plan.read) <= set(matte.nuke_frames())
+
+    if not covered() and plate_as_is:  # narrow "every frame on disk" to what is read (asking takes seconds)
+        plan.read = combcn_host.frames_read(plan.read, targets, weights)
+    if matte is None or not covered():  # exactly the frames the engine reads from the plate
+        pattern = os.path.join(temp, "matte.####.exr")
+        plan.renders.append(("Matte", "rgba", pattern))
+        return pattern
+    if matte.offset == 0:
+        return matte.pattern
+    pattern = os.path.join(temp, "matte.%04d" + os.path.splitext(matte.pattern)[1])
+    plan.links.append((matte, pattern))
+    return pattern
+
+
+def _prepare(group: nuke.Group) -> Plan:
+    """Main thread: read the knobs, decide how each input reaches the engine (as is, linked, rendered)."""
     first = int(group["first"].value())
     last = int(group["last"].value())
     if last < first:
@@ -203,33 +440,24 @@ def _prepare(group: nuke.Group) -> tuple[combcn_host.InpaintRequest, dict[str, o
     if source_node is None:
         raise combcn_host.HostError("connect a plate to the Source input")
     matte_node = group.input(1)
+    inputs = [source_node] + ([matte_node] if matte_node is not None else [])
+    _check_proxy()  # first: nuke.filename gives proxy files in proxy mode
+    direct = [read_sequence(node) for node in inputs]
+    _check_views(inputs, direct)
+    weights = str(group["weights"].value() or "").strip() or None
+    targets = list(range(first, last + 1))
+    temp = os.path.join(os.path.dirname(os.path.abspath(output)), UPSTREAM_FOLDER, group.name())
+    plan = Plan(combcn_host.InpaintRequest(source="", output=output, first=first, last=last), {})
 
-    temp: str | None = None
-    read_knobs: dict[str, object] = {}
-    source = _direct_sequence(source_node)
-    if source is not None:
-        for name in ("colorspace", "raw"):  # read the result as the plate is read
-            knob = source_node.knob(name)
-            if knob is not None:
-                read_knobs[name] = knob.value()
-    matte = _direct_sequence(matte_node) if matte_node is not None else None
-    if source is None or (matte_node is not None and matte is None):
-        temp = os.path.join(os.path.dirname(os.path.abspath(output)), UPSTREAM_FOLDER, group.name())
-        try:
-            if source is None:
-                source = _render_upstream(group, "Source", "all", temp, first, last)
-                read_knobs = {"raw": True}
-            if matte_node is not None and matte is None:
-                matte = _render_upstream(group, "Matte", "rgba", temp, first, last)
-        except BaseException:
-            _remove_temp(temp)  # a failed or cancelled pre-render leaves nothing behind
-            raise
+    source = _plan_plate(plan, source_node, direct[0], targets, weights, temp)
+    as_is = direct[0] is not None and source == direct[0].pattern
+    matte = _plan_matte(plan, direct[1], as_is, targets, weights, temp) if matte_node is not None else None
 
     def choice(name: str) -> str | None:
         value = str(group[name].value())
         return None if value == "auto" else value
 
-    request = combcn_host.InpaintRequest(
+    plan.request = combcn_host.InpaintRequest(
         source=source,
         output=output,
         first=first,
@@ -241,11 +469,29 @@ def _prepare(group: nuke.Group) -> tuple[combcn_host.InpaintRequest, dict[str, o
         feather=float(group["feather"].value()),
         shaper=choice("shaper"),
         device=choice("device"),
-        weights=str(group["weights"].value() or "").strip() or None,
+        weights=weights,
         track=bool(group["track"].value()),
         overwrite=True,  # Render means render again; the engine still refuses to overwrite its input
     )
-    return request, read_knobs, temp
+    if plan.links or plan.renders:
+        plan.temp = temp
+        _materialise(group, plan)
+    return plan
+
+
+def _materialise(group: nuke.Group, plan: Plan) -> None:
+    """Write the temporary inputs: links, then pre-renders; a failure or cancel leaves nothing behind."""
+    assert plan.temp is not None
+    shutil.rmtree(plan.temp, ignore_errors=True)  # frames of an earlier, interrupted run
+    os.makedirs(plan.temp)
+    try:
+        for sequence, pattern in plan.links:
+            _link_frames(sequence, plan.read, pattern)
+        for input_name, channels, pattern in plan.renders:
+            _render_upstream(group, input_name, channels, pattern, plan.read)
+    except BaseException:
+        _remove_temp(plan.temp)
+        raise
 
 
 def render(node: nuke.Node) -> threading.Thread | None:
@@ -262,27 +508,25 @@ def render(node: nuke.Node) -> threading.Thread | None:
             nuke.message(f"CombCN: {key} is already rendering; cancel it in the progress panel first.")
             return None
         _jobs[key] = None
-    temp: str | None = None
+    plan: Plan | None = None
     try:
         executable = combcn_host.find_executable()  # before any pre-render: fail fast
-        request, read_knobs, temp = _prepare(node)
-        proc = combcn_host.EngineProcess(request, executable)
+        plan = _prepare(node)
+        proc = combcn_host.EngineProcess(plan.request, executable)
     except (combcn_host.HostError, RuntimeError) as exc:
-        if temp is not None:
-            _remove_temp(temp)
+        if plan is not None and plan.temp is not None:
+            _remove_temp(plan.temp)
         with _jobs_lock:
             _jobs.pop(key, None)
         nuke.message(f"CombCN: {exc}")
         return None
-    node["status"].setValue(f"rendering {request.first}-{request.last} ...")
-    worker = threading.Thread(
-        target=_run, args=(key, proc, read_knobs, temp), name=f"combcn {key}", daemon=True
-    )
+    node["status"].setValue(f"rendering {plan.request.first}-{plan.request.last} ...")
+    worker = threading.Thread(target=_run, args=(key, proc, plan), name=f"combcn {key}", daemon=True)
     worker.start()
     return worker
 
 
-def _run(key: str, proc: combcn_host.EngineProcess, read_knobs: dict[str, object], temp: str | None) -> None:
+def _run(key: str, proc: combcn_host.EngineProcess, plan: Plan) -> None:
     """Background thread: run the engine under a ProgressTask; report back in the main thread.
 
     The task's panel closes when this function returns and the task is released.
@@ -306,14 +550,10 @@ def _run(key: str, proc: combcn_host.EngineProcess, read_knobs: dict[str, object
         nuke.executeInMainThread(_set_status, args=(key, f"failed: {exc}"))
         nuke.executeInMainThread(nuke.message, args=(f"CombCN Inpaint {key} failed:\n{exc}",))
     else:
-        status = f"rendered {result.written} frame(s) {request.first}-{request.last}"
-        nuke.executeInMainThread(
-            _load_result, args=(key, request.output, request.first, request.last, read_knobs)
-        )
-        nuke.executeInMainThread(_set_status, args=(key, status))
+        nuke.executeInMainThread(_load_result, args=(key, request, plan.read_knobs, result.written))
     finally:
-        if temp is not None:
-            _remove_temp(temp)
+        if plan.temp is not None:
+            _remove_temp(plan.temp)
         with _jobs_lock:
             _jobs.pop(key, None)
 
@@ -332,21 +572,45 @@ def _set_status(key: str, text: str) -> None:
         node["status"].setValue(text)
 
 
-def _load_result(key: str, output: str, first: int, last: int, read_knobs: dict[str, object]) -> None:
-    """Main thread: point the internal Read at the written sequence and show it."""
+def _load_result(
+    key: str, request: combcn_host.InpaintRequest, read_knobs: dict[str, object], written: int
+) -> None:
+    """Main thread: point the internal Read at the written sequence, reload it and show it.
+
+    The output is only switched to the Result once every knob took; otherwise the status and a
+    message say where the frames are and what to do.
+    """
     node = nuke.toNode(key)
     if not isinstance(node, nuke.Group):
         return  # deleted while rendering
     read = node.node("Result")
     switch = node.node("ShowResult")
+    output = request.output
     if read is None or switch is None:
         nuke.message(f"CombCN: {key} lost its internal Result/ShowResult nodes; the frames are in {output}")
         return
-    read["file"].setValue(output.replace(os.sep, "/"))
-    for name in ("first", "origfirst"):
-        read[name].setValue(first)
-    for name in ("last", "origlast"):
-        read[name].setValue(last)
-    for name, value in read_knobs.items():
-        read[name].setValue(value)
+    values: list[tuple[str, object]] = [("file", output.replace(os.sep, "/"))]
+    values += [(name, request.first) for name in ("first", "origfirst")]
+    values += [(name, request.last) for name in ("last", "origlast")]
+    values += [("frame_mode", "expression"), ("frame", "")]  # our files carry the frame numbers we show
+    values += list(read_knobs.items())
+    try:
+        for name, value in values:
+            knob = read.knob(name)
+            if knob is not None or name in read_knobs:
+                read[name].setValue(value)
+                if name == "colorspace" and str(read[name].value()) != value:
+                    raise ValueError(f"it reads {read[name].value()!r}")
+    except (ValueError, TypeError, NameError, RuntimeError) as exc:
+        text = (
+            f"rendered {written} frame(s) to {output}, but the Result read refused {name} {value!r} ({exc}); "
+            "read them with a Read node set to the plate's colour space"
+        )
+        node["status"].setValue(f"failed: {text}")
+        nuke.message(f"CombCN Inpaint {key}: {text}")
+        return
+    execute = getattr(read.knob("reload"), "execute", None)  # the Read's reload button
+    if callable(execute):
+        execute()  # same file names as the last render: drop Nuke's cached frames
     switch["which"].setValue(1)
+    node["status"].setValue(f"rendered {written} frame(s) {request.first}-{request.last}")

@@ -1,20 +1,30 @@
 """CombCN Inpaint for DaVinci Resolve (Workspace > Scripts > CombCN Inpaint).
 
-Takes the clip under the playhead on the current timeline (an EXR or DPX sequence), finds its matte,
-runs ``combcn inpaint ... --progress json`` (progress printed to Workspace > Console), imports the
-result into the media-pool folder that holds the source clip and, unless turned off, places it on a
-free video track above the source, at the same record frame.
+Takes the plate under the playhead on the current timeline (an EXR or DPX sequence), finds its
+matte, runs ``combcn inpaint ... --progress json`` (progress printed to Workspace > Console), imports
+the result into the media-pool folder that holds the plate and, unless turned off, places it on a
+free video track above the plate, at the same record frames.
+
+Which clip is the plate: every video track is walked at the playhead (not
+``GetCurrentVideoItem``, which answers with the top-most item, often the matte or an earlier
+result). Image sequences named ``*_matte`` or ``*_combcn`` (our results) are never plates; of the
+rest, the lowest one is the plate and the clip on the track right above it is its matte (unless the
+media pool has a named matte). Two plates under the playhead are ambiguous: the run stops and says
+which tracks, and ``"plate_track": N`` in the options file chooses.
 
 Matte convention, first match wins:
 
-1. a media-pool clip (any folder) named like the source with ``_matte`` added to its stem:
+1. a media-pool clip (any folder) named like the plate with ``_matte`` added to its stem:
    ``plate.[1001-1100].exr`` -> ``plate_matte.[1001-1100].exr`` (extension and frame range may differ);
-2. the clip on the video track directly above the source that covers the source's first frame.
+2. the image sequence on the video track directly above the plate, under the playhead.
 
-Frames: the part of the sequence the timeline item uses (its left offset and duration), or the
-whole sequence with ``"whole_clip": true``. Output: ``<source folder>/combcn/<stem>_combcn.%04d.<ext>``
-unless ``output_dir`` is set. Options come from ``$XDG_CONFIG_HOME/combcn/resolve.json``
-(``~/.config/combcn/resolve.json``) or the file named by ``COMBCN_RESOLVE_CONFIG``; see docs/HOSTS.md.
+Frames: the part of the sequence the timeline item shows, from the clip's own frame numbers (the
+item's source start, file-relative, and its length), or the whole sequence with
+``"whole_clip": true``. A retimed item (speed change, or a clip rate other than the timeline's) is
+refused: its timeline frames are not its files' frames. Output:
+``<plate folder>/combcn/<stem>_combcn.%04d.<ext>`` unless ``output_dir`` is set. Options come from
+``$XDG_CONFIG_HOME/combcn/resolve.json`` (``~/.config/combcn/resolve.json``) or the file named by
+``COMBCN_RESOLVE_CONFIG``; see docs/HOSTS.md.
 
 No inpainting happens in Resolve's process: the engine is the ``combcn`` program (see combcn_host).
 """
@@ -71,6 +81,7 @@ class Options:
     whole_clip: bool = False
     place_on_track: bool = True
     overwrite: bool = True
+    plate_track: int | None = None
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], origin: str) -> Options:
@@ -177,16 +188,144 @@ def matte_by_name(media_pool: MediaPool, source: MediaPoolItem) -> MediaPoolItem
     return None
 
 
-def matte_above(timeline: Timeline, item: TimelineItem) -> MediaPoolItem | None:
-    """Convention 2: the clip on the video track right above ``item`` that covers its first frame."""
-    _, track = item.GetTrackTypeAndIndex()
-    if track + 1 > timeline.GetTrackCount("video"):
+def timecode_frames(timecode: str, fps: float) -> int:
+    """``01:00:00:00`` (``;`` before the frames: drop-frame) -> frames counted from 00:00:00:00."""
+    parts = re.split(r"[:;.,]", timecode.strip())
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise combcn_host.HostError(f"cannot read the timecode {timecode!r}")
+    hours, minutes, seconds, frames = (int(p) for p in parts)
+    nominal = int(round(fps))
+    count = ((hours * 60 + minutes) * 60 + seconds) * nominal + frames
+    if ";" in timecode or "," in timecode:  # SMPTE drop-frame: 2 (4 at 59.94) labels skipped a minute
+        dropped = nominal // 15
+        total_minutes = hours * 60 + minutes
+        count -= dropped * (total_minutes - total_minutes // 10)
+    return count
+
+
+def timeline_rate(timeline: Timeline) -> float:
+    """Frames per second of the timeline (``timelineFrameRate``, e.g. ``"23.976"``)."""
+    text = str(timeline.GetSetting("timelineFrameRate") or "")
+    match = re.match(r"\s*(\d+(?:\.\d+)?)", text)
+    if match is None:
+        raise combcn_host.HostError(f"cannot read the timeline frame rate {text!r}")
+    return float(match.group(1))
+
+
+def playhead_frame(timeline: Timeline) -> int:
+    """The playhead as a record frame (the numbers GetStart/GetEnd use)."""
+    fps = timeline_rate(timeline)
+    offset = timecode_frames(timeline.GetCurrentTimecode(), fps) - timecode_frames(
+        timeline.GetStartTimecode(), fps
+    )
+    return int(timeline.GetStartFrame()) + offset
+
+
+@dataclass(frozen=True)
+class Layer:
+    """An image sequence under the playhead: its video track, timeline item, clip and files."""
+
+    track: int
+    item: TimelineItem
+    clip: MediaPoolItem
+    sequence: Sequence
+
+    @property
+    def stem(self) -> str:
+        return clip_stem(self.clip.GetName())
+
+    def describe(self) -> str:
+        return f"{self.clip.GetName()} on V{self.track}"
+
+
+def layers_at(timeline: Timeline, frame: int) -> list[Layer]:
+    """Every image sequence on a video track at record ``frame``, lowest track first."""
+    found: list[Layer] = []
+    for track in range(1, int(timeline.GetTrackCount("video")) + 1):
+        for item in timeline.GetItemListInTrack("video", track) or []:
+            if not item.GetStart(False) <= frame < item.GetEnd(False):
+                continue
+            clip = item.GetMediaPoolItem()
+            path = clip.GetClipProperty("File Path") if clip else None
+            if not isinstance(path, str) or _BRACKETS.match(path) is None:
+                continue  # titles, generators, movies: never a plate or matte
+            found.append(Layer(track, item, clip, parse_sequence_path(path)))
+    return found
+
+
+def pick_plate(
+    media_pool: MediaPool, layers: list[Layer], plate_track: int | None
+) -> tuple[Layer, MediaPoolItem | None, str]:
+    """The plate among ``layers`` and its matte (clip, where it came from); see the module docstring."""
+
+    def plate_like(layer: Layer) -> bool:
+        return layer.sequence.extension in SEQUENCE_EXTENSIONS and not layer.stem.endswith(
+            (MATTE_SUFFIX, OUTPUT_SUFFIX)
+        )
+
+    if plate_track is not None:
+        chosen = [layer for layer in layers if layer.track == plate_track]
+        if not chosen or not plate_like(chosen[0]):
+            raise combcn_host.HostError(
+                f"plate_track is {plate_track} but there is no EXR/DPX plate on V{plate_track} "
+                "under the playhead"
+            )
+        plates = chosen[:1]
+    else:
+        plates, matte_tracks = [], set()
+        for layer in layers:
+            if layer.track in matte_tracks or not plate_like(layer):
+                continue
+            plates.append(layer)
+            if matte_by_name(media_pool, layer.clip) is None:
+                matte_tracks.add(layer.track + 1)  # convention 2: the clip above is this plate's matte
+    if not plates:
+        raise combcn_host.HostError(
+            "no EXR or DPX plate under the playhead (clips named *_matte or *_combcn are not plates); "
+            "put the playhead over the plate"
+        )
+    if len(plates) > 1:
+        raise combcn_host.HostError(
+            f"{len(plates)} plates under the playhead ({', '.join(p.describe() for p in plates)}); "
+            f'say which with "plate_track": N in {ENV_CONFIG} or ~/.config/combcn/resolve.json'
+        )
+    plate = plates[0]
+    named = matte_by_name(media_pool, plate.clip)
+    if named is not None:
+        return plate, named, "media pool"
+    above = [layer for layer in layers if layer.track == plate.track + 1]
+    return plate, (above[0].clip if above else None), "track above"
+
+
+def _number(value: object) -> float | None:
+    try:
+        return float(str(value).strip())
+    except ValueError:
         return None
-    start = item.GetStart(False)
-    for other in timeline.GetItemListInTrack("video", track + 1) or []:
-        if other.GetStart(False) <= start < other.GetEnd(False):
-            return other.GetMediaPoolItem()
-    return None
+
+
+def source_frames(layer: Layer, fps: float) -> tuple[int, int]:
+    """The file frames (first, last) the timeline item shows; refuses a retimed item (one line)."""
+    clip_fps = _number(layer.clip.GetClipProperty("FPS"))
+    if clip_fps is not None and abs(clip_fps - fps) > 1e-3:
+        raise combcn_host.HostError(
+            f"{layer.describe()} plays at {clip_fps:g} fps on a {fps:g} fps timeline, so its timeline frames "
+            "are not its files' frames; set the clip's frame rate to the timeline's (Clip Attributes)"
+        )
+    duration = int(layer.item.GetDuration(False))
+    start, end = int(layer.item.GetSourceStartFrame()), int(layer.item.GetSourceEndFrame())
+    if start == end == 0 and duration > 1:  # what Resolve reports on items of an XML-imported timeline
+        raise combcn_host.HostError(
+            f"Resolve reports no source frames for {layer.describe()} (a timeline imported from XML?); "
+            "place the clip from the media pool and run again"
+        )
+    if end - start != duration:  # the source span is the speed witness (file frames per record frame)
+        raise combcn_host.HostError(
+            f"{layer.describe()} is retimed ({end - start} source frames over {duration} timeline frames); "
+            "inpaint the clip at 100% speed and retime the result"
+        )
+    first = layer.sequence.first + start  # the source start is counted from the head of the file
+    return first, first + duration - 1
 
 
 def free_track_above(timeline: Timeline, lowest: int, start: float, end: float) -> int:
@@ -201,6 +340,27 @@ def free_track_above(timeline: Timeline, lowest: int, start: float, end: float) 
     if not add_track("video"):
         raise combcn_host.HostError("Resolve refused to add a video track for the result")
     return count + 1
+
+
+def placement(
+    clip: MediaPoolItem, rendered: tuple[int, int], shown: tuple[int, int], record_start: int, track: int
+) -> MediaPoolClipInfo:
+    """AppendToTimeline's clip info for the result: the frames of ``shown`` that were ``rendered``.
+
+    Frames are the clip's own numbers (its ``Start`` property: the first file frame, for a sequence
+    imported with StartIndex) and ``endFrame`` is exclusive; ``recordFrame`` is an absolute record frame.
+    """
+    first, last = max(rendered[0], shown[0]), min(rendered[1], shown[1])
+    clip_start = _number(clip.GetClipProperty("Start"))
+    base = int(clip_start) if clip_start is not None else rendered[0]
+    return {
+        "mediaPoolItem": clip,
+        "startFrame": base + first - rendered[0],
+        "endFrame": base + last - rendered[0] + 1,
+        "mediaType": 1,  # video only
+        "trackIndex": track,
+        "recordFrame": record_start + first - shown[0],
+    }
 
 
 def say(text: str) -> None:
@@ -218,41 +378,30 @@ class Outcome:
 
 
 def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
-    """Inpaint the clip under the playhead and bring the result back (see the module docstring)."""
+    """Inpaint the plate under the playhead and bring the result back (see the module docstring)."""
     project = resolve.GetProjectManager().GetCurrentProject()
     if not project:
         raise combcn_host.HostError("open a project first")
     timeline = project.GetCurrentTimeline()
     if not timeline:
         raise combcn_host.HostError("open a timeline first")
-    item = timeline.GetCurrentVideoItem()
-    if not item:
-        raise combcn_host.HostError("put the playhead over the clip to inpaint (no video clip under it)")
-    source_clip = item.GetMediaPoolItem()
-    if not source_clip:
-        raise combcn_host.HostError(f"the timeline item {item.GetName()} has no media-pool clip")
-    source = clip_sequence(source_clip, "source")
     media_pool = project.GetMediaPool()
-
-    matte_clip = matte_by_name(media_pool, source_clip)
-    matte_origin = "media pool"
-    if matte_clip is None:
-        matte_clip = matte_above(timeline, item)
-        matte_origin = "track above"
+    fps = timeline_rate(timeline)
+    plate, matte_clip, matte_origin = pick_plate(
+        media_pool, layers_at(timeline, playhead_frame(timeline)), options.plate_track
+    )
+    source = plate.sequence
     if matte_clip is None:
         raise combcn_host.HostError(
-            f"no matte for {source_clip.GetName()}: import one named "
-            f"{clip_stem(source_clip.GetName())}{MATTE_SUFFIX}.[first-last]{source.extension} "
+            f"no matte for {plate.clip.GetName()}: import one named "
+            f"{plate.stem}{MATTE_SUFFIX}.[first-last]{source.extension} "
             "or put the matte clip on the track right above the plate"
         )
     matte = clip_sequence(matte_clip, "matte")
-    say(f"matte {matte_clip.GetName()} (from the {matte_origin})")
+    say(f"plate {plate.describe()}, matte {matte_clip.GetName()} (from the {matte_origin})")
 
-    if options.whole_clip:
-        first, last = source.first, source.last
-    else:
-        first = source.first + int(item.GetLeftOffset(False))
-        last = min(source.last, first + int(item.GetDuration(False)) - 1)
+    shown = source_frames(plate, fps)
+    first, last = (source.first, source.last) if options.whole_clip else shown
     output_dir = options.output_dir or os.path.join(os.path.dirname(source.pattern), "combcn")
     name = os.path.basename(source.pattern)
     token = re.search(r"%0\d+d", name)
@@ -282,7 +431,7 @@ def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
     )
     say(f"wrote {result.written} frame(s), skipped {result.skipped}")
 
-    folder = folder_of(media_pool, source_clip)
+    folder = folder_of(media_pool, plate.clip)
     previous = media_pool.GetCurrentFolder()
     if folder is not None:
         media_pool.SetCurrentFolder(folder)
@@ -298,37 +447,38 @@ def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
 
     track: int | None = None
     if options.place_on_track:
-        _, source_track = item.GetTrackTypeAndIndex()
-        start, end = item.GetStart(False), item.GetEnd(False)
-        track = free_track_above(timeline, source_track + 1, start, end)
-        # Only the frames the source item shows, so the result lines up with it frame for frame.
-        item_first = source.first + int(item.GetLeftOffset(False))
-        item_last = item_first + int(item.GetDuration(False)) - 1
-        placement: MediaPoolClipInfo = {
-            "mediaPoolItem": clip,
-            "startFrame": max(item_first, first) - first,
-            "endFrame": min(item_last, last) - first,
-            "mediaType": 1,  # video only
-            "trackIndex": track,
-            "recordFrame": int(start) + max(0, first - item_first),
-        }
+        start, end = plate.item.GetStart(False), plate.item.GetEnd(False)
+        track = free_track_above(timeline, plate.track + 1, start, end)
+        info = placement(clip, (first, last), shown, int(start), track)
         # fusionscript-stubs 21.0.0 declares the clip-info form after a non-@overload def, so only the
         # MediaPoolItem form type-checks; the README documents this list-of-dicts form.
-        placed = media_pool.AppendToTimeline([placement])  # type: ignore[arg-type]
+        placed = media_pool.AppendToTimeline([info])  # type: ignore[arg-type]
         if not placed:
             raise combcn_host.HostError(
                 f"imported {clip.GetName()} but Resolve did not place it on track {track}"
             )
-        say(f"placed on video track {track} at record frame {placement['recordFrame']}")
+        say(f"placed on video track {track} at record frame {info['recordFrame']}")
     return Outcome(request, clip, track)
 
 
 def connect(script_globals: dict[str, Any] | None = None) -> Resolve:
-    """The running Resolve: the script's predefined ``resolve``/``bmd``, else DaVinciResolveScript."""
-    script_globals = script_globals or {}
-    app = script_globals.get("resolve")
-    if app is None and script_globals.get("bmd") is not None:
-        app = script_globals["bmd"].scriptapp("Resolve")
+    """The running Resolve: ``app.GetResolve()`` (what the free edition's scripts get), the script's
+    ``resolve``, ``bmd.scriptapp("Resolve")``, ``fusion.GetResolve()``, then DaVinciResolveScript."""
+    found = script_globals or {}
+    getters: list[Callable[[], Any]] = [
+        lambda: found["app"].GetResolve(),
+        lambda: found["resolve"],
+        lambda: found["bmd"].scriptapp("Resolve"),
+        lambda: found["fusion"].GetResolve(),
+    ]
+    app: Any = None
+    for get in getters:
+        try:
+            app = get()
+        except (KeyError, AttributeError, TypeError):  # not predefined, or not the object we hoped
+            app = None
+        if app is not None:
+            break
     if app is None:
         try:
             import DaVinciResolveScript  # type: ignore[import-not-found]  # Resolve's own, not stubbed
@@ -342,7 +492,8 @@ def connect(script_globals: dict[str, Any] | None = None) -> Resolve:
         raise combcn_host.HostError(
             "Resolve is not running, or external scripting is off (Preferences > General)"
         )
-    return app  # type: ignore[no-any-return]
+    resolve: Resolve = app
+    return resolve
 
 
 def launch(script_globals: dict[str, Any] | None = None, executable: str | None = None) -> int:
@@ -353,6 +504,9 @@ def launch(script_globals: dict[str, Any] | None = None, executable: str | None 
         outcome = inpaint_current_clip(connect(script_globals), load_options())
     except combcn_host.HostError as exc:
         say(f"error: {exc}")
+        return 1
+    except AttributeError as exc:  # a scripting call this Resolve does not have
+        say(f"error: this Resolve's scripting API lacks a call CombCN uses ({exc}); use Resolve 18 or later")
         return 1
     say(f"done: {outcome.imported.GetName()}")
     return 0
