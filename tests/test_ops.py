@@ -99,7 +99,9 @@ def reference64(x, mask, weight, bias, stride, padding, dilation, bn=None, activ
     )
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, tf32: bool = False) -> None:
+def assert_close(
+    actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, tf32: bool = False
+) -> None:
     rtol, atol = tolerance(dtype, tf32)
     scale = max(expected.abs().max().item(), 1.0) if expected.numel() else 1.0
     torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol * scale)
@@ -494,7 +496,9 @@ def nan_case(dtype: torch.dtype = torch.float32, c_in: int = 3, device: str = "c
     return tuple(t.to(device) for t in (x, mask, weight, bias))
 
 
-def assert_same_nonfinite(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, tf32: bool = False) -> None:
+def assert_same_nonfinite(
+    out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, tf32: bool = False
+) -> None:
     """NaN exactly where the reference has NaN (the NaN/Inf rules), the finite values within the contract."""
     out, ref = out.cpu().double(), ref.cpu().double()
     assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN positions differ from the reference"
@@ -531,8 +535,12 @@ class TestContract:
         bn = (torch.rand(7, dtype=dtype) + 0.5, torch.randn(7, dtype=dtype)) if "bn" in epilogue else None
         act = "relu" if "relu" in epilogue else None
         for b in (bias, None):
-            out, new_mask = masked_conv3d(x, mask, weight, b, (1, 2, 2), "same", (1, 2, 2), bn=bn, activation=act)
-            ref, ref_mask = reference64(x, mask, weight, b, (1, 2, 2), (1, 2, 2), (1, 2, 2), bn, act or "none")
+            out, new_mask = masked_conv3d(
+                x, mask, weight, b, (1, 2, 2), "same", (1, 2, 2), bn=bn, activation=act
+            )
+            ref, ref_mask = reference64(
+                x, mask, weight, b, (1, 2, 2), (1, 2, 2), (1, 2, 2), bn, act or "none"
+            )
             assert out.dtype == dtype and out.shape == ref.shape
             assert_close(out, ref, dtype)
             torch.testing.assert_close(new_mask.double(), ref_mask)
@@ -560,7 +568,7 @@ class TestContract:
 
     def test_conv_rounded_on_the_float32_conv_path(self, native: bool) -> None:
         # Where oneDNN has no bf16/fp16 convolution the CPU op convolves in float32: it must still round to
-        # the input dtype before the epilogue. COMBCN_CPU_LOWP_CONV=0 forces that path (read once: a fresh process).
+        # the input dtype before the epilogue. COMBCN_CPU_LOWP_CONV=0 forces that path (read once per process).
         script = textwrap.dedent(
             """
             import sys, torch
@@ -583,7 +591,9 @@ class TestContract:
         # Hole outputs are act(bn_shift): a NaN shift stays NaN, a negative one becomes 0 (no hiding of NaN).
         x, mask, weight, _ = case(c_in=2, c_out=3, shape=(1, 2, 5, 5), mask_kind="hole_blocks")
         shift = torch.tensor([float("nan"), -2.0, 3.0])
-        out, new_mask = masked_conv3d(x, mask, weight, None, 1, 1, 1, bn=(torch.ones(3), shift), activation="relu")
+        out, new_mask = masked_conv3d(
+            x, mask, weight, None, 1, 1, 1, bn=(torch.ones(3), shift), activation="relu"
+        )
         holes = new_mask[0, 0] == 0
         assert holes.any()
         assert torch.isnan(out[0, 0][holes]).all()
@@ -615,9 +625,21 @@ class TestContract:
 
     @pytest.mark.parametrize(
         ("n", "k", "s", "p", "d"),
-        [(9, 3, 1, 1, 1), (9, 3, 2, 1, 1), (10, 3, 2, 1, 1), (5, 5, 1, 0, 1), (4, 5, 1, 0, 1), (4, 5, 2, 0, 1),
-         (3, 3, 1, 0, 2), (5, 3, 1, 0, 2), (2, 3, 3, 1, 1), (1, 3, 1, 1, 1), (1, 3, 2, 0, 1), (6, 4, 2, 1, 1)],
-    )  # fmt: skip
+        [
+            (9, 3, 1, 1, 1),
+            (9, 3, 2, 1, 1),
+            (10, 3, 2, 1, 1),
+            (5, 5, 1, 0, 1),
+            (4, 5, 1, 0, 1),
+            (4, 5, 2, 0, 1),
+            (3, 3, 1, 0, 2),
+            (5, 3, 1, 0, 2),
+            (2, 3, 3, 1, 1),
+            (1, 3, 1, 1, 1),
+            (1, 3, 2, 0, 1),
+            (6, 4, 2, 1, 1),
+        ],
+    )
     def test_output_size_one_rule(self, native: bool, n: int, k: int, s: int, p: int, d: int) -> None:
         # Python, the fake kernel and the C++ op compute the same size, or all refuse the input.
         from torch._subclasses.fake_tensor import FakeTensorMode
@@ -638,14 +660,16 @@ class TestContract:
                 with pytest.raises(ValueError, match="`x`.*smaller than"):
                     call()
             with FakeTensorMode() as mode, pytest.raises(ValueError, match="`x`.*smaller than"):
-                torch.ops.combcn.masked_conv3d(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a
-                                                 for a in args))  # fmt: skip
+                torch.ops.combcn.masked_conv3d(
+                    *(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
+                )
             return
         out, new_mask = torch.ops.combcn.masked_conv3d(*args)
         assert out.shape[-1] == new_mask.shape[-1] == expected
         with FakeTensorMode() as mode:
-            fake = torch.ops.combcn.masked_conv3d(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a
-                                                   for a in args))  # fmt: skip
+            fake = torch.ops.combcn.masked_conv3d(
+                *(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
+            )
         assert fake[0].shape == out.shape and fake[1].shape == new_mask.shape
 
     @pytest.mark.parametrize(
@@ -673,21 +697,44 @@ class TestContract:
             (lambda a: a.update(act="gelu"), "`activation`"),
             (lambda a: a.update(eps=-1.0), "`eps`"),
             (lambda a: a.update(eps=float("nan")), "`eps`"),
-            (lambda a: a.update(x=torch.randn(2, 3, 4, 1, 1), mask=torch.ones(2, 1, 4, 1, 1), padding=[0, 0, 0]),
-             "`x`"),
+            (
+                lambda a: a.update(
+                    x=torch.randn(2, 3, 4, 1, 1), mask=torch.ones(2, 1, 4, 1, 1), padding=[0, 0, 0]
+                ),
+                "`x`",
+            ),
         ],
-    )  # fmt: skip
+    )
     def test_exception_direct_call(self, native: bool, change, argument: str) -> None:
         # The C++ op checks every argument itself: a direct torch.ops call cannot read out of bounds.
-        a = {"x": torch.randn(2, 3, 4, 6, 6), "mask": torch.ones(2, 1, 4, 6, 6), "weight": torch.randn(5, 3, 3, 3, 3),
-             "bias": None, "scale": None, "shift": None, "stride": [1, 1, 1], "padding": [1, 1, 1],
-             "dilation": [1, 1, 1], "act": "relu", "eps": EPS}  # fmt: skip
+        a = {
+            "x": torch.randn(2, 3, 4, 6, 6),
+            "mask": torch.ones(2, 1, 4, 6, 6),
+            "weight": torch.randn(5, 3, 3, 3, 3),
+            "bias": None,
+            "scale": None,
+            "shift": None,
+            "stride": [1, 1, 1],
+            "padding": [1, 1, 1],
+            "dilation": [1, 1, 1],
+            "act": "relu",
+            "eps": EPS,
+        }
         change(a)
         with pytest.raises(ValueError, match=argument):
             torch.ops.combcn.masked_conv3d(
-                a["x"], a["mask"], a["weight"], a["bias"], a["scale"], a["shift"], a["stride"], a["padding"],
-                a["dilation"], a["act"], a["eps"],
-            )  # fmt: skip
+                a["x"],
+                a["mask"],
+                a["weight"],
+                a["bias"],
+                a["scale"],
+                a["shift"],
+                a["stride"],
+                a["padding"],
+                a["dilation"],
+                a["act"],
+                a["eps"],
+            )
 
 
 def avx512_present() -> bool:

@@ -18,7 +18,9 @@ Exact formula, per batch item, output voxel ``p`` and output channel ``k`` (``t`
 So a hole output (``u = 0``) is ``activation(bn_shift_k)`` with ``bn``, **not 0**: the same value
 an unfused ``BatchNorm3d`` after the convolution gives it (kernels.md §2.4), and 0 without ``bn``.
 The mask is single-channel, taken as a constant (no gradient), 1 = valid and 0 = hole; soft masks
-in [0, 1] follow the same formula. Precision (``docs/OPS.md``, "Precision contract"): the convolution runs in ``x.dtype``
+in [0, 1] follow the same formula.
+
+Precision (``docs/OPS.md``, "Precision contract"): the convolution runs in ``x.dtype``
 with float32 accumulation, float32 inputs in full float32 (no TF32) unless ``allow_tf32`` or
 ``COMBCN_ALLOW_TF32=1`` opts in, and is rounded to ``x.dtype`` before the float32 (float64) epilogue,
 in every backend.
@@ -57,6 +59,7 @@ def default_allow_tf32() -> bool:
     float32 is full float32 unless this process or the call opts in.
     """
     return os.environ.get(TF32_ENV, "0") == "1"
+
 
 IntOr3 = int | Sequence[int]
 BatchNorm = nn.BatchNorm3d | tuple[Tensor, Tensor] | None

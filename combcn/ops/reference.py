@@ -90,7 +90,9 @@ def masked_conv3d_reference(
     """
     # Autocast off: the result is computed in x.dtype, as the native kernels compute it.
     with torch.autocast(x.device.type, enabled=False), _cudnn_tf32(x.device, allow_tf32):
-        return _reference(x, mask, weight, bias, bn_scale, bn_shift, stride, padding, dilation, activation, eps)
+        return _reference(
+            x, mask, weight, bias, bn_scale, bn_shift, stride, padding, dilation, activation, eps
+        )
 
 
 def _reference(
