@@ -568,7 +568,7 @@ class TestContract:
 
     def test_conv_rounded_on_the_float32_conv_path(self, native: bool) -> None:
         # Where oneDNN has no bf16/fp16 convolution the CPU op convolves in float32: it must still round to
-        # the input dtype before the epilogue. COMBCN_CPU_LOWP_CONV=0 forces that path (read once per process).
+        # the input dtype before the epilogue. COMBCN_CPU_LOWP_CONV=0 forces that path (read once, at start).
         script = textwrap.dedent(
             """
             import sys, torch
