@@ -1,41 +1,127 @@
 #!/usr/bin/env bash
-# The GPU checks of the masked_conv3d op as ONE prepared run, for a session that is lent a GPU machine
-# (whose python3 already holds a CUDA torch, nvcc and pytest; nothing is installed): build the extension
-# with its CUDA kernels, run the CUDA tests (and the CPU op tests beside them), then the GPU benchmark.
-# Everything is also written to $OUT (default ./gpu_check_out): machine.txt, build.log, tests.log,
-# bench.md. Not yet run on a GPU; expected to take a few minutes, most of it the build (timeout_s 540
-# leaves room).
+# The GPU checks of combcn as ONE prepared run, for a session that is lent a GPU machine (whose python3
+# holds a CUDA torch, nvcc, ninja and pytest; nothing is fetched there):
+#   1. machine facts; 2. build the native op with its CUDA kernels;
+#   3. the CUDA runtime tests (tests/test_ops_cuda.py -m cuda: both CUDA paths against the float64
+#      reference under the precision contract, TF32 off unless asked, autocast, argument checks, layouts);
+#   4. bench/bench_op.py --device cuda: the fused op against cuDNN's bare convolution (same precision) and
+#      the unfused reference, at the paper's 3DCN layer shapes, float32, bfloat16 and float16;
+#   5. a whole-model render of the bundled sample plate on the GPU, twice (times, and whether the two
+#      renders are the same bytes);
+#   6. the rest of the op tests (CPU op, CUDA emulation, nvcc compile check, precision table).
+# Results go to ONE folder, $OUT (default ./gpu_check_out): machine.txt, build.log, tests.log, bench.md,
+# render.md, summary.md (six files, within what the device tool brings back). Exit 0 only when every step
+# passed. About 5-8 minutes; every step has its own time limit so that the whole stays under 9.
 #
-#   bash bench/gpu_check.sh                       # here, or through the device tool:
-#   run(command="bash bench/gpu_check.sh", timeout_s=540)
+#   bash bench/gpu_check.sh
+#   through the device tool: run(command="bash bench/gpu_check.sh", timeout_s=560)
+#
+# The render needs OpenImageIO and av, which the GPU image may lack: download their wheels for that
+# machine's Python (3.12, x86_64) here first and carry them, e.g.
+#   python3 -m pip download --only-binary=:all: --no-deps --python-version 3.12 \
+#       --platform manylinux_2_28_x86_64 -d gpu_wheels OpenImageIO av
+#   run(command="bash bench/gpu_check.sh", carry=["gpu_wheels"], timeout_s=560)
+# Without them the render step is reported as skipped (and the exit status is 1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu_check_out}
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu_check_out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export COMBCN_CACHE=${COMBCN_CACHE:-/tmp/combcn-gpu-check-cache}
+WORK=$(mktemp -d /tmp/combcn-gpu-check.XXXXXX)
+export ROOT PY WORK PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export COMBCN_CACHE=${COMBCN_CACHE:-$WORK/cache}
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 status=0
+: >"$OUT/summary.md"
+
+# step NAME SECONDS LOG CMD...: runs CMD with a time limit, appends its output to LOG, records the result.
+step() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local start=$SECONDS rc
+  echo "== $name" | tee -a "$log"
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  local took=$((SECONDS - start))
+  if [ "$rc" -eq 0 ]; then
+    echo "- $name: ok (${took} s)" >>"$OUT/summary.md"
+  else
+    [ "$rc" -eq 124 ] && echo "$name: timed out after $limit s" | tee -a "$log"
+    echo "- $name: FAILED, exit $rc (${took} s; see $(basename "$log"))" >>"$OUT/summary.md"
+    status=1
+  fi
+  return "$rc"
+}
 
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
-  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
-    "gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)'
-  nproc
+  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn",
+    torch.backends.cudnn.version(), "gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    "capability", torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None)'
+  echo "python $("$PY" -c 'import sys; print(sys.version.split()[0])'), nproc $(nproc)"
+  git log -1 --format='commit %H %s' 2>/dev/null || true
 } 2>&1 | tee "$OUT/machine.txt"
 
-echo "== build" | tee "$OUT/build.log"
-"$PY" -m combcn.ops.build 2>&1 | tee -a "$OUT/build.log" || status=1
-"$PY" -m combcn info 2>&1 | tee -a "$OUT/build.log" || true
+: >"$OUT/build.log"
+step "build" 300 "$OUT/build.log" "$PY" -m combcn.ops.build
+built=$?
+"$PY" -c 'from combcn.ops import backends; [print(k, v) for k, v in backends().items()]' 2>&1 | tee -a "$OUT/build.log"
 
-echo "== tests" | tee "$OUT/tests.log"
-"$PY" -m pytest -q -p no:cacheprovider -rs tests/test_ops_cuda.py tests/test_ops.py 2>&1 | tee -a "$OUT/tests.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+: >"$OUT/tests.log"
+pytest_args=(-q -p no:cacheprovider -rs)
+if [ "$built" -eq 0 ]; then
+  step "CUDA runtime tests" 240 "$OUT/tests.log" "$PY" -m pytest "${pytest_args[@]}" -m cuda tests/test_ops_cuda.py
+fi
 
-echo "== benchmark" | tee "$OUT/bench.md"
-"$PY" bench/bench_op.py --device cuda -d float32 bfloat16 float16 -r 11 2>&1 | tee -a "$OUT/bench.md"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+echo "# bench/bench_op.py --device cuda -d float32 bfloat16 float16 -r 5" >"$OUT/bench.md"
+if [ "$built" -eq 0 ]; then
+  step "benchmark" 150 "$OUT/bench.md" "$PY" bench/bench_op.py --device cuda -d float32 bfloat16 float16 -r 5
+fi
 
-echo "gpu_check: exit $status; logs in $OUT"
+# The render: the CLI on the sample, twice, on the GPU.
+render() {
+  if ! "$PY" -c 'import OpenImageIO, av' 2>/dev/null; then
+    local wheels=${COMBCN_WHEELS:-$ROOT/gpu_wheels}
+    if compgen -G "$wheels/*.whl" >/dev/null; then
+      "$PY" -m pip install -q --no-index --no-deps --target "$WORK/pydeps" "$wheels"/*.whl || return 1
+      export PYTHONPATH="$WORK/pydeps:$PYTHONPATH"
+    fi
+  fi
+  if ! "$PY" -c 'import OpenImageIO, av'; then
+    echo "render skipped: python3 here lacks OpenImageIO/av; carry their wheels (see bench/gpu_check.sh)"
+    return 1
+  fi
+  local sample=$ROOT/combcn/data/sample
+  "$PY" -m combcn info
+  for run in 1 2; do
+    local start=$SECONDS
+    mkdir -p "$WORK/render$run"
+    "$PY" -m combcn inpaint "$sample/plate.####.exr" --matte "$sample/matte.####.exr" --device cuda \
+      -o "$WORK/render$run/plate_clean.####.exr" --progress none || return 1
+    echo "render $run: $((SECONDS - start)) s wall for 32 frames of 432x240 (model load and first-call set-up included)"
+  done
+  local frames
+  frames=$(find "$WORK/render1" -name '*.exr' | wc -l)
+  echo "frames written: $frames"
+  [ "$frames" -eq 32 ] || return 1
+  if diff -rq "$WORK/render1" "$WORK/render2"; then
+    echo "the two GPU renders are the same bytes"
+  else
+    echo "the two GPU renders differ"
+    return 1
+  fi
+}
+export -f render
+echo "# whole-model render of combcn/data/sample on the GPU" >"$OUT/render.md"
+if [ "$built" -eq 0 ]; then
+  step "render" 150 "$OUT/render.md" bash -c render
+fi
+
+step "op tests (CPU op, CUDA emulation, nvcc check, precision table)" 240 "$OUT/tests.log" \
+  "$PY" -m pytest "${pytest_args[@]}" -m "not cuda" tests/test_ops_cuda.py tests/test_ops.py tests/test_precision.py
+
+echo "gpu_check: exit $status; results in $OUT" | tee -a "$OUT/summary.md"
+rm -rf "$WORK"
 exit "$status"
