@@ -7,20 +7,22 @@
 #   4. bench/bench_op.py --device cuda: the fused op against cuDNN's bare convolution (same precision) and
 #      the unfused reference, at the paper's 3DCN layer shapes, float32, bfloat16 and float16;
 #   5. a whole-model render of the bundled sample plate on the GPU, twice (times, and whether the two
-#      renders are the same bytes);
+#      renders are the same bytes); and the whole model on a synthetic window, GPU against CPU in float32
+#      (cuDNN TF32 off, as the op's contract has it) and bf16 autocast against float32 (for information);
 #   6. the rest of the op tests (CPU op, CUDA emulation, nvcc compile check, precision table).
 # Results go to ONE folder, $OUT (default ./gpu_check_out): machine.txt, build.log, tests.log, bench.md,
 # render.md, summary.md (six files, within what the device tool brings back). Exit 0 only when every step
-# passed. About 5-8 minutes; every step has its own time limit so that the whole stays under 9.
+# passed. Expected 4-6 minutes; every step has its own time limit (560 s in all), so that one that hangs
+# costs its own limit and the results of the others still land in $OUT.
 #
 #   bash bench/gpu_check.sh
-#   through the device tool: run(command="bash bench/gpu_check.sh", timeout_s=560)
+#   through the device tool: run(command="bash bench/gpu_check.sh", timeout_s=580)
 #
 # The render needs OpenImageIO and av, which the GPU image may lack: download their wheels for that
 # machine's Python (3.12, x86_64) here first and carry them, e.g.
 #   python3 -m pip download --only-binary=:all: --no-deps --python-version 3.12 \
 #       --platform manylinux_2_28_x86_64 -d gpu_wheels OpenImageIO av
-#   run(command="bash bench/gpu_check.sh", carry=["gpu_wheels"], timeout_s=560)
+#   run(command="bash bench/gpu_check.sh", carry=["gpu_wheels"], timeout_s=580)
 # Without them the render step is reported as skipped (and the exit status is 1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -65,19 +67,19 @@ step() {
 } 2>&1 | tee "$OUT/machine.txt"
 
 : >"$OUT/build.log"
-step "build" 300 "$OUT/build.log" "$PY" -m combcn.ops.build
+step "build" 150 "$OUT/build.log" "$PY" -m combcn.ops.build
 built=$?
 "$PY" -c 'from combcn.ops import backends; [print(k, v) for k, v in backends().items()]' 2>&1 | tee -a "$OUT/build.log"
 
 : >"$OUT/tests.log"
 pytest_args=(-q -p no:cacheprovider -rs)
 if [ "$built" -eq 0 ]; then
-  step "CUDA runtime tests" 240 "$OUT/tests.log" "$PY" -m pytest "${pytest_args[@]}" -m cuda tests/test_ops_cuda.py
+  step "CUDA runtime tests" 90 "$OUT/tests.log" "$PY" -m pytest "${pytest_args[@]}" -m cuda tests/test_ops_cuda.py
 fi
 
 echo "# bench/bench_op.py --device cuda -d float32 bfloat16 float16 -r 5" >"$OUT/bench.md"
 if [ "$built" -eq 0 ]; then
-  step "benchmark" 150 "$OUT/bench.md" "$PY" bench/bench_op.py --device cuda -d float32 bfloat16 float16 -r 5
+  step "benchmark" 80 "$OUT/bench.md" "$PY" bench/bench_op.py --device cuda -d float32 bfloat16 float16 -r 5
 fi
 
 # The render: the CLI on the sample, twice, on the GPU.
@@ -113,13 +115,80 @@ render() {
     return 1
   fi
 }
+
+# The whole model, GPU against CPU, on a synthetic 32-frame window (needs no image I/O packages).
+model_check() {
+  "$PY" - <<'PYEOF'
+import os
+import time
+
+import torch
+
+from combcn.model import load_model
+
+
+def window(t: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """frames [1, 3, t, h, w] in [0, 1] (a locked-off smooth picture, fresh noise per frame) and a disc hole
+    [1, 1, t, h, w] that stays put: no frame shows what it covers, so the fill is the networks' own."""
+    g = torch.Generator().manual_seed(0)
+    ys, xs = torch.linspace(0, 1, h).view(1, 1, 1, h, 1), torch.linspace(0, 1, w).view(1, 1, 1, 1, w)
+    ts = torch.linspace(0, 1, t).view(1, 1, t, 1, 1)
+    rgb = torch.cat(torch.broadcast_tensors(0.5 + 0.4 * torch.sin(6 * xs), 0.5 + 0.4 * torch.cos(5 * ys),
+                                            0.3 + 0.2 * xs * ys + 0 * ts), 1)  # fmt: skip
+    frames = (rgb + 0.02 * torch.randn(rgb.shape, generator=g)).clamp(0, 1)
+    cy, cx = h / 2, w / 2
+    yy, xx = torch.arange(h).view(1, 1, 1, h, 1), torch.arange(w).view(1, 1, 1, 1, w)
+    hole = (((yy - cy) ** 2 + (xx - cx) ** 2) < (min(h, w) / 5) ** 2).float().expand(1, 1, t, h, w).contiguous()
+    return frames, hole
+
+
+def run(model, frames, hole, device, autocast=None):
+    f, m = frames.to(device), hole.to(device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        out = model(f, m)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out.float().cpu()
+
+
+torch.set_num_threads(os.cpu_count() or 1)
+torch.backends.cudnn.allow_tf32 = False  # the model's own 2D convolutions in full float32 too
+cuda, cpu = torch.device("cuda"), torch.device("cpu")
+ok = True
+for t, h, w in ((32, 128, 224), (32, 240, 432)):
+    frames, hole = window(t, h, w)
+    gpu_model, cpu_model = load_model(None, device=cuda), load_model(None, device=cpu)
+    run(gpu_model, frames, hole, cuda)  # warm-up: cuDNN plans, kernel loads
+    start = time.perf_counter()
+    gpu = run(gpu_model, frames, hole, cuda)
+    gpu_s = time.perf_counter() - start
+    inside = hole.expand_as(gpu) > 0
+    finite = bool(torch.isfinite(gpu).all())
+    kept = torch.equal(gpu[~inside], frames[~inside])
+    line = f"window {t}x{h}x{w}: GPU float32 {gpu_s * 1e3:.0f} ms, finite {finite}, outside the hole bit-exact {kept}"
+    ok &= finite and kept
+    if h <= 128:  # the CPU forward of the larger window takes too long for this run
+        start = time.perf_counter()
+        ref = run(cpu_model, frames, hole, cpu)
+        diff = (gpu - ref).abs()[inside].max().item()
+        line += f"; CPU float32 {time.perf_counter() - start:.1f} s, max |GPU - CPU| in the hole {diff:.2e}"
+        ok &= diff < 1e-3
+    bf16 = run(gpu_model, frames, hole, cuda, torch.bfloat16)
+    line += f"; bf16 autocast vs float32 max diff in the hole {(bf16 - gpu).abs()[inside].max().item():.2e}"
+    print(line)
+print("model check:", "ok" if ok else "FAILED (GPU and CPU disagree beyond 1e-3, or a non-finite value)")
+raise SystemExit(0 if ok else 1)
+PYEOF
+}
+export -f model_check
 export -f render
 echo "# whole-model render of combcn/data/sample on the GPU" >"$OUT/render.md"
 if [ "$built" -eq 0 ]; then
-  step "render" 150 "$OUT/render.md" bash -c render
+  step "render" 60 "$OUT/render.md" bash -c render
+  step "model check (GPU vs CPU)" 60 "$OUT/render.md" bash -c model_check
 fi
 
-step "op tests (CPU op, CUDA emulation, nvcc check, precision table)" 240 "$OUT/tests.log" \
+step "op tests (CPU op, CUDA emulation, nvcc check, precision table)" 120 "$OUT/tests.log" \
   "$PY" -m pytest "${pytest_args[@]}" -m "not cuda" tests/test_ops_cuda.py tests/test_ops.py tests/test_precision.py
 
 echo "gpu_check: exit $status; results in $OUT" | tee -a "$OUT/summary.md"
