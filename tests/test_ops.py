@@ -558,6 +558,17 @@ class TestContract:
         assert holes.any() and torch.isfinite(out.double()[holes]).all()
         torch.testing.assert_close(new_mask.double(), ref_mask)
 
+    @pytest.mark.parametrize(("c_in", "frames"), [(6, 0), (0, 3)])
+    def test_empty_input_refused(self, native: bool, c_in: int, frames: int) -> None:
+        # No input voxel (T = 0) or no input channel: refused by the function and the C++ op alike, even
+        # where padding would make room for outputs (the reference's convolution cannot take them).
+        x, mask = torch.randn(2, c_in, frames, 4, 4), torch.ones(2, 1, frames, 4, 4)
+        weight = torch.randn(3, c_in, 1, 3, 3)
+        with pytest.raises(ValueError, match="`x` needs at least one"):
+            masked_conv3d(x, mask, weight, None, 1, 1, 1)
+        with pytest.raises(ValueError, match="`x` needs at least one"):
+            torch.ops.combcn.masked_conv3d(*op_args(x, mask, weight))
+
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
     def test_conv_rounded_to_input_dtype(self, native: bool, dtype: torch.dtype) -> None:
         x, mask, weight, bias = rounding_case(dtype)

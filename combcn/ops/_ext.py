@@ -171,6 +171,10 @@ def output_size(
     Raises:
         ValueError: naming ``x`` when the padded input is smaller than the dilated kernel, as the C++ op.
     """
+    if any(n < 1 for n in size):
+        raise ValueError(
+            f"masked_conv3d: `x` needs at least one frame, row and column, got size {tuple(size)}"
+        )
     out = [
         conv_output_size(n, k, s, p, d)
         for n, k, s, p, d in zip(size, kernel, stride, padding, dilation, strict=True)

@@ -167,6 +167,10 @@ def masked_conv3d(
     weight = _check_tensor(weight, "weight", 5, "[C_out, C_in, kT, kH, kW]")
     if not x.is_floating_point():
         raise ValueError(f"masked_conv3d: `x` must be a floating-point tensor, got {x.dtype}")
+    if min(x.shape[1:]) < 1:
+        raise ValueError(
+            f"masked_conv3d: `x` needs at least one channel, frame, row and column, got {tuple(x.shape)}"
+        )
     if torch.is_autocast_enabled(x.device.type) and weight.is_floating_point():
         # Under autocast, run in the autocast dtype like a convolution would (the op has no autocast kernel).
         low = torch.get_autocast_dtype(x.device.type)

@@ -71,6 +71,9 @@ Arguments check_arguments(
   TORCH_CHECK_VALUE(x.defined() && mask.defined() && weight.defined(),
                     "masked_conv3d: `x`, `mask` and `weight` must be defined tensors");
   TORCH_CHECK_VALUE(x.dim() == 5, "masked_conv3d: `x` must be Tensor[N, C_in, T, H, W], got ", describe(x));
+  // N may be 0 (an empty batch); an input without channels or voxels is refused, as the reference must.
+  TORCH_CHECK_VALUE(x.size(1) >= 1 && x.size(2) >= 1 && x.size(3) >= 1 && x.size(4) >= 1,
+                    "masked_conv3d: `x` needs at least one channel, frame, row and column, got ", describe(x));
   const auto dt = x.scalar_type();
   TORCH_CHECK_VALUE(dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16 || dt == at::kHalf,
                     "masked_conv3d: `x` must be float32, float64, bfloat16 or float16, got ", dt);
