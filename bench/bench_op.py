@@ -11,7 +11,9 @@ the machine's peak (``bench/fma_peak.c``).
 Prints a markdown table of medians (and the ratios of the per-case minima, which a shared machine's
 noise disturbs least).
 
-    python bench/bench_op.py [--dtypes float32 bfloat16] [--rounds 11] [--threads 2] [--device cpu]
+    python bench/bench_op.py [--dtypes float32 bfloat16] [--rounds 11] [--threads 2] [--device cpu] [--tf32]
+
+On CUDA the bare convolution is cuDNN's, in the same precision as the fused op (TF32 only with ``--tf32``).
 
 Layers (paper Table 1, top; batch 1, 32 frames, 64x64 input, "same" padding, BN + ReLU epilogue):
 the 3DCN encoder and dilated stack. ``--scale`` divides the channel counts (default 1 = paper).
@@ -69,6 +71,7 @@ def make_cases(
     d: int,
     dtype: torch.dtype,
     device: torch.device,
+    tf32: bool = False,
 ) -> dict[str, Callable[[], object]]:
     """The three ways of computing one layer, as closures over freshly made inputs."""
     cl = torch.channels_last_3d
@@ -82,10 +85,19 @@ def make_cases(
     padding = ((k - 1) // 2, d * (k - 1) // 2, d * (k - 1) // 2)
     return {
         "fused": lambda: masked_conv3d(
-            x, mask, weight, bias, stride, padding, dilation, bn=(scale, shift), activation="relu"
+            x,
+            mask,
+            weight,
+            bias,
+            stride,
+            padding,
+            dilation,
+            bn=(scale, shift),
+            activation="relu",
+            allow_tf32=tf32,
         ),
         "ref": lambda: masked_conv3d_reference(
-            x, mask, weight, bias, scale, shift, stride, padding, dilation, "relu"
+            x, mask, weight, bias, scale, shift, stride, padding, dilation, "relu", allow_tf32=tf32
         ),
         "bare": lambda: F.conv3d(x, weight, bias, stride, padding, dilation),
         "scalar": lambda: scalar_rows(
@@ -147,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-l", "--layers", nargs="*", help="only layers whose name contains one of these")
     parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="CUDA float32: let the fused op and the bare cuDNN conv use TF32 (default: both full float32, "
+        "the op's precision contract)",
+    )
+    parser.add_argument(
         "--no-slow-baselines",
         action="store_true",
         help="skip the bf16 baselines where oneDNN has no bf16 conv (they take seconds per call)",
@@ -154,13 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    # The bare convolution gets the op's precision: torch's cuDNN TF32 default would flatter it in float32.
+    torch.backends.cudnn.allow_tf32 = args.tf32
     torch.manual_seed(0)
     cpu_backend = backends()["cpu" if device.type == "cpu" else "cuda"]
     bf16_onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     print(f"machine: {machine()}")
     # The CPU kernel's row passes: AVX-512 where the CPU has it; "scalar rows" times the plain loops.
     simd = cpu_backend["compiled"] and torch.ops.combcn._cpu_simd(-1) == "avx512"
-    print(f"backend: {cpu_backend}; oneDNN bf16 conv: {bf16_onednn}")
+    print(f"backend: {cpu_backend}; oneDNN bf16 conv: {bf16_onednn}; float32 TF32 (CUDA): {args.tf32}")
     print()
     print(
         "| layer | dtype | shape in -> out | fused ms | unfused ref ms | bare conv3d ms | fused / bare "
@@ -175,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             c_in = max(c_in // args.scale, 1) if c_in > 4 else c_in
             c_out = max(c_out // args.scale, 1)
-            cases = make_cases(c_in, c_out, frames, size, k, s, d, dtype, device)
+            cases = make_cases(c_in, c_out, frames, size, k, s, d, dtype, device, args.tf32)
             if device.type != "cpu" or not simd:
                 cases.pop("scalar")
             # Without AVX512-BF16/AMX, bf16 F.conv3d takes PyTorch's slow im2col path (seconds per call):

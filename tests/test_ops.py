@@ -21,13 +21,23 @@ import torch.nn.functional as F
 
 from combcn.ops import EPS, MaskedConv3d, _ext, backends, masked_conv3d, masked_conv3d_reference
 
-# (rtol, atol); atol is relative to the largest |reference| value of the case.
+# The precision contract (docs/OPS.md, "Precision contract"), the one place for tolerances: (rtol, atol)
+# per dtype, the same for every backend (CPU, CUDA direct kernel, CUDA cuDNN path, reference); atol is
+# relative to the largest |reference| value of the case. The oracle is the float64 reference on the same
+# inputs. TF32 (float32 with allow_tf32, CUDA only) has its own entry.
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float64: (1e-7, 1e-9),
     torch.float32: (1e-4, 1e-5),
     torch.bfloat16: (1.6e-2, 8e-3),
     torch.float16: (2e-3, 1e-3),
 }
+TF32_TOLERANCE: tuple[float, float] = (1e-2, 5e-3)
+
+
+def tolerance(dtype: torch.dtype, tf32: bool = False) -> tuple[float, float]:
+    """(rtol, atol relative to max|reference|) of the contract for ``dtype`` (float32 with TF32 opted in)."""
+    return TF32_TOLERANCE if tf32 and dtype == torch.float32 else TOLERANCES[dtype]
+
 
 KERNELS = (3, 5)
 STRIDES = ((1, 1, 1), (1, 2, 2))
@@ -89,8 +99,10 @@ def reference64(x, mask, weight, bias, stride, padding, dilation, bn=None, activ
     )
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
-    rtol, atol = TOLERANCES[dtype]
+def assert_close(
+    actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, tf32: bool = False
+) -> None:
+    rtol, atol = tolerance(dtype, tf32)
     scale = max(expected.abs().max().item(), 1.0) if expected.numel() else 1.0
     torch.testing.assert_close(actual.double(), expected.double(), rtol=rtol, atol=atol * scale)
 
@@ -467,6 +479,273 @@ class TestMaskedConv3d:
         monkeypatch.setenv("COMBCN_CACHE", str(tmp_path))
         assert _ext.cache_dir().parent == tmp_path / "ext"
         assert torch.__version__.split("+")[0] in _ext.cache_dir().name
+
+
+def op_args(x, mask, weight, bias=None, scale=None, shift=None, stride=1, padding=1, dilation=1, act="none"):
+    """Positional arguments of ``torch.ops.combcn.masked_conv3d`` (schema order)."""
+    return (x, mask, weight, bias, scale, shift, [stride] * 3, [padding] * 3, [dilation] * 3, act, EPS)
+
+
+def nan_case(dtype: torch.dtype = torch.float32, c_in: int = 3, device: str = "cpu"):
+    """A case with a NaN at a hole tap, an Inf at a valid tap and a hole block (`make_mask` hole_blocks)."""
+    x, mask, weight, bias = case(c_in=c_in, c_out=6, shape=(2, 3, 8, 9), dtype=dtype, mask_kind="hole_blocks")
+    x[0, 0, 1, 1, 4] = float("nan")  # a hole tap next to the valid border: valid windows read it
+    assert mask[0, 0, 1, 1, 4] == 0 and mask[0, 0, 1, 0, 4] == 1
+    x[1, c_in - 1, 0, 0, 0] = float("inf")  # on the valid border
+    assert mask[1, 0, 0, 0, 0] == 1
+    return tuple(t.to(device) for t in (x, mask, weight, bias))
+
+
+def assert_same_nonfinite(
+    out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, tf32: bool = False
+) -> None:
+    """NaN exactly where the reference has NaN (the NaN/Inf rules), the finite values within the contract."""
+    out, ref = out.cpu().double(), ref.cpu().double()
+    assert torch.equal(torch.isnan(out), torch.isnan(ref)), "NaN positions differ from the reference"
+    assert torch.isnan(ref).any(), "the case must produce NaN outputs"
+    finite = torch.isfinite(ref)
+    assert torch.equal(finite, torch.isfinite(out))
+    rtol, atol = tolerance(dtype, tf32)
+    scale = max(ref[finite].abs().max().item(), 1.0)
+    torch.testing.assert_close(out[finite], ref[finite], rtol=rtol, atol=atol * scale)
+
+
+def rounding_case(dtype: torch.dtype, c_in: int = 1, device: str = "cpu"):
+    """A 1x1x1 convolution whose float32 value is not representable in ``dtype``: conv = (1 + u)^2 with u one
+    unit in the last place, bias = -round(conv). Rounding the convolution to ``dtype`` before the epilogue
+    (the contract) gives exactly 0; skipping it gives u^2."""
+    u = 2.0**-7 if dtype == torch.bfloat16 else 2.0**-10
+    x = torch.zeros(1, c_in, 2, 3, 3, dtype=dtype)
+    x[:, 0] = 1 + u
+    weight = torch.zeros(4, c_in, 1, 1, 1, dtype=dtype)
+    weight[:, 0] = 1 + u
+    bias = torch.full((4,), -(1 + 2 * u), dtype=dtype)
+    assert float(bias[0]) == -(1 + 2 * u) and float(x.flatten()[0]) ** 2 != 1 + 2 * u
+    mask = torch.ones(1, 1, 2, 3, 3, dtype=dtype)
+    return tuple(t.to(device) for t in (x, mask, weight, bias))
+
+
+class TestContract:
+    """The rules every backend shares (docs/OPS.md), on the native CPU op for real."""
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+    @pytest.mark.parametrize("epilogue", ["none", "bn", "relu", "bn+relu"])
+    def test_batch_and_epilogue_variants(self, native: bool, dtype: torch.dtype, epilogue: str) -> None:
+        x, mask, weight, bias = case(c_in=5, c_out=7, shape=(3, 4, 7, 8), dtype=dtype, seed=11)
+        bn = (torch.rand(7, dtype=dtype) + 0.5, torch.randn(7, dtype=dtype)) if "bn" in epilogue else None
+        act = "relu" if "relu" in epilogue else None
+        for b in (bias, None):
+            out, new_mask = masked_conv3d(
+                x, mask, weight, b, (1, 2, 2), "same", (1, 2, 2), bn=bn, activation=act
+            )
+            ref, ref_mask = reference64(
+                x, mask, weight, b, (1, 2, 2), (1, 2, 2), (1, 2, 2), bn, act or "none"
+            )
+            assert out.dtype == dtype and out.shape == ref.shape
+            assert_close(out, ref, dtype)
+            torch.testing.assert_close(new_mask.double(), ref_mask)
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+    @pytest.mark.parametrize("act", ["none", "relu"])
+    def test_nan_inf(self, native: bool, dtype: torch.dtype, act: str) -> None:
+        # x * mask is IEEE (0 * NaN = NaN at a hole tap), hole outputs ignore x, ReLU lets NaN through.
+        x, mask, weight, bias = nan_case(dtype)
+        bn = (torch.rand(6, dtype=dtype) + 0.5, torch.randn(6, dtype=dtype))
+        out, new_mask = masked_conv3d(x, mask, weight, bias, 1, 1, 1, bn=bn, activation=act)
+        ref, ref_mask = reference64(x, mask, weight, bias, (1, 1, 1), (1, 1, 1), (1, 1, 1), bn, act)
+        assert_same_nonfinite(out, ref, dtype)
+        holes = (ref_mask == 0).expand_as(ref)
+        assert holes.any() and torch.isfinite(out.double()[holes]).all()
+        torch.testing.assert_close(new_mask.double(), ref_mask)
+
+    @pytest.mark.parametrize(("c_in", "frames"), [(6, 0), (0, 3)])
+    def test_empty_input_refused(self, native: bool, c_in: int, frames: int) -> None:
+        # No input voxel (T = 0) or no input channel: refused by the function and the C++ op alike, even
+        # where padding would make room for outputs (the reference's convolution cannot take them).
+        x, mask = torch.randn(2, c_in, frames, 4, 4), torch.ones(2, 1, frames, 4, 4)
+        weight = torch.randn(3, c_in, 1, 3, 3)
+        with pytest.raises(ValueError, match="`x` needs at least one"):
+            masked_conv3d(x, mask, weight, None, 1, 1, 1)
+        with pytest.raises(ValueError, match="`x` needs at least one"):
+            torch.ops.combcn.masked_conv3d(*op_args(x, mask, weight))
+
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    def test_conv_rounded_to_input_dtype(self, native: bool, dtype: torch.dtype) -> None:
+        x, mask, weight, bias = rounding_case(dtype)
+        out, _ = masked_conv3d(x, mask, weight, bias)
+        ref, _ = masked_conv3d_reference(x, mask, weight, bias, None, None, (1, 1, 1), (0, 0, 0), (1, 1, 1))
+        assert (ref == 0).all()
+        assert (out == 0).all(), out.unique()
+
+    def test_conv_rounded_on_the_float32_conv_path(self, native: bool) -> None:
+        # Where oneDNN has no bf16/fp16 convolution the CPU op convolves in float32: it must still round to
+        # the input dtype before the epilogue. COMBCN_CPU_LOWP_CONV=0 forces that path (read once, at start).
+        script = textwrap.dedent(
+            """
+            import sys, torch
+            sys.path.insert(0, sys.argv[1])
+            from test_ops import rounding_case
+            from combcn.ops import _ext, masked_conv3d
+            assert _ext.load()
+            for dtype in (torch.bfloat16, torch.float16):
+                out, _ = masked_conv3d(*rounding_case(dtype))
+                assert (out == 0).all(), (dtype, out.unique())
+            print("ok")
+            """
+        )
+        env = dict(os.environ, COMBCN_CPU_LOWP_CONV="0")
+        cmd = [sys.executable, "-c", script, os.path.dirname(__file__)]
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0 and run.stdout.split()[-1] == "ok", run.stderr[-2000:]
+
+    def test_relu_is_torch_relu(self, native: bool) -> None:
+        # Hole outputs are act(bn_shift): a NaN shift stays NaN, a negative one becomes 0 (no hiding of NaN).
+        x, mask, weight, _ = case(c_in=2, c_out=3, shape=(1, 2, 5, 5), mask_kind="hole_blocks")
+        shift = torch.tensor([float("nan"), -2.0, 3.0])
+        out, new_mask = masked_conv3d(
+            x, mask, weight, None, 1, 1, 1, bn=(torch.ones(3), shift), activation="relu"
+        )
+        holes = new_mask[0, 0] == 0
+        assert holes.any()
+        assert torch.isnan(out[0, 0][holes]).all()
+        assert (out[0, 1][holes] == 0).all() and (out[0, 2][holes] == 3).all()
+
+    def test_autocast_excluded_in_direct_call(self, native: bool) -> None:
+        # torch.ops.combcn.masked_conv3d ignores autocast: float32 in, full float32 out.
+        x, mask, weight, bias = case(c_in=6, c_out=5, shape=(1, 4, 9, 9))
+        ref, _ = reference64(x, mask, weight, bias, (1, 1, 1), (1, 1, 1), (1, 1, 1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, new_mask = torch.ops.combcn.masked_conv3d(*op_args(x, mask, weight, bias))
+        assert out.dtype == torch.float32 and new_mask.dtype == torch.float32
+        assert_close(out, ref, torch.float32)
+
+    def test_allow_tf32_switch(self, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        from combcn.ops.masked_conv3d import TF32_ENV, default_allow_tf32
+
+        monkeypatch.delenv(TF32_ENV, raising=False)
+        assert default_allow_tf32() is False
+        monkeypatch.setenv(TF32_ENV, "1")
+        assert default_allow_tf32() is True
+        schema = str(torch.ops.combcn.masked_conv3d.default._schema)
+        assert "bool allow_tf32=False" in schema, schema
+        # The CPU has no TF32: the switch changes nothing there, bit for bit.
+        x, mask, weight, bias = case(c_in=6)
+        a = masked_conv3d(x, mask, weight, bias, 1, 1, 1, allow_tf32=True)[0]
+        b = masked_conv3d(x, mask, weight, bias, 1, 1, 1, allow_tf32=False)[0]
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+    @pytest.mark.parametrize(
+        ("n", "k", "s", "p", "d"),
+        [
+            (9, 3, 1, 1, 1),
+            (9, 3, 2, 1, 1),
+            (10, 3, 2, 1, 1),
+            (5, 5, 1, 0, 1),
+            (4, 5, 1, 0, 1),
+            (4, 5, 2, 0, 1),
+            (3, 3, 1, 0, 2),
+            (5, 3, 1, 0, 2),
+            (2, 3, 3, 1, 1),
+            (1, 3, 1, 1, 1),
+            (1, 3, 2, 0, 1),
+            (6, 4, 2, 1, 1),
+        ],
+    )
+    def test_output_size_one_rule(self, native: bool, n: int, k: int, s: int, p: int, d: int) -> None:
+        # Python, the fake kernel and the C++ op compute the same size, or all refuse the input.
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        from combcn.ops.reference import conv_output_size
+
+        span = n + 2 * p - d * (k - 1)
+        expected = (span - 1) // s + 1 if span >= 1 else 0
+        assert conv_output_size(n, k, s, p, d) == expected
+        x, mask = torch.randn(1, 2, 2, 2, n), torch.ones(1, 1, 2, 2, n)
+        weight = torch.randn(3, 2, 1, 1, k)
+        args = (x, mask, weight, None, None, None, [1, 1, s], [0, 0, p], [1, 1, d], "none", EPS)
+        if expected < 1:
+            for call in (
+                lambda: torch.ops.combcn.masked_conv3d(*args),
+                lambda: masked_conv3d(x, mask, weight, None, (1, 1, s), (0, 0, p), (1, 1, d)),
+            ):
+                with pytest.raises(ValueError, match="`x`.*smaller than"):
+                    call()
+            with FakeTensorMode() as mode, pytest.raises(ValueError, match="`x`.*smaller than"):
+                torch.ops.combcn.masked_conv3d(
+                    *(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
+                )
+            return
+        out, new_mask = torch.ops.combcn.masked_conv3d(*args)
+        assert out.shape[-1] == new_mask.shape[-1] == expected
+        with FakeTensorMode() as mode:
+            fake = torch.ops.combcn.masked_conv3d(
+                *(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args)
+            )
+        assert fake[0].shape == out.shape and fake[1].shape == new_mask.shape
+
+    @pytest.mark.parametrize(
+        ("change", "argument"),
+        [
+            (lambda a: a.update(bias=torch.zeros(1)), "`bias`"),
+            (lambda a: a.update(bias=torch.zeros(5, dtype=torch.float64)), "`bias`"),
+            (lambda a: a.update(bias=torch.zeros(5, 1)), "`bias`"),
+            (lambda a: a.update(scale=torch.ones(1), shift=torch.zeros(1)), "`bn_scale`"),
+            (lambda a: a.update(scale=torch.ones(5), shift=torch.zeros(1)), "`bn_shift`"),
+            (lambda a: a.update(scale=torch.ones(5)), "`bn_scale` and `bn_shift`"),
+            (lambda a: a.update(shift=torch.ones(5).bfloat16(), scale=torch.ones(5)), "`bn_shift`"),
+            (lambda a: a.update(mask=a["mask"].double()), "`mask`"),
+            (lambda a: a.update(mask=a["mask"][:, :, :3]), "`mask`"),
+            (lambda a: a.update(mask=a["mask"].expand(2, 2, 4, 6, 6)), "`mask`"),
+            (lambda a: a.update(weight=a["weight"][:, :2]), "`weight`"),
+            (lambda a: a.update(weight=a["weight"].half()), "`weight`"),
+            (lambda a: a.update(weight=a["weight"][..., :0]), "`weight`"),
+            (lambda a: a.update(x=a["x"].long()), "`x`"),
+            (lambda a: a.update(x=a["x"][0]), "`x`"),
+            (lambda a: a.update(stride=[1, 1]), "`stride`"),
+            (lambda a: a.update(stride=[1, 0, 1]), "`stride`"),
+            (lambda a: a.update(padding=[0, -1, 0]), "`padding`"),
+            (lambda a: a.update(dilation=[1, 1, 0]), "`dilation`"),
+            (lambda a: a.update(act="gelu"), "`activation`"),
+            (lambda a: a.update(eps=-1.0), "`eps`"),
+            (lambda a: a.update(eps=float("nan")), "`eps`"),
+            (
+                lambda a: a.update(
+                    x=torch.randn(2, 3, 4, 1, 1), mask=torch.ones(2, 1, 4, 1, 1), padding=[0, 0, 0]
+                ),
+                "`x`",
+            ),
+        ],
+    )
+    def test_exception_direct_call(self, native: bool, change, argument: str) -> None:
+        # The C++ op checks every argument itself: a direct torch.ops call cannot read out of bounds.
+        a = {
+            "x": torch.randn(2, 3, 4, 6, 6),
+            "mask": torch.ones(2, 1, 4, 6, 6),
+            "weight": torch.randn(5, 3, 3, 3, 3),
+            "bias": None,
+            "scale": None,
+            "shift": None,
+            "stride": [1, 1, 1],
+            "padding": [1, 1, 1],
+            "dilation": [1, 1, 1],
+            "act": "relu",
+            "eps": EPS,
+        }
+        change(a)
+        with pytest.raises(ValueError, match=argument):
+            torch.ops.combcn.masked_conv3d(
+                a["x"],
+                a["mask"],
+                a["weight"],
+                a["bias"],
+                a["scale"],
+                a["shift"],
+                a["stride"],
+                a["padding"],
+                a["dilation"],
+                a["act"],
+                a["eps"],
+            )
 
 
 def avx512_present() -> bool:

@@ -1,7 +1,11 @@
-"""Tests of the arithmetic choice: bf16 only where the machine has fast bf16."""
+"""Tests of the arithmetic choices: bf16 only where the machine has fast bf16, and the op's precision
+contract as docs/OPS.md states it (its tolerance table is the tests' one)."""
 
 from __future__ import annotations
 
+import importlib
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +53,31 @@ def test_grads_finite() -> None:
     assert not precision.grads_finite(layer)
     layer.bias.grad[0] = float("nan")
     assert not precision.grads_finite(layer)
+
+
+def test_ops_doc_states_the_tested_tolerances() -> None:
+    # docs/OPS.md's precision table must say what tests/test_ops.py enforces (generated-doc staleness check).
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_ops import TF32_TOLERANCE, TOLERANCES
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "OPS.md").read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\| `(\w+)`(, TF32 opted in)? \|.*\| rtol ([0-9.e-]+), atol ([0-9.e-]+) \|$", doc, re.M
+    )
+    stated = {(name, bool(tf32)): (float(rtol), float(atol)) for name, tf32, rtol, atol in rows}
+    expected = {(str(dtype).removeprefix("torch."), False): tol for dtype, tol in TOLERANCES.items()}
+    expected[("float32", True)] = TF32_TOLERANCE
+    assert stated == expected
+
+
+def test_float32_is_full_float32_unless_opted_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The op's TF32 default is its own (off), not torch's cuDNN flag (on by default).
+    op_module = importlib.import_module("combcn.ops.masked_conv3d")
+
+    monkeypatch.delenv(op_module.TF32_ENV, raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert op_module.default_allow_tf32() is False
+    monkeypatch.setenv(op_module.TF32_ENV, "0")
+    assert op_module.default_allow_tf32() is False
+    monkeypatch.setenv(op_module.TF32_ENV, "1")
+    assert op_module.default_allow_tf32() is True

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from combcn.ops.reference import conv_output_size
+
 log = logging.getLogger("combcn.ops")
 
 NAME = "combcn_ops"
@@ -164,11 +166,25 @@ def has_kernel(device_type: str) -> bool:
 def output_size(
     size: tuple[int, ...], kernel: tuple[int, ...], stride: list[int], padding: list[int], dilation: list[int]
 ) -> list[Any]:
-    """Output (T', H', W') of a convolution (works with symbolic sizes)."""
-    return [
-        (n + 2 * p - d * (k - 1) - 1) // s + 1
+    """Output (T', H', W') of a convolution, floor semantics (works with symbolic sizes).
+
+    Raises:
+        ValueError: naming ``x`` when the padded input is smaller than the dilated kernel, as the C++ op.
+    """
+    if any(n < 1 for n in size):
+        raise ValueError(
+            f"masked_conv3d: `x` needs at least one frame, row and column, got size {tuple(size)}"
+        )
+    out = [
+        conv_output_size(n, k, s, p, d)
         for n, k, s, p, d in zip(size, kernel, stride, padding, dilation, strict=True)
     ]
+    if any(o < 1 for o in out):
+        raise ValueError(
+            f"masked_conv3d: `x` of size {tuple(size)} with padding {tuple(padding)} is smaller than "
+            f"kernel {tuple(kernel)} at dilation {tuple(dilation)}"
+        )
+    return out
 
 
 def window_ratio(
@@ -203,6 +219,7 @@ def _register_python_side() -> None:
         dilation: list[int],
         activation: str,
         eps: float,
+        allow_tf32: bool = False,
     ) -> tuple[Tensor, Tensor]:
         size = output_size(tuple(x.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
         out = torch.empty(
@@ -215,7 +232,7 @@ def _register_python_side() -> None:
         return out, new_mask
 
     def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-        x, mask, weight, bias, bn_scale, _shift, stride, padding, dilation, activation, eps = inputs
+        x, mask, weight, bias, bn_scale, _shift, stride, padding, dilation, activation, eps = inputs[:11]
         out = output[0] if activation == "relu" else None
         ctx.save_for_backward(x, mask, weight, bn_scale, out)
         ctx.conv = (list(stride), list(padding), list(dilation))
@@ -228,7 +245,7 @@ def _register_python_side() -> None:
         stride, padding, dilation = ctx.conv
         need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         if grad_out is None or not (need_x or need_w or need_b):
-            return (None,) * 11
+            return (None,) * 12
         ratio, valid = window_ratio(mask, tuple(weight.shape[2:]), stride, padding, dilation, ctx.eps)
         grad = grad_out.to(ratio.dtype)
         if out is not None:
@@ -254,6 +271,6 @@ def _register_python_side() -> None:
             )
             if grad_x is not None:
                 grad_x = grad_x * mask
-        return grad_x, None, grad_w, grad_bias, None, None, None, None, None, None, None
+        return grad_x, None, grad_w, grad_bias, None, None, None, None, None, None, None, None
 
     torch.library.register_autograd("combcn::masked_conv3d", _backward, setup_context=_setup_context)

@@ -18,8 +18,12 @@ Exact formula, per batch item, output voxel ``p`` and output channel ``k`` (``t`
 So a hole output (``u = 0``) is ``activation(bn_shift_k)`` with ``bn``, **not 0**: the same value
 an unfused ``BatchNorm3d`` after the convolution gives it, and 0 without ``bn``.
 The mask is single-channel, taken as a constant (no gradient), 1 = valid and 0 = hole; soft masks
-in [0, 1] follow the same formula. The convolution of a bf16/fp16 input is rounded to that dtype
-before the float32 epilogue, in every backend.
+in [0, 1] follow the same formula.
+
+Precision (``docs/OPS.md``, "Precision contract"): the convolution runs in ``x.dtype``
+with float32 accumulation, float32 inputs in full float32 (no TF32) unless ``allow_tf32`` or
+``COMBCN_ALLOW_TF32=1`` opts in, and is rounded to ``x.dtype`` before the float32 (float64) epilogue,
+in every backend.
 
 Backends behind the one registered op ``torch.ops.combcn.masked_conv3d`` (see :func:`backends`):
 the native CPU kernel (oneDNN convolution in ``channels_last_3d`` plus one fused pass for the
@@ -32,6 +36,7 @@ Native outputs are ``channels_last_3d`` tensors (the layout the next layer wants
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,9 +44,22 @@ import torch
 from torch import Tensor, nn
 
 from combcn.ops import _ext
-from combcn.ops.reference import ACTIVATIONS, EPS, masked_conv3d_reference
+from combcn.ops.reference import ACTIVATIONS, EPS, conv_output_size, masked_conv3d_reference
 
-__all__ = ["EPS", "MaskedConv3d", "masked_conv3d"]
+__all__ = ["EPS", "MaskedConv3d", "default_allow_tf32", "masked_conv3d"]
+
+#: Environment switch of the TF32 opt-in for float32 convolutions on CUDA (``1`` = allowed).
+TF32_ENV = "COMBCN_ALLOW_TF32"
+
+
+def default_allow_tf32() -> bool:
+    """Whether float32 CUDA convolutions may use TF32 when the caller does not say: ``COMBCN_ALLOW_TF32=1``.
+
+    torch's own switches (``torch.backends.cudnn.allow_tf32``, on by default) are not consulted: the op's
+    float32 is full float32 unless this process or the call opts in.
+    """
+    return os.environ.get(TF32_ENV, "0") == "1"
+
 
 IntOr3 = int | Sequence[int]
 BatchNorm = nn.BatchNorm3d | tuple[Tensor, Tensor] | None
@@ -109,6 +127,7 @@ def masked_conv3d(
     *,
     bn: BatchNorm = None,
     activation: str | None = None,
+    allow_tf32: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Masked (partial) dilated 3D convolution; formula in the module docstring.
 
@@ -126,23 +145,32 @@ def masked_conv3d(
             convolution, running statistics folded into ``scale * v + shift`` (Tensor[C_out] each).
             Not differentiated: for training, apply ``nn.BatchNorm3d`` after the op (see
             :class:`MaskedConv3d`).
-        activation (None or "relu"): applied last.
+        activation (None or "relu"): applied last; as ``torch.relu`` (NaN and -0 pass).
+        allow_tf32 (bool or None): let a float32 convolution on CUDA use TF32 (faster, ~1e-3
+            relative error). None (default): :func:`default_allow_tf32`, i.e. off unless
+            ``COMBCN_ALLOW_TF32=1``. No effect on other dtypes, on the CPU or on the direct kernel.
 
     Returns:
         (out, new_mask): out (Tensor[N, C_out, T', H', W']) in ``x.dtype``; new_mask
         (Tensor[N, 1, T', H', W']) in ``x.dtype``, 1 where the window held a valid input.
-        ``T' = (T + 2 * padding_T - dilation_T * (kT - 1) - 1) // stride_T + 1``, likewise H', W'.
+        ``T' = (T + 2 * padding_T - dilation_T * (kT - 1) - 1) // stride_T + 1`` (floor), likewise
+        H', W'; an input smaller than the dilated kernel after padding is refused.
 
     Raises:
         ValueError: naming the argument, for wrong ranks, shapes, dtypes, devices or parameters.
 
-    Under ``torch.autocast``, ``x``, ``weight`` and ``bias`` are cast to the autocast dtype first.
+    Under ``torch.autocast``, ``x``, ``weight`` and ``bias`` are cast to the autocast dtype first
+    (``torch.ops.combcn.masked_conv3d`` itself ignores autocast and computes in ``x.dtype``).
     """
     x = _check_tensor(x, "x", 5, "[N, C_in, T, H, W]")
     mask = _check_tensor(mask, "mask", 5, "[N, 1, T, H, W]")
     weight = _check_tensor(weight, "weight", 5, "[C_out, C_in, kT, kH, kW]")
     if not x.is_floating_point():
         raise ValueError(f"masked_conv3d: `x` must be a floating-point tensor, got {x.dtype}")
+    if min(x.shape[1:]) < 1:
+        raise ValueError(
+            f"masked_conv3d: `x` needs at least one channel, frame, row and column, got {tuple(x.shape)}"
+        )
     if torch.is_autocast_enabled(x.device.type) and weight.is_floating_point():
         # Under autocast, run in the autocast dtype like a convolution would (the op has no autocast kernel).
         low = torch.get_autocast_dtype(x.device.type)
@@ -192,25 +220,26 @@ def masked_conv3d(
     else:
         padding3 = _triple(padding, "padding", 0)
     out_size = [
-        (size + 2 * p - d * (k - 1) - 1) // s + 1
-        for size, p, d, k, s in zip(x.shape[2:], padding3, dilation3, kernel, stride3, strict=True)
+        conv_output_size(size, k, s, p, d)
+        for size, k, s, p, d in zip(x.shape[2:], kernel, stride3, padding3, dilation3, strict=True)
     ]
     if min(out_size) < 1:
         raise ValueError(
-            f"masked_conv3d: `x` of size {tuple(x.shape[2:])} is too small for kernel {kernel} with "
-            f"dilation {dilation3} and padding {padding3} (output would be {tuple(out_size)})"
+            f"masked_conv3d: `x` of size {tuple(x.shape[2:])} with padding {padding3} is smaller than "
+            f"kernel {kernel} at dilation {dilation3}: it needs T + 2 * padding >= dilation * (k - 1) + 1"
         )
     act = "none" if activation is None else activation
     if act not in ACTIVATIONS:
         raise ValueError(f"masked_conv3d: `activation` must be None or 'relu', got {activation!r}")
     bn_scale, bn_shift = _fold_bn(bn, c_out, x)
+    tf32 = default_allow_tf32() if allow_tf32 is None else bool(allow_tf32)
     mask = mask.to(x.dtype)
-    args = (x, mask, weight, bias, bn_scale, bn_shift, [*stride3], [*padding3], [*dilation3], act, EPS)
+    args = (x, mask, weight, bias, bn_scale, bn_shift, [*stride3], [*padding3], [*dilation3], act, EPS, tf32)
     if _ext.has_kernel(x.device.type):
         out, new_mask = torch.ops.combcn.masked_conv3d(*args)
         return out, new_mask
     geometry = (stride3, padding3, dilation3)
-    return masked_conv3d_reference(x, mask, weight, bias, bn_scale, bn_shift, *geometry, act, EPS)
+    return masked_conv3d_reference(x, mask, weight, bias, bn_scale, bn_shift, *geometry, act, EPS, tf32)
 
 
 class MaskedConv3d(nn.Module):
@@ -226,6 +255,8 @@ class MaskedConv3d(nn.Module):
         bias: learn a partial-convolution bias (default True; redundant before batch norm).
         batch_norm: follow with batch norm (default False).
         activation: None or "relu" (default None).
+        allow_tf32: TF32 for float32 convolutions on CUDA, as :func:`masked_conv3d` (default None: off
+            unless ``COMBCN_ALLOW_TF32=1``).
 
     Shape:
         forward(x (Tensor[N, C_in, T, H, W]), mask (Tensor[N, 1, T, H, W])) ->
@@ -243,8 +274,10 @@ class MaskedConv3d(nn.Module):
         bias: bool = True,
         batch_norm: bool = False,
         activation: str | None = None,
+        allow_tf32: bool | None = None,
     ) -> None:
         super().__init__()
+        self.allow_tf32 = allow_tf32
         kernel = _triple(kernel_size, "kernel_size", 1)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = kernel
@@ -273,7 +306,14 @@ class MaskedConv3d(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if self.bn is not None and self.training:
             out, new_mask = masked_conv3d(
-                x, mask, self.weight, self.bias, self.stride, self.padding, self.dilation
+                x,
+                mask,
+                self.weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                allow_tf32=self.allow_tf32,
             )
             out = self.bn(out)
             if self.activation == "relu":
@@ -289,6 +329,7 @@ class MaskedConv3d(nn.Module):
             self.dilation,
             bn=self.bn,
             activation=self.activation,
+            allow_tf32=self.allow_tf32,
         )
 
     def extra_repr(self) -> str:

@@ -8,6 +8,9 @@ through ordinary autograd (the mask is treated as a constant).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -18,6 +21,33 @@ from torch import Tensor
 EPS = 1e-6
 
 ACTIVATIONS = ("none", "relu")
+
+
+def conv_output_size(n: int, k: int, s: int, p: int, d: int) -> int:
+    """Output extent of one dimension, floor semantics: ``(n + 2p - d(k - 1) - 1) // s + 1``.
+
+    0 when the padded input ``n + 2p`` is smaller than the dilated kernel ``d(k - 1) + 1``: every caller
+    (the Python function, the fake kernel, and ``conv_output_size`` in ``native/ops/masked_conv3d_common.h``
+    for the C++ kernels) refuses such an input with an error instead of computing a partial window.
+    """
+    span = n + 2 * p - d * (k - 1)
+    if span < 1:
+        return 0
+    return (span - 1) // s + 1
+
+
+@contextmanager
+def _cudnn_tf32(device: torch.device, allow_tf32: bool) -> Iterator[None]:
+    """cuDNN's TF32 switch set to ``allow_tf32`` for the block (torch's default is on; the contract's off)."""
+    if device.type != "cuda" or torch.backends.cudnn.allow_tf32 == allow_tf32:
+        yield
+        return
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32  # process-wide, as torch offers it; restored below
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
 
 
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -37,6 +67,7 @@ def masked_conv3d_reference(
     dilation: tuple[int, int, int],
     activation: str = "none",
     eps: float = EPS,
+    allow_tf32: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Masked (partial) dilated 3D convolution with an optional inference BN + activation epilogue.
 
@@ -51,11 +82,32 @@ def masked_conv3d_reference(
         stride, padding, dilation: 3-tuples (T, H, W).
         activation: ``"none"`` or ``"relu"``.
         eps: valid-count threshold, see :data:`EPS`.
+        allow_tf32: let a float32 convolution on CUDA use TF32 (default: full float32).
 
     Returns:
         out (Tensor[N, C_out, T', H', W']) in ``x.dtype`` and new_mask (Tensor[N, 1, T', H', W']) in
         ``x.dtype``, 1 where the window held a valid input.
     """
+    # Autocast off: the result is computed in x.dtype, as the native kernels compute it.
+    with torch.autocast(x.device.type, enabled=False), _cudnn_tf32(x.device, allow_tf32):
+        return _reference(
+            x, mask, weight, bias, bn_scale, bn_shift, stride, padding, dilation, activation, eps
+        )
+
+
+def _reference(
+    x: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    bn_scale: Tensor | None,
+    bn_shift: Tensor | None,
+    stride: tuple[int, int, int],
+    padding: tuple[int, int, int],
+    dilation: tuple[int, int, int],
+    activation: str,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
     acc = _accumulate_dtype(x.dtype)
     kt, kh, kw = weight.shape[2:]
     window = float(kt * kh * kw)
@@ -65,12 +117,14 @@ def masked_conv3d_reference(
         count = F.conv3d(mask.to(acc), ones, None, stride, padding, dilation)
         valid = (count > eps).to(acc)
         ratio = valid * window / count.clamp_min(eps)
+    # x * mask is IEEE (a NaN or Inf at a hole tap gives NaN); the convolution is rounded to x.dtype.
     conv = F.conv3d(x * mask.to(x.dtype), weight, None, stride, padding, dilation)
-    y = ratio * conv.to(acc)
+    # A hole output ignores x: 0 * NaN would otherwise leak a NaN from the window into it.
+    y = torch.where(valid > 0, ratio * conv.to(acc), torch.zeros((), dtype=acc, device=x.device))
     if bias is not None:
         y = y + valid * bias.to(acc).view(1, -1, 1, 1, 1)
     if bn_scale is not None and bn_shift is not None:
         y = y * bn_scale.to(acc).view(1, -1, 1, 1, 1) + bn_shift.to(acc).view(1, -1, 1, 1, 1)
     if activation == "relu":
-        y = torch.relu(y)
+        y = torch.relu(y)  # NaN and -0 pass, as in the native kernels
     return y.to(x.dtype), valid.to(x.dtype)

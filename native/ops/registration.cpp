@@ -11,8 +11,8 @@
 TORCH_LIBRARY(combcn, m) {
   m.def(
       "masked_conv3d(Tensor x, Tensor mask, Tensor weight, Tensor? bias, Tensor? bn_scale, "
-      "Tensor? bn_shift, int[3] stride, int[3] padding, int[3] dilation, str activation, float eps) "
-      "-> (Tensor, Tensor)");
+      "Tensor? bn_shift, int[3] stride, int[3] padding, int[3] dilation, str activation, float eps, "
+      "bool allow_tf32=False) -> (Tensor, Tensor)");
   // Which row kernels the CPU kernel uses ("avx512" or "scalar"); enable 0/1 switches, -1 only asks.
   m.def("_cpu_simd(int enable) -> str", [](int64_t enable) { return combcn::ops::simd::configure(enable); });
   // How many threads at::parallel_for runs on inside this extension (1 if it was built without OpenMP).

@@ -1,19 +1,24 @@
 // CPU kernel of combcn::masked_conv3d (semantics in ../masked_conv3d.h).
 // 1. x * mask into a channels_last_3d buffer (one parallel pass);
 // 2. oneDNN convolution, called directly (F.conv3d routes small batch-1 layers to a slow im2col path);
-//    bf16/fp16 convolve in float32 where oneDNN lacks them (no AVX512-BF16/AMX);
+//    bf16/fp16 convolve in float32 where oneDNN lacks them (no AVX512-BF16/AMX), and are rounded to
+//    bf16/fp16 before the epilogue like every backend's convolution;
 // 3. ONE at::parallel_for pass per output frame: separable dilated box count of the mask, ratio, bias,
 //    batch norm, activation and new mask, in place on the convolution output.
 // The row loops of passes 1 and 3 run as AVX-512 kernels where the CPU has them (simd.h).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -26,95 +31,143 @@ namespace combcn::ops {
 Activation parse_activation(c10::string_view name) {
   if (name == "none") return Activation::None;
   if (name == "relu") return Activation::Relu;
-  TORCH_CHECK(false, "masked_conv3d: activation must be 'none' or 'relu', got '", std::string(name), "'");
+  TORCH_CHECK_VALUE(false, "masked_conv3d: `activation` must be 'none' or 'relu', got '", std::string(name), "'");
 }
 
-void check_inputs(
-    const at::Tensor& x, const at::Tensor& mask, const at::Tensor& weight, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation) {
-  TORCH_CHECK(x.dim() == 5 && mask.dim() == 5 && weight.dim() == 5, "masked_conv3d: x, mask, weight must be 5-D");
-  TORCH_CHECK(mask.size(1) == 1, "masked_conv3d: mask must have one channel");
-  TORCH_CHECK(weight.size(1) == x.size(1), "masked_conv3d: weight C_in does not match x");
-  TORCH_CHECK(mask.scalar_type() == x.scalar_type() && weight.scalar_type() == x.scalar_type(),
-              "masked_conv3d: x, mask and weight must share a dtype");
-  TORCH_CHECK(stride.size() == 3 && padding.size() == 3 && dilation.size() == 3,
-              "masked_conv3d: stride, padding, dilation need 3 values");
-  for (int i = 0; i < 3; ++i) {
-    TORCH_CHECK(stride[i] >= 1 && dilation[i] >= 1 && padding[i] >= 0, "masked_conv3d: bad stride/padding/dilation");
-    TORCH_CHECK(mask.size(2 + i) == x.size(2 + i), "masked_conv3d: mask and x sizes differ");
+namespace {
+
+std::string describe(const at::Tensor& t) {
+  std::ostringstream text;
+  text << "shape " << t.sizes() << " " << t.scalar_type() << " on " << t.device();
+  return text.str();
+}
+
+// bias, bn_scale, bn_shift: absent, or Tensor[C_out] of x.dtype on x's device.
+void check_channel_vector(const char* name, const std::optional<at::Tensor>& t, const at::Tensor& x, int64_t c_out) {
+  if (!t.has_value()) return;
+  TORCH_CHECK_VALUE(t->defined(), "masked_conv3d: `", name, "` is an undefined tensor (pass None instead)");
+  TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == c_out && t->scalar_type() == x.scalar_type() &&
+                        t->device() == x.device(),
+                    "masked_conv3d: `", name, "` must be Tensor[", c_out, "] (C_out) of ", x.scalar_type(), " on ",
+                    x.device(), ", got ", describe(*t));
+}
+
+// stride/padding/dilation: three values in [minimum, 2^30] (the CUDA kernels hold them in int).
+void check_triple(const char* name, at::IntArrayRef values, int64_t minimum) {
+  TORCH_CHECK_VALUE(values.size() == 3, "masked_conv3d: `", name, "` needs 3 values (T, H, W), got ", values);
+  for (const int64_t v : values) {
+    TORCH_CHECK_VALUE(v >= minimum && v <= (int64_t{1} << 30), "masked_conv3d: `", name, "` must be >= ", minimum,
+                      " (and <= 2^30) in every dimension, got ", values);
   }
-  TORCH_CHECK(mask.size(0) == x.size(0), "masked_conv3d: mask and x batch sizes differ");
 }
 
-// CPU tensors: plain loops (as tensor ops, ~10 dispatches, measurable next to the small layers' 2-5 ms);
-// device tensors (the CUDA glue): the same rows as tensor ops, so nothing leaves the device.
+}  // namespace
+
+Arguments check_arguments(
+    const char* backend, const at::Tensor& x, const at::Tensor& mask, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& bn_scale,
+    const std::optional<at::Tensor>& bn_shift, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, c10::string_view activation, double eps) {
+  TORCH_CHECK_VALUE(x.defined() && mask.defined() && weight.defined(),
+                    "masked_conv3d: `x`, `mask` and `weight` must be defined tensors");
+  TORCH_CHECK_VALUE(x.dim() == 5, "masked_conv3d: `x` must be Tensor[N, C_in, T, H, W], got ", describe(x));
+  // N may be 0 (an empty batch); an input without channels or voxels is refused, as the reference must.
+  TORCH_CHECK_VALUE(x.size(1) >= 1 && x.size(2) >= 1 && x.size(3) >= 1 && x.size(4) >= 1,
+                    "masked_conv3d: `x` needs at least one channel, frame, row and column, got ", describe(x));
+  const auto dt = x.scalar_type();
+  TORCH_CHECK_VALUE(dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16 || dt == at::kHalf,
+                    "masked_conv3d: `x` must be float32, float64, bfloat16 or float16, got ", dt);
+  TORCH_CHECK_VALUE(mask.dim() == 5 && mask.size(0) == x.size(0) && mask.size(1) == 1 &&
+                        mask.sizes().slice(2) == x.sizes().slice(2),
+                    "masked_conv3d: `mask` must be Tensor[N, 1, T, H, W] matching `x` ", x.sizes(), ", got ",
+                    describe(mask));
+  TORCH_CHECK_VALUE(mask.scalar_type() == dt && mask.device() == x.device(), "masked_conv3d: `mask` must be ", dt,
+                    " on ", x.device(), " like `x`, got ", describe(mask));
+  TORCH_CHECK_VALUE(weight.dim() == 5 && weight.size(1) == x.size(1),
+                    "masked_conv3d: `weight` must be Tensor[C_out, C_in, kT, kH, kW] with C_in = ", x.size(1),
+                    ", got ", describe(weight));
+  TORCH_CHECK_VALUE(weight.scalar_type() == dt && weight.device() == x.device(), "masked_conv3d: `weight` must be ",
+                    dt, " on ", x.device(), " like `x`, got ", describe(weight));
+  for (int i = 2; i < 5; ++i) {
+    TORCH_CHECK_VALUE(weight.size(i) >= 1 && weight.size(i) <= (int64_t{1} << 30),
+                      "masked_conv3d: `weight` kernel sizes must be >= 1, got ", describe(weight));
+  }
+  const int64_t c_out = weight.size(0);
+  check_channel_vector("bias", bias, x, c_out);
+  check_channel_vector("bn_scale", bn_scale, x, c_out);
+  check_channel_vector("bn_shift", bn_shift, x, c_out);
+  TORCH_CHECK_VALUE(bn_scale.has_value() == bn_shift.has_value(),
+                    "masked_conv3d: `bn_scale` and `bn_shift` come together (both None or both Tensor[C_out])");
+  // Last: the dispatcher picks the CUDA kernel when any argument is on CUDA, so x's device is checked
+  // after the others were compared with it (the message then names the argument on the other device).
+  const bool cuda = std::string(backend) == "CUDA";
+  TORCH_CHECK_VALUE(cuda ? x.is_cuda() : x.is_cpu(), "masked_conv3d (", backend, "): `x` must be on ",
+                    cuda ? "cuda" : "cpu", ", got ", describe(x));
+  check_triple("stride", stride, 1);
+  check_triple("padding", padding, 0);
+  check_triple("dilation", dilation, 1);
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, "masked_conv3d: `eps` must be finite and >= 0, got ", eps);
+  Arguments args{};
+  args.act = parse_activation(activation);
+  for (int i = 0; i < 3; ++i) {
+    args.kernel[i] = weight.size(2 + i);
+    args.out_size[i] = conv_output_size(x.size(2 + i), args.kernel[i], stride[i], padding[i], dilation[i]);
+  }
+  TORCH_CHECK_VALUE(args.out_size[0] >= 1 && args.out_size[1] >= 1 && args.out_size[2] >= 1,
+                    "masked_conv3d: `x` of size (T, H, W) = ", x.sizes().slice(2), " with padding ", padding,
+                    " is smaller than the kernel ", weight.sizes().slice(2), " at dilation ", dilation,
+                    ": it needs T + 2 pT >= dT (kT - 1) + 1 in every dimension");
+  return args;
+}
+
+namespace {
+
+// Coefficient table [3, C_out] in float (double for double): masked_conv3d_common.h's rules, per channel.
 at::Tensor epilogue_coefficients(
     const at::Tensor& x, int64_t c_out, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& bn_scale, const std::optional<at::Tensor>& bn_shift, Activation act) {
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  auto opts = x.options().dtype(acc);
-  if (!x.is_cpu()) {
-    at::Tensor scale = bn_scale.has_value() ? bn_scale->to(acc) : at::ones({c_out}, opts);
-    at::Tensor shift = bn_shift.has_value() ? bn_shift->to(acc) : at::zeros({c_out}, opts);
-    at::Tensor add = bias.has_value() ? scale * bias->to(acc) + shift : shift.clone();
-    at::Tensor hole = act == Activation::Relu ? shift.clamp_min(0) : shift;
-    return at::stack({scale, add, hole}).contiguous();
-  }
-  at::Tensor coeffs = at::empty({3, c_out}, opts);
+  at::Tensor coeffs = at::empty({3, c_out}, x.options().dtype(acc));
   const auto as_acc = [&](const std::optional<at::Tensor>& t) {
     return t.has_value() ? std::optional<at::Tensor>(t->to(acc).contiguous()) : std::nullopt;
   };
   const auto b = as_acc(bias), sc = as_acc(bn_scale), sh = as_acc(bn_shift);
+  const bool has_bn = sc.has_value() && sh.has_value();
   AT_DISPATCH_FLOATING_TYPES(acc, "masked_conv3d_coefficients", [&] {
-    scalar_t* scale = coeffs.data_ptr<scalar_t>();
-    scalar_t* add = scale + c_out;
-    scalar_t* hole = scale + 2 * c_out;
+    scalar_t* table = coeffs.data_ptr<scalar_t>();
     for (int64_t k = 0; k < c_out; ++k) {
-      const scalar_t s = sc ? sc->data_ptr<scalar_t>()[k] : scalar_t(1);
-      const scalar_t t = sh ? sh->data_ptr<scalar_t>()[k] : scalar_t(0);
-      scale[k] = s;
-      add[k] = b ? s * b->data_ptr<scalar_t>()[k] + t : t;
-      hole[k] = act == Activation::Relu ? std::max(t, scalar_t(0)) : t;
+      const Coefficient<scalar_t> c = epilogue_coefficient<scalar_t>(
+          b.has_value(), b ? b->data_ptr<scalar_t>()[k] : scalar_t(0), has_bn,
+          has_bn ? sc->data_ptr<scalar_t>()[k] : scalar_t(1), has_bn ? sh->data_ptr<scalar_t>()[k] : scalar_t(0),
+          act == Activation::Relu);
+      table[k] = c.scale;
+      table[c_out + k] = c.add;
+      table[2 * c_out + k] = c.hole;
     }
   });
   return coeffs;
 }
 
-namespace {
-
-// One valid voxel's C_out outputs: y = act(r * scale * acc + add). In place when in_t == out_t
-// (then `in` and `out` are the same row and only `out` is touched, so the loop vectorises).
-template <typename in_t, typename out_t, typename acc_t>
-inline void epilogue_row(const in_t* in, out_t* out, int64_t C, acc_t r, const acc_t* __restrict__ scale,
+// One valid voxel's C_out outputs in place: y = act(r * scale * conv + add) (masked_conv3d_common.h).
+template <typename scalar_t, typename acc_t>
+inline void epilogue_row(scalar_t* row, int64_t C, acc_t r, const acc_t* __restrict__ scale,
                          const acc_t* __restrict__ add, bool relu) {
-  if constexpr (std::is_same_v<in_t, out_t>) {
-    out_t* __restrict__ y = out;
-    if (relu) {
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t v = r * scale[c] * static_cast<acc_t>(y[c]) + add[c];
-        y[c] = static_cast<out_t>(v > acc_t(0) ? v : acc_t(0));
-      }
-    } else {
-      for (int64_t c = 0; c < C; ++c) y[c] = static_cast<out_t>(r * scale[c] * static_cast<acc_t>(y[c]) + add[c]);
+  scalar_t* __restrict__ y = row;
+  if (relu) {
+    for (int64_t c = 0; c < C; ++c) {
+      y[c] = static_cast<scalar_t>(epilogue_value<acc_t>(r, scale[c], static_cast<acc_t>(y[c]), add[c], true));
     }
   } else {
-    const in_t* __restrict__ x = in;
-    out_t* __restrict__ y = out;
-    if (relu) {
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t v = r * scale[c] * static_cast<acc_t>(x[c]) + add[c];
-        y[c] = static_cast<out_t>(v > acc_t(0) ? v : acc_t(0));
-      }
-    } else {
-      for (int64_t c = 0; c < C; ++c) y[c] = static_cast<out_t>(r * scale[c] * static_cast<acc_t>(x[c]) + add[c]);
+    for (int64_t c = 0; c < C; ++c) {
+      y[c] = static_cast<scalar_t>(epilogue_value<acc_t>(r, scale[c], static_cast<acc_t>(y[c]), add[c], false));
     }
   }
 }
 
-// conv (in_t: x.dtype, or float when a bf16/fp16 conv ran in float32) -> out (out_t = x.dtype); may alias.
-template <typename in_t, typename out_t>
+// The epilogue in place on the convolution output (x.dtype, channels_last_3d).
+template <typename out_t>
 void fused_epilogue(
-    const at::Tensor& conv, at::Tensor& out, at::Tensor& new_mask, const at::Tensor& mask_acc, const at::Tensor& coeffs,
+    at::Tensor& out, at::Tensor& new_mask, const at::Tensor& mask_acc, const at::Tensor& coeffs,
     std::array<int64_t, 3> kernel, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
     Activation act, double eps) {
   using acc_t = at::opmath_type<out_t>;
@@ -126,7 +179,6 @@ void fused_epilogue(
   const acc_t* scale = coeffs.data_ptr<acc_t>();
   const acc_t* add = scale + C;
   const acc_t* hole = scale + 2 * C;
-  const in_t* a = conv.data_ptr<in_t>();
   out_t* o = out.data_ptr<out_t>();
   out_t* nm = new_mask.data_ptr<out_t>();
   const bool relu = act == Activation::Relu;
@@ -147,11 +199,10 @@ void fused_epilogue(
       }
       if (!counted) box_count(mn, geometry, to, plane.data(), rows.data(), count.data());
       // Epilogue over the frame's C_out-contiguous voxels (channels_last_3d).
-      const in_t* frame_in = a + slab * Ho * Wo * C;
       out_t* frame_out = o + slab * Ho * Wo * C;
       out_t* frame_mask = nm + slab * Ho * Wo;
       if constexpr (std::is_same_v<acc_t, float>) {
-        if (simd::epilogue(frame_in, conv.scalar_type(), frame_out, out.scalar_type(), frame_mask, count.data(),
+        if (simd::epilogue(frame_out, out.scalar_type(), frame_out, out.scalar_type(), frame_mask, count.data(),
                            Ho * Wo, C, window, threshold, scale, add, hole, relu)) {
           continue;
         }
@@ -161,7 +212,7 @@ void fused_epilogue(
         const bool valid = s > threshold;
         frame_mask[v] = out_t(valid ? 1 : 0);
         if (valid) {
-          epilogue_row<in_t, out_t, acc_t>(frame_in + v * C, frame_out + v * C, C, window / s, scale, add, relu);
+          epilogue_row<out_t, acc_t>(frame_out + v * C, C, window / s, scale, add, relu);
         } else {
           out_t* __restrict__ py = frame_out + v * C;
           for (int64_t c = 0; c < C; ++c) py[c] = static_cast<out_t>(hole[c]);
@@ -269,15 +320,13 @@ at::Tensor masked_input_conv(
 std::tuple<at::Tensor, at::Tensor> masked_conv3d_cpu(
     const at::Tensor& x, const at::Tensor& mask, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& bn_scale, const std::optional<at::Tensor>& bn_shift, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, c10::string_view activation, double eps) {
-  check_inputs(x, mask, weight, stride, padding, dilation);
-  const Activation act = parse_activation(activation);
-  const std::array<int64_t, 3> kernel{weight.size(2), weight.size(3), weight.size(4)};
-  std::array<int64_t, 3> out_size{};
-  for (int i = 0; i < 3; ++i) {
-    out_size[i] = conv_output_size(x.size(2 + i), kernel[i], stride[i], padding[i], dilation[i]);
-    TORCH_CHECK(out_size[i] >= 1, "masked_conv3d: input too small for the kernel");
-  }
+    at::IntArrayRef padding, at::IntArrayRef dilation, c10::string_view activation, double eps, bool allow_tf32) {
+  (void)allow_tf32;  // TF32 is a CUDA matter: oneDNN's float32 convolution here is full float32
+  const Arguments args =
+      check_arguments("CPU", x, mask, weight, bias, bn_scale, bn_shift, stride, padding, dilation, activation, eps);
+  // Autocast must not reach the convolution below: its result is read as x.dtype.
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const auto& out_size = args.out_size;
   const int64_t N = x.size(0), C_out = weight.size(0);
   const auto cl = at::MemoryFormat::ChannelsLast3d;
   at::Tensor new_mask = at::empty({N, 1, out_size[0], out_size[1], out_size[2]}, x.options());
@@ -288,20 +337,18 @@ std::tuple<at::Tensor, at::Tensor> masked_conv3d_cpu(
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor mask_acc = mask.reshape({N, x.size(2), x.size(3), x.size(4)}).to(acc).contiguous();
   at::Tensor conv = masked_input_conv(x, mask_acc, weight, stride, padding, dilation);
+  // A bf16/fp16 convolution run in float32 is rounded to x.dtype here, as every backend rounds it.
+  if (conv.scalar_type() != x.scalar_type()) conv = conv.to(x.scalar_type());
   if (!conv.is_contiguous(cl)) conv = conv.contiguous(cl);
-  const bool upcast = conv.scalar_type() != x.scalar_type();
-  at::Tensor out = upcast ? at::empty(conv.sizes(), x.options().memory_format(cl)) : conv;
-  at::Tensor coeffs = epilogue_coefficients(x, C_out, bias, bn_scale, bn_shift, act);
+  TORCH_CHECK(conv.scalar_type() == x.scalar_type() && conv.sizes() == at::IntArrayRef({N, C_out, out_size[0],
+                                                                                         out_size[1], out_size[2]}),
+              "masked_conv3d (CPU): internal: the convolution returned ", describe(conv));
+  at::Tensor coeffs = epilogue_coefficients(x, C_out, bias, bn_scale, bn_shift, args.act);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "masked_conv3d_cpu", [&] {
-    if (upcast) {
-      fused_epilogue<float, scalar_t>(conv, out, new_mask, mask_acc, coeffs, kernel, stride, padding, dilation,
-                                      act, eps);
-    } else {
-      fused_epilogue<scalar_t, scalar_t>(conv, out, new_mask, mask_acc, coeffs, kernel, stride, padding,
-                                         dilation, act, eps);
-    }
+    fused_epilogue<scalar_t>(conv, new_mask, mask_acc, coeffs, args.kernel, stride, padding, dilation, args.act,
+                             eps);
   });
-  return {out, new_mask};
+  return {conv, new_mask};
 }
 
 TORCH_LIBRARY_IMPL(combcn, CPU, m) { m.impl("masked_conv3d", &masked_conv3d_cpu); }

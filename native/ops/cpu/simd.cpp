@@ -178,7 +178,8 @@ COMBCN_AVX512 void epilogue_avx512(const in_t* conv, out_t* out, out_t* new_mask
           const __mmask16 k = tail_mask(C - c);
           const __m512 rs = _mm512_mul_ps(rv, _mm512_maskz_loadu_ps(k, scale + c));
           __m512 y = _mm512_add_ps(_mm512_mul_ps(rs, load16(arow + c, k)), _mm512_maskz_loadu_ps(k, add + c));
-          if (relu) y = _mm512_max_ps(y, zero);  // NaN and -0 give +0, as `v > 0 ? v : 0`
+          // max returns its second operand when either is NaN or both are zeros: NaN and -0 pass, as relu()
+          if (relu) y = _mm512_max_ps(zero, y);
           store16(orow + c, y, k);
         }
       } else {

@@ -7,6 +7,19 @@ namespace combcn::cuda {
 namespace {
 
 template <typename T>
+const char* coefficients(const void* bias, const void* bn_scale, const void* bn_shift, void* coeffs, int64_t c_out,
+                         bool relu, cudaStream_t stream) {
+  using Acc = typename AccType<T>::type;
+  if (c_out == 0) return nullptr;
+  const int64_t blocks = (c_out + kCoefficientThreads - 1) / kCoefficientThreads;
+  coefficients_kernel<T><<<static_cast<unsigned>(blocks), kCoefficientThreads, 0, stream>>>(
+      static_cast<const T*>(bias), static_cast<const T*>(bn_scale), static_cast<const T*>(bn_shift),
+      static_cast<Acc*>(coeffs), c_out, relu);
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
+template <typename T>
 const char* count_epilogue(const void* conv, void* out, void* new_mask, const void* mask, const void* coeffs,
                            const ConvGeometry& g, bool relu, double eps, cudaStream_t stream) {
   using Acc = typename AccType<T>::type;
@@ -41,6 +54,18 @@ const char* direct(const void* x, const int64_t* xs, const void* mask, const voi
 
 }  // namespace
 
+const char* launch_coefficients(Dtype dtype, const void* bias, const void* bn_scale, const void* bn_shift,
+                                void* coeffs, int64_t c_out, bool relu, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dtype) {
+    case Dtype::Float32: return coefficients<float>(bias, bn_scale, bn_shift, coeffs, c_out, relu, s);
+    case Dtype::Float16: return coefficients<__half>(bias, bn_scale, bn_shift, coeffs, c_out, relu, s);
+    case Dtype::BFloat16: return coefficients<__nv_bfloat16>(bias, bn_scale, bn_shift, coeffs, c_out, relu, s);
+    case Dtype::Float64: return coefficients<double>(bias, bn_scale, bn_shift, coeffs, c_out, relu, s);
+  }
+  return "masked_conv3d: unsupported dtype";
+}
+
 const char* launch_count_epilogue(Dtype dtype, const void* conv, void* out, void* new_mask, const void* mask,
                                   const void* coeffs, const ConvGeometry& g, bool relu, double eps, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
@@ -68,11 +93,6 @@ const char* launch_direct_small_cin(Dtype dtype, const void* x, const int64_t* x
       return direct<double>(x, x_strides, mask, weight, coeffs, out, new_mask, g, relu, eps, s);
   }
   return "masked_conv3d: unsupported dtype";
-}
-
-std::size_t direct_small_cin_smem_bytes(Dtype dtype, const ConvGeometry& g) {
-  const std::size_t acc = dtype == Dtype::Float64 ? sizeof(double) : sizeof(float);
-  return acc * static_cast<std::size_t>(g.kT * g.kH * g.kW) * static_cast<std::size_t>(g.C_in) * kDirectCoTile;
 }
 
 }  // namespace combcn::cuda

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "../masked_conv3d_common.h"
 #include "masked_conv3d_cuda.h"
 
 namespace combcn::cuda {
@@ -28,6 +29,29 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(flo
   return __float2bfloat16_rn(v);
 }
 template <typename T> __device__ __forceinline__ T from_acc(double v) { return static_cast<T>(v); }
+
+// The convolution rounded to the input dtype before the epilogue, as cuDNN's output is (every backend).
+template <typename T, typename Acc> __device__ __forceinline__ Acc round_to_input(Acc v) {
+  return to_acc<Acc>(from_acc<T>(v));
+}
+
+// The coefficient table [3, C_out] (masked_conv3d_common.h), one thread per output channel; `bias`,
+// `bn_scale`, `bn_shift` may be null (the last two together).
+template <typename T>
+__global__ void coefficients_kernel(const T* __restrict__ bias, const T* __restrict__ bn_scale,
+                                    const T* __restrict__ bn_shift, typename AccType<T>::type* __restrict__ coeffs,
+                                    int64_t C, bool relu) {
+  using Acc = typename AccType<T>::type;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const bool has_bias = bias != nullptr, has_bn = bn_scale != nullptr && bn_shift != nullptr;
+  const ops::Coefficient<Acc> k = ops::epilogue_coefficient<Acc>(
+      has_bias, has_bias ? to_acc<Acc>(bias[c]) : Acc(0), has_bn, has_bn ? to_acc<Acc>(bn_scale[c]) : Acc(1),
+      has_bn ? to_acc<Acc>(bn_shift[c]) : Acc(0), relu);
+  coeffs[c] = k.scale;
+  coeffs[C + c] = k.add;
+  coeffs[2 * C + c] = k.hole;
+}
 
 // Output voxel index -> (n, to, ho, wo).
 struct Voxel { int64_t n, t, h, w; };
@@ -87,15 +111,16 @@ __global__ void count_epilogue_kernel(
   for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
     const int64_t i = e / C, c = e % C;
     const int64_t idx = v0 * C + e;
-    Acc y = valid[i] ? ratio[i] * coeffs[c] * to_acc<Acc>(conv[idx]) + coeffs[C + c] : coeffs[2 * C + c];
-    if (relu && y < Acc(0)) y = Acc(0);
+    const Acc y = valid[i] ? ops::epilogue_value<Acc>(ratio[i], coeffs[c], to_acc<Acc>(conv[idx]), coeffs[C + c], relu)
+                           : coeffs[2 * C + c];
     out[idx] = from_acc<T>(y);
   }
 }
 
 // Direct conv for small C_in: one thread per output voxel and CO_TILE output channels (blockIdx.y),
 // weights of the tile staged in shared memory as [tap][C_in][CO_TILE]. Fully fused: x * mask on
-// load, the window count, the convolution and the epilogue; no intermediate tensor.
+// load, the window count, the convolution and the epilogue; no intermediate tensor. x * mask is formed
+// at hole taps too (0 * NaN is NaN, as in the cuDNN path): a NaN or Inf in the window is never skipped.
 template <typename T, int CO_TILE>
 __global__ void direct_small_cin_kernel(
     const T* __restrict__ x, int64_t xs0, int64_t xs1, int64_t xs2, int64_t xs3, int64_t xs4,
@@ -133,7 +158,6 @@ __global__ void direct_small_cin_kernel(
         if (t < 0 || t >= g.T || h < 0 || h >= g.H || w < 0 || w >= g.W) continue;
         const Acc m = to_acc<Acc>(mask[((p.n * g.T + t) * g.H + h) * g.W + w]);
         s += m;
-        if (m == Acc(0)) continue;
         const T* xp = x + p.n * xs0 + t * xs2 + h * xs3 + w * xs4;
         for (int ci = 0; ci < g.C_in; ++ci) {
           const Acc xv = to_acc<Acc>(xp[ci * xs1]) * m;
@@ -152,8 +176,8 @@ __global__ void direct_small_cin_kernel(
   for (int co = 0; co < CO_TILE; ++co) {
     const int64_t c = co0 + co;
     if (c >= C) break;
-    Acc y = u ? r * coeffs[c] * acc[co] + coeffs[C + c] : coeffs[2 * C + c];
-    if (relu && y < Acc(0)) y = Acc(0);
+    const Acc y = u ? ops::epilogue_value<Acc>(r, coeffs[c], round_to_input<T, Acc>(acc[co]), coeffs[C + c], relu)
+                    : coeffs[2 * C + c];
     out[v * C + c] = from_acc<T>(y);
   }
 }
