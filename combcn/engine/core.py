@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from combcn.engine.matte import bbox
-from combcn.engine.propagate import Propagated, PropagationSettings, Propagator, region_around
+from combcn.engine.propagate import Propagated, PropagationSettings, Propagator, membrane_fill, region_around
 from combcn.engine.shaper import Shaper
 from combcn.engine.windows import Crop, Window, plan_crop, plan_windows
 
@@ -434,12 +434,31 @@ class _Window:
             if revealed.any():
                 distance = cv2.distanceTransform((~unresolved).astype(np.uint8), cv2.DIST_L2, 3)
                 weight = np.clip(1.0 - distance / ramp, 0.0, 1.0)
+                net = _seamless(net, fill, revealed & covered & (distance <= ramp + 2.0), ramp)
             else:
                 weight = np.ones(shape, np.float32)
             weight = np.where(covered & (revealed | unresolved), weight, 0.0).astype(np.float32)
             weight[unresolved] = 1.0
             fill = weight[..., None] * net + (1.0 - weight[..., None]) * fill
         return _WindowFill(fill, revealed, offset)
+
+
+def _seamless(net: np.ndarray, recovered: np.ndarray, band: np.ndarray, scale: float) -> np.ndarray:
+    """Shift the network's fill so it meets the recovered pixels: their difference on the ``band``
+    (recovered pixels next to the synthesised ones), smoothed over ``scale`` pixels, interpolated as a
+    membrane over the whole box and added. The network keeps its own detail; only its level changes,
+    and smoothly (gradient-domain cloning with the membrane standing in for the Poisson solve)."""
+    if not band.any():
+        return net
+    weight = band.astype(np.float32)
+    difference = (recovered - net) * weight[..., None]
+    sigma = max(1.0, scale)
+    smooth = (
+        cv2.GaussianBlur(difference, (0, 0), sigma)
+        / np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-6)[..., None]
+    )
+    out: np.ndarray = net + membrane_fill(smooth.astype(np.float32), band)
+    return out
 
 
 def render_windows(

@@ -122,7 +122,7 @@ def _grey(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (np.sqrt(np.clip(grey / top, 0.0, 1.0)) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _fill_smooth(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+def membrane_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Fill where ``known`` is False by push-pull over an image pyramid (a smooth membrane-like
     interpolation from the known pixels). values ndarray[H, W, C] float32, known ndarray[H, W] bool."""
     w = known.astype(np.float32)
@@ -308,8 +308,8 @@ def _background(
     """The background's motion everywhere: measured at the inliers, fitted plus interpolated residual
     elsewhere (without a fit: the measured flow outside the hole, interpolated into it)."""
     if fitted is None:
-        return _fill_smooth(flow, ~hole) if (~hole).any() else np.zeros_like(flow)
-    residual = _fill_smooth(np.where(inliers[..., None], flow - fitted, 0.0).astype(np.float32), inliers)
+        return membrane_fill(flow, ~hole) if (~hole).any() else np.zeros_like(flow)
+    residual = membrane_fill(np.where(inliers[..., None], flow - fitted, 0.0).astype(np.float32), inliers)
     out: np.ndarray = (fitted + residual).astype(np.float32)
     return out
 
