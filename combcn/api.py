@@ -14,13 +14,16 @@ from combcn.io.frames import FrameSet
 
 __all__ = ["Engine", "Report", "inpaint", "inpaint_sequence"]
 
-_engines: dict[tuple[str | None, str | None, bool | None], Engine] = {}
+_engines: dict[tuple[str | None, str | None, bool | None, int | None], Engine] = {}
 
 
-def _engine(weights: str | Path | None, device: str | None, track: bool | None) -> Engine:
-    key = (None if weights is None else str(weights), device, track)
+def _engine(
+    weights: str | Path | None, device: str | None, track: bool | None, threads: int | None = None
+) -> Engine:
+    """The loaded engine for these settings, kept for the next call (weights load once a process)."""
+    key = (None if weights is None else str(weights), device, track, threads)
     if key not in _engines:
-        _engines[key] = Engine(weights, device, track=track)
+        _engines[key] = Engine(weights, device, track=track, threads=threads)
     return _engines[key]
 
 
@@ -46,7 +49,9 @@ def inpaint(
         track: None = as the weights say (the shipped ones track the camera); False = the locked-off
             clean plate even where the camera moves.
         **options: ``shaper`` (``acescct`` default / ``log`` / ``none``), ``threshold`` (0.5),
-            ``invert``, ``expand`` (px), ``feather`` (px), ``overlap`` (window/4 frames), ``margin`` (0.5).
+            ``invert``, ``expand`` (px), ``feather`` (px), ``overlap`` (window/4 frames), ``margin`` (0.5),
+            ``propagate`` (True: carry what other frames show, at full resolution, before the network
+            fills the rest), ``reach`` (0: frames beyond each window also searched).
 
     Returns:
         Same type, dtype and shape as ``frames``; outside the (feathered) matte bit-exact copies.
@@ -78,10 +83,18 @@ def inpaint_sequence(
         frames: frames to write, e.g. ``"1001-1100"`` or ``"1001-1100x2"`` (None = all on disk).
         **options: see :func:`combcn.engine.render_sequence` (``matte_channel``, ``part``, ``shaper``,
             ``threshold``, ``invert``, ``expand``, ``feather``, ``context``, ``overlap``, ``margin``,
+            ``propagate``, ``reach``, ``qc`` (QC channels in the output),
             ``resume``, ``overwrite``, ``compression``, ``pixel_type``, ``weights``, ``device``,
             ``model``, ``engine``, ``threads``, ``track``, ``progress``).
 
     Returns:
         Report: ``written``, ``skipped`` frame numbers, ``seconds``, ``warnings``.
     """
+    if options.get("engine") is None and options.get("model") is None:
+        options["engine"] = _engine(
+            options.pop("weights", None),
+            options.pop("device", None),
+            options.pop("track", None),
+            options.pop("threads", None),
+        )
     return render_sequence(source, matte, output, frames, **options)

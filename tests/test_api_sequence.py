@@ -207,3 +207,28 @@ def test_single_image_matte_applies_to_every_frame(shot: tuple, engine: Engine, 
         out = read_image(tmp_path / f"o/o.{f:04d}.exr").pixels
         np.testing.assert_array_equal(out[keep], stored[f][keep])
         assert not np.array_equal(out[~keep][:, :3], stored[f][~keep][:, :3])
+
+
+def test_inpaint_sequence_keeps_the_loaded_engine_between_calls(
+    shot: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The weights are loaded once per process and settings, not on every call."""
+    import combcn.model
+    from combcn.model import save_weights
+
+    weights = tmp_path / "tiny.pt"
+    save_weights(tiny_model(), weights)
+    loads = []
+    real = combcn.model.load_model
+
+    def counting(*args: object, **kwargs: object) -> object:
+        loads.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(combcn.model, "load_model", counting)
+    plate, matte_pattern, _, _ = shot
+    for name in ("a", "b"):
+        combcn.inpaint_sequence(
+            plate, matte_pattern, str(tmp_path / f"{name}/o.####.exr"), weights=str(weights)
+        )
+    assert len(loads) == 1
