@@ -41,7 +41,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         "$py" -m pip install -q "$COMBCN_TORCH"
     fi
     say "installing combcn and its development tools"
-    "$py" -m pip install -q -e "$repo[dev]"
+    # An editable install compiles nothing (the op is JIT-built below); --no-build-isolation spares
+    # fetching a second torch into a throwaway build environment just to run setup.py.
+    "$py" -m pip install -q "setuptools>=68" wheel
+    "$py" -m pip install -q --no-build-isolation -e "$repo[dev]"
     printf '%s' "$want" >"$stamp"
 fi
 
