@@ -1,10 +1,12 @@
-"""Build combcn with its native masked_conv3d op compiled ahead of time (metadata is in pyproject.toml).
+"""Build combcn with its native masked_conv3d op compiled ahead of time (metadata: pyproject.toml).
 
 ``pip wheel .`` and ``pip install .`` compile ``native/ops`` with torch's C++ extension build into
 ``combcn/ops/_C.so``: the CPU kernel always, the CUDA kernel too where torch has CUDA and a CUDA
-toolkit is found. ``combcn/ops/_C.json`` beside it records the torch it was built against; combcn uses
-the library only with that torch. Build with ``--no-build-isolation`` to compile against the torch of
-the environment you will run in (an isolated build compiles against the newest torch pip finds).
+toolkit is found. ``combcn/ops/_C.json`` beside it records the torch it was built against; combcn
+loads the library only with that torch, and the wheel requires that torch release (as torchvision's
+wheels do). Build with ``--no-build-isolation`` to compile against the torch of the environment you
+will run in; an isolated build compiles against the newest torch pip finds, and installing its wheel
+brings that torch along.
 
 Editable installs (``pip install -e .``, ``install/setup.sh``) compile nothing here: in a checkout the
 op is JIT-built from ``native/ops`` on first use, or by ``python -m combcn.ops.build``.
@@ -25,6 +27,19 @@ import sys
 from pathlib import Path
 
 from setuptools import setup
+
+# combcn's requirements, torch aside (pyproject.toml declares them dynamic, for the torch pin below).
+REQUIREMENTS = [
+    "numpy>=1.24",
+    "OpenImageIO>=3.0",
+    "av>=12",
+    "pyyaml>=6",
+    "tqdm>=4.60",
+    "ninja>=1.11",
+    "opencv-python-headless>=4.8",
+    "matplotlib>=3.7",
+]
+TORCH = "torch>=2.13"
 
 ROOT = Path(__file__).resolve().parent
 NATIVE = Path("native") / "ops"  # relative: setuptools wants source paths relative to setup.py
@@ -150,12 +165,40 @@ def build_native_op(base: type, record: dict) -> type:
             library.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
             say(f"built {library.name} and its build record {library.with_suffix('.json').name}")
 
+        def build_extensions(self) -> None:
+            # cuda/masked_conv3d_cuda.cpp and .cu share a stem, hence an object name: the .cu one gets
+            # its own (.cuda.o), as in torch's JIT build.
+            plain = self.compiler.object_filenames
+
+            def object_filenames(sources, strip_dir=0, output_dir=""):  # type: ignore[no-untyped-def]
+                names = plain(sources, strip_dir, output_dir)
+                return [
+                    "{}.cuda{}".format(*os.path.splitext(name)) if str(source).endswith(".cu") else name
+                    for source, name in zip(sources, names, strict=True)
+                ]
+
+            self.compiler.object_filenames = object_filenames
+            super().build_extensions()
+
         def get_export_symbols(self, ext) -> list[str]:
             return []  # no PyInit__C: the library registers ops with torch, it is never imported
 
     return BuildNativeOp
 
 
+def torch_requirement(ext_modules: list) -> str:
+    """``torch==<the release the op is compiled against>``, as torchvision pins it, or ``TORCH``."""
+    if not ext_modules:
+        return TORCH
+    import torch
+
+    return f"torch=={torch.__version__.split('+')[0]}"  # ==2.13.0 also admits 2.13.0+cpu, 2.13.0+cu128
+
+
 if __name__ == "__main__":  # pip and build run setup.py as __main__; tests import its helpers
     ext_modules, cmdclass = native_extensions()
-    setup(ext_modules=ext_modules, cmdclass=cmdclass)
+    setup(
+        install_requires=[torch_requirement(ext_modules), *REQUIREMENTS],
+        ext_modules=ext_modules,
+        cmdclass=cmdclass,
+    )

@@ -32,9 +32,9 @@ if [ -z "${COMBCN_TORCH:-}" ]; then
     fi
 fi
 
-# Re-install only when the requirements changed (pyproject.toml or the torch choice).
+# Re-install only when the requirements changed (pyproject.toml, setup.py or the torch choice).
 stamp="$venv/.combcn-setup-stamp"
-want="$(cat "$repo/pyproject.toml"; echo "$COMBCN_TORCH")"
+want="$(cat "$repo/pyproject.toml" "$repo/setup.py"; echo "$COMBCN_TORCH")"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     if ! "$py" -c 'import torch' 2>/dev/null; then
         say "installing $COMBCN_TORCH"

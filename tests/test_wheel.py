@@ -150,6 +150,14 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def requirements(wheel: Path) -> list[str]:
+    """The Requires-Dist lines of a wheel's metadata."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA")))
+    prefix = "Requires-Dist: "
+    return [line[len(prefix) :] for line in metadata.decode().splitlines() if line.startswith(prefix)]
+
+
 def fresh_venv(where: Path, wheel: Path) -> Path:
     """A new virtual environment with ``wheel`` installed; torch and friends come from this one's."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
@@ -200,6 +208,7 @@ def test_wheel_carries_the_compiled_op_and_inpaints(tmp_path: Path) -> None:
     assert not wheel.name.endswith("-none-any.whl"), f"{wheel.name}: a pure-Python wheel"
     names = zipfile.ZipFile(wheel).namelist()
     assert "combcn/ops/_C.so" in names and "combcn/ops/_C.json" in names, names
+    assert f"torch=={torch.__version__.split('+')[0]}" in requirements(wheel), "pinned to its torch"
 
     venv = fresh_venv(tmp_path / "venv", wheel)
     work, cache = tmp_path / "work", tmp_path / "cache"
@@ -267,6 +276,7 @@ def test_pure_python_wheel_says_it_has_no_native_op(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("combcn-*.whl")
     assert wheel.name.endswith("-none-any.whl"), wheel.name
     assert "combcn/ops/_C.so" not in zipfile.ZipFile(wheel).namelist()
+    assert "torch>=2.13" in requirements(wheel)
 
     venv = fresh_venv(tmp_path / "venv", wheel)
     (tmp_path / "work").mkdir()
