@@ -116,12 +116,12 @@ def _load_locked(verbose: bool, warn: bool) -> bool:
         reasons.append(f"prebuilt {prebuilt} not used: {why_not}")
     if SOURCE_ROOT.is_dir():  # a source checkout: build from native/ops
         try:
-            _load_jit(verbose)
+            cuda_note = _load_jit(verbose)
         except Exception as exc:  # any build/load failure means: fall back to the reference
             reasons.append(f"JIT build failed: {_one_line(exc)}")
             log.debug("native op build failed", exc_info=True)
         else:
-            _state["note"] = "; ".join(reasons) or None
+            _state["note"] = "; ".join([*reasons, *([cuda_note] if cuda_note else [])]) or None
             if reasons:
                 log.warning("combcn: %s; using the JIT build instead", reasons[0])
             return True
@@ -156,7 +156,7 @@ def _load_prebuilt(library: Path) -> str | None:
         return f"its build record {record_path.name} is unreadable ({exc})"
     built_for = str(record.get("torch"))
     if built_for.split("+")[0] != torch.__version__.split("+")[0]:
-        return f"built for torch {built_for}, this is torch {torch.__version__}"
+        return f"built for torch {built_for}, this is torch {torch.__version__}: reinstall combcn for it"
     with_cuda = bool(record.get("with_cuda")) and torch_has_cuda()
     if with_cuda and record.get("cuda") != torch.version.cuda:
         return f"built for CUDA {record.get('cuda')}, this torch has CUDA {torch.version.cuda}"
@@ -174,21 +174,28 @@ def _load_prebuilt(library: Path) -> str | None:
     return None
 
 
-def _load_jit(verbose: bool) -> None:
-    """JIT-build (or find in the cache) and load the extension from ``native/ops``; raises on failure."""
+def _load_jit(verbose: bool) -> str | None:
+    """JIT-build (or find in the cache) and load the extension from ``native/ops``; raises on failure.
+
+    Returns:
+        None, or why the CUDA kernel is missing when torch has CUDA but its build failed.
+    """
     with_cuda = torch_has_cuda()
     build_dir = cache_dir()
+    note = None
     try:
         _build(build_dir, with_cuda, verbose)
-    except Exception:
+    except Exception as exc:
         if not with_cuda:
             raise
         # A broken CUDA toolchain must not cost the CPU kernel: retry without the .cu sources.
         log.warning("native op: CUDA build failed, building the CPU kernel only", exc_info=True)
+        note = f"CUDA build failed ({_one_line(exc)}): CPU kernel only"
         with_cuda, build_dir = False, build_dir.with_name(build_dir.name + "-cpuonly")
         _build(build_dir, with_cuda, verbose)
     _register_python_side()
     _state.update(loaded=True, cuda=with_cuda, path=str(build_dir), source="jit")
+    return note
 
 
 def _build(build_dir: Path, with_cuda: bool, verbose: bool) -> None:
