@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from combcn.cli import DefaultsHelpFormatter
+from combcn.cli import DefaultsHelpFormatter, options
 from combcn.errors import ConfigError, OutputError
 
 log = logging.getLogger("combcn.eval")
@@ -327,13 +327,27 @@ def add_parser(subparsers: Any) -> None:
         help="comma-separated baselines, or 'none' (all: telea, navier_stokes, temporal_median, "
         "cleanplate, tracked_plate, pushpull)",
     )
-    p.add_argument("-W", "--window", type=int, default=32, help="frames per window (paper: 32)")
-    p.add_argument("-S", "--size", type=int, default=128, help="crop size in pixels (paper: 128)")
     p.add_argument(
-        "-k", "--windows-per-clip", type=int, default=1, help="windows per clip, spread evenly over the clip"
+        "-W", "--window", type=options.integer(2, 1024), default=32, help="frames per window (paper: 32)"
     )
-    p.add_argument("-m", "--max-windows", type=int, default=0, help="stop after this many windows (0 = all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the holes")
+    p.add_argument(
+        "-S", "--size", type=options.integer(16, 8192), default=128, help="crop size in pixels (paper: 128)"
+    )
+    p.add_argument(
+        "-k",
+        "--windows-per-clip",
+        type=options.integer(1, 10_000),
+        default=1,
+        help="windows per clip, spread evenly over the clip",
+    )
+    p.add_argument(
+        "-m",
+        "--max-windows",
+        type=options.integer(0),
+        default=0,
+        help="stop after this many windows (0 = all)",
+    )
+    p.add_argument("--seed", type=options.seed, default=0, help="seed of the holes")
     p.add_argument(
         "-H",
         "--hole",
@@ -350,14 +364,20 @@ def add_parser(subparsers: Any) -> None:
         "far slower without them; fp32 is the reference)",
     )
     p.add_argument("--device", default="cpu", help="torch device for the models")
-    p.add_argument("-t", "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument(
+        "-t",
+        "--threads",
+        type=options.threads_or_default,
+        default=0,
+        help="torch CPU threads (0 = torch's default)",
+    )
     p.add_argument(
         "-o", "--output", default="runs/eval", metavar="DIR", help="folder for results.md and results.json"
     )
     p.add_argument(
         "-x",
         "--examples",
-        type=int,
+        type=options.integer(0, 1000),
         default=0,
         metavar="N",
         help="also write examples.png: the middle frame of the first N windows, every method side by side",

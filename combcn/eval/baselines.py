@@ -1,4 +1,4 @@
-"""Classical fills the network is measured against, run in the same evaluation (issue 3).
+"""Classical fills the network is measured against, run in the same evaluation.
 
 Every baseline has the model's calling convention: ``fill(frames, hole) -> frames`` with
 ``frames`` Tensor[N, 3, T, H, W] float in [0, 1] and ``hole`` Tensor[N, 1, T, H, W] (1 = hole), and

@@ -9,7 +9,7 @@ Where the op comes from, first match wins:
    ``native/ops`` (ninja, ``MAX_JOBS`` default 2) on first use or by ``python -m combcn.ops.build``,
    cached under ``${COMBCN_CACHE:-~/.cache/combcn}/ext/<torch, python and CUDA version>``, and rebuilt by
    ninja when a source or header changes. CUDA sources join the build only when torch itself has CUDA
-   (``torch.cuda._is_compiled()``): the CPU wheel cannot build ``.cu`` files (kernels.md §3.4).
+   (``torch.cuda._is_compiled()``): the CPU wheel cannot build ``.cu`` files.
 3. **reference**: otherwise a one-line warning says why and :func:`combcn.ops.masked_conv3d` uses the
    pure-PyTorch reference; ``combcn info`` shows the same reason. ``COMBCN_NO_EXT=1`` skips the native
    op altogether. Compiler flags for both builds live in :mod:`combcn.ops.build`.
@@ -319,7 +319,7 @@ def _register_python_side() -> None:
         ctx.has_bias = bias is not None
 
     def _backward(ctx: Any, grad_out: Tensor | None, _grad_mask: Tensor | None) -> tuple[Any, ...]:
-        # kernels.md §2.4: dX = M * convT(r * dY'), dW = corr(r * dY', X * M), db = sum(u * dY').
+        # Partial-conv backward: dX = M * convT(r * dY'), dW = corr(r * dY', X * M), db = sum(u * dY').
         x, mask, weight, bn_scale, out = ctx.saved_tensors
         stride, padding, dilation = ctx.conv
         need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]

@@ -69,7 +69,7 @@ def nvcc_flags() -> list[str]:
 
 def prepare_cuda_env() -> None:
     """Point torch's CUDA build at the toolkit and the architectures when the environment does not."""
-    # /usr/local/bin/nvcc may be a wrapper script, which misleads CUDA_HOME detection (kernels.md §3.4).
+    # /usr/local/bin/nvcc may be a wrapper script, which misleads CUDA_HOME detection.
     if "CUDA_HOME" not in os.environ and Path("/usr/local/cuda/bin/nvcc").is_file():
         os.environ["CUDA_HOME"] = "/usr/local/cuda"
     if "TORCH_CUDA_ARCH_LIST" not in os.environ:
