@@ -8,7 +8,7 @@ venv="${COMBCN_VENV:-$repo/.venv}"
 cd "$repo"
 export PATH="$venv/bin:$PATH"
 echo "== ruff" >&2
-ruff check combcn tests bench plugin install
+ruff check combcn tests bench plugin install setup.py
 echo "== mypy" >&2
 mypy combcn
 echo "== pytest" >&2

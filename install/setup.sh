@@ -32,16 +32,19 @@ if [ -z "${COMBCN_TORCH:-}" ]; then
     fi
 fi
 
-# Re-install only when the requirements changed (pyproject.toml or the torch choice).
+# Re-install only when the requirements changed (pyproject.toml, setup.py or the torch choice).
 stamp="$venv/.combcn-setup-stamp"
-want="$(cat "$repo/pyproject.toml"; echo "$COMBCN_TORCH")"
+want="$(cat "$repo/pyproject.toml" "$repo/setup.py"; echo "$COMBCN_TORCH")"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     if ! "$py" -c 'import torch' 2>/dev/null; then
         say "installing $COMBCN_TORCH"
         "$py" -m pip install -q "$COMBCN_TORCH"
     fi
     say "installing combcn and its development tools"
-    "$py" -m pip install -q -e "$repo[dev]"
+    # An editable install compiles nothing (the op is JIT-built below); --no-build-isolation spares
+    # fetching a second torch into a throwaway build environment just to run setup.py.
+    "$py" -m pip install -q "setuptools>=68" wheel
+    "$py" -m pip install -q --no-build-isolation -e "$repo[dev]"
     printf '%s' "$want" >"$stamp"
 fi
 

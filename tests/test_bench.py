@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,5 +45,7 @@ def test_fma_peak_builds_and_reports(tmp_path: Path) -> None:
     if " avx512_bf16" not in flags:
         pytest.skip("built; running it needs a CPU with AVX512-BF16")
     out = subprocess.run([str(binary)], check=True, capture_output=True, text=True, timeout=120).stdout
-    bf16, fp32 = (float(word) for word in out.split() if word.replace(".", "").isdigit())
-    assert bf16 > fp32 > 0, out
+    # It reports both rates; which is faster depends on the CPU (BENCHMARKS.md), so no test compares them.
+    rates = re.search(r"\(vdpbf16ps zmm\) (\d+) GFLOP/s, float32 FMA \(zmm\) (\d+) GFLOP/s", out)
+    assert rates is not None, out
+    assert all(float(rate) > 0 for rate in rates.groups()), out

@@ -18,6 +18,16 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _op_source() -> dict[str, Any]:
+    """Where the native op in use came from: kind ("prebuilt" | "jit" | "reference"), path, why, line."""
+    from combcn.ops import _ext
+
+    st = _ext.state()
+    kind = (st.get("source") or "jit") if st.get("loaded") else "reference"
+    why = st.get("note") if st.get("loaded") else st.get("error")
+    return {"kind": kind, "path": st.get("path"), "why": why, "line": _ext.describe_source(st)}
+
+
 def collect() -> dict[str, Any]:
     """Gather versions, op backends, device and weights as one JSON-able dict."""
     import torch
@@ -31,6 +41,7 @@ def collect() -> dict[str, Any]:
         "openimageio": _version("OpenImageIO"),
         "av": _version("av"),
         "op_backends": ops.backends(),
+        "op_source": _op_source(),
         "device": {
             "cuda_available": torch.cuda.is_available(),
             "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -62,6 +73,7 @@ def _print_human(info: dict[str, Any]) -> None:
         )
         note = f"  ({state['note']})" if state.get("note") else ""
         print(f"  {name:<10} {flags}{note}")
+    print(f"op source    {info['op_source']['line']}")
     dev = info["device"]
     print(f"device       {dev['default']}" + (f" ({dev['cuda_device']})" if dev["cuda_device"] else ""))
     print(f"cpu threads  {dev['cpu_threads']}  oneDNN: {'yes' if dev['mkldnn'] else 'no'}")

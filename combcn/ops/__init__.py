@@ -33,7 +33,7 @@ def backends() -> dict[str, dict[str, Any]]:
         rows = torch.ops.combcn._cpu_simd(-1)
         cpu_note = (
             f"oneDNN conv (channels_last_3d) + one fused epilogue pass, {rows} row kernels; "
-            f"cache {st['path']}"
+            f"{_ext.describe_source(st)}"
         )
     else:
         cpu_note = f"not built: {st['error']}"

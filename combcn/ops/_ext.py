@@ -1,12 +1,18 @@
-"""Build, load and register the native ``combcn::masked_conv3d`` op (``native/ops``).
+"""Load (or build) and register the native ``combcn::masked_conv3d`` op.
 
-The extension is JIT-built with :func:`torch.utils.cpp_extension.load` (ninja, ``MAX_JOBS`` default
-2) on first use or by ``python -m combcn.ops.build``, cached under
-``${COMBCN_CACHE:-~/.cache/combcn}/ext/<torch, python and CUDA version>``, and rebuilt by ninja when a
-source or header changes. CUDA sources join the build only when torch itself has CUDA
-(``torch.cuda._is_compiled()``): the CPU wheel cannot build ``.cu`` files.
-If the build fails, a one-line warning says so and :func:`combcn.ops.masked_conv3d` uses the
-pure-PyTorch reference. ``COMBCN_NO_EXT=1`` skips the native op altogether.
+Where the op comes from, first match wins:
+
+1. **prebuilt**: ``combcn/ops/_C.so``, compiled ahead of time by ``setup.py`` into a wheel (``pip wheel .``,
+   ``pip install .``). ``_C.json`` beside it records the torch (and CUDA) it was built against; it is
+   used only by that torch, and, in a source checkout, only while ``native/ops`` is unchanged.
+2. **JIT**: in a source checkout (an editable install), :func:`torch.utils.cpp_extension.load` builds
+   ``native/ops`` (ninja, ``MAX_JOBS`` default 2) on first use or by ``python -m combcn.ops.build``,
+   cached under ``${COMBCN_CACHE:-~/.cache/combcn}/ext/<torch, python and CUDA version>``, and rebuilt by
+   ninja when a source or header changes. CUDA sources join the build only when torch itself has CUDA
+   (``torch.cuda._is_compiled()``): the CPU wheel cannot build ``.cu`` files.
+3. **reference**: otherwise a one-line warning says why and :func:`combcn.ops.masked_conv3d` uses the
+   pure-PyTorch reference; ``combcn info`` shows the same reason. ``COMBCN_NO_EXT=1`` skips the native
+   op altogether. Compiler flags for both builds live in :mod:`combcn.ops.build`.
 
 The C++ side declares the schema (``native/ops/registration.cpp``) and the CPU/CUDA kernels;
 the fake (meta) kernel and the autograd formula are registered here, in Python, after loading.
@@ -14,6 +20,7 @@ the fake (meta) kernel and the autograd formula are registered here, in Python, 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -34,18 +41,35 @@ NAME = "combcn_ops"
 SOURCE_ROOT = Path(__file__).resolve().parents[2] / "native" / "ops"
 CPU_SOURCES = ("registration.cpp", "cpu/masked_conv3d_cpu.cpp", "cpu/simd.cpp")
 CUDA_SOURCES = ("cuda/masked_conv3d_cuda.cpp", "cuda/masked_conv3d_cuda.cu")
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"tried": False, "loaded": False, "cuda": False, "error": None, "path": None}
+# source: "prebuilt" | "jit" | None; note: why a prebuilt library present was not used (or None).
+_state: dict[str, Any] = {
+    "tried": False,
+    "loaded": False,
+    "cuda": False,
+    "error": None,
+    "path": None,
+    "source": None,
+    "note": None,
+}
+
+
+def _flags() -> Any:
+    """:mod:`combcn.ops.build`, imported on use: ``python -m combcn.ops.build`` must not find it imported."""
+    from combcn.ops import build
+
+    return build
 
 
 def torch_has_cuda() -> bool:
     """Whether this torch build has CUDA (only then can ``.cu`` sources be built)."""
-    return bool(torch.cuda._is_compiled() and torch.version.cuda)
+    return _flags().torch_has_cuda()
 
 
 def cache_dir() -> Path:
-    """Build directory of the extension for this torch/python/CUDA combination."""
+    """Build directory of the JIT extension for this torch/python/CUDA combination."""
     root = Path(os.environ.get("COMBCN_CACHE", "~/.cache/combcn")).expanduser()
     flavour = f"cu{torch.version.cuda}" if torch_has_cuda() else "cpu"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
@@ -59,8 +83,13 @@ def sources(with_cuda: bool) -> list[Path]:
     return [SOURCE_ROOT / name for name in names]
 
 
+def prebuilt_path() -> Path:
+    """Where an ahead-of-time build of the op lives inside the package (it may be absent)."""
+    return PACKAGE_DIR / f"{_flags().PREBUILT_NAME}.so"
+
+
 def load(verbose: bool = False, *, warn: bool = True) -> bool:
-    """Build (if needed) and load the extension once per process; True when the native op is usable."""
+    """Load the extension (prebuilt, else JIT-built) once per process; True when the native op is usable."""
     if _state["tried"]:
         return bool(_state["loaded"])
     with _lock:  # one build per process, even when several threads ask at once
@@ -70,38 +99,105 @@ def load(verbose: bool = False, *, warn: bool = True) -> bool:
 
 
 def _load_locked(verbose: bool, warn: bool) -> bool:
-    _state["tried"] = True
+    _state.update(tried=True, source=None, note=None)
     if os.environ.get("COMBCN_NO_EXT") == "1":
         _state["error"] = "disabled by COMBCN_NO_EXT=1"
         return False
+    reasons: list[str] = []
+    prebuilt = prebuilt_path()
+    if prebuilt.is_file():
+        why_not = _load_prebuilt(prebuilt)
+        if why_not is None:
+            if warn and _state["note"] and torch.cuda.is_available():
+                warnings.warn(
+                    f"combcn: {_state['note']}; CUDA tensors use the pure-PyTorch reference (slower)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return True
+        reasons.append(f"prebuilt {prebuilt} not used: {why_not}")
+    if SOURCE_ROOT.is_dir():  # a source checkout: build from native/ops
+        try:
+            cuda_note = _load_jit(verbose)
+        except Exception as exc:  # any build/load failure means: fall back to the reference
+            reasons.append(f"JIT build failed: {_one_line(exc)}")
+            log.debug("native op build failed", exc_info=True)
+        else:
+            _state["note"] = "; ".join([*reasons, *([cuda_note] if cuda_note else [])]) or None
+            if reasons:
+                log.warning("combcn: %s; using the JIT build instead", reasons[0])
+            return True
+    elif not prebuilt.is_file():
+        reasons.append(
+            f"no prebuilt op in this install ({prebuilt} is missing) and no native sources to build one "
+            f"({SOURCE_ROOT} is not there: not a source checkout); reinstall combcn with a C++ compiler"
+        )
+    _state["error"] = "; ".join(reasons)
+    if warn:
+        warnings.warn(
+            f"combcn: native masked_conv3d not available ({_state['error']}); "
+            "using the pure-PyTorch reference (slower)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return False
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: last line of the message``: a compiler log's last line is the one that says what failed."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1]}" if lines else type(exc).__name__
+
+
+def _load_prebuilt(library: Path) -> str | None:
+    """Load the ahead-of-time build if it was made for this torch; None when loaded, else why not."""
+    record_path = library.with_suffix(".json")
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"its build record {record_path.name} is unreadable ({exc})"
+    built_for = str(record.get("torch"))
+    if built_for.split("+")[0] != torch.__version__.split("+")[0]:
+        return f"built for torch {built_for}, this is torch {torch.__version__}: reinstall combcn for it"
+    with_cuda = bool(record.get("with_cuda")) and torch_has_cuda()
+    if with_cuda and record.get("cuda") != torch.version.cuda:
+        return f"built for CUDA {record.get('cuda')}, this torch has CUDA {torch.version.cuda}"
+    if SOURCE_ROOT.is_dir() and record.get("sources_sha256") != _flags().sources_digest(SOURCE_ROOT):
+        return f"{SOURCE_ROOT} changed since it was built"
+    try:
+        torch.ops.load_library(str(library))
+    except (OSError, RuntimeError) as exc:
+        return _one_line(exc)
+    _register_python_side()
+    note = None
+    if torch_has_cuda() and not record.get("with_cuda"):
+        note = "prebuilt without CUDA (the torch it was built with had none)"
+    _state.update(loaded=True, cuda=with_cuda, path=str(library), source="prebuilt", note=note)
+    return None
+
+
+def _load_jit(verbose: bool) -> str | None:
+    """JIT-build (or find in the cache) and load the extension from ``native/ops``; raises on failure.
+
+    Returns:
+        None, or why the CUDA kernel is missing when torch has CUDA but its build failed.
+    """
     with_cuda = torch_has_cuda()
     build_dir = cache_dir()
+    note = None
     try:
-        try:
-            _build(build_dir, with_cuda, verbose)
-        except Exception:
-            if not with_cuda:
-                raise
-            # A broken CUDA toolchain must not cost the CPU kernel: retry without the .cu sources.
-            log.warning("native op: CUDA build failed, building the CPU kernel only", exc_info=True)
-            with_cuda, build_dir = False, build_dir.with_name(build_dir.name + "-cpuonly")
-            _build(build_dir, with_cuda, verbose)
-    except Exception as exc:  # any build/load failure means: fall back to the reference
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(exc).__name__
-        _state["error"] = f"{type(exc).__name__}: {reason}"
-        log.debug("native op build failed", exc_info=True)
-        if warn:
-            warnings.warn(
-                f"combcn: native masked_conv3d not available ({_state['error']}); "
-                "using the pure-PyTorch reference (slower)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return False
+        _build(build_dir, with_cuda, verbose)
+    except Exception as exc:
+        if not with_cuda:
+            raise
+        # A broken CUDA toolchain must not cost the CPU kernel: retry without the .cu sources.
+        log.warning("native op: CUDA build failed, building the CPU kernel only", exc_info=True)
+        note = f"CUDA build failed ({_one_line(exc)}): CPU kernel only"
+        with_cuda, build_dir = False, build_dir.with_name(build_dir.name + "-cpuonly")
+        _build(build_dir, with_cuda, verbose)
     _register_python_side()
-    _state.update(loaded=True, cuda=with_cuda, path=str(build_dir))
-    return True
+    _state.update(loaded=True, cuda=with_cuda, path=str(build_dir), source="jit")
+    return note
 
 
 def _build(build_dir: Path, with_cuda: bool, verbose: bool) -> None:
@@ -112,30 +208,18 @@ def _build(build_dir: Path, with_cuda: bool, verbose: bool) -> None:
     build_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MAX_JOBS", "2")
     if with_cuda:
-        # /usr/local/bin/nvcc may be a wrapper script, which misleads CUDA_HOME detection.
-        if "CUDA_HOME" not in os.environ and Path("/usr/local/cuda/bin/nvcc").is_file():
-            os.environ["CUDA_HOME"] = "/usr/local/cuda"
-        if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"  # nothing to detect the arch from
+        _flags().prepare_cuda_env()
     from torch.utils.cpp_extension import load as cpp_load
 
-    # -ffp-contract=off: the AVX-512 row kernels (native/ops/cpu/simd.h) must round like the scalar loops.
-    cflags = ["-O3", "-ffp-contract=off", "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE"]
-    cflags += ["-DCOMBCN_WITH_CUDA"] if with_cuda else []
-    # at::parallel_for is a header template: compiled without OpenMP it runs serially. Linux torch wheels
-    # ship libgomp.so.1 and load it first, so the extension's libgomp.so.1 resolves to that same runtime
-    # (one thread pool, sized by torch.set_num_threads).
-    openmp = ["-fopenmp"] if sys.platform.startswith("linux") and torch.backends.openmp.is_available() else []
-    cflags += openmp
     if not (build_dir / f"{NAME}.so").exists():
         log.info("building the native masked_conv3d op in %s (first use; about 30 s on 2 cores)", build_dir)
     log.debug("loading native op %s from %s (cuda=%s)", NAME, build_dir, with_cuda)
     cpp_load(
         name=NAME,
         sources=[str(p) for p in sources(with_cuda)],
-        extra_cflags=cflags,
-        extra_ldflags=openmp,
-        extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"] if with_cuda else None,
+        extra_cflags=_flags().cxx_flags(with_cuda),
+        extra_ldflags=_flags().openmp_flags(),
+        extra_cuda_cflags=_flags().nvcc_flags() if with_cuda else None,
         extra_include_paths=[str(SOURCE_ROOT)],
         build_directory=str(build_dir),
         is_python_module=False,
@@ -144,8 +228,20 @@ def _build(build_dir: Path, with_cuda: bool, verbose: bool) -> None:
 
 
 def state() -> dict[str, Any]:
-    """Build state: tried, loaded, cuda, error, path."""
+    """Load state: tried, loaded, cuda, error, path, source ("prebuilt" | "jit" | None), note."""
     return dict(_state)
+
+
+def describe_source(st: dict[str, Any] | None = None) -> str:
+    """One line: where the native op in use came from, or why the reference is in use."""
+    st = state() if st is None else st
+    if not st.get("tried"):
+        return "not loaded yet"
+    if not st.get("loaded"):
+        return f"reference fallback: {st.get('error')}"
+    prebuilt = st.get("source") == "prebuilt"
+    where = f"prebuilt {st.get('path')}" if prebuilt else f"JIT build, cache {st.get('path')}"
+    return where + (f" ({st['note']})" if st.get("note") else "")
 
 
 def has_kernel(device_type: str) -> bool:
