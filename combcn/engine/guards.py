@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,12 @@ class FillGuard:
     Attributes:
         pixels: fill pixels clamped so far.
         frames: frames with at least one clamped pixel.
+        clamped: those frames' numbers.
     """
 
     pixels: int = 0
     frames: int = 0
+    clamped: list[int] = field(default_factory=list)
 
     def check(
         self, plate_rgb: np.ndarray, frame_fill: FrameFill, *, path: str | Path | None, frame: int
@@ -96,6 +98,7 @@ class FillGuard:
             return frame_fill
         self.pixels += count
         self.frames += 1
+        self.clamped.append(frame)
         clamped = np.where(outside[..., None], np.clip(fill, lo, hi), fill).astype(np.float32)
         return FrameFill(frame_fill.box, clamped, frame_fill.alpha, frame_fill.revealed, frame_fill.offset)
 
@@ -104,10 +107,10 @@ class FillGuard:
         if self.pixels == 0:
             return None
         return (
-            f"{self.pixels} fill pixel(s) in {self.frames} frame(s) were far brighter or darker than "
-            f"anything the frame shows outside the hole and were clamped to its range (+{RANGE_MARGIN:.0%}); "
-            "the hole is likely too large for the model: check those frames, shrink the matte or "
-            "paint a clean plate"
+            f"{self.pixels} fill pixel(s) in {self.frames} frame(s) ({FrameSet(self.clamped)}) were far "
+            "brighter or darker than anything the frame shows outside the hole and were clamped to its "
+            f"range (+{RANGE_MARGIN:.0%}); the hole is likely too large for the model: check those frames, "
+            "shrink the matte or paint a clean plate"
         )
 
 
@@ -128,7 +131,7 @@ def lossy_reason(
     method = str(compression if given else spec.get_string_attribute("compression") or "").split(":")[0]
     changes = "so pixels outside the matte would not stay bit-exact"
     if fmt in LOSSY_FORMATS:
-        what = f"-o {out}: {LOSSY_FORMATS[fmt]} is lossy, {changes}; write EXR, PNG or TIFF"
+        what = f"{LOSSY_FORMATS[fmt]} is lossy, {changes}; write EXR, PNG or TIFF"
         return what, _stored(out, spec, compression, pixel_type)
     if fmt == "openexr" and method in LOSSY_COMPRESSIONS:
         option = (
@@ -142,7 +145,7 @@ def lossy_reason(
         return None, stored
     asked = pixel_type or _type_name(spec)
     return (
-        f"-o {out}: {fmt} stores these {asked} pixels as {_type_name(stored)} ({stored.nchannels} "
+        f"{fmt} stores these {asked} pixels as {_type_name(stored)} ({stored.nchannels} "
         f"channel(s)), {changes}; write EXR or a format that holds {asked}",
         stored,
     )

@@ -272,8 +272,8 @@ def _check_lossless(
     reason, stored = lossy_reason(out, spec, compression=opts.compression, pixel_type=opts.pixel_type)
     if reason is not None:
         if not opts.lossy_ok:
-            raise OutputError(f"{reason}, or pass --lossy-ok to accept it")
-        message = f"{reason} (accepted with --lossy-ok)"
+            raise OutputError(f"{reason}, or pass --lossy-ok to accept it", path=str(out))
+        message = f"{out}: {reason} (accepted with --lossy-ok)"
         log.warning(message)
         warnings.append(message)
     return None if stored is None else channel_types(stored)
@@ -631,7 +631,8 @@ def render_sequence(
             lock.release()
         clamped = guard.warning()
         if clamped is not None:
-            log.warning("%s -> %s", clamped, output)
+            clamped = f"{output}: {clamped}"
+            log.warning(clamped)
             report.warnings.append(clamped)
         if the_plan is not None:
             the_plan.plate.close()
