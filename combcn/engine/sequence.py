@@ -290,7 +290,9 @@ def plan(
     settings: RenderSettings,
     reach: int = 0,
 ) -> Plan | None:
-    """Resolve inputs, outputs and the frames to read; headers only (no pixels). None: nothing to do.
+    """Resolve inputs, outputs and the frames to read; headers only (no plate pixels; with ``resume``
+    existing outputs are decoded to verify them, and a small probe tries the output format in a
+    temporary folder). None: nothing to do.
 
     Raises:
         InputError, ConfigError, OutputError: with the file and frame, before anything is written.
