@@ -289,6 +289,9 @@ class OutputLock:
             if self._create():
                 break
             owner = self._read(self.path)
+            if owner is None:  # created this instant: its owner is writing it
+                time.sleep(0.5)
+                owner = self._read(self.path)
             if not self._stale(self.path, owner):
                 raise OutputError(self._describe(self.path, owner or {}), path=self.out.path(self.frames[0]))
             self._take_over(self.path, owner)
