@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from combcn.errors import CombcnError
 
@@ -26,6 +29,33 @@ VERBS: dict[str, str] = {
 }
 
 log = logging.getLogger("combcn")
+
+#: What to do after a stopped run, per verb (default: run it again).
+AFTER_STOP = {"inpaint": "frames already written are complete; run again with --resume to render the rest"}
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (how farm managers cancel a task); unwinds like Ctrl-C so cleanup runs."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Terminated` in the main thread (temp files are
+    removed and locks released on the way out); the previous handler is restored afterwards."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding host): leave signals to it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -81,14 +111,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     _setup_logging(args.verbose, args.quiet)
+    after = AFTER_STOP.get(args.verb, "run it again")
     try:
-        return int(args.func(args) or 0)
+        with _stop_on_sigterm():
+            return int(args.func(args) or 0)
     except CombcnError as exc:
         print(f"combcn {args.verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"combcn {args.verb}: interrupted", file=sys.stderr)
+        print(f"combcn {args.verb}: interrupted (SIGINT); {after}", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"combcn {args.verb}: stopped by SIGTERM; {after}", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":  # pragma: no cover

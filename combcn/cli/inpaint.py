@@ -28,7 +28,10 @@ examples:
 
 Frames outside --frames are read for temporal context but never written, so a farm can split a shot
 into chunks; with --context unset, chunked renders are bit-identical to a single render. Outputs are
-written atomically (temp file + rename); exit code 0 means every requested frame was written.
+written atomically (temp file + rename); exit code 0 means every requested frame was written. SIGTERM
+and Ctrl-C stop cleanly (exit 143 and 130): the frame in flight is dropped, the frames written are
+complete, and --resume renders the rest. A lock file beside the outputs keeps two renders of the
+same frames from running at once; renders of different --frames chunks run together.
 """
 
 
@@ -217,6 +220,12 @@ def add_parser(subparsers: Any) -> None:
         help="output pixel type: half, float, uint8, uint16 (default: as the input)",
     )
     p.add_argument(
+        "--lossy-ok",
+        action="store_true",
+        help="accept an output format or compression that changes pixels outside the matte (JPEG, "
+        "EXR dwaa/dwab/b44/b44a, lossy WebP, ...); refused otherwise",
+    )
+    p.add_argument(
         "--no-check",
         dest="check",
         action="store_false",
@@ -289,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
             propagate=args.propagate,
             reach=args.reach,
             qc=args.qc,
+            lossy_ok=args.lossy_ok,
         )
     finally:
         if bar is not None:

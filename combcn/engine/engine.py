@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from combcn.engine.core import RenderSettings, composite, render_windows
+from combcn.engine.guards import FillGuard
 from combcn.engine.matte import MatteOptions, shape_matte
 from combcn.engine.propagate import propagation_settings
 from combcn.engine.shaper import default_shaper_for, get_shaper
@@ -222,8 +223,12 @@ class Engine:
         if not any(a.max() > 0 for a in alphas):
             log.warning("the matte is empty: returning the frames unchanged")
         else:
+            guard = FillGuard()
 
             def emit(position: int, fill: Any) -> None:
+                fill = guard.check(
+                    plate[position, :, :, :3].astype(np.float32), fill, path=None, frame=position
+                )
                 result[position, :, :, :3] = composite(plate[position, :, :, :3], fill)
 
             with self.threads_for_call():
@@ -239,4 +244,6 @@ class Engine:
                     device=self.device,
                     propagation=propagation,
                 )
+            if guard.pixels:
+                log.warning("%s", guard.warning())
         return torch.from_numpy(result).to(frames.device) if is_torch else result

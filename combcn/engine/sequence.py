@@ -3,13 +3,16 @@
 Order of work (nothing is written until every check has passed):
 
 1. resolve the plate (image sequence or movie), matte, channels and output pattern;
-2. check outputs: not the input, folder writable, existing frames refused unless ``resume`` (skip
-   them) or ``overwrite``;
+2. check outputs: not the input, folder writable, format and compression bit-exact outside the matte
+   (unless ``lossy_ok``), existing frames refused unless ``resume`` (skip those that read back
+   complete, with the size, channels and pixel type this render writes) or ``overwrite``;
 3. plan the temporal windows that touch the frames to write (context frames outside ``frames`` are
    read, never written) and check every frame they read: present, same size, matte aligned, RGB
    finite, matte not covering a whole frame;
-4. render window by window; each frame is written atomically (temp file + rename) as soon as it is
-   final, with every channel, window, pixel type and metadata of its input.
+4. take the output lock (one render per output pattern and frame set, see
+   :class:`~combcn.engine.guards.OutputLock`) and render window by window; each fill passes the
+   :class:`~combcn.engine.guards.FillGuard` and each frame is written atomically (temp file + rename)
+   as soon as it is final, with every channel, window, pixel type and metadata of its input.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import OpenImageIO as oiio
 
 from combcn.engine.core import FrameFill, RenderSettings, composite, needed_windows, render_windows
 from combcn.engine.engine import Engine, matte_options, render_settings
+from combcn.engine.guards import FillGuard, OutputLock, lossy_reason
 from combcn.engine.matte import MatteOptions, shape_matte
 from combcn.engine.propagate import PropagationSettings, propagation_settings
 from combcn.engine.shaper import default_shaper_for, get_shaper
@@ -36,9 +40,10 @@ from combcn.errors import ConfigError, InputError, OutputError
 from combcn.io.frames import FrameSet
 from combcn.io.image import (
     ImageData,
+    channel_types,
     check_writable_folder,
-    read_header,
     stale_temp_files,
+    verify_image,
     write_image_atomic,
 )
 from combcn.io.plate import (
@@ -131,11 +136,14 @@ class SequenceOptions:
         matte_channel: channel of the matte (default A, Y, R or the first; on the plate, its alpha).
         part, matte_part: multi-part EXR part (index or name) of the plate / matte.
         shaper: ``acescct`` / ``log`` / ``srgb`` / ``none``; None = the default for the plate's type.
-        resume: skip frames whose output already exists and reads back.
+        resume: skip frames whose output already exists and reads back complete, as this render
+            would write it (size, channels, pixel type); render the others again.
         overwrite: replace existing outputs.
         compression, pixel_type: output overrides (default: as the input).
         check: read every frame before rendering to check NaN/Inf and full mattes (recommended).
         qc: add ``fill.revealed`` and ``fill.offset`` channels to each output (EXR only).
+        lossy_ok: accept an output format or compression that changes pixels outside the matte
+            (JPEG, DWAA/DWAB/B44 EXR, ...); refused otherwise.
     """
 
     matte_channel: str | None = None
@@ -148,6 +156,7 @@ class SequenceOptions:
     pixel_type: str | None = None
     check: bool = True
     qc: bool = False
+    lossy_ok: bool = False
 
 
 @dataclass
@@ -164,6 +173,7 @@ class Plan:
         first_spec: the plate's spec (every frame read must match its windows and channels).
         shaper: the shaper's name.
         windows: the number of temporal windows that will run.
+        warnings: warnings raised while planning (also logged).
     """
 
     plate: Plate
@@ -178,6 +188,7 @@ class Plan:
     first_spec: oiio.ImageSpec
     shaper: str
     windows: int
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def matte_source(self) -> Plate:
@@ -207,8 +218,21 @@ def _targets(plate: Plate, frames: str | FrameSet | Sequence[int] | None) -> lis
     return targets
 
 
-def _existing_outputs(out: SequencePattern, targets: list[int], opts: SequenceOptions) -> list[int]:
-    """Frames whose complete output exists and is kept (``resume``); refuse existing ones otherwise."""
+def _existing_outputs(
+    out: SequencePattern,
+    targets: list[int],
+    opts: SequenceOptions,
+    expected: oiio.ImageSpec,
+    types: list[str] | None,
+    warnings: list[str],
+) -> list[int]:
+    """Frames whose complete output exists and is kept (``resume``); refuse existing ones otherwise.
+
+    Args:
+        expected: the spec this render writes (windows, channel names).
+        types: the channel types the output format stores (None: unknown, not checked).
+        warnings: gets one line per existing frame that is rendered again.
+    """
     existing = [f for f in targets if out.path(f).exists()]
     if not existing:
         return []
@@ -220,14 +244,39 @@ def _existing_outputs(out: SequencePattern, targets: list[int], opts: SequenceOp
             "render the rest, or --overwrite to replace them",
             path=out.path(existing[0]),
         )
+    creator = oiio.ImageOutput.create(str(out.path(existing[0])))
+    part = opts.part if creator is not None and creator.supports("multiimage") else None
     kept = []
     for f in existing:
-        try:
-            read_header(out.path(f))
+        why = verify_image(out.path(f), expected, part, types=types)
+        if why is None:
             kept.append(f)
-        except InputError:
-            log.warning("%s: incomplete or unreadable output, rendering it again", out.path(f))
+            continue
+        message = (
+            f"{out.path(f)}: frame {f}: existing output is incomplete or not what this render writes "
+            f"({why}); rendering it again"
+        )
+        log.warning(message)
+        warnings.append(message)
     return kept
+
+
+def _check_lossless(
+    out: SequencePattern, spec: oiio.ImageSpec, opts: SequenceOptions, warnings: list[str]
+) -> list[str] | None:
+    """Refuse (unless ``lossy_ok``) an output that would change pixels outside the matte.
+
+    Returns:
+        the channel types the output format stores (None: unknown).
+    """
+    reason, stored = lossy_reason(out, spec, compression=opts.compression, pixel_type=opts.pixel_type)
+    if reason is not None:
+        if not opts.lossy_ok:
+            raise OutputError(f"{reason}, or pass --lossy-ok to accept it", path=str(out))
+        message = f"{out}: {reason} (accepted with --lossy-ok)"
+        log.warning(message)
+        warnings.append(message)
+    return None if stored is None else channel_types(stored)
 
 
 def plan(
@@ -241,7 +290,9 @@ def plan(
     settings: RenderSettings,
     reach: int = 0,
 ) -> Plan | None:
-    """Resolve inputs, outputs and the frames to read; headers only (no pixels). None: nothing to do.
+    """Resolve inputs, outputs and the frames to read; headers only (no plate pixels; with ``resume``
+    existing outputs are decoded to verify them, and a small probe tries the output format in a
+    temporary folder). None: nothing to do.
 
     Raises:
         InputError, ConfigError, OutputError: with the file and frame, before anything is written.
@@ -251,13 +302,18 @@ def plan(
     targets = _targets(plate, frames)
     out = _check_output_pattern(str(output), plate, matte_src, targets)
     check_writable_folder(out.path(targets[0]))
-    skipped = _existing_outputs(out, targets, opts)
+    written_spec = plate.header(targets[0])
+    if opts.qc:
+        written_spec = qc_spec(written_spec)
+    warnings: list[str] = []
+    types = _check_lossless(out, written_spec, opts, warnings)
+    skipped = _existing_outputs(out, targets, opts, written_spec, types, warnings)
     to_write = [f for f in targets if f not in set(skipped)]
     seq = plate.frames
     first_spec = plate.header(to_write[0] if to_write else targets[0])
     rgb = rgb_channels(first_spec, plate.file(targets[0]))
     if not to_write:
-        return Plan(plate, matte_src, out, seq, [], skipped, [], rgb, 0, first_spec, "none", 0)
+        return Plan(plate, matte_src, out, seq, [], skipped, [], rgb, 0, first_spec, "none", 0, warnings)
     positions = {f: i for i, f in enumerate(seq)}
     windows, (first, last) = needed_windows(len(seq), [positions[f] for f in to_write], window, settings)
     first, last = max(0, first - reach), min(len(seq), last + reach)
@@ -302,6 +358,7 @@ def plan(
         first_spec,
         shaper,
         len(windows),
+        warnings,
     )
 
 
@@ -401,18 +458,28 @@ def with_qc(data: ImageData, frame_fill: FrameFill) -> ImageData:
         inside = frame_fill.alpha is not None and frame_fill.alpha > 0
         revealed[y0:y1, x0:x1] = np.where(inside, frame_fill.revealed, 0.0)
         offset[y0:y1, x0:x1] = np.where(inside, frame_fill.offset, 0.0)
-    spec = oiio.ImageSpec(data.spec)
-    names = list(spec.channelnames) + list(QC_CHANNELS)
-    formats = [str(t) for t in spec.channelformats] or [str(spec.format)] * spec.nchannels
+    spec = qc_spec(data.spec)
     stored = data.pixels.dtype
-    if np.issubdtype(stored, np.integer):
-        raise ConfigError("--qc needs a float output (EXR); this plate is stored as integers")
     pixels = np.concatenate([data.pixels, np.stack([revealed, offset], -1).astype(stored)], -1)
-    spec.nchannels = len(names)
-    spec.channelnames = tuple(names)
-    if spec.channelformats:
-        spec.channelformats = tuple(oiio.TypeDesc(f) for f in formats + ["float", "float"])
     return ImageData(pixels=pixels, spec=spec, part=data.part, parts=data.parts)
+
+
+def qc_spec(spec: oiio.ImageSpec) -> oiio.ImageSpec:
+    """``spec`` with the two QC channels appended (float where channels have their own types).
+
+    Raises:
+        ConfigError: the plate is stored as integers (the QC channels need a float file).
+    """
+    if oiio.TypeDesc(spec.format).basetype not in (oiio.FLOAT, oiio.HALF, oiio.DOUBLE):
+        raise ConfigError("--qc needs a float output (EXR); this plate is stored as integers. Drop --qc")
+    out = oiio.ImageSpec(spec)
+    names = list(out.channelnames) + list(QC_CHANNELS)
+    formats = channel_types(out)
+    out.nchannels = len(names)
+    out.channelnames = tuple(names)
+    if out.channelformats:
+        out.channelformats = tuple(oiio.TypeDesc(f) for f in formats + ["float", "float"])
+    return out
 
 
 def stream(
@@ -424,9 +491,10 @@ def stream(
     propagation: PropagationSettings,
     report: Report,
     progress: ProgressCallback | None,
+    guard: FillGuard,
 ) -> None:
-    """Render window by window and write each frame atomically as soon as it is final."""
-    check_writable_folder(plan.out.path(plan.to_write[0]), create=True)
+    """Render window by window and write each frame atomically as soon as it is final, each fill
+    checked by ``guard`` first. The output folder exists (made before the lock is taken)."""
     for f in plan.to_write:
         for stale in stale_temp_files(plan.out.path(f)):
             stale.unlink(missing_ok=True)
@@ -445,6 +513,7 @@ def stream(
     def emit(position: int, frame_fill: FrameFill) -> None:
         frame = seq[position]
         data = opened.get(frame)
+        frame_fill = guard.check(rgb_of(data, plan.rgb), frame_fill, path=plan.out.path(frame), frame=frame)
         out = ImageData(pixels=data.pixels.copy(), spec=data.spec, part=data.part, parts=data.parts)
         out.pixels[..., plan.rgb] = composite(data.pixels[..., plan.rgb], frame_fill)
         if opts.qc:
@@ -528,7 +597,11 @@ def render_sequence(
     the_plan = plan(
         source, matte, output, frames, opts, window=engine.window, settings=settings, reach=propagation.reach
     )
+    lock: OutputLock | None = None
+    guard = FillGuard()
     try:
+        if the_plan is not None:
+            report.warnings.extend(the_plan.warnings)
         if the_plan is None or not the_plan.to_write:
             report.skipped = [] if the_plan is None else the_plan.skipped
             log.info("all %d frame(s) already exist; nothing to do", len(report.skipped))
@@ -549,9 +622,20 @@ def render_sequence(
             "on" if propagation.enabled else "off",
             output,
         )
+        check_writable_folder(the_plan.out.path(the_plan.to_write[0]), create=True)
+        lock = OutputLock(the_plan.out, the_plan.to_write)
+        lock.acquire()
+        report.warnings.extend(lock.warnings)
         with engine.threads_for_call():
-            stream(the_plan, engine, opts, m_opts, settings, propagation, report, progress)
+            stream(the_plan, engine, opts, m_opts, settings, propagation, report, progress, guard)
     finally:
+        if lock is not None:
+            lock.release()
+        clamped = guard.warning()
+        if clamped is not None:
+            clamped = f"{output}: {clamped}"
+            log.warning(clamped)
+            report.warnings.append(clamped)
         if the_plan is not None:
             the_plan.plate.close()
             if the_plan.matte is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 
-from combcn.errors import ConfigError, InputError, OutputError
+from combcn.errors import CombcnError, ConfigError, InputError, OutputError
 
 log = logging.getLogger("combcn.io")
 
@@ -29,9 +29,17 @@ EXR_COMPRESSIONS = ("none", "rle", "zips", "zip", "piz", "pxr24", "b44", "b44a",
 
 Part = int | str | None
 
-#: EXR compressions that change pixel values (bit-exact copy-through needs a lossless one).
+#: Compressions that change pixel values (bit-exact copy-through needs a lossless one).
 LOSSY_COMPRESSIONS = {"dwaa", "dwab", "b44", "b44a"}
-_warned_lossy: set[str] = set()
+
+#: OpenImageIO writers whose formats always change pixel values (no lossless mode we select).
+LOSSY_FORMATS = {
+    "jpeg": "JPEG",
+    "jpeg2000": "JPEG 2000",
+    "jpegxl": "JPEG XL",
+    "gif": "GIF",
+    "hdr": "Radiance HDR",
+}
 
 
 @dataclass
@@ -287,15 +295,6 @@ def write_image_atomic(
         log.warning("%s: this format holds one part; writing only part %d", path, data.part)
         parts = [(data.spec, data.pixels)]
     specs = [output_spec(s, compression=compression, pixel_type=pixel_type) for s, _ in parts]
-    lossy = {str(sp.get_string_attribute("compression")).split(":")[0] for sp in specs} & LOSSY_COMPRESSIONS
-    if lossy and path.suffix.lower() == ".exr" and not lossy <= _warned_lossy:
-        _warned_lossy.update(lossy)
-        log.warning(
-            "%s: compression %s is lossy, so pixels outside the matte are re-encoded and may differ from "
-            "the input; use --compression zip or piz to keep them bit-exact",
-            path,
-            ", ".join(sorted(lossy)),
-        )
     tmp = temp_path_for(path)
     try:
         ok = creator.open(str(tmp), specs) if len(specs) > 1 else creator.open(str(tmp), specs[0])
@@ -308,8 +307,122 @@ def write_image_atomic(
             raise OutputError(
                 f"writing failed: {creator.geterror().strip() or oiio.geterror().strip()}", path=path
             )
+        # Flush to disk before the rename: else a crash can leave the final name on a cut-short file.
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+_NUMPY_OF: dict[str, type[np.generic]] = {
+    "half": np.float16,
+    "float": np.float32,
+    "double": np.float64,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+}
+
+
+def channel_types(spec: oiio.ImageSpec) -> list[str]:
+    """The stored type of each channel of ``spec`` (``half``, ``float``, ``uint8``, ...)."""
+    if len(spec.channelformats):
+        return [str(t) for t in spec.channelformats]
+    return [str(spec.format)] * spec.nchannels
+
+
+#: Stored types that hold every value of the key type (integers as fractions of their maximum).
+_HOLDS = {
+    "half": {"half", "float", "double"},
+    "float": {"float", "double"},
+    "double": {"double"},
+    "uint8": {"uint8", "uint16", "half", "float", "double"},
+    "uint16": {"uint16", "float", "double"},
+}
+
+
+def _probe_pixels(types: list[str], size: int) -> np.ndarray:
+    """ndarray[size, size, C] float64 of random values each channel's type holds (negative and above
+    1 for floats, the full range for integers)."""
+    rng = np.random.default_rng(1234)
+    channels = []
+    for t in types:
+        kind = _NUMPY_OF.get(t, np.float32)
+        if np.issubdtype(kind, np.integer):
+            top = np.iinfo(kind).max  # type: ignore[type-var]
+            channels.append(rng.integers(0, top, (size, size), endpoint=True).astype(np.float64))
+        else:
+            channels.append(rng.normal(0.5, 2.0, (size, size)).astype(kind).astype(np.float64))
+    return np.stack(channels, -1)
+
+
+def round_trip(
+    path: str | Path, spec: oiio.ImageSpec, *, compression: str | None = None, pixel_type: str | None = None
+) -> tuple[bool, oiio.ImageSpec]:
+    """Whether a file written as ``path`` would be (its format, ``spec``'s channels and attributes,
+    the overrides) keeps the values it is given bit-exact, tried on a small probe in a temporary folder.
+
+    The probe is written, read back, written again as read and read again: the stored types must hold
+    the types asked for, and the second pass must return the first pass's values exactly (values
+    that came from such a file, as a plate's untouched pixels do, must survive being written again).
+
+    Returns:
+        (bit-exact, the spec read back: what the format stores).
+
+    Raises:
+        OutputError: the format cannot write such an image at all.
+    """
+    import tempfile
+
+    size = 16
+    asked = output_spec(spec, compression=compression, pixel_type=pixel_type)
+    asked.x = asked.y = asked.full_x = asked.full_y = 0
+    asked.width = asked.height = asked.full_width = asked.full_height = size
+    types = channel_types(asked)
+    with tempfile.TemporaryDirectory(prefix="combcn-probe-") as folder:
+        probe = Path(folder) / f"probe{Path(path).suffix}"
+        try:
+            write_image_atomic(probe, ImageData(_probe_pixels(types, size), asked))
+            first = read_image(probe, all_parts=False)
+            write_image_atomic(probe, first, compression=compression, pixel_type=pixel_type)
+            second = read_image(probe, all_parts=False)
+        except CombcnError as exc:
+            raise OutputError(f"cannot write this format as asked: {exc.message}", path=path) from None
+    stored = channel_types(first.spec)
+    holds = len(stored) == len(types) and all(
+        s in _HOLDS.get(t, {t}) for t, s in zip(types, stored, strict=True)
+    )
+    return holds and np.array_equal(first.pixels, second.pixels), first.spec
+
+
+def _jpeg_complete(path: Path) -> bool:
+    """A JPEG ends with its end-of-image marker; the decoder pads a cut-short one with grey silently."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64))
+        return b"\xff\xd9" in f.read()
+
+
+def verify_image(
+    path: str | Path, expected: oiio.ImageSpec, part: Part = None, *, types: list[str] | None = None
+) -> str | None:
+    """Why the image at ``path`` is not complete with ``expected``'s windows and channel names and
+    the channel ``types`` (None: not checked); None when it is. Every part's pixels must decode."""
+    from combcn.io.plate import windows_of  # plate imports this module
+
+    path = Path(path)
+    try:
+        data = read_image(path, part, all_parts=True)
+    except InputError as exc:
+        return exc.message
+    if windows_of(data.spec) != windows_of(expected):
+        return f"size/windows {windows_of(data.spec)}, expected {windows_of(expected)}"
+    if list(data.spec.channelnames) != list(expected.channelnames):
+        return f"channels {', '.join(data.spec.channelnames)}, expected {', '.join(expected.channelnames)}"
+    if types is not None and channel_types(data.spec) != types:
+        return f"pixel types {', '.join(channel_types(data.spec))}, expected {', '.join(types)}"
+    if path.suffix.lower() in (".jpg", ".jpeg", ".jpe", ".jif", ".jfif", ".jfi") and not _jpeg_complete(path):
+        return "the JPEG has no end marker: it was cut short"
+    return None

@@ -1,0 +1,346 @@
+"""Guards on what a render writes: fills the model got wrong, formats that would change the plate,
+and two renders writing the same frames at once.
+
+- :class:`FillGuard` refuses a fill with NaN or Inf (broken weights) and clamps fill values far
+  outside what the frame shows elsewhere (a hole too large for the model), counting what it clamped.
+- :func:`lossy_reason` says why an output format or compression cannot keep pixels outside the matte
+  bit-exact (None when it can).
+- :class:`OutputLock` is a lock file beside the outputs, one per output pattern and frame set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import OpenImageIO as oiio
+
+from combcn.engine.core import FrameFill
+from combcn.errors import CombcnError, ModelError, OutputError
+from combcn.io.frames import FrameSet
+from combcn.io.image import LOSSY_COMPRESSIONS, LOSSY_FORMATS, round_trip
+from combcn.io.sequence import SequencePattern
+
+log = logging.getLogger("combcn.engine")
+
+#: Fill values may pass the known range of their frame by this fraction of that range (per channel),
+#: plus ``RANGE_FLOOR`` in plate units: shading a little beyond what the frame shows (a highlight the
+#: hole half hides) is plausible, anything further is the network inventing light.
+RANGE_MARGIN = 0.1
+RANGE_FLOOR = 1.0 / 256.0
+
+
+@dataclass
+class FillGuard:
+    """Checks each frame's fill before it is composited; one per render.
+
+    Attributes:
+        pixels: fill pixels clamped so far.
+        frames: frames with at least one clamped pixel.
+        clamped: those frames' numbers.
+    """
+
+    pixels: int = 0
+    frames: int = 0
+    clamped: list[int] = field(default_factory=list)
+
+    def check(
+        self, plate_rgb: np.ndarray, frame_fill: FrameFill, *, path: str | Path | None, frame: int
+    ) -> FrameFill:
+        """The fill of one frame, with values far outside the frame's known range clamped into it.
+
+        Args:
+            plate_rgb (ndarray[H, W, 3] float32): the frame's colour in plate units.
+            frame_fill: its fill (``fill`` in plate units over ``box``).
+            path, frame: the output file and frame number, for the message.
+
+        Raises:
+            ModelError: the fill holds NaN or Inf (nothing of this frame is to be written).
+        """
+        if frame_fill.box is None or frame_fill.fill is None or frame_fill.alpha is None:
+            return frame_fill
+        fill = frame_fill.fill
+        bad = ~np.isfinite(fill).all(axis=-1)
+        if bad.any():
+            raise ModelError(
+                f"the model produced NaN or Inf in {int(bad.sum())} fill pixel(s), so nothing was written "
+                "for this frame; the weights are broken (a diverged finetune?): render with other "
+                "weights (-w)",
+                path=path,
+                frame=frame,
+            )
+        y0, y1, x0, x1 = frame_fill.box
+        known = np.ones(plate_rgb.shape[:2], bool)
+        known[y0:y1, x0:x1] = frame_fill.alpha <= 0
+        values = plate_rgb[known]
+        values = values[np.isfinite(values).all(axis=-1)]
+        if values.size == 0:
+            return frame_fill
+        lo, hi = values.min(axis=0), values.max(axis=0)
+        slack = RANGE_MARGIN * (hi - lo) + RANGE_FLOOR
+        lo, hi = lo - slack, hi + slack
+        # Only what is composited counts. Pixels marked revealed are checked too: after the cross-fade
+        # of windows they can still hold network values.
+        inside = frame_fill.alpha > 0
+        outside = ((fill < lo) | (fill > hi)).any(axis=-1) & inside
+        count = int(outside.sum())
+        if count == 0:
+            return frame_fill
+        self.pixels += count
+        self.frames += 1
+        self.clamped.append(frame)
+        clamped = np.where(outside[..., None], np.clip(fill, lo, hi), fill).astype(np.float32)
+        return FrameFill(frame_fill.box, clamped, frame_fill.alpha, frame_fill.revealed, frame_fill.offset)
+
+    def warning(self) -> str | None:
+        """The one warning of a render (None when nothing was clamped)."""
+        if self.pixels == 0:
+            return None
+        return (
+            f"{self.pixels} fill pixel(s) in {self.frames} frame(s) ({FrameSet(self.clamped)}) were far "
+            "brighter or darker than anything the frame shows outside the hole and were clamped to its "
+            f"range (+{RANGE_MARGIN:.0%}); the hole is likely too large for the model: check those frames, "
+            "shrink the matte or paint a clean plate"
+        )
+
+
+def lossy_reason(
+    out: SequencePattern, spec: oiio.ImageSpec, *, compression: str | None, pixel_type: str | None
+) -> tuple[str | None, oiio.ImageSpec | None]:
+    """Why writing ``spec``'s image to ``out`` would change pixels outside the matte, and the spec the
+    format stores (None when the format cannot be probed).
+
+    Returns:
+        (what is lossy, that pixels outside the matte would change, and the lossless alternative, in
+        one line; None when the output keeps them bit-exact), stored spec.
+    """
+    sample = out.path(1001)
+    creator = oiio.ImageOutput.create(str(sample))
+    fmt = creator.format_name() if creator is not None else out.extension
+    given = compression is not None
+    method = str(compression if given else spec.get_string_attribute("compression") or "").split(":")[0]
+    changes = "so pixels outside the matte would not stay bit-exact"
+    if fmt in LOSSY_FORMATS:
+        what = f"{LOSSY_FORMATS[fmt]} is lossy, {changes}; write EXR, PNG or TIFF"
+        return what, _stored(out, spec, compression, pixel_type)
+    if fmt == "openexr" and method in LOSSY_COMPRESSIONS:
+        option = (
+            f"--compression {method} is" if given else f"the plate's compression {method}, kept on output, is"
+        )
+        return f"{option} lossy, {changes}; use --compression zip or piz", _stored(
+            out, spec, compression, pixel_type
+        )
+    exact, stored = round_trip(sample, spec, compression=compression, pixel_type=pixel_type)
+    if exact:
+        return None, stored
+    asked = pixel_type or _type_name(spec)
+    return (
+        f"{fmt} stores these {asked} pixels as {_type_name(stored)} ({stored.nchannels} "
+        f"channel(s)), {changes}; write EXR or a format that holds {asked}",
+        stored,
+    )
+
+
+def _type_name(spec: oiio.ImageSpec) -> str:
+    types = {str(t) for t in spec.channelformats} or {str(spec.format)}
+    return "/".join(sorted(types))
+
+
+def _stored(
+    out: SequencePattern, spec: oiio.ImageSpec, compression: str | None, pixel_type: str | None
+) -> oiio.ImageSpec | None:
+    try:
+        return round_trip(out.path(1001), spec, compression=compression, pixel_type=pixel_type)[1]
+    except OutputError:
+        return None
+
+
+#: A lock whose owner has not refreshed it for this long is stale (its host died or lost the share).
+LOCK_STALE_S = 600.0
+#: How often the owner refreshes its lock's modification time.
+LOCK_HEARTBEAT_S = 30.0
+_LOCK_SUFFIX = ".combcn-lock"
+
+
+def _pattern_key(out: SequencePattern) -> str:
+    if not out.has_token:
+        return out.prefix
+    token = "#" * out.padding if out.padding else "%d"
+    return f"{out.prefix}{token}{out.suffix}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class OutputLock:
+    """A lock file beside the outputs: one render per output pattern and frame set at a time.
+
+    The file ``.<pattern>.<first>-<last>.<digest>.combcn-lock`` holds the owner's pid, host, start
+    time and frames. Renders of disjoint frame sets (farm chunks) take different files and run
+    together; a render whose frames overlap a live lock's refuses (of two that start at once, the
+    later-started one refuses). A lock is stale when its pid is gone on this host or it has not been
+    refreshed for :data:`LOCK_STALE_S` seconds (the owner refreshes it in a thread); a stale lock is
+    taken over with a warning.
+
+    Args:
+        out: the output pattern.
+        frames: the frames this render is asked to write.
+    """
+
+    def __init__(self, out: SequencePattern, frames: list[int]):
+        self.out = out
+        self.frames = sorted(set(frames))
+        key = _pattern_key(out)
+        digest = hashlib.sha1(",".join(map(str, self.frames)).encode()).hexdigest()[:8]
+        folder = Path(out.path(self.frames[0])).parent
+        self.path = folder / f".{key}.{self.frames[0]}-{self.frames[-1]}.{digest}{_LOCK_SUFFIX}"
+        self._siblings = f".{key}.*{_LOCK_SUFFIX}"
+        self.owner: dict[str, Any] = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "frames": str(FrameSet(self.frames)),
+        }
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self.warnings: list[str] = []
+
+    def _describe(self, path: Path, owner: dict[str, Any]) -> str:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(owner.get("started", 0))))
+        return (
+            f"another combcn render (pid {owner.get('pid', '?')} on {owner.get('host', '?')}, started "
+            f"{started}, frames {owner.get('frames', '?')}) is writing these frames (lock {path}); wait "
+            "for it to finish, or if it is gone delete the lock file and run again"
+        )
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any] | None:
+        try:
+            owner = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return owner if isinstance(owner, dict) else None
+
+    def _stale(self, path: Path, owner: dict[str, Any] | None) -> bool:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if owner is None:  # being written this instant, or garbage left by a crash
+            return age > LOCK_STALE_S
+        if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", -1))):
+            return True
+        return age > LOCK_STALE_S
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.owner, f)
+        return True
+
+    def _take_over(self, path: Path, owner: dict[str, Any] | None) -> None:
+        who = "unknown owner" if owner is None else f"pid {owner.get('pid')} on {owner.get('host')}"
+        message = f"{path}: taking over a stale lock ({who}, no longer running)"
+        log.warning(message)
+        self.warnings.append(message)
+        path.unlink(missing_ok=True)
+
+    def _overlapping(self) -> list[tuple[Path, dict[str, Any] | None]]:
+        mine = set(self.frames)
+        found = []
+        for path in sorted(self.path.parent.glob(self._siblings)):
+            if path == self.path:
+                continue
+            owner = self._read(path)
+            if owner is None:  # created this instant: its owner is writing it
+                time.sleep(0.5)
+                owner = self._read(path)
+            try:
+                theirs = set(FrameSet.parse(str((owner or {}).get("frames", ""))).frames)
+            except CombcnError:
+                theirs = mine  # unreadable: assume it overlaps
+            if mine & theirs:
+                found.append((path, owner))
+        return found
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`OutputError` naming the live lock in the way."""
+        for _ in range(3):
+            if self._create():
+                break
+            owner = self._read(self.path)
+            if owner is None:  # created this instant: its owner is writing it
+                time.sleep(0.5)
+                owner = self._read(self.path)
+            if not self._stale(self.path, owner):
+                raise OutputError(self._describe(self.path, owner or {}), path=self.out.path(self.frames[0]))
+            self._take_over(self.path, owner)
+        else:
+            raise OutputError(
+                f"cannot take the lock {self.path}; another render keeps taking it. Run again",
+                path=self.out.path(self.frames[0]),
+            )
+        try:
+            mine = (float(self.owner["started"]), str(self.owner["host"]), int(self.owner["pid"]))
+            for path, owner in self._overlapping():
+                if owner is None or self._stale(path, owner):
+                    if owner is not None:
+                        self._take_over(path, owner)
+                    continue
+                theirs = (
+                    float(owner.get("started", 0)),
+                    str(owner.get("host", "")),
+                    int(owner.get("pid", 0)),
+                )
+                if theirs < mine:
+                    raise OutputError(self._describe(path, owner), path=self.out.path(self.frames[0]))
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+        self._beat = threading.Thread(target=self._heartbeat, name="combcn-lock", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(LOCK_HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        """Remove the lock if this render still owns it."""
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        owner = self._read(self.path)
+        if (
+            owner is not None
+            and owner.get("pid") == self.owner["pid"]
+            and owner.get("host") == self.owner["host"]
+        ):
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,406 @@
+"""What a render refuses to write and what it does when stopped, on real files through OpenImageIO:
+resume re-checks existing frames, NaN and runaway fills, lossy outputs, the output lock, SIGTERM/SIGINT.
+
+Signals, exit codes and concurrent renders run ``combcn inpaint`` as real subprocesses; the rest runs
+in-process for speed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+import torch
+from engine_helpers import moving_box_matte, one_thread, plate_spec, tiny_model, write_sequence  # noqa: F401
+
+import combcn
+from combcn.cli import main
+from combcn.engine import Engine
+from combcn.engine.guards import RANGE_FLOOR, RANGE_MARGIN, FillGuard, OutputLock
+from combcn.errors import ModelError, OutputError
+from combcn.io import ImageData, read_image, write_image_atomic
+from combcn.io.image import verify_image
+from combcn.io.sequence import SequencePattern
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FRAMES = [1001, 1002, 1003, 1004]
+EXE = shutil.which("combcn", path=str(Path(sys.executable).parent)) or "combcn"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(device="cpu", model=tiny_model())
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from combcn.model import save_weights
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_weights(tiny_model(), path)
+    return str(path)
+
+
+def _shot(folder: Path, frames: list[int] = FRAMES) -> tuple[str, str, dict[int, np.ndarray]]:
+    plate, matte, stored = write_sequence(folder, frames, matte=moving_box_matte(len(frames), 48, 64))
+    assert matte is not None
+    return plate, matte, stored
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    rc = main(["inpaint", *argv])
+    return rc, capsys.readouterr().err
+
+
+def _errors(err: str) -> list[str]:
+    return [line for line in err.splitlines() if "error:" in line]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+class TestResume:
+    def test_truncated_and_mistyped_frames_are_rendered_again(
+        self, engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        plate, matte, _ = _shot(tmp_path / "in")
+        out = str(tmp_path / "out" / "o.####.exr")
+        combcn.inpaint_sequence(plate, matte, out, engine=engine)
+        first = {f: read_image(out.replace("####", str(f))).pixels for f in FRAMES}
+        cut = tmp_path / "out" / "o.1002.exr"
+        data = cut.read_bytes()
+        cut.write_bytes(data[: len(data) * 9 // 10])  # cut short: the header still reads
+        assert verify_image(cut, read_image(tmp_path / "out" / "o.1001.exr").spec) is not None
+        wrong = tmp_path / "out" / "o.1004.exr"  # complete, but float where this render writes half
+        write_image_atomic(wrong, read_image(wrong), pixel_type="float")
+        with caplog.at_level(logging.WARNING, logger="combcn"):
+            report = combcn.inpaint_sequence(plate, matte, out, engine=engine, resume=True)
+        assert report.skipped == [1001, 1003] and report.written == [1002, 1004]
+        warned = [r.getMessage() for r in caplog.records if "rendering it again" in r.getMessage()]
+        assert len(warned) == 2 and "o.1002.exr" in warned[0] and "o.1004.exr" in warned[1]
+        assert "pixel types" in warned[1]
+        for f in FRAMES:  # deterministic: the re-rendered frames equal the first render
+            np.testing.assert_array_equal(read_image(out.replace("####", str(f))).pixels, first[f])
+        assert _leftovers(tmp_path / "out") == []
+
+    def test_cut_short_jpeg_is_not_complete(self, tmp_path: Path) -> None:
+        spec = oiio.ImageSpec(64, 48, 3, "uint8")
+        pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3)).astype(np.uint8)
+        path = tmp_path / "f.jpg"
+        write_image_atomic(path, ImageData(pixels, spec))
+        assert verify_image(path, read_image(path).spec, types=["uint8"] * 3) is None
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # the decoder pads it with grey and reports nothing
+        assert "cut short" in (verify_image(path, read_image(path).spec) or "")
+
+
+def _nan_model() -> torch.nn.Module:
+    model = tiny_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    return model
+
+
+class TestFillGuard:
+    def test_exception_nan_fill_writes_nothing(self, tmp_path: Path) -> None:
+        plate, matte, _ = _shot(tmp_path / "in")
+        with pytest.raises(ModelError, match="NaN or Inf") as caught:
+            combcn.inpaint_sequence(
+                plate,
+                matte,
+                str(tmp_path / "out/o.####.exr"),
+                engine=Engine(device="cpu", model=_nan_model()),
+            )
+        assert caught.value.frame == FRAMES[0] and "\n" not in str(caught.value)
+        assert list((tmp_path / "out").iterdir()) == []  # no frame, no temp file, no lock
+
+    def test_exception_nan_weights_cli_one_line_nonzero(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from combcn.model import save_weights
+
+        bad = tmp_path / "diverged.pt"
+        save_weights(_nan_model(), bad)  # type: ignore[arg-type]
+        plate, matte, _ = _shot(tmp_path / "in")
+        rc, err = _run(
+            capsys, plate, "-m", matte, "-o", str(tmp_path / "out/o.####.exr"), "-w", str(bad), "-p", "none"
+        )
+        assert rc != 0 and len(_errors(err)) == 1 and "Traceback" not in err
+        assert "NaN" in _errors(err)[0] or "finite" in _errors(err)[0]  # at load or in the fill
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("o.*.exr"))
+
+    def test_exception_nan_fill_array_api(self) -> None:
+        frames = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+        with pytest.raises(ModelError, match="frame 0"):
+            Engine(device="cpu", model=_nan_model()).inpaint(frames, moving_box_matte(4, 32, 32, size=8))
+
+    def test_huge_hole_fill_stays_in_the_known_range(
+        self, engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        t, h, w = 4, 48, 64
+        matte = np.ones((t, h, w), np.float32)
+        matte[:, :5, :6] = 0.0  # 30 known pixels: a hole over 99% of the frame
+        spec = plate_spec(w, h, ("R", "G", "B"), "float")
+        plate, matte_pattern, _ = write_sequence(tmp_path / "in", FRAMES, spec=spec, matte=matte, hdr=False)
+        for f in FRAMES:  # the known corner is one flat colour, the hidden rest is bright noise
+            data = read_image(plate.replace("####", str(f)))
+            data.pixels[:5, :6] = [0.2, 0.5, 0.8]
+            data.pixels[5:] *= 9.0
+            write_image_atomic(plate.replace("####", str(f)), data)
+        out = str(tmp_path / "out/o.####.exr")
+        with caplog.at_level(logging.WARNING, logger="combcn"):
+            report = combcn.inpaint_sequence(plate, matte_pattern, out, engine=engine)
+        clamped = [r.getMessage() for r in caplog.records if "clamped" in r.getMessage()]
+        assert len(clamped) == 1 and f"in {len(FRAMES)} frame(s)" in clamped[0]
+        assert sum("clamped" in m for m in report.warnings) == 1
+        slack = RANGE_FLOOR + 1e-6
+        for f in FRAMES:
+            filled = read_image(out.replace("####", str(f))).pixels[matte[0] > 0]
+            assert (filled >= np.array([0.2, 0.5, 0.8], np.float32) - slack).all()
+            assert (filled <= np.array([0.2, 0.5, 0.8], np.float32) + slack).all()
+
+    def test_fill_within_the_margin_is_kept(self) -> None:
+        from combcn.engine.core import FrameFill
+
+        plate = np.zeros((8, 8, 3), np.float32)
+        plate[0, 0] = 1.0  # known range [0, 1] in every channel
+        alpha = np.ones((4, 4), np.float32)
+        near = 1.0 + RANGE_MARGIN / 2
+        fill = np.full((4, 4, 3), near, np.float32)
+        fill[0, 0] = 5.0
+        guard = FillGuard()
+        out = guard.check(plate, FrameFill((2, 6, 2, 6), fill, alpha), path=None, frame=7)
+        assert out.fill is not None and out.fill[0, 0, 0] == pytest.approx(1 + RANGE_MARGIN + RANGE_FLOOR)
+        assert (out.fill[1:] == np.float32(near)).all()
+        assert (guard.pixels, guard.frames) == (1, 1) and "1 fill pixel(s) in 1 frame(s)" in (
+            guard.warning() or ""
+        )
+
+
+class TestLossy:
+    @pytest.fixture
+    def png_shot(self, tmp_path: Path) -> tuple[str, str]:
+        rng = np.random.default_rng(3)
+        matte = moving_box_matte(len(FRAMES), 48, 64)
+        spec = oiio.ImageSpec(64, 48, 3, "uint8")
+        mspec = oiio.ImageSpec(64, 48, 1, "uint8")
+        (tmp_path / "in").mkdir()
+        for i, f in enumerate(FRAMES):
+            pixels = rng.integers(0, 255, (48, 64, 3)).astype(np.uint8)
+            write_image_atomic(tmp_path / f"in/p.{f}.png", ImageData(pixels, spec))
+            write_image_atomic(
+                tmp_path / f"in/m.{f}.png", ImageData((matte[i] * 255).astype(np.uint8)[..., None], mspec)
+            )
+        return str(tmp_path / "in/p.####.png"), str(tmp_path / "in/m.####.png")
+
+    def test_jpeg_out_refused_then_accepted_with_lossy_ok(
+        self,
+        png_shot: tuple[str, str],
+        weights: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        plate, matte = png_shot
+        out = str(tmp_path / "out/o.####.jpg")
+        rc, err = _run(capsys, plate, "-m", matte, "-o", out, "-w", weights, "-p", "none")
+        assert rc != 0 and len(_errors(err)) == 1
+        assert "JPEG" in err and "--lossy-ok" in err and "Traceback" not in err
+        assert not (tmp_path / "out").exists()
+        with caplog.at_level(logging.WARNING, logger="combcn"):
+            rc, err = _run(capsys, plate, "-m", matte, "-o", out, "-w", weights, "-p", "none", "--lossy-ok")
+        assert rc == 0, err
+        lossy = [r.getMessage() for r in caplog.records if "lossy" in r.getMessage()]
+        assert len(lossy) == 1 and "JPEG" in lossy[0]
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"o.{f}.jpg" for f in FRAMES]
+
+    @pytest.mark.parametrize(
+        ("out_name", "extra", "said"),
+        [
+            ("o.####.exr", ["--compression", "dwaa:45"], "--compression dwaa"),
+            ("o.####.exr", ["--compression", "b44"], "--compression b44"),
+            ("o.####.exr", [], "compression dwab"),  # the plate's own compression, kept on output
+            ("o.####.png", [], "png stores these half pixels as uint"),
+        ],
+    )
+    def test_exception_lossy_exr_and_narrow_formats(
+        self,
+        out_name: str,
+        extra: list[str],
+        said: str,
+        weights: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        spec = plate_spec()
+        if not extra and out_name.endswith(".exr"):
+            spec.attribute("compression", "dwab")
+        plate, matte, _ = write_sequence(
+            tmp_path / "in", FRAMES, spec=spec, matte=moving_box_matte(4, 48, 64)
+        )
+        assert matte is not None
+        rc, err = _run(
+            capsys, plate, "-m", matte, "-o", str(tmp_path / "out" / out_name), "-w", weights, *extra
+        )
+        assert rc != 0 and len(_errors(err)) == 1 and said in err and "--lossy-ok" in err
+        assert not (tmp_path / "out").exists()
+
+
+class TestLock:
+    def test_overlapping_frames_refused_disjoint_allowed(self, tmp_path: Path) -> None:
+        out = SequencePattern(tmp_path / "o.####.exr")
+        held = OutputLock(out, list(range(1001, 1011)))
+        held.acquire()
+        try:
+            assert held.path.is_file() and json.loads(held.path.read_text())["pid"] == os.getpid()
+            for frames in (list(range(1001, 1011)), list(range(1005, 1016))):
+                with pytest.raises(OutputError, match="is writing these frames") as caught:
+                    OutputLock(out, frames).acquire()
+                assert str(held.path) in str(caught.value) and "\n" not in str(caught.value)
+            with OutputLock(out, list(range(1011, 1021))) as other:
+                assert other.path.is_file()
+            assert not other.path.exists()
+        finally:
+            held.release()
+        assert not held.path.exists()
+
+    def test_stale_lock_of_a_dead_process_is_taken_over(self, tmp_path: Path) -> None:
+        out = SequencePattern(tmp_path / "o.####.exr")
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        )
+        first = OutputLock(out, FRAMES)
+        first.owner["pid"] = int(dead.stdout)  # a lock left by a killed render on this host
+        assert first._create()
+        lock = OutputLock(out, FRAMES)
+        lock.acquire()
+        try:
+            assert (
+                len(lock.warnings) == 1
+                and "stale lock" in lock.warnings[0]
+                and str(dead.stdout.strip()) in lock.warnings[0]
+            )
+            assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        finally:
+            lock.release()
+
+
+def _cli(plate: str, matte: str, out: Path, weights: str, *extra: str) -> list[str]:
+    return [
+        EXE,
+        "inpaint",
+        plate,
+        "-m",
+        matte,
+        "-o",
+        str(out),
+        "-w",
+        weights,
+        "-j",
+        "1",
+        "-p",
+        "json",
+        *extra,
+    ]
+
+
+def _wait_for_frames(proc: subprocess.Popen[str], count: int) -> int:
+    assert proc.stdout is not None
+    done = 0
+    deadline = time.monotonic() + 120
+    while done < count and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        done += json.loads(line)["event"] == "frame"
+    return done
+
+
+class TestProcess:
+    @pytest.mark.parametrize(
+        ("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")]
+    )
+    def test_signal_stops_cleanly(
+        self, sig: signal.Signals, code: int, name: str, weights: str, tmp_path: Path
+    ) -> None:
+        frames = list(range(1001, 1017))
+        plate, matte, _ = _shot(tmp_path / "in", frames)
+        out = tmp_path / "out"
+        proc = subprocess.Popen(
+            _cli(plate, matte, out / "o.####.exr", weights),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        done = _wait_for_frames(proc, 2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert done >= 2, "the render finished or failed before it could be stopped"
+        assert proc.returncode == code, err
+        stopped = [line for line in err.splitlines() if name in line]
+        assert len(stopped) == 1 and "--resume" in stopped[0] and "Traceback" not in err
+        assert _leftovers(out) == []  # no temp file, no lock
+        written = sorted(out.glob("o.*.exr"))
+        assert 2 <= len(written) < len(frames)
+        for path in written:
+            assert read_image(path).pixels.shape == (48, 64, 4)
+
+    def test_identical_renders_do_not_both_run(self, weights: str, tmp_path: Path) -> None:
+        frames = list(range(1001, 1017))
+        plate, matte, _ = _shot(tmp_path / "in", frames)
+        cmd = _cli(plate, matte, tmp_path / "out/o.####.exr", weights)
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert _wait_for_frames(first, 1) == 1
+            first.send_signal(signal.SIGSTOP)  # paused mid-render, lock held: the render is "still running"
+            second = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120)
+        finally:
+            first.send_signal(signal.SIGCONT)
+            rest, _ = first.communicate(timeout=300)
+        assert second.returncode != 0
+        errors = _errors(second.stderr)
+        assert len(errors) == 1 and ".combcn-lock" in errors[0] and f"pid {first.pid}" in errors[0], (
+            second.stderr
+        )
+        assert first.returncode == 0
+        assert json.loads(rest.splitlines()[-1])["written"] == len(frames)
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"o.{f}.exr" for f in frames]
+
+    def test_different_chunks_run_together(self, weights: str, tmp_path: Path) -> None:
+        frames = list(range(1001, 1017))
+        plate, matte, _ = _shot(tmp_path / "in", frames)
+        out = tmp_path / "out/o.####.exr"
+        first = subprocess.Popen(
+            _cli(plate, matte, out, weights, "-f", "1001-1008"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert _wait_for_frames(first, 1) == 1
+            first.send_signal(signal.SIGSTOP)  # the first chunk holds its lock while the second runs
+            second = subprocess.run(
+                _cli(plate, matte, out, weights, "-f", "1009-1016"),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            first.send_signal(signal.SIGCONT)
+            first.communicate(timeout=300)
+        assert second.returncode == 0, second.stderr
+        assert first.returncode == 0
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"o.{f}.exr" for f in frames]
