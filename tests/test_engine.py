@@ -154,3 +154,11 @@ class TestEngine:
             engine.inpaint(plate.astype(np.float64), matte)
         with pytest.raises(ConfigError, match="unknown option"):
             engine.inpaint(plate, matte, colour="red")
+
+
+def test_overlap_as_long_as_the_window_is_refused_not_capped() -> None:
+    engine = Engine(model=tiny_model(window=4, resolution=32), device="cpu")
+    frames = np.zeros((6, 32, 32, 3), np.float32)
+    matte = moving_box_matte(6, 32, 32)
+    with pytest.raises(ConfigError, match="--overlap 4 must be less than the model's window of 4"):
+        engine.inpaint(frames, matte, overlap=4)

@@ -21,6 +21,7 @@ from combcn.engine.matte import bbox
 from combcn.engine.propagate import Propagated, PropagationSettings, Propagator, membrane_fill, region_around
 from combcn.engine.shaper import Shaper
 from combcn.engine.windows import Crop, Window, plan_crop, plan_windows
+from combcn.errors import ConfigError
 
 log = logging.getLogger("combcn.engine")
 
@@ -155,6 +156,11 @@ def needed_windows(
     windows: list[Window] = []
     clipped = False
     overlap = length // 4 if settings.overlap is None else settings.overlap
+    if overlap >= length:
+        raise ConfigError(
+            f"--overlap {overlap} must be less than the model's window of {length} frames; "
+            f"give 0 to {length - 1} (default {length // 4})"
+        )
     for w in plan_windows(n, length, overlap):
         if not any(p in wanted_set for p in range(w.start, w.end)):
             continue
