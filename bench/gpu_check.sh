@@ -2,7 +2,7 @@
 # The GPU checks of combcn as ONE prepared run, for a session that is lent a GPU machine (whose python3
 # holds a CUDA torch, nvcc, ninja and pytest; nothing is fetched there):
 #   1. machine facts; 2. build the native op with its CUDA kernels;
-#   3. the CUDA runtime tests (tests/test_ops_cuda.py -m cuda: both CUDA paths against the float64
+#   3. the CUDA runtime tests (tests/ops/test_ops_cuda.py -m cuda: both CUDA paths against the float64
 #      reference under the precision contract, TF32 off unless asked, autocast, argument checks, layouts);
 #   4. bench/bench_op.py --device cuda: the fused op against cuDNN's bare convolution (same precision) and
 #      the unfused reference, at the paper's 3DCN layer shapes, float32, bfloat16 and float16;
@@ -74,7 +74,7 @@ built=$?
 : >"$OUT/tests.log"
 pytest_args=(-q -p no:cacheprovider -rs)
 if [ "$built" -eq 0 ]; then
-  step "CUDA runtime tests" 90 "$OUT/tests.log" "$PY" -m pytest "${pytest_args[@]}" -m cuda tests/test_ops_cuda.py
+  step "CUDA runtime tests" 90 "$OUT/tests.log" "$PY" -m pytest "${pytest_args[@]}" -m cuda tests/ops/test_ops_cuda.py
 fi
 
 echo "# bench/bench_op.py --device cuda -d float32 bfloat16 float16 -r 5" >"$OUT/bench.md"
@@ -189,7 +189,7 @@ if [ "$built" -eq 0 ]; then
 fi
 
 step "op tests (CPU op, CUDA emulation, nvcc check, precision table)" 120 "$OUT/tests.log" \
-  "$PY" -m pytest "${pytest_args[@]}" -m "not cuda" tests/test_ops_cuda.py tests/test_ops.py tests/test_precision.py
+  "$PY" -m pytest "${pytest_args[@]}" -m "not cuda" tests/ops/test_ops_cuda.py tests/ops/test_ops.py tests/ops/test_precision.py
 
 echo "gpu_check: exit $status; results in $OUT" | tee -a "$OUT/summary.md"
 rm -rf "$WORK"

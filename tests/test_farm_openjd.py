@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_helpers import moving_box_matte, one_thread, tiny_model, write_sequence  # noqa: F401
+from helpers import moving_box_matte, one_thread, tiny_model, write_sequence  # noqa: F401
 
 import combcn
 from combcn.io import read_image

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 import pytest
-from engine_helpers import moving_box_matte, one_thread, plate_spec, tiny_model, write_sequence  # noqa: F401
+from helpers import moving_box_matte, one_thread, plate_spec, tiny_model, write_sequence  # noqa: F401
 
 from combcn.cli import main
 from combcn.io import ImageData, read_image, write_image_atomic

@@ -1,7 +1,7 @@
 """plugin/common/combcn_host: finding the engine, the command line, the progress protocol, errors, and
 one run of the REAL ``combcn inpaint`` on a tiny generated EXR sequence through the adapter module.
 
-Everything else uses a fake ``combcn`` program (tests/hosts_helpers.py) that speaks the same protocol.
+Everything else uses a fake ``combcn`` program (tests/hosts/fakes.py) that speaks the same protocol.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from types import ModuleType
 import numpy as np
 import OpenImageIO as oiio
 import pytest
-from hosts_helpers import PLUGIN, fake_runs, write_fake_combcn
+from fakes import PLUGIN, fake_runs, write_fake_combcn
 
 from combcn.engine import frames_read
 from combcn.engine.core import RenderSettings, needed_windows

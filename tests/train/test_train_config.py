@@ -12,7 +12,7 @@ from combcn.cli import main
 from combcn.errors import ConfigError
 from combcn.train.config import load_config, parse_config, resolve_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 BASE = """\
 model: {width: 0.5, conv: masked, prefill: plate}

@@ -16,7 +16,7 @@ import numpy as np
 import OpenImageIO as oiio
 import pytest
 import torch
-from engine_helpers import one_thread, tiny_model  # noqa: F401 (fixture)
+from helpers import one_thread, tiny_model  # noqa: F401 (fixture)
 
 import combcn
 from combcn.engine import Engine

@@ -21,7 +21,7 @@ import numpy as np
 import OpenImageIO as oiio
 import pytest
 import torch
-from engine_helpers import moving_box_matte, one_thread, plate_spec, tiny_model, write_sequence  # noqa: F401
+from helpers import moving_box_matte, one_thread, plate_spec, tiny_model, write_sequence  # noqa: F401
 
 import combcn
 from combcn.cli import main

@@ -4,7 +4,7 @@
   (no GPU needed) and syntax-checks the ATen glue ``.cpp`` against the installed torch headers;
   it skips only where nvcc is absent and fails when a compile fails.
 - ``test_emulated_cuda_kernels`` runs the kernels of ``masked_conv3d_kernels.cuh`` on the CPU
-  (``tests/test_ops_cuda_emulation.cpp``: g++, one std::thread per CUDA thread) against the
+  (``tests/ops/test_ops_cuda_emulation.cpp``: g++, one std::thread per CUDA thread) against the
   reference, so their indexing and epilogue are tested here too; it needs g++ and the CUDA headers.
 - ``test_emulated_*`` also run the coefficient kernel, the glue's dispatch decision and its sequence of
   kernels (``emulate_masked_conv3d``), the output size rule, float64, N > 1, every epilogue variant, the
@@ -44,7 +44,7 @@ from test_ops import (  # noqa: E402
     rounding_case,
 )
 
-NATIVE = Path(__file__).resolve().parents[1] / "native" / "ops"
+NATIVE = Path(__file__).resolve().parents[2] / "native" / "ops"
 ARCHS = ("80", "90")
 
 
@@ -327,7 +327,7 @@ GEOMETRY_FIELDS = 21
 
 @pytest.fixture(scope="module")
 def emulation(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    """tests/test_ops_cuda_emulation.cpp built with g++: the .cuh kernels, a std::thread per CUDA thread."""
+    """test_ops_cuda_emulation.cpp built with g++: the .cuh kernels, a std::thread per CUDA thread."""
     cxx = shutil.which("c++") or shutil.which("g++")
     include = cuda_include_dir()
     if cxx is None or include is None:

@@ -1,7 +1,7 @@
 """The Nuke adapter (plugin/nuke): type-checked against types-nuke, exercised with a FAKE nuke module.
 
 Nuke cannot run here. ``mypy --strict`` checks plugin/nuke against the published ``types-nuke`` stubs;
-behaviour is tested with the minimal fake ``nuke`` module of tests/hosts_helpers.py (nodes, groups,
+behaviour is tested with the minimal fake ``nuke`` module of tests/hosts/fakes.py (nodes, groups,
 knobs, menus, execute, ProgressTask, a main-thread queue), and a fake ``combcn`` program that speaks the
 engine's JSON progress protocol and writes one small file per frame. The real engine runs through the
 shared adapter module in test_hosts_common.py.
@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hosts_helpers import (
+from fakes import (
     PLUGIN,
     REPO,
     alive,

@@ -2,7 +2,7 @@
 
 DaVinci Resolve cannot run here. ``mypy --strict`` checks plugin/resolve against the published
 ``fusionscript-stubs``; behaviour is tested with the minimal fake Resolve object graph of
-tests/hosts_helpers.py (project, timeline, tracks, media pool, folders, ImportMedia, AppendToTimeline)
+tests/hosts/fakes.py (project, timeline, tracks, media pool, folders, ImportMedia, AppendToTimeline)
 and a fake ``combcn`` program that speaks the engine's JSON progress protocol and writes the frames.
 """
 
@@ -18,7 +18,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
-from hosts_helpers import (
+from fakes import (
     PLUGIN,
     REPO,
     FakeFolder,

@@ -1,7 +1,7 @@
 // Runs the CUDA kernels of native/ops/cuda/masked_conv3d_kernels.cuh on the CPU, for tests on a
 // machine without a GPU: g++ compiles the very same kernel source, each CUDA thread becomes a
 // std::thread, __syncthreads a std::barrier, __shared__ a static (blocks run one after another).
-// Built and driven by tests/test_ops_cuda.py through ctypes (float32, float16, bfloat16, float64): the
+// Built and driven by tests/ops/test_ops_cuda.py through ctypes (float32, float16, bfloat16, float64): the
 // kernels one by one, the coefficient table, the dispatch decision, the output size rule, and the glue's
 // sequence of them (emulate_masked_conv3d).
 #include <cuda_runtime.h>  // host-side types (dim3) and the __half/__nv_bfloat16 host conversions

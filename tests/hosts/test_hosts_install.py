@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hosts_helpers import REPO
+from fakes import REPO
 from ofx_host.fixtures import BINARY, BUILD, build_bundle
 from ofx_host.host import OfxPluginStruct
 

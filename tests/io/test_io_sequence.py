@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import OpenImageIO as oiio
 import pytest
-from engine_helpers import plate_spec
+from helpers import plate_spec
 
 from combcn.errors import ConfigError, InputError, OutputError
 from combcn.io import (

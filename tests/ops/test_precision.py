@@ -60,7 +60,7 @@ def test_ops_doc_states_the_tested_tolerances() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from test_ops import TF32_TOLERANCE, TOLERANCES
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "OPS.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "OPS.md").read_text(encoding="utf-8")
     rows = re.findall(
         r"^\| `(\w+)`(, TF32 opted in)? \|.*\| rtol ([0-9.e-]+), atol ([0-9.e-]+) \|$", doc, re.M
     )

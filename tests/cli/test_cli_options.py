@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_helpers import moving_box_matte, one_thread, tiny_model, write_sequence  # noqa: F401
+from helpers import moving_box_matte, one_thread, tiny_model, write_sequence  # noqa: F401
 
 from combcn.cli import main, options
 from combcn.errors import ConfigError, ModelError

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from engine_helpers import moving_box_matte, one_thread, tiny_model  # noqa: F401
+from helpers import moving_box_matte, one_thread, tiny_model  # noqa: F401
 
 from combcn.engine import Engine, MatteOptions, get_shaper, shape_matte
 from combcn.engine.matte import bbox
