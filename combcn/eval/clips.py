@@ -315,8 +315,11 @@ def pick_track(
     same object at another time, never the object that is in these frames); None if neither exists.
     """
     others = [t for t in tracks if t.clip != clip]
-    if others:
-        return others[int(rng.integers(0, len(others)))]
+    if others:  # a clip first, then one of its tracks: a clip with many objects does not crowd out the rest
+        sources = sorted({t.clip for t in others})
+        source = sources[int(rng.integers(0, len(sources)))]
+        mine = [t for t in others if t.clip == source]
+        return mine[int(rng.integers(0, len(mine)))]
     shifted = []
     for t in tracks:
         before = max(0, min(t.length, start - t.first))
