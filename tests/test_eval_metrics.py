@@ -256,6 +256,8 @@ def test_score_on_the_hole_box_equals_the_whole_frame() -> None:
     hole = torch.zeros(1, 1, 5, 64, 96)
     for f in range(5):
         hole[..., 20 + f : 34 + f, 30 + 3 * f : 50 + 3 * f] = 1.0
+    hole[..., 2, 0:6, 88:96] = 1.0  # a corner piece, at the frame's border, in one frame
+    hole[..., 4, 40:42, 2:4] = 1.0  # a speck too small for an SSIM window of its own
     fill = torch.where(hole > 0, _blur(truth), truth)
     got = score(fill, truth, hole)
     o, t_, h = fill.double(), truth.double(), hole.double()

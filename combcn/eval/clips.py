@@ -139,16 +139,17 @@ def resolve_clips(names: Sequence[str], data: Path | None) -> list[Path]:
     return out
 
 
-def paper_box(rng: np.random.Generator, size: int) -> tuple[int, int, int, int]:
-    """One hole box (top, left, height, width): sides drawn independently in [0.375, 0.5] x size,
-    position uniform with the box inside the crop (paper §4; §9 item 9).
+def paper_box(rng: np.random.Generator, size: int, width: int | None = None) -> tuple[int, int, int, int]:
+    """One hole box (top, left, height, width) in a ``size`` x ``width`` frame (square by default): sides
+    drawn independently in [0.375, 0.5] of the frame's, position uniform with the box inside it
+    (paper §4; §9 item 9).
 
     Drawn by the training code's :func:`combcn.train.holes.box_hole`, so evaluation holes are the
     very kind the model is validated on during training.
     """
     from combcn.train.holes import box_hole
 
-    hole = box_hole(rng, 1, size, size, HOLE_MIN_FRACTION, HOLE_MAX_FRACTION)[0] > 0
+    hole = box_hole(rng, 1, size, width or size, HOLE_MIN_FRACTION, HOLE_MAX_FRACTION)[0] > 0
     rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
     return int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
 
@@ -345,10 +346,11 @@ def make_hole(
     from combcn.train import holes
 
     if family == "box":
-        hole = holes.box_hole(rng, 1, h, w, HOLE_MIN_FRACTION, HOLE_MAX_FRACTION)[0] > 0
-        rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
-        box = int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
-        return np.repeat(hole[None], t, axis=0).astype(np.float32), box
+        box = paper_box(rng, h, w)
+        top, left, bh, bw = box
+        hole = np.zeros((t, h, w), np.float32)
+        hole[:, top : top + bh, left : left + bw] = 1.0
+        return hole, box
     if family == "strokes":
         return holes.moving_stroke_hole(rng, t, h, w), None
     if family == "drift":
