@@ -9,8 +9,8 @@ import OpenImageIO as oiio
 import pytest
 import torch
 
-from combcn import finetune as ft
 from combcn.cli import main
+from combcn.train import finetune as ft
 
 H, W, FRAMES = 48, 64, 8
 

@@ -1,4 +1,4 @@
-"""Tests of the network (issue 3): shapes, composite, input checks, weights files, variants."""
+"""Tests of the network: shapes, composite, input checks, weights files, variants."""
 
 from __future__ import annotations
 

@@ -177,13 +177,15 @@ def test_render_matches_inpaint(binary: Path, data: dict[str, Any], run_dir: Pat
     # getFramesNeeded declares the aligned window around the render time, for Source and Mask.
     assert renders[1002]["frames_needed"] == {"Source": [1001.0, 1004.0], "Mask": [1001.0, 1004.0]}
     assert renders[1005]["frames_needed"] == {"Source": [1005.0, 1006.0], "Mask": [1005.0, 1006.0]}
-    # Render fetched the other frames of the window (clipGetImage at other times).
-    assert sorted({f for c, f in renders[1002]["fetched"] if c == "Source"}) == [
+    # The first render of a window fetched all of it (clipGetImage at other times); the second one
+    # found the window on the server and fetched only its own frame.
+    assert sorted({f for c, f in renders[1001]["fetched"] if c == "Source"}) == [
         1001.0,
         1002.0,
         1003.0,
         1004.0,
     ]
+    assert sorted(renders[1002]["fetched"]) == [["Mask", 1002.0], ["Output", 1002.0], ["Source", 1002.0]]
     plate, matte = data["plate"], data["matte"]
     for first, last, times in ((1001, 1004, (1001, 1002)), (1005, 1006, (1005,))):
         window = slice(first - FIRST, last - FIRST + 1)
@@ -203,9 +205,9 @@ def test_render_matches_inpaint(binary: Path, data: dict[str, Any], run_dir: Pat
             assert np.array_equal(out[keep], src[keep]), "pixels outside the matte must be bit-exact"
             assert np.array_equal(out[..., 3], src[..., 3]), "alpha is passed through"
             assert not np.array_equal(out, src), "the hole was filled"
-    # The second frame of a window came from the server's cache: two windows computed, one cache hit.
+    # The second frame of a window came from the server's cache: two windows computed, one lookup hit.
     stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
-    assert stats["computed"] == 2 and stats["cached"] == 1, stats
+    assert stats["computed"] == 2 and stats["lookup_hits"] == 1 and stats["cached"] == 0, stats
 
 
 def test_missing_server_fails_cleanly(binary: Path, data: dict[str, Any], run_dir: Path) -> None:
@@ -280,7 +282,8 @@ def test_parallel_renders_of_one_window_compute_it_once(
     for i, t in enumerate(range(1001, 1005)):
         np.testing.assert_allclose(read_exr(str(run_dir / f"out.{t}.exr")), expected[i], rtol=0, atol=1e-5)
     stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
-    assert stats["computed"] == 1 and stats["cached"] == 3, stats
+    # renders that asked before the window was done fetched it all and found it in the cache
+    assert stats["computed"] == 1 and stats["cached"] + stats["lookup_hits"] == 3, stats
 
 
 def test_filter_context_takes_the_matte_from_a_source_channel(
@@ -338,7 +341,7 @@ def test_context_frames_widen_the_window(binary: Path, data: dict[str, Any], run
             read_exr(str(run_dir / f"out.{t}.exr")), expected[t - 1002], rtol=0, atol=1e-5
         )
     stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
-    assert stats["computed"] == 1 and stats["cached"] == 1, stats
+    assert stats["computed"] == 1 and stats["lookup_hits"] == 1, stats
 
 
 def test_host_abort_and_wrong_depth_fail_without_starting_a_server(
@@ -423,3 +426,142 @@ def test_frames_missing_from_the_clip_are_left_out(binary: Path, data: dict[str,
     matte[2] = 0.0
     expected = inpaint(data["plate"][keep], matte, weights=data["weights"], device="cpu")
     np.testing.assert_allclose(read_exr(str(run_dir / "out.1002.exr")), expected[1], rtol=0, atol=1e-5)
+
+
+def test_window_cache_fetches_once_and_refetches_a_changed_frame(
+    binary: Path, data: dict[str, Any], run_dir: Path
+) -> None:
+    """The second frame of a window asks the server first and fetches only itself; a frame changed
+    upstream does not match the server's record, so its window is fetched and computed again, and
+    the window's other frames then come from the new one."""
+    from combcn import inpaint
+
+    job = base_job(
+        data,
+        render=[1001, 1002, 1002, 1003],
+        edits=[{"before": 2, "clip": "Source", "frame": 1002, "add": 0.25}],
+        out=str(run_dir / "out.%d.exr"),
+    )
+    result = run_host(job, run_dir, host_env(run_dir))
+    renders = result["renders"]
+    assert [r["status"] for r in renders] == [OK] * 4, result["messages"]
+    assert result["violations"] == [] and result["messages"] == []
+    counts = [len(r["fetched"]) for r in renders]
+    assert counts == [9, 3, 9, 3], counts  # 4 Source + 4 Mask + Output; own Source + Mask + Output
+    stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
+    assert stats["computed"] == 2 and stats["lookup_hits"] == 2, stats
+    edited = data["plate"][:4].copy()
+    edited[1, ..., :3] += np.float32(0.25)
+    expected = inpaint(edited, data["matte"][:4], weights=data["weights"], device="cpu")
+    for t in (1002, 1003):  # written by the renders after the edit (1002 overwritten by the third)
+        np.testing.assert_allclose(
+            read_exr(str(run_dir / f"out.{t}.exr")), expected[t - 1001], rtol=0, atol=1e-5
+        )
+    before = inpaint(data["plate"][:4], data["matte"][:4], weights=data["weights"], device="cpu")
+    assert not np.allclose(expected[2], before[2], atol=1e-5), "the edit should reach the other frames' fill"
+
+
+def test_premultiplied_source_is_filled_straight(
+    binary: Path, data: dict[str, Any], run_dir: Path, tmp_path: Path
+) -> None:
+    """A premultiplied Source (Nuke's default) is divided by alpha before the fill and multiplied back;
+    alpha is untouched, pixels with alpha 0 are sent and returned as they are, and pixels outside the
+    matte are the Source's bit for bit."""
+    from combcn import inpaint
+
+    straight = data["plate"].copy()
+    alpha = np.ones(straight.shape[:3], np.float32)
+    alpha[:, :, :24] = 0.5  # half the hole lies over alpha 0.5
+    alpha[:, 0:4, 0:6] = 0.0
+    premult = straight.copy()
+    premult[..., :3] *= alpha[..., None]
+    premult[..., 3] = alpha
+    premult[:, 0:4, 0:6, :3] = 0.1  # alpha 0 with colour (a glow): left as is
+    source, _ = write_plates(tmp_path, FIRST, premult, data["matte"])
+    job = base_job(data, source=source, premultiplied=True, render=[1002], out=str(run_dir / "out.%d.exr"))
+    result = run_host(job, run_dir, host_env(run_dir))
+    assert [r["status"] for r in result["renders"]] == [OK], result["messages"]
+    sent = premult[:4].copy()
+    nonzero = alpha[:4] != 0
+    sent[..., :3][nonzero] = premult[:4, ..., :3][nonzero] / alpha[:4][nonzero][:, None]
+    filled = inpaint(sent, data["matte"][:4], weights=data["weights"], device="cpu")[1]
+    expected = filled.copy()
+    a = alpha[1]
+    expected[..., :3] = np.where(a[..., None] != 0, filled[..., :3] * a[..., None], filled[..., :3])
+    out = read_exr(str(run_dir / "out.1002.exr"))
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5)
+    assert np.array_equal(out[..., 3], premult[1, ..., 3]), "alpha is passed through"
+    keep = data["matte"][1] == 0
+    assert np.array_equal(out[keep], premult[1][keep]), "pixels outside the matte must be bit-exact"
+    hole = data["matte"][1] > 0
+    naive = inpaint(premult[:4], data["matte"][:4], weights=data["weights"], device="cpu")[1]
+    assert np.abs(out[hole] - naive[hole]).max() > 1e-3, (
+        "the fill should differ from filling premultiplied colour"
+    )
+
+
+@pytest.mark.parametrize("message_v2", [False, True])
+def test_failures_use_persistent_messages_where_the_host_has_them(
+    binary: Path, data: dict[str, Any], run_dir: Path, message_v2: bool
+) -> None:
+    """With message suite V2 a failed render sets one persistent message on the node (no dialog per
+    frame) and the next good render clears it; a host with only V1 gets the old message call."""
+    marker = run_dir / "engine.pid"
+    env = host_env(
+        run_dir, COMBCN_SERVE_ENGINE="ofx_host.slow_engine:factory", COMBCN_TEST_MARKER=str(marker)
+    )
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if marker.exists():
+            os.kill(int(marker.read_text()), signal.SIGKILL)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    job = base_job(data, render=[1001, 1005, 1006], message_v2=message_v2)
+    result = run_host(job, run_dir, env)
+    thread.join(5)
+    assert [r["status"] for r in result["renders"]] == [FAILED, OK, OK], (
+        result["messages"],
+        result["persistent"],
+    )
+    if message_v2:
+        assert result["messages"] == []
+        events = result["persistent"]
+        assert [e["op"] for e in events] == ["set", "clear"], events  # cleared once, not per frame
+        assert events[0]["type"] == "OfxMessageError" and "closed the connection" in events[0]["text"]
+    else:
+        assert result["persistent"] == []
+        errors = [m["text"] for m in result["messages"] if m["type"] == "OfxMessageError"]
+        assert len(errors) == 1 and "closed the connection" in errors[0], errors
+
+
+def test_server_that_never_starts_is_killed_and_named_right(
+    binary: Path, data: dict[str, Any], run_dir: Path
+) -> None:
+    pid_file = run_dir / "hung.pid"
+    script = run_dir / "hung-combcn"
+    script.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 300\n")
+    script.chmod(0o755)
+    env = host_env(run_dir, COMBCN_SERVE=str(script), COMBCN_SERVE_STARTUP_TIMEOUT="2")
+    result = run_host(base_job(data, render=[1001], message_v2=True), run_dir, env)
+    (render,) = result["renders"]
+    assert render["status"] == FAILED and render["seconds"] < 20
+    (event,) = result["persistent"]
+    assert "set COMBCN_SERVE_STARTUP_TIMEOUT to wait longer" in event["text"], event
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    state = "?"
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break  # killed and reaped
+        if state == "Z":
+            break  # killed; its reaper (init) has not collected it yet
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"the hung server {pid} was left running (state {state})")

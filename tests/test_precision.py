@@ -1,4 +1,4 @@
-"""Tests of the arithmetic choice: bf16 only where the machine has fast bf16 (issue 3)."""
+"""Tests of the arithmetic choice: bf16 only where the machine has fast bf16."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of the smooth pre-fill (push-pull) and of the residual model built on it (issue 3)."""
+"""Tests of the smooth pre-fill (push-pull) and of the residual model built on it."""
 
 from __future__ import annotations
 

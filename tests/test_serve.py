@@ -285,3 +285,134 @@ def test_bad_track_param() -> None:
         protocol.params_from_request({"params": {"track": "no"}})
     assert protocol.params_from_request({"params": {"track": False}}).track is False
     assert protocol.params_from_request({}).track is True
+
+
+def test_sixty_concurrent_clients_all_succeed(weights: str) -> None:
+    """A full connect queue is waited out, not reported as a dead server: 60 clients at once against
+    a real ``combcn serve`` process (listen queue 16) all get their window."""
+    import subprocess
+
+    from ofx_host.fixtures import COMBCN
+
+    plate, matte = plate_and_matte(1, 4, height=16, width=24)
+    with private_run_dir() as run:
+        sock = run / "run" / "serve.sock"
+        read_fd, write_fd = os.pipe()
+        proc = subprocess.Popen(
+            [
+                str(COMBCN),
+                "serve",
+                "--socket",
+                str(sock),
+                "--idle-timeout",
+                "0",
+                "--weights",
+                weights,
+                "--device",
+                "cpu",
+                "--ready-fd",
+                str(write_fd),
+            ],
+            pass_fds=(write_fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        os.close(write_fd)
+        try:
+            assert os.read(read_fd, 1) == b"R", proc.stderr.read() if proc.stderr else ""
+            ServeClient(sock, timeout=60).inpaint(plate, matte)  # the model is loaded and the window cached
+            barrier = threading.Barrier(60)
+            results: list[Any] = [None] * 60
+
+            def one(i: int) -> None:
+                client = ServeClient(sock, timeout=60)
+                barrier.wait()
+                try:
+                    out, reply = client.inpaint(plate, matte, want=[i % 4])
+                    results[i] = (reply["ok"], out.shape)
+                except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+                    results[i] = exc
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(60)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            failures = [r for r in results if not (isinstance(r, tuple) and r[0])]
+            assert not failures, f"{len(failures)} of 60 clients failed, e.g. {failures[0]!r}"
+            assert {r[1] for r in results} == {(1, 16, 24, 4)}
+        finally:
+            os.close(read_fd)
+            with contextlib.suppress(Exception):
+                ServeClient(sock, timeout=5).shutdown()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_lookup_answers_only_for_the_same_slot_and_frame(running: Running) -> None:
+    """A lookup hits only when the server holds a window for this slot computed with this very frame;
+    a new window for the slot replaces the old one (so its other frames are never served stale)."""
+    from combcn.serve.protocol import WindowIds
+
+    plate, matte = plate_and_matte(1, 4)
+    ids = WindowIds("ab12", {1001 + i: f"{i:x}0" for i in range(4)})
+    client = running.client
+
+    def lookup(t: int, frame_id: str, slot: str = "ab12") -> np.ndarray | None:
+        i = min(t - 1001, 3)  # the pixels sent (a frame outside the window sends the last one's)
+        out, reply = client.lookup(plate[i], matte[i], slot=slot, time=t, frame_id=frame_id)
+        assert reply["ok"], reply
+        return out
+
+    assert lookup(1002, "10") is None  # nothing computed yet
+    full, reply = client.inpaint(plate, matte, ids=ids, shaper="none")
+    assert reply["ok"] and not reply["cached"]
+    hit = lookup(1002, "10")
+    assert hit is not None and np.array_equal(hit, full[1])
+    assert np.array_equal(hit[..., 3], plate[1, ..., 3])  # alpha: the frame's own
+    assert lookup(1002, "99") is None  # the frame changed: its id differs
+    assert lookup(1002, "10", slot="cd34") is None  # another instance, span or parameter set
+    assert lookup(1009, "10") is None  # not a frame of that window
+    # Frame 1003 changed upstream and its window was computed again: frame 1002, whose own id did not
+    # change, now comes from the new window.
+    edited = plate.copy()
+    edited[2, ..., :3] += 0.5
+    ids2 = WindowIds("ab12", {**ids.ids, 1003: "ff"})
+    full2, _ = client.inpaint(edited, matte, ids=ids2, shaper="none")
+    hit2 = lookup(1002, "10")
+    assert hit2 is not None and np.array_equal(hit2, full2[1])
+    stats = client.ping()["stats"]
+    assert stats["lookup_hits"] == 2 and stats["lookup_misses"] == 4 and stats["computed"] == 2, stats
+
+
+def test_lookup_and_window_ids_are_validated(running: Running) -> None:
+    plate, matte = plate_and_matte(1, 2)
+    client = running.client
+    _, reply = client.lookup(plate[0], matte[0], slot="NOT HEX", time=1, frame_id="00")
+    assert not reply["ok"] and "slot" in reply["error"]
+    bad = client.request({"op": "lookup", "frames": 2, "height": 32, "width": 48, "channels": 4, "want": [0]})
+    assert not bad["ok"]  # no descriptor, two frames
+    layout = WindowLayout(2, 32, 48, 4, (0,))
+    fd = _memfd(layout.total_bytes)
+    try:
+        reply = client.request(
+            {
+                "op": "inpaint",
+                "frames": 2,
+                "height": 32,
+                "width": 48,
+                "channels": 4,
+                "want": [0],
+                "slot": "aa",
+                "times": [1],
+                "frame_ids": ["00", "11"],
+            },
+            fd,
+        )
+    finally:
+        os.close(fd)
+    assert not reply["ok"] and "times" in reply["error"]
+    assert client.ping()["ok"]

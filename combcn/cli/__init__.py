@@ -39,7 +39,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from combcn.cli.options import OneLineParser
+
+    parser = OneLineParser(
         prog="combcn",
         description="combcn: temporally stable video inpainting for VFX plates.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from combcn.cli import DefaultsHelpFormatter
+from combcn.cli import DefaultsHelpFormatter, options
 from combcn.errors import ConfigError, OutputError
 
 log = logging.getLogger("combcn.eval")
@@ -512,7 +512,9 @@ def add_parser(subparsers: Any) -> None:
         "run directly (the paper's protocol, 128); 'native' scores each window at the clip's own size, no "
         "crop, no resize, with the model run through the engine as on a user's plate. E.g. 128,native",
     )
-    p.add_argument("-S", "--size", type=int, default=None, help=argparse.SUPPRESS)  # old form of -R N
+    p.add_argument(
+        "-S", "--size", type=options.integer(16, 8192), default=None, help=argparse.SUPPRESS
+    )  # old form of -R N
     p.add_argument(
         "-H",
         "--holes",
@@ -539,14 +541,20 @@ def add_parser(subparsers: Any) -> None:
         "values are read as bool, int, float or text. shaper defaults to none: the clips are "
         "display-referred JPG/PNG frames, sRGB-encoded in [0, 1], what the shipped weights were trained on",
     )
-    p.add_argument("-W", "--window", type=int, default=32, help="frames per window (paper: 32)")
     p.add_argument(
-        "-k", "--windows-per-clip", type=int, default=1, help="windows per clip, spread evenly over the clip"
+        "-W", "--window", type=options.integer(2, 1024), default=32, help="frames per window (paper: 32)"
+    )
+    p.add_argument(
+        "-k",
+        "--windows-per-clip",
+        type=options.integer(1, 10_000),
+        default=1,
+        help="windows per clip, spread evenly over the clip",
     )
     p.add_argument(
         "-m",
         "--max-windows",
-        type=int,
+        type=options.integer(0),
         default=0,
         help="stop after this many windows (0 = all); each is scored at every resolution and hole family",
     )
@@ -556,7 +564,7 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="a bounded run: 16-frame windows, one per clip, at most 6 (or --max-windows)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the holes")
+    p.add_argument("--seed", type=options.seed, default=0, help="seed of the holes")
     p.add_argument(
         "-p",
         "--precision",
@@ -566,14 +574,20 @@ def add_parser(subparsers: Any) -> None:
         "far slower without them; fp32 is the reference)",
     )
     p.add_argument("--device", default="cpu", help="torch device for the models (and the engine)")
-    p.add_argument("-t", "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument(
+        "-t",
+        "--threads",
+        type=options.threads_or_default,
+        default=0,
+        help="torch CPU threads (0 = torch's default)",
+    )
     p.add_argument(
         "-o", "--output", default="runs/eval", metavar="DIR", help="folder for results.md and results.json"
     )
     p.add_argument(
         "-x",
         "--examples",
-        type=int,
+        type=options.integer(0, 1000),
         default=0,
         metavar="N",
         help="also write examples.png (examples_<resolution>_<holes>.png for several): the middle frame of "

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from combcn.cli import DefaultsHelpFormatter
+from combcn.cli import DefaultsHelpFormatter, options
 from combcn.errors import ConfigError, OutputError
 
 log = logging.getLogger("combcn.finetune")
@@ -23,10 +23,10 @@ log = logging.getLogger("combcn.finetune")
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from combcn import finetune as ft
     from combcn.engine import resolve_device
     from combcn.io import FrameSet
     from combcn.model import DEFAULT_WEIGHTS, load_model, read_weights, save_weights
+    from combcn.train import finetune as ft
 
     if args.steps is None and args.minutes is None:
         raise ConfigError("give --steps N or --minutes M (how long to train)")
@@ -132,38 +132,78 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "-w", "--weights", default=None, help="weights to start from (default: the shipped weights)"
     )
-    p.add_argument("-f", "--frames", default=None, help="frames to learn from, e.g. 1001-1100 (default: all)")
+    p.add_argument(
+        "-f",
+        "--frames",
+        type=options.frame_set,
+        default=None,
+        help="frames to learn from, e.g. 1001-1100 (default: all)",
+    )
     length = p.add_mutually_exclusive_group()
-    length.add_argument("-n", "--steps", type=int, default=None, help="optimiser steps to train")
-    length.add_argument("-M", "--minutes", type=float, default=None, help="wall-clock minutes to train")
+    length.add_argument(
+        "-n", "--steps", type=options.integer(1), default=None, help="optimiser steps to train"
+    )
+    length.add_argument(
+        "-M",
+        "--minutes",
+        type=options.number(0.0, lo_open=True),
+        default=None,
+        help="wall-clock minutes to train",
+    )
     p.add_argument(
         "-c", "--matte-channel", default=None, help="matte channel (default: A, else R/Y, else the first)"
     )
     p.add_argument("-i", "--invert", action="store_true", help="the matte is 1 where to keep")
-    p.add_argument("-T", "--threshold", type=float, default=0.5, help="matte values above this are the hole")
-    p.add_argument("-e", "--expand", type=int, default=0, help="grow the matte by this many plate pixels")
+    p.add_argument(
+        "-T",
+        "--threshold",
+        type=options.matte_threshold,
+        default=0.5,
+        help="matte values above this are the hole",
+    )
+    p.add_argument(
+        "-e",
+        "--expand",
+        type=options.matte_expand,
+        default=0,
+        help="grow the matte by this many plate pixels",
+    )
     p.add_argument(
         "-s",
         "--shaper",
         default=None,
         help="working-range curve: acescct, log, srgb or none (default: acescct for float plates, else none)",
     )
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument(
-        "-W", "--window", type=int, default=None, help="frames per training sample (default: the model's)"
+        "--lr", type=options.number(0.0, 1.0, lo_open=True), default=1e-4, help="Adam learning rate"
+    )
+    p.add_argument(
+        "-W",
+        "--window",
+        type=options.integer(2, 1024),
+        default=None,
+        help="frames per training sample (default: the model's)",
     )
     p.add_argument(
         "-k",
         "--keep-away",
-        type=int,
+        type=options.integer(0, options.MAX_MATTE_PX),
         default=4,
         help="working-resolution pixels kept between the matte and any synthetic hole",
     )
     p.add_argument(
-        "--val-windows", type=int, default=2, help="held-out synthetic-hole windows scored before/after"
+        "--val-windows",
+        type=options.integer(0, 10_000),
+        default=2,
+        help="held-out synthetic-hole windows scored before/after",
     )
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="write the weights this often")
-    p.add_argument("--seed", type=int, default=0, help="random seed (crops, holes)")
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=options.number(0.0, lo_open=True),
+        default=5.0,
+        help="write the weights this often",
+    )
+    p.add_argument("--seed", type=options.seed, default=0, help="random seed (crops, holes)")
     p.add_argument(
         "-p",
         "--precision",
@@ -173,7 +213,13 @@ def add_parser(subparsers: Any) -> None:
         "(2-5x faster there), fp32 elsewhere (bf16 is far slower without those instructions)",
     )
     p.add_argument("-d", "--device", default="cpu", help="torch device")
-    p.add_argument("-t", "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument(
+        "-t",
+        "--threads",
+        type=options.threads_or_default,
+        default=0,
+        help="torch CPU threads (0 = torch's default)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--progress", choices=["bar", "none"], default="bar", help="progress display")
     p.set_defaults(func=run)

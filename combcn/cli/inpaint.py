@@ -15,6 +15,7 @@ import logging
 import sys
 from typing import Any
 
+from combcn.cli import options
 from combcn.errors import ConfigError
 
 log = logging.getLogger("combcn.cli.inpaint")
@@ -29,13 +30,6 @@ Frames outside --frames are read for temporal context but never written, so a fa
 into chunks; with --context unset, chunked renders are bit-identical to a single render. Outputs are
 written atomically (temp file + rename); exit code 0 means every requested frame was written.
 """
-
-
-def _frames_arg(text: str) -> str:
-    from combcn.io.frames import FrameSet
-
-    FrameSet.parse(text)  # ConfigError on a bad set, reported by the dispatcher
-    return text
 
 
 def add_parser(subparsers: Any) -> None:
@@ -71,7 +65,7 @@ def add_parser(subparsers: Any) -> None:
         "-f",
         "--frames",
         metavar="SET",
-        type=_frames_arg,
+        type=options.frame_set,
         default=None,
         help="frames to write: 1001-1100, 1001-1100x2, 1001,1005 (default: all on disk)",
     )
@@ -96,25 +90,25 @@ def add_parser(subparsers: Any) -> None:
         "-t",
         "--threshold",
         metavar="X",
-        type=float,
+        type=options.matte_threshold,
         default=0.5,
-        help="matte values above X are removed (default: 0.5)",
+        help="matte values above X are removed, 0-1 (default: 0.5)",
     )
     p.add_argument(
         "-e",
         "--expand",
         metavar="PX",
-        type=int,
+        type=options.matte_expand,
         default=0,
-        help="grow the hole by PX pixels, negative erodes (default: 0)",
+        help=f"grow the hole by PX pixels, negative erodes, at most {options.MAX_MATTE_PX} (default: 0)",
     )
     p.add_argument(
         "-F",
         "--feather",
         metavar="PX",
-        type=float,
+        type=options.matte_feather,
         default=0.0,
-        help="soft edge of PX pixels outside the hole (default: 0)",
+        help=f"soft edge of PX pixels outside the hole, 0-{options.MAX_MATTE_PX} (default: 0)",
     )
     p.add_argument(
         "-s",
@@ -128,7 +122,7 @@ def add_parser(subparsers: Any) -> None:
         "-C",
         "--context",
         metavar="N",
-        type=int,
+        type=options.integer(0, options.MAX_CONTEXT),
         default=None,
         help="at most N frames read beyond --frames for temporal context (default: what the window "
         "grid needs, up to one model window; then chunks equal a single render)",
@@ -136,17 +130,39 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--overlap",
         metavar="N",
-        type=int,
+        type=options.integer(0, options.MODEL_WINDOW - 1),
         default=None,
-        help="frames shared by consecutive temporal windows, cross-faded (default: a quarter of "
-        "the model's window, 8)",
+        help=f"frames shared by consecutive temporal windows, cross-faded, 0-{options.MODEL_WINDOW - 1} "
+        "(default: a quarter of the model's window, 8)",
+    )
+    p.add_argument(
+        "--no-propagate",
+        dest="propagate",
+        action="store_false",
+        help="let the network fill every hole pixel at its working size, instead of first carrying in, "
+        "at plate resolution, what other frames show (default: propagate)",
+    )
+    p.add_argument(
+        "--reach",
+        metavar="N",
+        type=int,
+        default=0,
+        help="also search N frames beyond each 32-frame window for what the hole hides (read, never "
+        "written; chunked renders still equal a single render) (default: 0)",
+    )
+    p.add_argument(
+        "--qc",
+        action="store_true",
+        help="add channels fill.revealed (1 where the value came from another frame, 0 where the "
+        "network made it) and fill.offset (the frame offset it came from) to each output EXR",
     )
     p.add_argument(
         "--margin",
         metavar="X",
-        type=float,
+        type=options.number(0.0, options.MAX_MARGIN),
         default=0.5,
-        help="spatial context around the hole, as a fraction of its size (default: 0.5)",
+        help=f"spatial context around the hole, as a fraction of its size, 0-{options.MAX_MARGIN:g} "
+        "(default: 0.5)",
     )
     p.add_argument(
         "-d",
@@ -159,9 +175,9 @@ def add_parser(subparsers: Any) -> None:
         "-j",
         "--threads",
         metavar="N",
-        type=int,
+        type=options.threads,
         default=None,
-        help="CPU threads for torch and OpenImageIO (default: all cores)",
+        help="CPU threads for torch and OpenImageIO, 1 or more (default: all cores)",
     )
     p.add_argument(
         "-w",
@@ -270,6 +286,9 @@ def run(args: argparse.Namespace) -> int:
             context=args.context,
             overlap=args.overlap,
             margin=args.margin,
+            propagate=args.propagate,
+            reach=args.reach,
+            qc=args.qc,
         )
     finally:
         if bar is not None:

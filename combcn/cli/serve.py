@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from combcn.cli import DefaultsHelpFormatter
+from combcn.cli import DefaultsHelpFormatter, options
 from combcn.errors import ConfigError
 
 DEFAULT_IDLE = 600.0
@@ -82,7 +82,7 @@ def add_parser(subparsers: Any) -> None:
         "-i",
         "--idle-timeout",
         metavar="SECONDS",
-        type=float,
+        type=options.number(0.0, 365 * 86400.0),
         default=DEFAULT_IDLE,
         help="exit after this many seconds without requests (0 = never)",
     )
@@ -90,7 +90,7 @@ def add_parser(subparsers: Any) -> None:
         "-c",
         "--cache-mb",
         metavar="MB",
-        type=int,
+        type=options.integer(0, 1 << 20),
         default=1024,
         help="memory for cached inpainted windows, in MiB",
     )
@@ -112,7 +112,7 @@ def add_parser(subparsers: Any) -> None:
         "-t",
         "--threads",
         metavar="N",
-        type=int,
+        type=options.threads_or_default,
         default=0,
         help="CPU threads for the network (0 = torch's default)",
     )
@@ -128,7 +128,7 @@ def add_parser(subparsers: Any) -> None:
         "-r",
         "--ready-fd",
         metavar="FD",
-        type=int,
+        type=options.integer(0),
         default=None,
         help="write one byte to this descriptor once listening (used by the plugin)",
     )

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from combcn.cli import DefaultsHelpFormatter
+from combcn.cli import DefaultsHelpFormatter, options
 
 log = logging.getLogger("combcn.cli.train")
 
@@ -55,32 +55,41 @@ def add_parser(subparsers: Any) -> None:
         "train",
         help="train the 3DCN + CombCN model from a config file",
         description="Train 3DCN + CombCN (Wang et al. 2019) on clips listed in a YAML or TOML config "
-        "(sections model, data, holes, train; see configs/ and docs/MODEL.md). Writes checkpoint.pt "
+        "(sections model, data, holes, train; 'base: other.yaml' starts from another config and "
+        "changes only the keys given; see configs/ and docs/MODEL.md). Writes checkpoint.pt "
         "(every train.checkpoint_minutes), best.pt/last.pt weights, log.csv, val.csv and loss.png to "
         "train.out. Ctrl-C or SIGTERM checkpoints and stops; --resume continues.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("config", help="training config (.yaml, .yml or .toml)")
+    p.add_argument("config", help="training config (.yaml, .yml or .toml; may name a base config)")
     p.add_argument("-r", "--resume", action="store_true", help="continue from train.out/checkpoint.pt")
     p.add_argument("-o", "--out", default=None, help="run directory (overrides train.out)")
     p.add_argument(
-        "-n", "--iterations", type=int, default=None, help="total iterations (overrides train.iterations)"
+        "-n",
+        "--iterations",
+        type=options.integer(1),
+        default=None,
+        help="total iterations (overrides train.iterations)",
     )
     p.add_argument(
         "-m",
         "--minutes",
-        type=float,
+        type=options.number(0.0, lo_open=True),
         default=None,
         help="stop with a checkpoint after this many minutes (overrides train.max_minutes)",
     )
     p.add_argument(
-        "-t", "--threads", type=int, default=None, help="torch CPU threads (overrides train.threads)"
+        "-t",
+        "--threads",
+        type=options.threads,
+        default=None,
+        help="torch CPU threads (overrides train.threads)",
     )
     p.add_argument("-d", "--device", default=None, help="cpu or cuda (overrides train.device)")
     p.add_argument(
         "-s",
         "--seed",
-        type=int,
+        type=options.seed,
         default=None,
         help="seed of the training windows and holes (overrides train.seed): a replicate of a run",
     )

@@ -12,11 +12,13 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from combcn.engine.matte import bbox
+from combcn.engine.propagate import Propagated, PropagationSettings, propagate, region_around
 from combcn.engine.shaper import Shaper
 from combcn.engine.windows import Crop, Window, plan_crop, plan_windows
 
@@ -33,11 +35,16 @@ class FrameFill:
         box: ``(y0, y1, x0, x1)`` of the frame's hole (alpha > 0) in plate pixels, or None (no hole).
         fill (ndarray[y1-y0, x1-x0, 3] float32): fill values in the plate's units (shaper decoded).
         alpha (ndarray[y1-y0, x1-x0] float32): compositing alpha inside ``box``.
+        revealed (ndarray[y1-y0, x1-x0] bool | None): pixels whose value another frame showed
+            (propagated at plate resolution); the rest was synthesised by the network.
+        offset (ndarray[y1-y0, x1-x0] float32 | None): the frame offset a revealed pixel came from.
     """
 
     box: Box | None
     fill: np.ndarray | None
     alpha: np.ndarray | None
+    revealed: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,8 @@ def composite(plate_rgb: np.ndarray, frame_fill: FrameFill) -> np.ndarray:
 
 
 class _Accumulator:
-    """Cross-fade sum of one frame's fills over the windows that cover it (in working units)."""
+    """Cross-fade sum of one frame's fills over the windows that cover it (in plate units), and the
+    QC maps of the window that weighs most."""
 
     def __init__(self, box: Box, alpha: np.ndarray):
         self.box = box
@@ -97,27 +105,31 @@ class _Accumulator:
         y0, y1, x0, x1 = box
         self.total = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
         self.weight = 0.0
+        self.revealed = np.zeros((y1 - y0, x1 - x0), np.float32)
+        self.offset = np.zeros((y1 - y0, x1 - x0), np.float32)
+        self.best = -1.0
+
+    def add(self, weight: float, fill: np.ndarray, revealed: np.ndarray, offset: np.ndarray) -> None:
+        self.total += weight * fill
+        self.weight += weight
+        self.revealed += weight * revealed
+        if weight > self.best:
+            self.best = weight
+            self.offset = offset
+
+    def result(self) -> FrameFill:
+        revealed = self.revealed / self.weight >= 0.5
+        return FrameFill(
+            self.box, self.total / self.weight, self.alpha, revealed, np.where(revealed, self.offset, 0.0)
+        )
 
 
-def _to_working(rows: np.ndarray, crop: Crop, shaper: Shaper) -> torch.Tensor:
-    """Plate RGB rows ``crop.y0 .. crop.y1`` -> shaped, clipped, scaled crop Tensor[3, h, w]."""
-    region = rows[:, crop.x0 : crop.x1]
+def _to_working(region: np.ndarray, crop: Crop, shaper: Shaper) -> torch.Tensor:
+    """Plate RGB over the crop -> shaped, clipped, scaled crop Tensor[3, h, w]."""
     shaped = np.clip(shaper.encode(region), 0.0, 1.0)
     t = torch.from_numpy(np.ascontiguousarray(shaped.transpose(2, 0, 1)))
     if crop.scaled:
         t = F.interpolate(t[None], size=(crop.height, crop.width), mode="area")[0]
-    return t
-
-
-def _hole_to_working(box: Box | None, alpha: np.ndarray | None, crop: Crop) -> torch.Tensor:
-    """A frame's alpha inside ``box`` -> hole Tensor[1, h, w] (1 where any covered pixel has alpha > 0)."""
-    region = np.zeros((crop.y1 - crop.y0, crop.x1 - crop.x0), np.float32)
-    if box is not None and alpha is not None:
-        y0, y1, x0, x1 = box
-        region[y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0] = alpha > 0
-    t = torch.from_numpy(region)[None]
-    if crop.scaled:
-        t = (F.interpolate(t[None], size=(crop.height, crop.width), mode="area")[0] > 0).float()
     return t
 
 
@@ -156,17 +168,230 @@ def needed_windows(
     return windows, (first, last)
 
 
+def _union(boxes: list[Box]) -> Box:
+    return (
+        min(b[0] for b in boxes),
+        max(b[1] for b in boxes),
+        min(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def _in_box(values: np.ndarray, region: Box, box: Box) -> np.ndarray:
+    """The part of ``values`` (laid over ``region``) inside ``box`` (which lies inside ``region``)."""
+    y0, y1, x0, x1 = box
+    return values[y0 - region[0] : y1 - region[0], x0 - region[2] : x1 - region[2]]
+
+
+@dataclass
+class _WindowFill:
+    """One window's fill of one frame over its hole box: values (plate units), which pixels were
+    revealed by propagation, and from which frame offset."""
+
+    fill: np.ndarray
+    revealed: np.ndarray
+    offset: np.ndarray
+
+
+class _Window:
+    """The work of one temporal window: propagate at plate resolution, synthesise the rest at working
+    size, join the two. Frames' alpha comes from ``alpha_info``; pixels from ``rgb_at``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        window: Window,
+        n: int,
+        rgb_at: Callable[[int, Box], np.ndarray],
+        infos: dict[int, tuple[Box | None, np.ndarray | None]],
+        plate_size: tuple[int, int],
+        *,
+        shaper: Shaper,
+        settings: RenderSettings,
+        propagation: PropagationSettings,
+        device: torch.device,
+    ):
+        self.model = model
+        self.window = window
+        self.n = n
+        self.rgb_at = rgb_at
+        self.infos = infos
+        self.height, self.width = plate_size
+        self.shaper = shaper
+        self.settings = settings
+        self.propagation = propagation
+        self.device = device
+        self.positions = list(range(window.start, window.end))
+        self.ran_model = False
+        self.lo = window.start
+
+    def hole_in(self, position: int, region: Box) -> np.ndarray:
+        """ndarray[h, w] bool: the frame's hole (alpha > 0) over ``region``."""
+        out = np.zeros((region[1] - region[0], region[3] - region[2]), bool)
+        box, alpha = self.infos[position]
+        if box is not None and alpha is not None:
+            y0, y1, x0, x1 = box
+            out[y0 - region[0] : y1 - region[0], x0 - region[2] : x1 - region[2]] = alpha > 0
+        return out
+
+    def run(self) -> dict[int, _WindowFill]:
+        boxes = [self.infos[p][0] for p in self.positions if self.infos[p][0] is not None]
+        if not boxes:
+            return {}
+        propagated = self._propagate(_union(boxes))  # type: ignore[arg-type]
+        unresolved: dict[int, np.ndarray] = {}
+        for p in self.positions:
+            box, alpha = self.infos[p]
+            if box is None or alpha is None:
+                continue
+            hole = alpha > 0
+            if propagated is not None and p - self.lo in propagated.revealed:
+                hole = hole & ~_in_box(propagated.revealed[p - self.lo], propagated.region, box)
+            unresolved[p] = hole
+        synthesised = (
+            self._synthesise(unresolved, propagated) if any(u.any() for u in unresolved.values()) else {}
+        )
+        return {p: self._join(p, unresolved[p], propagated, synthesised.get(p)) for p in unresolved}
+
+    def _propagate(self, union: Box) -> Propagated | None:
+        if not self.propagation.enabled:
+            return None
+        reach = self.propagation.reach
+        self.lo, hi = max(0, self.window.start - reach), min(self.n, self.window.end + reach)
+        region = region_around(union, self.height, self.width)
+        y0, y1, x0, x1 = region
+        frames = [self.rgb_at(p, region) for p in range(self.lo, hi)]
+        holes = [self.hole_in(p, region) for p in range(self.lo, hi)]
+        targets = [p - self.lo for p in self.positions if self.infos[p][0] is not None]
+        return propagate(frames, holes, targets, self.propagation, region=region)
+
+    def _synthesise(
+        self, unresolved: dict[int, np.ndarray], propagated: Propagated | None
+    ) -> dict[int, tuple[np.ndarray, Crop]]:
+        """The network's fill (plate units, over each frame's crop) of the pixels no frame showed; the
+        pixels propagation recovered are known to it, like the rest of the plate."""
+        boxes = []
+        for p, hole in unresolved.items():
+            if hole.any():
+                by0, _, bx0, _ = self.infos[p][0]  # type: ignore[misc]
+                ys, xs = np.nonzero(hole)
+                boxes.append(
+                    (
+                        by0 + int(ys.min()),
+                        by0 + int(ys.max()) + 1,
+                        bx0 + int(xs.min()),
+                        bx0 + int(xs.max()) + 1,
+                    )
+                )
+        resolution = int(getattr(self.model, "resolution", 128))
+        crop = plan_crop(
+            _union(boxes), self.height, self.width, resolution=resolution, margin=self.settings.margin
+        )
+        working = []
+        holes = []
+        for p in self.positions:
+            rows = np.array(self.rgb_at(p, (crop.y0, crop.y1, crop.x0, crop.x1)), dtype=np.float32, copy=True)
+            box, _ = self.infos[p]
+            hole = np.zeros((crop.y1 - crop.y0, crop.x1 - crop.x0), np.float32)
+            if box is not None and p in unresolved:
+                if propagated is not None and p - self.lo in propagated.revealed:
+                    self._paste(rows, crop, propagated, p)
+                y0, y1, x0, x1 = box
+                cy0, cy1, cx0, cx1 = max(y0, crop.y0), min(y1, crop.y1), max(x0, crop.x0), min(x1, crop.x1)
+                if (
+                    cy1 > cy0 and cx1 > cx0
+                ):  # unresolved pixels all lie in the crop; the rest of the box may not
+                    hole[cy0 - crop.y0 : cy1 - crop.y0, cx0 - crop.x0 : cx1 - crop.x0] = unresolved[p][
+                        cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0
+                    ]
+            working.append(_to_working(rows, crop, self.shaper))
+            t = torch.from_numpy(hole)[None]
+            if crop.scaled:
+                t = (F.interpolate(t[None], size=(crop.height, crop.width), mode="area")[0] > 0).float()
+            holes.append(t)
+        frames = torch.stack(working, 1)
+        log.debug("window %d-%d: crop %s", self.window.start, self.window.end - 1, crop)
+        with torch.inference_mode():
+            out = self.model(frames[None].to(self.device), torch.stack(holes, 1)[None].to(self.device))[0]
+        out = out.float().cpu()
+        self.ran_model = True
+        result = {}
+        crop_h, crop_w = crop.y1 - crop.y0, crop.x1 - crop.x0
+        for i, p in enumerate(self.positions):
+            if p not in unresolved or not unresolved[p].any():
+                continue
+            frame_out = out[:, i]
+            if crop.scaled:
+                frame_out = F.interpolate(
+                    frame_out[None], size=(crop_h, crop_w), mode="bilinear", align_corners=False
+                )[0]
+            values = self.shaper.decode(np.clip(frame_out.permute(1, 2, 0).numpy(), 0.0, 1.0))
+            result[p] = (values, crop)
+        return result
+
+    def _paste(self, rows: np.ndarray, crop: Crop, propagated: Propagated, p: int) -> None:
+        """Write the propagated values of frame ``p`` into its crop pixels."""
+        ry0, ry1, rx0, rx1 = propagated.region
+        y0, y1, x0, x1 = max(ry0, crop.y0), min(ry1, crop.y1), max(rx0, crop.x0), min(rx1, crop.x1)
+        if y1 <= y0 or x1 <= x0:
+            return
+        part = rows[y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0]
+        mask = propagated.revealed[p - self.lo][y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
+        part[mask] = propagated.values[p - self.lo][y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0][mask]
+
+    def _join(
+        self,
+        p: int,
+        unresolved: np.ndarray,
+        propagated: Propagated | None,
+        synthesised: tuple[np.ndarray, Crop] | None,
+    ) -> _WindowFill:
+        """Propagated pixels where another frame showed them, the network's fill elsewhere, joined
+        by a short ramp (a few plate pixels, about one working-size pixel) so no edge shows."""
+        box, _ = self.infos[p]
+        assert box is not None
+        y0, y1, x0, x1 = box
+        shape = (y1 - y0, x1 - x0)
+        fill = np.zeros(shape + (3,), np.float32)
+        revealed = np.zeros(shape, bool)
+        offset = np.zeros(shape, np.float32)
+        if propagated is not None and p - self.lo in propagated.revealed:
+            revealed = _in_box(propagated.revealed[p - self.lo], propagated.region, box).copy()
+            fill = _in_box(propagated.values[p - self.lo], propagated.region, box).copy()
+            offset = _in_box(propagated.offset[p - self.lo], propagated.region, box).copy()
+        if synthesised is not None:
+            values, crop = synthesised
+            net = np.zeros(shape + (3,), np.float32)
+            cy0, cy1, cx0, cx1 = max(y0, crop.y0), min(y1, crop.y1), max(x0, crop.x0), min(x1, crop.x1)
+            net[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = values[
+                cy0 - crop.y0 : cy1 - crop.y0, cx0 - crop.x0 : cx1 - crop.x0
+            ]
+            covered = np.zeros(shape, bool)
+            covered[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = True
+            ramp = max(2.0, 1.5 * (crop.y1 - crop.y0) / crop.height)
+            if revealed.any():
+                distance = cv2.distanceTransform((~unresolved).astype(np.uint8), cv2.DIST_L2, 3)
+                weight = np.clip(1.0 - distance / ramp, 0.0, 1.0)
+            else:
+                weight = np.ones(shape, np.float32)
+            weight = np.where(covered & (revealed | unresolved), weight, 0.0).astype(np.float32)
+            weight[unresolved] = 1.0
+            fill = weight[..., None] * net + (1.0 - weight[..., None]) * fill
+        return _WindowFill(fill, revealed, offset)
+
+
 def render_windows(
     model: torch.nn.Module,
     n: int,
     targets: Iterable[int],
-    rgb_at: Callable[[int, int, int], np.ndarray],
+    rgb_at: Callable[[int, Box], np.ndarray],
     alpha_at: Callable[[int], np.ndarray],
     emit: Callable[[int, FrameFill], None],
     *,
     shaper: Shaper,
     settings: RenderSettings,
     device: torch.device,
+    propagation: PropagationSettings | None = None,
 ) -> None:
     """Inpaint the frames at ``targets`` (sequence positions ``0 .. n-1``), window by window.
 
@@ -174,17 +399,20 @@ def render_windows(
         model: an :class:`combcn.model.Inpainter` (attributes ``window``, ``resolution``).
         n: length of the whole sequence (the window grid is anchored at position 0).
         targets: positions whose fills are wanted, emitted in increasing order.
-        rgb_at: (position, y0, y1) -> plate RGB rows ``y0 .. y1-1``, ndarray[y1-y0, W, 3] float32 in
-            plate units (finite); only the rows a crop needs are asked for.
+        rgb_at: (position, (y0, y1, x0, x1)) -> plate RGB over that box, ndarray[y1-y0, x1-x0, 3]
+            float32 in plate units (finite); only the boxes a window needs are asked for.
         alpha_at: position -> compositing alpha ndarray[H, W] float32 in [0, 1].
         emit: called once per target with its :class:`FrameFill`, as soon as it is final.
-        shaper: working-range curve.
+        shaper: working-range curve of the network.
         settings: overlap, margin, context.
         device: where the model runs.
+        propagation: carry pixels other frames show at plate resolution first (None: off; the network
+            fills every hole pixel). Frames up to ``propagation.reach`` beyond a window are read.
     """
+    propagation = propagation or PropagationSettings(enabled=False)
     wanted = sorted(set(targets))
     windows, _ = needed_windows(n, wanted, int(getattr(model, "window", 32)), settings)
-    resolution = int(getattr(model, "resolution", 128))
+    reach = propagation.reach if propagation.enabled else 0
     # Per frame in flight: its hole box and the alpha inside it only (memory follows the holes).
     alphas: dict[int, tuple[Box | None, np.ndarray | None]] = {}
     plate_size: list[int] = []
@@ -193,6 +421,7 @@ def render_windows(
     wanted_set = set(wanted)
     tracking = bool(getattr(getattr(model, "config", None), "track", False))
     run_windows = tracked_windows = 0
+    hole_pixels = revealed_pixels = 0
 
     def alpha_info(position: int) -> tuple[Box | None, np.ndarray | None]:
         if position not in alphas:
@@ -203,49 +432,40 @@ def render_windows(
         return alphas[position]
 
     for k, window in enumerate(windows):
-        positions = list(range(window.start, window.end))
-        infos = {p: alpha_info(p) for p in positions}
-        boxes = [b for b, _ in infos.values() if b is not None]
-        if boxes:
-            union = (
-                min(b[0] for b in boxes),
-                max(b[1] for b in boxes),
-                min(b[2] for b in boxes),
-                max(b[3] for b in boxes),
-            )
-            height, width = plate_size
-            crop = plan_crop(union, height, width, resolution=resolution, margin=settings.margin)
-            frames = torch.stack(
-                [_to_working(rgb_at(p, crop.y0, crop.y1), crop, shaper) for p in positions], 1
-            )
-            holes = torch.stack(
-                [_hole_to_working(b, a, crop) for b, a in infos.values()],
-                1,
-            )
-            log.debug("window %d-%d: crop %s", window.start, window.end - 1, crop)
-            with torch.inference_mode():
-                out = model(frames[None].to(device), holes[None].to(device))[0].float().cpu()
+        lo, hi = (
+            (max(0, window.start - reach), min(n, window.end + reach))
+            if reach
+            else (window.start, window.end)
+        )
+        infos = {p: alpha_info(p) for p in range(lo, hi)}
+        work = _Window(
+            model,
+            window,
+            n,
+            rgb_at,
+            infos,
+            (plate_size[0], plate_size[1]),
+            shaper=shaper,
+            settings=settings,
+            propagation=propagation,
+            device=device,
+        )
+        fills = work.run()
+        if work.ran_model:
             run_windows += 1
             last = getattr(model, "last_tracked", None)
             tracked_windows += int(tracking and last is not None and bool(last.any()))
-            crop_h, crop_w = crop.y1 - crop.y0, crop.x1 - crop.x0
-            for i, p in enumerate(positions):
-                box, alpha = infos[p]
-                if box is None or alpha is None or p not in wanted_set:
-                    continue
-                frame_out = out[:, i]
-                if crop.scaled:
-                    frame_out = F.interpolate(
-                        frame_out[None], size=(crop_h, crop_w), mode="bilinear", align_corners=False
-                    )[0]
-                y0, y1, x0, x1 = box
-                piece = frame_out[:, y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0]
-                acc = accumulators.get(p)
-                if acc is None:
-                    acc = accumulators[p] = _Accumulator(box, alpha)
-                w = window.weight(p)
-                acc.total += w * piece.permute(1, 2, 0).numpy()
-                acc.weight += w
+        for p, frame_fill in fills.items():
+            if p not in wanted_set:
+                continue
+            box, alpha = infos[p]
+            assert box is not None and alpha is not None
+            acc = accumulators.get(p)
+            if acc is None:
+                acc = accumulators[p] = _Accumulator(box, alpha)
+            acc.add(
+                window.weight(p), frame_fill.fill, frame_fill.revealed.astype(np.float32), frame_fill.offset
+            )
         # Frames before the next window are final.
         final_before = windows[k + 1].start if k + 1 < len(windows) else n
         for p in wanted:
@@ -257,14 +477,23 @@ def render_windows(
             if acc is None:
                 emit(p, FrameFill(None, None, None))
             else:
-                fill = shaper.decode(np.clip(acc.total / acc.weight, 0.0, 1.0))
-                emit(p, FrameFill(acc.box, fill, acc.alpha))
+                result = acc.result()
+                assert result.alpha is not None and result.revealed is not None
+                hole_pixels += int((result.alpha > 0).sum())
+                revealed_pixels += int((result.revealed & (result.alpha > 0)).sum())
+                emit(p, result)
             emitted.add(p)
-        for p in [p for p in alphas if p < final_before]:
+        for p in [p for p in alphas if p < final_before - reach]:
             del alphas[p]
     missing = [p for p in wanted if p not in emitted]
     if missing:  # pragma: no cover - a bug, not a user error
         raise AssertionError(f"frames at positions {missing[:5]} were never rendered")
+    if propagation.enabled and hole_pixels:
+        log.info(
+            "propagation: %.1f%% of the hole pixels came from other frames at plate resolution; the network "
+            "synthesised the rest",
+            100.0 * revealed_pixels / hole_pixels,
+        )
     if tracking and run_windows:
         log.info(
             "camera track: the clean plate followed the camera in %d of %d window(s) (the rest: "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import torch
 
 from combcn.engine.core import RenderSettings, composite, render_windows
 from combcn.engine.matte import MatteOptions, shape_matte
+from combcn.engine.propagate import propagation_settings
 from combcn.engine.shaper import default_shaper_for, get_shaper
 from combcn.errors import BackendError, ConfigError, InputError
 
@@ -78,6 +81,23 @@ def set_track(model: torch.nn.Module, track: bool) -> None:
         raise ConfigError(f"cannot switch camera tracking on for these weights: {exc}") from exc
 
 
+def _as_array(value: Any, name: str) -> np.ndarray:
+    """A numpy view of an API argument (numpy array, torch tensor or nested lists), or InputError."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype in (torch.bfloat16, torch.complex64, torch.complex128) or not (
+            value.dtype.is_floating_point
+            or value.dtype in (torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool)
+        ):
+            raise InputError(
+                f"{name} is a {value.dtype} tensor; give float32 or float16 (convert with .float())"
+            )
+        return np.asarray(value.detach().cpu().numpy())
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} is not an array ({exc})") from None
+
+
 class Engine:
     """A model kept loaded, to inpaint many clips or windows.
 
@@ -101,13 +121,10 @@ class Engine:
         track: bool | None = None,
     ):
         self.device = resolve_device(device)
-        if self.device.type == "cuda":  # same window, same bits: chunked farm renders equal single ones
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-        if threads is not None:
-            if threads < 1:
-                raise ConfigError(f"--threads must be >= 1, got {threads}")
-            torch.set_num_threads(int(threads))
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"--threads must be a whole number >= 1, got {threads!r}")
+        #: CPU threads for torch and OpenImageIO during a call (None = leave the process's setting)
+        self.threads = threads
         if model is None:
             from combcn.model import load_model
 
@@ -115,6 +132,30 @@ class Engine:
         if track is not None:
             set_track(model, track)
         self.model = model.to(self.device).eval()
+
+    @contextlib.contextmanager
+    def threads_for_call(self) -> Iterator[None]:
+        """Within the block: this engine's thread count, and on CUDA deterministic cuDNN (the same
+        window gives the same bits, so chunked farm renders equal single ones); restored afterwards."""
+        import OpenImageIO as oiio
+
+        threads = torch.get_num_threads()
+        oiio_threads = oiio.get_int_attribute("threads")
+        deterministic = torch.backends.cudnn.deterministic
+        benchmark = torch.backends.cudnn.benchmark
+        try:
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
+                oiio.attribute("threads", self.threads)
+            if self.device.type == "cuda":
+                torch.backends.cudnn.deterministic = True
+                torch.backends.cudnn.benchmark = False
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            oiio.attribute("threads", oiio_threads)
+            torch.backends.cudnn.deterministic = deterministic
+            torch.backends.cudnn.benchmark = benchmark
 
     @property
     def window(self) -> int:
@@ -134,7 +175,8 @@ class Engine:
                 channels are returned untouched.
             matte (ndarray | Tensor [T, H, W]): in [0, 1], 1 = remove.
             **options: ``shaper`` (default acescct), ``threshold`` (0.5), ``invert``, ``expand`` (px),
-                ``feather`` (px), ``overlap`` (frames, window/4), ``margin`` (0.5).
+                ``feather`` (px), ``overlap`` (frames, window/4), ``margin`` (0.5), ``propagate``
+                (True: carry what other frames show at full resolution first), ``reach`` (0 frames).
 
         Returns:
             Same type, dtype and shape as ``frames``; where the (feathered) matte is 0 the values are
@@ -144,18 +186,27 @@ class Engine:
             InputError: bad shapes or types, NaN/Inf in RGB, a frame entirely under the matte.
         """
         is_torch = isinstance(frames, torch.Tensor)
-        plate = frames.detach().cpu().numpy() if is_torch else np.asarray(frames)
-        raw_matte = matte.detach().cpu().numpy() if isinstance(matte, torch.Tensor) else np.asarray(matte)
-        if plate.ndim != 4 or plate.shape[-1] < 3:
-            raise InputError(f"frames must be (T, H, W, C) with C >= 3, got shape {plate.shape}")
+        plate = _as_array(frames, "frames")
+        raw_matte = _as_array(matte, "matte")
+        if plate.ndim != 4 or plate.shape[-1] < 3 or 0 in plate.shape:
+            raise InputError(
+                f"frames must be (T, H, W, C) with T, H, W >= 1 and C >= 3, got shape {plate.shape}"
+            )
         if plate.dtype not in (np.float32, np.float16):
             raise InputError(f"frames must be float32 or float16, got {plate.dtype}")
         if raw_matte.shape != plate.shape[:3]:
             raise InputError(f"matte must be (T, H, W) = {plate.shape[:3]}, got {raw_matte.shape}")
+        if not np.issubdtype(raw_matte.dtype, np.number) or np.issubdtype(
+            raw_matte.dtype, np.complexfloating
+        ):
+            raise InputError(f"matte must hold real numbers in [0, 1], got {raw_matte.dtype}")
+        if not np.isfinite(raw_matte).all():
+            raise InputError("matte has NaN or Inf values; it must hold numbers in [0, 1]")
         opts = dict(options)
         shaper = get_shaper(opts.pop("shaper", None) or default_shaper_for(plate.dtype))
         m_opts = matte_options(opts)
         settings = render_settings(opts)
+        propagation = propagation_settings(opts)
         if opts:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(opts))}")
         t = plate.shape[0]
@@ -175,15 +226,17 @@ class Engine:
             def emit(position: int, fill: Any) -> None:
                 result[position, :, :, :3] = composite(plate[position, :, :, :3], fill)
 
-            render_windows(
-                self.model,
-                t,
-                range(t),
-                lambda p, y0, y1: plate[p, y0:y1, :, :3].astype(np.float32),
-                lambda p: alphas[p],
-                emit,
-                shaper=shaper,
-                settings=settings,
-                device=self.device,
-            )
+            with self.threads_for_call():
+                render_windows(
+                    self.model,
+                    t,
+                    range(t),
+                    lambda p, b: plate[p, b[0] : b[1], b[2] : b[3], :3].astype(np.float32),
+                    lambda p: alphas[p],
+                    emit,
+                    shaper=shaper,
+                    settings=settings,
+                    device=self.device,
+                    propagation=propagation,
+                )
         return torch.from_numpy(result).to(frames.device) if is_torch else result

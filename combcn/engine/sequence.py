@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ from typing import Any
 import numpy as np
 import OpenImageIO as oiio
 
-from combcn.engine.core import FrameFill, composite, needed_windows, render_windows
+from combcn.engine.core import FrameFill, RenderSettings, composite, needed_windows, render_windows
 from combcn.engine.engine import Engine, matte_options, render_settings
 from combcn.engine.matte import MatteOptions, shape_matte
+from combcn.engine.propagate import PropagationSettings, propagation_settings
 from combcn.engine.shaper import default_shaper_for, get_shaper
 from combcn.errors import ConfigError, InputError, OutputError
 from combcn.io.frames import FrameSet
@@ -36,12 +38,19 @@ from combcn.io.image import (
     ImageData,
     check_writable_folder,
     read_header,
-    read_image,
-    read_rows,
     stale_temp_files,
     write_image_atomic,
 )
-from combcn.io.movie import MovieReader, is_movie
+from combcn.io.plate import (
+    Plate,
+    align_matte,
+    check_finite,
+    matte_channel_index,
+    rgb_channels,
+    rgb_of,
+    to_unit,
+    windows_of,
+)
 from combcn.io.sequence import SequencePattern
 
 log = logging.getLogger("combcn.engine")
@@ -82,172 +91,8 @@ class Report:
         }
 
 
-class Source:
-    """Frames of an image sequence (or single image) or a movie, read as :class:`ImageData`.
-
-    Args:
-        path: a pattern (``plate.####.exr``), a single image or a movie.
-        part: part index or name of multi-part EXRs.
-        what: ``"plate"`` or ``"matte"``, for messages.
-    """
-
-    def __init__(self, path: str | Path, *, part: int | str | None = None, what: str = "plate"):
-        self.what = what
-        self.part = part
-        self.movie: MovieReader | None = None
-        self.pattern: SequencePattern | None = None
-        if is_movie(path):
-            self.movie = MovieReader(path)
-            self.frames = self.movie.frames
-        else:
-            self.pattern = SequencePattern(path)
-            self.frames = self.pattern.frames_on_disk()
-        if not self.frames:
-            raise InputError(
-                f"no {what} frames found for this pattern; check the folder, the name and the frame "
-                "token (#### = 4 digits, %04d, @@@@)",
-                path=path,
-            )
-        self.path = str(path)
-        #: one image used for every frame (a still matte)
-        self.static = self.pattern is not None and not self.pattern.has_token
-
-    def file(self, frame: int) -> str:
-        return self.path if self.pattern is None else str(self.pattern.path(frame))
-
-    def _movie_spec(self, pixels: np.ndarray) -> oiio.ImageSpec:
-        spec = oiio.ImageSpec(
-            pixels.shape[1], pixels.shape[0], 3, "uint16" if pixels.dtype == np.uint16 else "uint8"
-        )
-        spec.channelnames = ("R", "G", "B")
-        return spec
-
-    def header(self, frame: int) -> oiio.ImageSpec:
-        """The spec of ``frame`` (no pixels read for image files)."""
-        if self.movie is not None:
-            return self._movie_spec(self.movie.read(frame))
-        if frame not in self._frame_set and not self.static:
-            raise InputError(f"{self.what} frame is missing", path=self.file(frame), frame=frame)
-        return read_header(self.file(frame), self.part)
-
-    @property
-    def _frame_set(self) -> set[int]:
-        if not hasattr(self, "_frames_cache"):
-            self._frames_cache = set(self.frames)
-        return self._frames_cache
-
-    def read_rgb(self, frame: int, rgb: list[int], rows: tuple[int, int] | None = None) -> np.ndarray:
-        """Only the R, G, B channels (indices ``rgb``) of ``frame``, optionally only some rows.
-
-        Returns:
-            ndarray[rows, W, 3] float32 (integers scaled to [0, 1]).
-        """
-        if self.movie is not None or self.static:
-            pixels = self.read(frame).pixels
-            pixels = pixels if rows is None else pixels[rows[0] : rows[1]]
-            return to_unit(pixels[..., rgb])
-        if frame not in self._frame_set:
-            raise InputError(f"{self.what} frame is missing", path=self.file(frame), frame=frame)
-        lo, hi = min(rgb), max(rgb) + 1
-        if rows is None:
-            rows = (0, read_header(self.file(frame), self.part).height)
-        try:
-            pixels = read_rows(self.file(frame), self.part, rows[0], rows[1], (lo, hi))
-        except InputError as exc:
-            raise InputError(exc.message, path=exc.path, frame=frame) from None
-        return to_unit(pixels[..., [c - lo for c in rgb]])
-
-    def read(self, frame: int, *, all_parts: bool = False) -> ImageData:
-        """Pixels and spec of ``frame``."""
-        if self.movie is not None:
-            pixels = self.movie.read(frame)
-            return ImageData(pixels=pixels.copy(), spec=self._movie_spec(pixels))
-        if frame not in self._frame_set and not self.static:
-            raise InputError(f"{self.what} frame is missing", path=self.file(frame), frame=frame)
-        try:
-            return read_image(self.file(frame), self.part, all_parts=all_parts)
-        except InputError as exc:
-            raise InputError(exc.message, path=exc.path, frame=frame) from None
-
-
-def to_unit(pixels: np.ndarray) -> np.ndarray:
-    """Stored pixels -> float32 (integers scaled to [0, 1])."""
-    if np.issubdtype(pixels.dtype, np.integer):
-        return pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max)
-    return pixels.astype(np.float32)
-
-
-def rgb_channels(spec: oiio.ImageSpec, path: str) -> list[int]:
-    """Indices of the R, G, B channels (the first three channels when not named R, G, B)."""
-    names = list(spec.channelnames)
-    if all(c in names for c in ("R", "G", "B")):
-        return [names.index(c) for c in ("R", "G", "B")]
-    if len(names) >= 3:
-        log.warning("%s: no channels named R, G, B; inpainting %s", path, ", ".join(names[:3]))
-        return [0, 1, 2]
-    raise InputError(
-        f"has channels {', '.join(names)}; combcn needs three colour channels (R, G, B)", path=path
-    )
-
-
-def matte_channel_index(spec: oiio.ImageSpec, channel: str | None, path: str, *, own_alpha: bool) -> int:
-    """Index of the matte channel; ``None`` picks A (then Y, R, the first) or, on the plate, its alpha."""
-    names = list(spec.channelnames)
-    if channel is not None:
-        if channel in names:
-            return names.index(channel)
-        raise InputError(
-            f"has no channel {channel!r}; its channels are: {', '.join(names)}. "
-            "Pick one with --matte-channel",
-            path=path,
-        )
-    if own_alpha:
-        if spec.alpha_channel >= 0:
-            return int(spec.alpha_channel)
-        if "A" in names:
-            return names.index("A")
-        raise InputError(
-            f"no --matte was given and the plate has no alpha channel (channels: {', '.join(names)}); "
-            "give a matte sequence with --matte or a channel with --matte-channel",
-            path=path,
-        )
-    for candidate in ("A", "Y", "R"):
-        if candidate in names:
-            return names.index(candidate)
-    return 0
-
-
-def _windows_of(spec: oiio.ImageSpec) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
-    return (spec.x, spec.y, spec.width, spec.height), (
-        spec.full_x,
-        spec.full_y,
-        spec.full_width,
-        spec.full_height,
-    )
-
-
-def align_matte(values: np.ndarray, matte_spec: oiio.ImageSpec, plate_spec: oiio.ImageSpec) -> np.ndarray:
-    """Matte values on the plate's data window (zero where the matte's data window has no pixels).
-
-    Args:
-        values (ndarray[h, w]): matte channel over the matte's data window.
-    Returns:
-        ndarray[H, W] float32 over the plate's data window.
-    """
-    (mx, my, mw, mh), _ = _windows_of(matte_spec)
-    (px, py, pw, ph), _ = _windows_of(plate_spec)
-    if (mx, my, mw, mh) == (px, py, pw, ph):
-        return values.astype(np.float32)
-    out = np.zeros((ph, pw), np.float32)
-    x0, x1 = max(mx, px), min(mx + mw, px + pw)
-    y0, y1 = max(my, py), min(my + mh, py + ph)
-    if x1 > x0 and y1 > y0:
-        out[y0 - py : y1 - py, x0 - px : x1 - px] = values[y0 - my : y1 - my, x0 - mx : x1 - mx]
-    return out
-
-
 def _check_output_pattern(
-    output: str, plate: Source, matte: Source | None, targets: list[int]
+    output: str, plate: Plate, matte: Plate | None, targets: list[int]
 ) -> SequencePattern:
     out = SequencePattern(output)
     if not out.has_token and len(targets) > 1:
@@ -278,119 +123,144 @@ def _missing_in(frames: Sequence[int], step: int) -> list[int]:
     return [f for f in range(frames[0], frames[-1] + 1, step) if f not in present]
 
 
-def render_sequence(
-    source: str | Path,
-    matte: str | Path | None = None,
-    output: str | Path | None = None,
-    frames: str | FrameSet | Sequence[int] | None = None,
-    *,
-    matte_channel: str | None = None,
-    part: int | str | None = None,
-    matte_part: int | str | None = None,
-    shaper: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    compression: str | None = None,
-    pixel_type: str | None = None,
-    check: bool = True,
-    engine: Engine | None = None,
-    weights: str | Path | None = None,
-    device: str | None = None,
-    model: Any = None,
-    threads: int | None = None,
-    track: bool | None = None,
-    progress: ProgressCallback | None = None,
-    **options: Any,
-) -> Report:
-    """Inpaint ``source`` under ``matte`` and write ``output``; see the module docstring for the order.
+@dataclass(frozen=True)
+class SequenceOptions:
+    """How a sequence is read and written (everything but the model and the window layout).
 
-    Args:
-        source: plate pattern (``plate.####.exr``, ``%04d``, ``@@@@``), single image or movie.
-        matte: matte pattern/file/movie; None = the plate's own alpha (or ``matte_channel``).
-        output: output pattern; frame numbers are kept.
-        frames: frames to write (``"1001-1100x2"``, a :class:`FrameSet` or numbers); None = all.
+    Attributes:
         matte_channel: channel of the matte (default A, Y, R or the first; on the plate, its alpha).
         part, matte_part: multi-part EXR part (index or name) of the plate / matte.
-        shaper: ``acescct`` / ``log`` / ``none``; default acescct for float plates, none otherwise.
+        shaper: ``acescct`` / ``log`` / ``srgb`` / ``none``; None = the default for the plate's type.
         resume: skip frames whose output already exists and reads back.
         overwrite: replace existing outputs.
         compression, pixel_type: output overrides (default: as the input).
         check: read every frame before rendering to check NaN/Inf and full mattes (recommended).
-        engine / weights / device / model / threads / track: the model to use (an :class:`Engine`,
-            or how to make one; ``track`` False keeps the locked-off clean plate, see :class:`Engine`).
-        progress: called with ``{"event": "start", "total"}`` before rendering, then
-            ``{"event": "frame", "frame", "done", "total"}`` per written frame.
-        **options: threshold, invert, expand, feather (matte); overlap, margin, context (windows).
-
-    Returns:
-        Report: frames written and skipped, timings, warnings.
+        qc: add ``fill.revealed`` and ``fill.offset`` channels to each output (EXR only).
     """
-    started = time.perf_counter()
-    if output is None:
-        raise ConfigError("no output given; pass output= (or -o) with a pattern like out.####.exr")
-    opts = dict(options)
-    m_opts: MatteOptions = matte_options(opts)
-    settings = render_settings(opts)
-    if opts:
-        raise ConfigError(f"unknown option(s): {', '.join(sorted(opts))}")
 
-    plate = Source(source, part=part, what="plate")
-    matte_src = Source(matte, part=matte_part, what="matte") if matte is not None else None
-    seq = plate.frames
+    matte_channel: str | None = None
+    part: int | str | None = None
+    matte_part: int | str | None = None
+    shaper: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    compression: str | None = None
+    pixel_type: str | None = None
+    check: bool = True
+    qc: bool = False
+
+
+@dataclass
+class Plan:
+    """What a render will read and write, decided before any pixel is read.
+
+    Attributes:
+        plate, matte: the opened inputs (``matte`` None: the plate's own channel).
+        out: the output pattern.
+        seq: every plate frame number on disk (positions index into it).
+        to_write: frame numbers to render; ``skipped``: complete outputs kept (resume).
+        read_frames: every frame number a window reads (targets plus context).
+        rgb, m_index: colour channel indices of the plate, matte channel index.
+        first_spec: the plate's spec (every frame read must match its windows and channels).
+        shaper: the shaper's name.
+        windows: the number of temporal windows that will run.
+    """
+
+    plate: Plate
+    matte: Plate | None
+    out: SequencePattern
+    seq: list[int]
+    to_write: list[int]
+    skipped: list[int]
+    read_frames: list[int]
+    rgb: list[int]
+    m_index: int
+    first_spec: oiio.ImageSpec
+    shaper: str
+    windows: int
+
+    @property
+    def matte_source(self) -> Plate:
+        return self.matte if self.matte is not None else self.plate
+
+    def alpha(self, data: ImageData) -> np.ndarray:
+        """The raw matte values of an opened matte frame, on the plate's data window."""
+        return align_matte(to_unit(data.pixels[..., self.m_index]), data.spec, self.first_spec)
+
+
+def _targets(plate: Plate, frames: str | FrameSet | Sequence[int] | None) -> list[int]:
     if frames is None:
-        targets = list(seq)
+        targets = list(plate.frames)
     elif isinstance(frames, str):
         targets = FrameSet.parse(frames).frames
     else:
         targets = FrameSet(frames).frames
     if not targets:
         raise ConfigError("no frames to write")
-    on_disk = set(seq)
-    missing = [f for f in targets if f not in on_disk]
+    missing = [f for f in targets if f not in set(plate.frames)]
     if missing:
         raise InputError(
             f"plate frame(s) missing: {FrameSet(missing)}; render or copy them, or narrow --frames",
             path=plate.file(missing[0]),
             frame=missing[0],
         )
-    report = Report(output=str(output))
+    return targets
 
-    # Outputs: never the input, folder writable, existing files refused unless resume/overwrite.
-    out_pattern = _check_output_pattern(str(output), plate, matte_src, targets)
-    check_writable_folder(out_pattern.path(targets[0]))
-    skipped: list[int] = []
-    existing = [f for f in targets if out_pattern.path(f).exists()]
-    if existing and resume:
-        for f in existing:
-            try:
-                read_header(out_pattern.path(f))
-                skipped.append(f)
-            except InputError:
-                log.warning("%s: incomplete or unreadable output, rendering it again", out_pattern.path(f))
-    elif existing and not overwrite:
+
+def _existing_outputs(out: SequencePattern, targets: list[int], opts: SequenceOptions) -> list[int]:
+    """Frames whose complete output exists and is kept (``resume``); refuse existing ones otherwise."""
+    existing = [f for f in targets if out.path(f).exists()]
+    if not existing:
+        return []
+    if not opts.resume:
+        if opts.overwrite:
+            return []
         raise OutputError(
             f"{len(existing)} output frame(s) exist ({FrameSet(existing)}); use --resume to keep them and "
             "render the rest, or --overwrite to replace them",
-            path=out_pattern.path(existing[0]),
+            path=out.path(existing[0]),
         )
-    to_write = [f for f in targets if f not in set(skipped)]
-    report.skipped = skipped
-    if not to_write:
-        log.info("all %d frame(s) already exist; nothing to do", len(targets))
-        report.seconds = time.perf_counter() - started
-        return report
+    kept = []
+    for f in existing:
+        try:
+            read_header(out.path(f))
+            kept.append(f)
+        except InputError:
+            log.warning("%s: incomplete or unreadable output, rendering it again", out.path(f))
+    return kept
 
-    # The model (its window length decides what must be read).
-    if engine is None:
-        engine = Engine(weights, device, model=model, threads=threads, track=track)
-    elif track is not None:
-        raise ConfigError("pass track= to the Engine you give, not to render_sequence")
-    if threads is not None:
-        oiio.attribute("threads", int(threads))
+
+def plan(
+    source: str | Path,
+    matte: str | Path | None,
+    output: str | Path,
+    frames: str | FrameSet | Sequence[int] | None,
+    opts: SequenceOptions,
+    *,
+    window: int,
+    settings: RenderSettings,
+    reach: int = 0,
+) -> Plan | None:
+    """Resolve inputs, outputs and the frames to read; headers only (no pixels). None: nothing to do.
+
+    Raises:
+        InputError, ConfigError, OutputError: with the file and frame, before anything is written.
+    """
+    plate = Plate(source, part=opts.part, what="plate")
+    matte_src = Plate(matte, part=opts.matte_part, what="matte") if matte is not None else None
+    targets = _targets(plate, frames)
+    out = _check_output_pattern(str(output), plate, matte_src, targets)
+    check_writable_folder(out.path(targets[0]))
+    skipped = _existing_outputs(out, targets, opts)
+    to_write = [f for f in targets if f not in set(skipped)]
+    seq = plate.frames
+    first_spec = plate.header(to_write[0] if to_write else targets[0])
+    rgb = rgb_channels(first_spec, plate.file(targets[0]))
+    if not to_write:
+        return Plan(plate, matte_src, out, seq, [], skipped, [], rgb, 0, first_spec, "none", 0)
     positions = {f: i for i, f in enumerate(seq)}
-    windows, (first, last) = needed_windows(
-        len(seq), [positions[f] for f in to_write], engine.window, settings
-    )
+    windows, (first, last) = needed_windows(len(seq), [positions[f] for f in to_write], window, settings)
+    first, last = max(0, first - reach), min(len(seq), last + reach)
     read_frames = seq[first:last]
     step = reduce(math.gcd, [b - a for a, b in zip(seq, seq[1:], strict=False)], 0) or 1
     gaps = _missing_in(read_frames, step)
@@ -401,132 +271,300 @@ def render_sequence(
             path=plate.file(gaps[0]),
             frame=gaps[0],
         )
-    if matte_src is not None:
+    if matte_src is not None and matte_src.movie is None and not matte_src.static:
         no_matte = [f for f in read_frames if f not in set(matte_src.frames)]
-        if no_matte and matte_src.movie is None and not matte_src.static:
+        if no_matte:
             raise InputError(
                 f"matte frame(s) missing: {FrameSet(no_matte)}; the matte needs every plate frame "
                 "that is read (including context frames around --frames)",
                 path=matte_src.file(no_matte[0]),
                 frame=no_matte[0],
             )
-
-    # Headers: one size for every frame, matte display window == plate display window, channels exist.
-    first_spec = plate.header(read_frames[0])
-    rgb = rgb_channels(first_spec, plate.file(read_frames[0]))
-    plate_windows = _windows_of(first_spec)
     matte_of = matte_src if matte_src is not None else plate
-    m_first = matte_of.header(read_frames[0])
+    m_first = first_spec if matte_src is None else matte_src.header(read_frames[0])
     m_index = matte_channel_index(
-        m_first, matte_channel, matte_of.file(read_frames[0]), own_alpha=matte_src is None
+        m_first, opts.matte_channel, matte_of.file(read_frames[0]), own_alpha=matte_src is None
     )
-    for f in read_frames:
-        spec = first_spec if f == read_frames[0] else plate.header(f)
-        if _windows_of(spec) != plate_windows or list(spec.channelnames) != list(first_spec.channelnames):
-            raise InputError(
-                f"differs from frame {read_frames[0]} (size/windows {_windows_of(spec)} vs {plate_windows}, "
-                "or channels); every plate frame must have the same size and channels",
-                path=plate.file(f),
-                frame=f,
-            )
-        if matte_src is not None:
-            mspec = matte_src.header(f)
-            if _windows_of(mspec)[1] != plate_windows[1]:
-                raise InputError(
-                    f"matte is {mspec.full_width}x{mspec.full_height} but the plate is "
-                    f"{first_spec.full_width}x{first_spec.full_height} (display windows differ); "
-                    "give a matte rendered at the plate's resolution",
-                    path=matte_src.file(f),
-                    frame=f,
-                )
-            if m_index >= mspec.nchannels:
-                raise InputError(
-                    "has fewer channels than the first matte frame", path=matte_src.file(f), frame=f
-                )
+    stored = oiio.TypeDesc(first_spec.format).basetype in (oiio.FLOAT, oiio.HALF, oiio.DOUBLE)
+    shaper = opts.shaper or default_shaper_for(
+        np.float32 if stored else np.uint8, movie=plate.movie is not None
+    )
+    return Plan(
+        plate,
+        matte_src,
+        out,
+        seq,
+        to_write,
+        skipped,
+        read_frames,
+        rgb,
+        m_index,
+        first_spec,
+        shaper,
+        len(windows),
+    )
 
-    def alpha_for(frame: int, plate_spec: oiio.ImageSpec | None = None) -> np.ndarray:
-        data = matte_of.read(frame)
-        values = to_unit(data.pixels[..., m_index])
-        values = align_matte(values, data.spec, plate_spec if plate_spec is not None else first_spec)
-        return shape_matte(values, m_opts)
 
-    # Pixels: RGB finite, matte not covering a whole frame; an empty matte copies through.
-    any_hole = True
-    if check:
-        any_hole = False
-        for f in read_frames:
-            if not np.isfinite(plate.read_rgb(f, rgb)).all():
-                raise InputError(
-                    "the plate has NaN or Inf pixels in R, G or B; fix them first "
-                    "(e.g. oiiotool in.exr --fixnan box3 -o fixed.exr)",
-                    path=plate.file(f),
-                    frame=f,
-                )
-            alpha = alpha_for(f)
+def _check_plate_frame(plan: Plan, frame: int, spec: oiio.ImageSpec) -> None:
+    if windows_of(spec) != windows_of(plan.first_spec) or list(spec.channelnames) != list(
+        plan.first_spec.channelnames
+    ):
+        raise InputError(
+            f"differs from frame {plan.read_frames[0]} (size/windows {windows_of(spec)} vs "
+            f"{windows_of(plan.first_spec)}, or channels); every plate frame must have the same size "
+            "and channels",
+            path=plan.plate.file(frame),
+            frame=frame,
+        )
+
+
+def _check_matte_frame(plan: Plan, frame: int, spec: oiio.ImageSpec) -> None:
+    if plan.matte is None:
+        return
+    if windows_of(spec)[1] != windows_of(plan.first_spec)[1]:
+        raise InputError(
+            f"matte is {spec.full_width}x{spec.full_height} but the plate is "
+            f"{plan.first_spec.full_width}x{plan.first_spec.full_height} (display windows differ); "
+            "give a matte rendered at the plate's resolution",
+            path=plan.matte.file(frame),
+            frame=frame,
+        )
+    if plan.m_index >= spec.nchannels:
+        raise InputError(
+            "has fewer channels than the first matte frame", path=plan.matte.file(frame), frame=frame
+        )
+
+
+def check(plan: Plan, m_opts: MatteOptions, *, pixels: bool) -> bool:
+    """Check every frame the render reads, each opened once: same size and channels, matte aligned
+    and, with ``pixels``, RGB finite and the matte not covering a whole frame.
+
+    Returns:
+        whether any frame read has a hole (True when ``pixels`` is off: unknown).
+    """
+    any_hole = not pixels
+    for f in plan.read_frames:
+        if pixels:
+            data = plan.plate.read(f)
+            _check_plate_frame(plan, f, data.spec)
+            check_finite(rgb_of(data, plan.rgb), plan.plate.file(f), f)
+            mdata = data if plan.matte is None else plan.matte.read(f)
+            _check_matte_frame(plan, f, mdata.spec)
+            alpha = shape_matte(plan.alpha(mdata), m_opts)
             if alpha.min() > 0:
                 raise InputError(
                     "the matte covers the whole frame: there is nothing left to fill from. Check the matte "
                     "(--invert? --threshold?)",
-                    path=matte_of.file(f),
+                    path=plan.matte_source.file(f),
                     frame=f,
                 )
             any_hole |= bool(alpha.max() > 0)
-        if not any_hole:
-            message = "the matte is empty in every frame read: the plate is copied through unchanged"
-            log.warning(message)
-            report.warnings.append(message)
+        else:
+            _check_plate_frame(plan, f, plan.plate.header(f) if plan.plate.movie is None else plan.first_spec)
+            if plan.matte is not None and plan.matte.movie is None:
+                _check_matte_frame(plan, f, plan.matte.header(f))
+    return any_hole
 
-    shaper_name = shaper or default_shaper_for(
-        plate.read(read_frames[0]).pixels.dtype, movie=plate.movie is not None
-    )
-    shaper_obj = get_shaper(shaper_name)
-    log.info(
-        "inpainting %d frame(s) of %s (reading %d-%d, %d window(s), shaper %s) -> %s",
-        len(to_write),
-        plate.path,
-        read_frames[0],
-        read_frames[-1],
-        len(windows),
-        shaper_name,
-        output,
-    )
-    check_writable_folder(out_pattern.path(to_write[0]), create=True)
-    for f in to_write:
-        for stale in stale_temp_files(out_pattern.path(f)):
+
+class _OpenFrames:
+    """Plate frames opened once for the stream pass (every part, for writing back), kept while a
+    window, its propagation reach or a pending write may still need them."""
+
+    def __init__(self, plan: Plan, capacity: int):
+        self.plan = plan
+        self.capacity = max(2, capacity)
+        self.frames: OrderedDict[int, ImageData] = OrderedDict()
+
+    def get(self, frame: int) -> ImageData:
+        data = self.frames.get(frame)
+        if data is None:
+            data = self.plan.plate.read(frame, all_parts=True)
+            self.frames[frame] = data
+            while len(self.frames) > self.capacity:
+                self.frames.popitem(last=False)
+        else:
+            self.frames.move_to_end(frame)
+        return data
+
+
+QC_CHANNELS = ("fill.revealed", "fill.offset")
+
+
+def with_qc(data: ImageData, frame_fill: FrameFill) -> ImageData:
+    """``data`` plus the two QC channels (float): 1 in ``fill.revealed`` where the fill came from another
+    frame, and that frame's offset in ``fill.offset``; 0 elsewhere. Every other channel is untouched."""
+    h, w = data.pixels.shape[:2]
+    revealed = np.zeros((h, w), np.float32)
+    offset = np.zeros((h, w), np.float32)
+    if frame_fill.box is not None and frame_fill.revealed is not None and frame_fill.offset is not None:
+        y0, y1, x0, x1 = frame_fill.box
+        inside = frame_fill.alpha is not None and frame_fill.alpha > 0
+        revealed[y0:y1, x0:x1] = np.where(inside, frame_fill.revealed, 0.0)
+        offset[y0:y1, x0:x1] = np.where(inside, frame_fill.offset, 0.0)
+    spec = oiio.ImageSpec(data.spec)
+    names = list(spec.channelnames) + list(QC_CHANNELS)
+    formats = [str(t) for t in spec.channelformats] or [str(spec.format)] * spec.nchannels
+    stored = data.pixels.dtype
+    if np.issubdtype(stored, np.integer):
+        raise ConfigError("--qc needs a float output (EXR); this plate is stored as integers")
+    pixels = np.concatenate([data.pixels, np.stack([revealed, offset], -1).astype(stored)], -1)
+    spec.nchannels = len(names)
+    spec.channelnames = tuple(names)
+    if spec.channelformats:
+        spec.channelformats = tuple(oiio.TypeDesc(f) for f in formats + ["float", "float"])
+    return ImageData(pixels=pixels, spec=spec, part=data.part, parts=data.parts)
+
+
+def stream(
+    plan: Plan,
+    engine: Engine,
+    opts: SequenceOptions,
+    m_opts: MatteOptions,
+    settings: RenderSettings,
+    propagation: PropagationSettings,
+    report: Report,
+    progress: ProgressCallback | None,
+) -> None:
+    """Render window by window and write each frame atomically as soon as it is final."""
+    check_writable_folder(plan.out.path(plan.to_write[0]), create=True)
+    for f in plan.to_write:
+        for stale in stale_temp_files(plan.out.path(f)):
             stale.unlink(missing_ok=True)
+    opened = _OpenFrames(plan, engine.window + 2 * propagation.reach + 4)
+    seq = plan.seq
+
+    def rgb_at(position: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        y0, y1, x0, x1 = box
+        return to_unit(opened.get(seq[position]).pixels[y0:y1, x0:x1][..., plan.rgb])
+
+    def alpha_at(position: int) -> np.ndarray:
+        frame = seq[position]
+        data = opened.get(frame) if plan.matte is None else plan.matte.read(frame)
+        return shape_matte(plan.alpha(data), m_opts)
 
     def emit(position: int, frame_fill: FrameFill) -> None:
         frame = seq[position]
-        data = plate.read(frame, all_parts=True)
-        data.pixels = data.pixels.copy()
-        data.pixels[..., rgb] = composite(data.pixels[..., rgb], frame_fill)
-        write_image_atomic(out_pattern.path(frame), data, compression=compression, pixel_type=pixel_type)
+        data = opened.get(frame)
+        out = ImageData(pixels=data.pixels.copy(), spec=data.spec, part=data.part, parts=data.parts)
+        out.pixels[..., plan.rgb] = composite(data.pixels[..., plan.rgb], frame_fill)
+        if opts.qc:
+            out = with_qc(out, frame_fill)
+        write_image_atomic(
+            plan.out.path(frame), out, compression=opts.compression, pixel_type=opts.pixel_type
+        )
         report.written.append(frame)
         if progress is not None:
-            progress({"event": "frame", "frame": frame, "done": len(report.written), "total": len(to_write)})
+            progress(
+                {"event": "frame", "frame": frame, "done": len(report.written), "total": len(plan.to_write)}
+            )
 
     if progress is not None:
-        progress({"event": "start", "total": len(to_write)})
+        progress({"event": "start", "total": len(plan.to_write)})
+    positions = {f: i for i, f in enumerate(seq)}
     render_windows(
         engine.model,
         len(seq),
-        [positions[f] for f in to_write],
-        lambda p, y0, y1: plate.read_rgb(seq[p], rgb, (y0, y1)),
-        lambda p: alpha_for(seq[p]),
+        [positions[f] for f in plan.to_write],
+        rgb_at,
+        alpha_at,
         emit,
-        shaper=shaper_obj,
+        shaper=get_shaper(plan.shaper),
         settings=settings,
         device=engine.device,
+        propagation=propagation,
     )
-    if plate.movie is not None:
-        plate.movie.close()
-    if len(report.written) != len(to_write):  # pragma: no cover - guarded by render_windows
-        raise OutputError(f"only {len(report.written)} of {len(to_write)} frames were written", path=output)
-    report.seconds = time.perf_counter() - started
+
+
+_ENGINE_KEYS = ("weights", "device", "model", "threads", "track")
+
+
+def render_sequence(
+    source: str | Path,
+    matte: str | Path | None = None,
+    output: str | Path | None = None,
+    frames: str | FrameSet | Sequence[int] | None = None,
+    *,
+    engine: Engine | None = None,
+    progress: ProgressCallback | None = None,
+    options: SequenceOptions | None = None,
+    **keywords: Any,
+) -> Report:
+    """Inpaint ``source`` under ``matte`` and write ``output``: :func:`plan`, :func:`check`, :func:`stream`.
+
+    Args:
+        source: plate pattern (``plate.####.exr``, ``%04d``, ``@@@@``), single image, folder or movie.
+        matte: matte pattern/file/movie; None = the plate's own alpha (or ``matte_channel``).
+        output: output pattern; frame numbers are kept.
+        frames: frames to write (``"1001-1100x2"``, a :class:`FrameSet` or numbers); None = all.
+        engine: a loaded :class:`Engine`; else one is made from ``weights``/``device``/``model``/
+            ``threads``/``track`` keywords (see :class:`Engine`).
+        progress: called with ``{"event": "start", "total"}`` before rendering, then
+            ``{"event": "frame", "frame", "done", "total"}`` per written frame.
+        options: a :class:`SequenceOptions`; its fields may also be given as keywords.
+        **keywords: :class:`SequenceOptions` fields; threshold, invert, expand, feather (matte);
+            overlap, margin, context (windows); propagate, reach (propagation); the engine keywords.
+
+    Returns:
+        Report: frames written and skipped, timings, warnings.
+    """
+    started = time.perf_counter()
+    if output is None:
+        raise ConfigError("no output given; pass output= (or -o) with a pattern like out.####.exr")
+    rest = dict(keywords)
+    names = {f.name for f in fields(SequenceOptions)}
+    given = {k: rest.pop(k) for k in list(rest) if k in names}
+    opts = SequenceOptions(**{**(vars(options) if options is not None else {}), **given})
+    make_engine = {k: rest.pop(k) for k in list(rest) if k in _ENGINE_KEYS}
+    m_opts = matte_options(rest)
+    settings = render_settings(rest)
+    propagation = propagation_settings(rest)
+    if rest:
+        raise ConfigError(f"unknown option(s): {', '.join(sorted(rest))}")
+    if engine is not None and make_engine.get("track") is not None:
+        raise ConfigError("pass track= to the Engine you give, not to render_sequence")
+    if engine is None:
+        engine = Engine(**make_engine)
+    report = Report(output=str(output))
+    the_plan = plan(
+        source, matte, output, frames, opts, window=engine.window, settings=settings, reach=propagation.reach
+    )
+    try:
+        if the_plan is None or not the_plan.to_write:
+            report.skipped = [] if the_plan is None else the_plan.skipped
+            log.info("all %d frame(s) already exist; nothing to do", len(report.skipped))
+            return report
+        report.skipped = the_plan.skipped
+        if not check(the_plan, m_opts, pixels=opts.check):
+            message = "the matte is empty in every frame read: the plate is copied through unchanged"
+            log.warning(message)
+            report.warnings.append(message)
+        log.info(
+            "inpainting %d frame(s) of %s (reading %d-%d, %d window(s), shaper %s, propagation %s) -> %s",
+            len(the_plan.to_write),
+            the_plan.plate.path,
+            the_plan.read_frames[0],
+            the_plan.read_frames[-1],
+            the_plan.windows,
+            the_plan.shaper,
+            "on" if propagation.enabled else "off",
+            output,
+        )
+        with engine.threads_for_call():
+            stream(the_plan, engine, opts, m_opts, settings, propagation, report, progress)
+    finally:
+        if the_plan is not None:
+            the_plan.plate.close()
+            if the_plan.matte is not None:
+                the_plan.matte.close()
+        report.seconds = time.perf_counter() - started
+    if len(report.written) != len(the_plan.to_write):  # pragma: no cover - guarded by render_windows
+        raise OutputError(
+            f"only {len(report.written)} of {len(the_plan.to_write)} frames were written", path=output
+        )
     log.info(
         "wrote %d frame(s), skipped %d, %.2f s/frame",
         len(report.written),
-        len(skipped),
+        len(report.skipped),
         report.seconds_per_frame,
     )
     return report

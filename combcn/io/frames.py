@@ -8,6 +8,8 @@ from collections.abc import Iterable, Iterator
 from combcn.errors import ConfigError
 
 # START, START-END, START-ENDxSTEP; also Deadline's START:END and OpenJD's START-END:STEP.
+# More frames than any shot: a typo like 1-100000000 is refused before a list of it is built.
+MAX_FRAMES = 1_000_000
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:[-:]\s*(-?\d+)\s*(?:[x:]\s*(\d+))?)?\s*$")
 
 
@@ -26,7 +28,11 @@ class FrameSet:
 
     @classmethod
     def parse(cls, text: str) -> FrameSet:
-        """Parse a frame-set string; raise :class:`ConfigError` with the bad piece on failure."""
+        """Parse a frame-set string; raise a one-line :class:`ConfigError` naming the bad piece.
+
+        Refused: empty text, unreadable pieces, reversed ranges (``1008-1001``), steps below 1 and
+        sets of more than :data:`MAX_FRAMES` frames.
+        """
         frames: list[int] = []
         if not text or not text.strip():
             raise ConfigError("empty frame set; give frames like 1001-1100, 1001-1100x2 or 1001,1005")
@@ -40,8 +46,18 @@ class FrameSet:
             start = int(m.group(1))
             end = int(m.group(2)) if m.group(2) is not None else start
             step = int(m.group(3)) if m.group(3) is not None else 1
-            if end < start or step < 1:
-                raise ConfigError(f"frame set piece {piece.strip()!r}: END must be >= START and STEP >= 1")
+            if end < start:
+                raise ConfigError(
+                    f"frame range {piece.strip()!r} runs backwards; write it low to high, e.g. {end}-{start}"
+                )
+            if step < 1:
+                raise ConfigError(
+                    f"frame range {piece.strip()!r} has step {step}; the step must be 1 or more"
+                )
+            if len(frames) + (end - start) // step + 1 > MAX_FRAMES:
+                raise ConfigError(
+                    f"frame set {text!r} holds more than {MAX_FRAMES} frames; give a shorter range"
+                )
             frames.extend(range(start, end + 1, step))
         return cls(frames)
 

@@ -98,6 +98,15 @@ def _select_part(inp: oiio.ImageInput, part: Part, path: str | Path) -> int:
     )
 
 
+def _pixel_error(inp: oiio.ImageInput) -> str:
+    """What OpenImageIO said when pixels could not be decoded, in one line."""
+    said = " ".join((inp.geterror().strip() or oiio.geterror().strip() or "no reason given").split())
+    return (
+        f"OpenImageIO cannot decode the pixels: {said}; if the file was cut short (full disk, "
+        "interrupted copy) re-render or re-copy it"
+    )
+
+
 def read_header(path: str | Path, part: Part = None) -> oiio.ImageSpec:
     """The spec of one part of ``path`` without reading pixels."""
     inp = _open(path)
@@ -121,11 +130,7 @@ def _read_part(inp: oiio.ImageInput, index: int, path: str | Path) -> tuple[oiio
     spec = oiio.ImageSpec(inp.spec())
     pixels = inp.read_image(index, 0, 0, spec.nchannels, _stored_format(spec))
     if pixels is None:
-        raise InputError(
-            f"cannot read the pixels ({inp.geterror().strip() or oiio.geterror().strip()}); "
-            "the file is damaged or incomplete: re-render or re-copy it",
-            path=path,
-        )
+        raise InputError(_pixel_error(inp), path=path)
     pixels = np.asarray(pixels)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
@@ -172,13 +177,16 @@ def read_rows(path: str | Path, part: Part, y0: int, y1: int, channels: tuple[in
         inp.seek_subimage(index, 0)
         spec = inp.spec()
         c0, c1 = channels
-        rows = inp.read_scanlines(index, 0, spec.y + y0, spec.y + y1, spec.z, c0, c1, _stored_format(spec))
-        if rows is None:
-            raise InputError(
-                f"cannot read the pixels ({inp.geterror().strip() or oiio.geterror().strip()}); "
-                "the file is damaged or incomplete: re-render or re-copy it",
-                path=path,
+        if spec.tile_width > 0:  # tiled files have no scanline API: read the tiles that hold the rows
+            rows = inp.read_image(index, 0, c0, c1, _stored_format(spec))
+            if rows is not None:
+                rows = np.asarray(rows).reshape(spec.height, spec.width, c1 - c0)[y0:y1]
+        else:
+            rows = inp.read_scanlines(
+                index, 0, spec.y + y0, spec.y + y1, spec.z, c0, c1, _stored_format(spec)
             )
+        if rows is None:
+            raise InputError(_pixel_error(inp), path=path)
         return np.asarray(rows).reshape(y1 - y0, spec.width, c1 - c0)
     finally:
         inp.close()

@@ -1,6 +1,6 @@
 """The network of Wang et al. (AAAI 2019): 3DCN + CombCN, its config, and weights files.
 
-Public API (the contract with the engine, issue 4):
+Public API (the contract with the engine):
 
 - :func:`load_model` -> :class:`Inpainter` (``window``, ``resolution``, ``forward(frames, hole)``)
 - :func:`default_weights_info` -> provenance dict of the shipped weights, or None

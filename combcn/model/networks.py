@@ -16,7 +16,7 @@ from combcn.model.config import ModelConfig
 
 
 def _masked_conv3d() -> Any:
-    """The partial-convolution op of issue 2, imported lazily (only ``conv: masked`` needs it)."""
+    """The partial-convolution op (combcn.ops), imported lazily (only ``conv: masked`` needs it)."""
     from combcn.errors import ModelError
 
     try:

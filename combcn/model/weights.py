@@ -78,12 +78,17 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
+        # torch's own text can run to dozens of lines; its first line says enough.
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:200]
         raise ModelError(
-            f"not a readable combcn weights file ({type(exc).__name__}: {exc})", path=path
+            f"not a readable combcn weights file ({type(exc).__name__}: {first})", path=path
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"not a combcn weights file (no format tag {FORMAT!r})", path=path)
-    if int(payload.get("format_version", -1)) > FORMAT_VERSION:
+    version = payload.get("format_version", -1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelError(f"not a combcn weights file (format version {version!r} is not a number)", path=path)
+    if version > FORMAT_VERSION:
         raise ModelError(
             f"weights format version {payload.get('format_version')} is newer than this combcn supports "
             f"({FORMAT_VERSION}); upgrade combcn",
@@ -100,13 +105,82 @@ def build_from_weights(payload: dict[str, Any], *, path: str | Path | None = Non
         cfg = ModelConfig.from_dict(payload["config"], where="weights config")
     except (ConfigError, TypeError, ValueError) as exc:
         raise ModelError(f"weights config is invalid: {exc}", path=path) from exc
-    model = Inpainter(cfg)
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+    try:
+        model = Inpainter(cfg)
+    except (RuntimeError, MemoryError, ValueError) as exc:  # a config too large or odd to build
+        raise ModelError(
+            f"cannot build the model the weights config describes ({type(exc).__name__})", path=path
+        ) from exc
+    state = check_state_dict(payload["state_dict"], model.state_dict(), path=path)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"weights do not match the model they describe: {exc}", path=path) from exc
+    except RuntimeError as exc:  # check_state_dict should have caught it; keep torch's text to one line
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:200]
+        raise ModelError(f"weights do not match the model they describe: {first}", path=path) from exc
     return model
+
+
+def _names(names: list[str], most: int = 3) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_state_dict(
+    stored: dict[Any, Any], expected: dict[str, torch.Tensor], *, path: str | Path | None = None
+) -> dict[str, torch.Tensor]:
+    """Check a stored state_dict against the model's own, tensor by tensor; return it as float32.
+
+    Args:
+        stored: ``{name: Tensor}`` read from a weights file.
+        expected: ``model.state_dict()`` of the model the file's config describes.
+        path: the file, for the message.
+
+    Raises:
+        ModelError: one line naming the file and the first thing that does not match: entries that
+            are not tensors, missing or unexpected layers, a shape mismatch (by layer name), or
+            NaN/Inf values.
+    """
+    bad = sorted(
+        str(k) for k, v in stored.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    )
+    if bad:
+        raise ModelError(
+            f"not a combcn weights file: state_dict entries {_names(bad)} are not tensors", path=path
+        )
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} layer tensor(s) ({_names(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s) ({_names(unexpected)})")
+        raise ModelError(
+            "weights do not match the model their config describes: "
+            + "; ".join(parts)
+            + "; the file was not made by this combcn's train/finetune or was edited",
+            path=path,
+        )
+    for name, want in expected.items():
+        got = stored[name]
+        if tuple(got.shape) != tuple(want.shape):
+            raise ModelError(
+                f"weights do not match the model their config describes: layer {name} has shape "
+                f"{list(got.shape)}, the model needs {list(want.shape)}",
+                path=path,
+            )
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in stored.items():
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+            if not bool(torch.isfinite(tensor).all()):
+                raise ModelError(
+                    f"layer {name} holds NaN or Inf values; these weights are broken (a diverged "
+                    "training run?): use another file",
+                    path=path,
+                )
+        state[name] = tensor
+    return state
 
 
 def load_model(weights: str | Path | None = None, *, device: str | torch.device = "cpu") -> Inpainter:

@@ -4,7 +4,7 @@ The extension is JIT-built with :func:`torch.utils.cpp_extension.load` (ninja, `
 2) on first use or by ``python -m combcn.ops.build``, cached under
 ``${COMBCN_CACHE:-~/.cache/combcn}/ext/<torch, python and CUDA version>``, and rebuilt by ninja when a
 source or header changes. CUDA sources join the build only when torch itself has CUDA
-(``torch.cuda._is_compiled()``): the CPU wheel cannot build ``.cu`` files (kernels.md §3.4).
+(``torch.cuda._is_compiled()``): the CPU wheel cannot build ``.cu`` files.
 If the build fails, a one-line warning says so and :func:`combcn.ops.masked_conv3d` uses the
 pure-PyTorch reference. ``COMBCN_NO_EXT=1`` skips the native op altogether.
 
@@ -110,7 +110,7 @@ def _build(build_dir: Path, with_cuda: bool, verbose: bool) -> None:
     build_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MAX_JOBS", "2")
     if with_cuda:
-        # /usr/local/bin/nvcc may be a wrapper script, which misleads CUDA_HOME detection (kernels.md §3.4).
+        # /usr/local/bin/nvcc may be a wrapper script, which misleads CUDA_HOME detection.
         if "CUDA_HOME" not in os.environ and Path("/usr/local/cuda/bin/nvcc").is_file():
             os.environ["CUDA_HOME"] = "/usr/local/cuda"
         if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
@@ -223,7 +223,7 @@ def _register_python_side() -> None:
         ctx.has_bias = bias is not None
 
     def _backward(ctx: Any, grad_out: Tensor | None, _grad_mask: Tensor | None) -> tuple[Any, ...]:
-        # kernels.md §2.4: dX = M * convT(r * dY'), dW = corr(r * dY', X * M), db = sum(u * dY').
+        # Partial-conv backward: dX = M * convT(r * dY'), dW = corr(r * dY', X * M), db = sum(u * dY').
         x, mask, weight, bn_scale, out = ctx.saved_tensors
         stride, padding, dilation = ctx.conv
         need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]

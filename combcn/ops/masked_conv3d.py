@@ -16,7 +16,7 @@ Exact formula, per batch item, output voxel ``p`` and output channel ``k`` (``t`
     out_k(p) = activation(y_k(p)),   new_mask(p) = u(p)
 
 So a hole output (``u = 0``) is ``activation(bn_shift_k)`` with ``bn``, **not 0**: the same value
-an unfused ``BatchNorm3d`` after the convolution gives it (kernels.md §2.4), and 0 without ``bn``.
+an unfused ``BatchNorm3d`` after the convolution gives it, and 0 without ``bn``.
 The mask is single-channel, taken as a constant (no gradient), 1 = valid and 0 = hole; soft masks
 in [0, 1] follow the same formula. The convolution of a bf16/fp16 input is rounded to that dtype
 before the float32 epilogue, in every backend.

@@ -1,7 +1,7 @@
 """Pure-PyTorch reference of :func:`combcn.ops.masked_conv3d`: the test oracle and the fallback.
 
-Slow and obvious on purpose: every step of the partial convolution (Liu et al. 2018; research notes
-``kernels.md`` §2.1 and §2.4) is a separate tensor operation, so a reader can check it against the
+Slow and obvious on purpose: every step of the partial convolution (Liu et al. 2018, Eq. 1-2)
+is a separate tensor operation, so a reader can check it against the
 formula in :mod:`combcn.ops.masked_conv3d`. It is differentiable for ``x``, ``weight`` and ``bias``
 through ordinary autograd (the mask is treated as a constant).
 """
@@ -14,7 +14,7 @@ from torch import Tensor
 
 #: Threshold on the window's valid count ``s``: a window is valid when ``s > EPS``. Binary masks
 #: give integer counts, so this only matters for soft masks; 1e-6 (not 1e-8) so fp16 never divides
-#: by an underflowed count (kernels.md §2.5).
+#: by an underflowed count (fp16's smallest subnormal is about 6e-8, so 1e-8 rounds to 0).
 EPS = 1e-6
 
 ACTIVATIONS = ("none", "relu")

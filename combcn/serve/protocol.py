@@ -9,6 +9,14 @@ carries one file descriptor (SCM_RIGHTS, on the header's bytes): shared memory h
     out     float32 [K, H, W, C]   written by the server: the frames listed in ``want``
 
 packed in that order with no padding.
+
+A ``lookup`` request asks, before the plugin fetches a whole window from its host, whether the
+server still holds the fill of that window for these inputs (docs/OFX.md, "Window cache"): it
+carries the same shared-memory layout for one frame (T = 1, ``want`` [0]), a ``slot`` (the plugin's
+hash of everything but the pixels: instance, window span, clip range, size, parameters), the frame's
+``time`` and ``frame_id`` (a hash of that frame's pixels and matte as sent). ``inpaint`` requests may
+carry ``slot`` and ``frame_ids`` (one per frame, in window order, with ``times``) so the server can
+answer later lookups.
 """
 
 from __future__ import annotations
@@ -108,6 +116,55 @@ def _int(message: dict[str, Any], key: str, lo: int, hi: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise ProtocolError(f"{key!r} must be an integer in [{lo}, {hi}], got {value!r}")
     return value
+
+
+@dataclass(frozen=True)
+class WindowIds:
+    """What identifies a window's inputs for lookups (docs/OFX.md, "Window cache").
+
+    Attributes:
+        slot: the client's hash of everything but the pixels (instance, span, range, size, params).
+        ids: frame number -> the client's hash of that frame's pixels and matte as sent.
+    """
+
+    slot: str
+    ids: dict[int, str]
+
+
+def _hex(message: dict[str, Any], key: str) -> str:
+    value = message.get(key)
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or value.strip("0123456789abcdef"):
+        raise ProtocolError(f"{key!r} must be a lower-case hex string of at most 64 digits, got {value!r}")
+    return value
+
+
+def window_ids_from_request(message: dict[str, Any], frames: int) -> WindowIds | None:
+    """The optional ``slot``/``frame_ids``/``times`` of an ``inpaint`` request; None when absent."""
+    if "slot" not in message:
+        return None
+    slot = _hex(message, "slot")
+    times, ids = message.get("times"), message.get("frame_ids")
+    if (
+        not isinstance(times, list)
+        or len(times) != frames
+        or not all(isinstance(t, int) and not isinstance(t, bool) for t in times)
+    ):
+        raise ProtocolError(f"'times' must list the {frames} frame numbers of the window, got {times!r}")
+    if not isinstance(ids, list) or len(ids) != frames:
+        raise ProtocolError(f"'frame_ids' must hold one id per frame ({frames}), got {ids!r}")
+    checked = [_hex({"frame_ids": i}, "frame_ids") for i in ids]
+    return WindowIds(slot, dict(zip(times, checked, strict=True)))
+
+
+def lookup_from_request(message: dict[str, Any]) -> tuple[WindowLayout, str, int, str]:
+    """Validate a ``lookup`` request: (layout of one frame, slot, time, frame_id). Raises ProtocolError."""
+    layout = layout_from_request(message)
+    if layout.frames != 1 or layout.want != (0,):
+        raise ProtocolError("a lookup carries one frame ('frames': 1, 'want': [0])")
+    time = message.get("time")
+    if not isinstance(time, int) or isinstance(time, bool):
+        raise ProtocolError(f"'time' must be a frame number, got {time!r}")
+    return layout, _hex(message, "slot"), time, _hex(message, "frame_id")
 
 
 def layout_from_request(message: dict[str, Any]) -> WindowLayout:

@@ -31,7 +31,7 @@ from combcn.errors import CombcnError, ConfigError
 from combcn.serve import protocol
 from combcn.serve.engine import EngineFactory, FillFn, load_engine
 from combcn.serve.paths import ensure_private_dir
-from combcn.serve.protocol import FillParams, ProtocolError, WindowLayout
+from combcn.serve.protocol import FillParams, ProtocolError, WindowIds, WindowLayout
 
 log = logging.getLogger("combcn.serve")
 
@@ -92,6 +92,24 @@ class WindowCache:
         return len(self._items)
 
 
+@dataclass
+class WindowRecord:
+    """The last window computed or served for one slot (see :class:`protocol.WindowIds`).
+
+    Attributes:
+        key: its cache key (content hash).
+        ids: frame number -> id of that frame as sent.
+        index: frame number -> its index in the window.
+    """
+
+    key: str
+    ids: dict[int, str]
+    index: dict[int, int]
+
+
+MAX_RECORDS = 4096  # slots remembered for lookups (a few hundred bytes each)
+
+
 def window_key(layout: WindowLayout, frames: np.ndarray, matte: np.ndarray, params: FillParams) -> str:
     """Content hash of one window's inputs and fill options (the cache key)."""
     h = hashlib.blake2b(digest_size=20)
@@ -114,13 +132,21 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
 
 
 class Server:
-    """Listens on ``options.socket_path`` and answers ``ping``, ``inpaint`` and ``shutdown`` requests."""
+    """Listens on ``options.socket_path`` and answers ``ping``, ``inpaint``, ``lookup`` and ``shutdown``."""
 
     def __init__(self, options: ServerOptions, engine_factory: EngineFactory = load_engine) -> None:
         self.options = options
         self.engine_factory = engine_factory
         self.cache = WindowCache(options.cache_mb * 1024 * 1024)
-        self.stats = {"requests": 0, "computed": 0, "cached": 0, "errors": 0}
+        self.stats = {
+            "requests": 0,
+            "computed": 0,
+            "cached": 0,
+            "errors": 0,
+            "lookup_hits": 0,
+            "lookup_misses": 0,
+        }
+        self._records: OrderedDict[str, WindowRecord] = OrderedDict()  # slot -> last window, under _lock
         self._engines: OrderedDict[tuple[str | None, str | None], FillFn] = OrderedDict()
         self._lock = threading.Lock()  # engine calls + cache
         self._state = threading.Lock()  # counters below
@@ -343,7 +369,13 @@ class Server:
                     f"an inpaint request carries exactly one shared-memory descriptor, got {len(fds)}"
                 )
             return self._inpaint(message, fds[0])
-        raise ProtocolError(f"unknown op {op!r} (expected 'ping', 'inpaint' or 'shutdown')")
+        if op == "lookup":
+            if len(fds) != 1:
+                raise ProtocolError(
+                    f"a lookup request carries exactly one shared-memory descriptor, got {len(fds)}"
+                )
+            return self._lookup(message, fds[0])
+        raise ProtocolError(f"unknown op {op!r} (expected 'ping', 'inpaint', 'lookup' or 'shutdown')")
 
     # ---- inpainting ------------------------------------------------------------------------
 
@@ -374,6 +406,46 @@ class Server:
     def _inpaint(self, message: dict[str, Any], fd: int) -> dict[str, Any]:
         layout = protocol.layout_from_request(message)
         params = protocol.params_from_request(message)
+        ids = protocol.window_ids_from_request(message, layout.frames)
+        mm = self._map(fd, layout)
+        try:
+            return self._inpaint_mapped(layout, params, mm, message, ids)
+        finally:
+            mm.close()
+
+    def _lookup(self, message: dict[str, Any], fd: int) -> dict[str, Any]:
+        """Answer from a window computed earlier for this slot, if it holds this very frame."""
+        layout, slot, time_, frame_id = protocol.lookup_from_request(message)
+        mm = self._map(fd, layout)
+        try:
+            H, W, C = layout.height, layout.width, layout.channels
+            with self._lock:
+                record = self._records.get(slot)
+                result = None
+                if record is not None and record.ids.get(time_) == frame_id:
+                    result = self.cache.get(record.key)
+                    self._records.move_to_end(slot)
+                if record is None or result is None or result.shape[1:3] != (H, W):
+                    self.stats["lookup_misses"] += 1
+                    return {"ok": True, "hit": False}
+                self.stats["lookup_hits"] += 1
+                rgb = np.array(result[record.index[time_]])
+                key = record.key
+            packed = np.empty((1, H, W, C), dtype=np.float32)
+            packed[0, ..., :3] = rgb
+            if C == 4:  # alpha is never inpainted: the frame's own, as sent
+                sent = np.frombuffer(mm, dtype=np.float32, count=H * W * C).reshape(H, W, C)
+                packed[0, ..., 3] = sent[..., 3]
+                del sent
+            mm.seek(layout.out_offset)
+            mm.write(packed.tobytes())
+            log.debug("frame %d from the cached window of slot %s", time_, slot)
+            return {"ok": True, "hit": True, "key": key}
+        finally:
+            mm.close()
+
+    def _map(self, fd: int, layout: WindowLayout) -> mmap.mmap:
+        """Map a request's shared memory after checking it is a sealed memfd large enough for ``layout``."""
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ProtocolError("the shared-memory descriptor is not a memory file")
@@ -388,14 +460,22 @@ class Server:
             raise ProtocolError(
                 f"shared memory holds {st.st_size} bytes; the layout needs {layout.total_bytes}"
             )
-        mm = mmap.mmap(fd, layout.total_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        try:
-            return self._inpaint_mapped(layout, params, mm, message)
-        finally:
-            mm.close()
+        return mmap.mmap(fd, layout.total_bytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def _remember(self, ids: WindowIds, key: str) -> None:
+        """Record the window just computed or served for its slot (caller holds ``_lock``)."""
+        self._records[ids.slot] = WindowRecord(key, ids.ids, {t: i for i, t in enumerate(ids.ids)})
+        self._records.move_to_end(ids.slot)
+        while len(self._records) > MAX_RECORDS:
+            self._records.popitem(last=False)
 
     def _inpaint_mapped(
-        self, layout: WindowLayout, params: FillParams, mm: mmap.mmap, message: dict[str, Any]
+        self,
+        layout: WindowLayout,
+        params: FillParams,
+        mm: mmap.mmap,
+        message: dict[str, Any],
+        ids: WindowIds | None = None,
     ) -> dict[str, Any]:
         T, H, W, C = layout.frames, layout.height, layout.width, layout.channels
         # Copy the inputs out of the mapping: the client may reuse it, and views would pin it open.
@@ -419,6 +499,8 @@ class Server:
             else:
                 self.stats["cached"] += 1
                 log.debug("window %s from cache", span)
+            if ids is not None:
+                self._remember(ids, key)
         packed = np.empty((len(layout.want), H, W, C), dtype=np.float32)
         for k, index in enumerate(layout.want):
             packed[k, ..., :3] = result[index]

@@ -1,7 +1,9 @@
 """Training configuration: a YAML or TOML file with sections ``model``, ``data``, ``holes``, ``train``.
 
-Unknown keys are errors (a typo must not silently train the wrong thing). See ``configs/`` and
-``docs/MODEL.md`` for examples and defaults.
+Unknown keys are errors (a typo must not silently train the wrong thing). A file may name another
+with a top-level ``base: other.yaml`` (relative to its own folder): it starts from that file's keys
+and states only what it changes, section by section. See ``configs/`` and ``docs/MODEL.md`` for
+examples and defaults.
 """
 
 from __future__ import annotations
@@ -136,9 +138,8 @@ def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> Train
     return TrainConfig(model=model, data=dcfg, holes=holes, train=train)
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a YAML (.yaml/.yml) or TOML (.toml) training config. Raises ConfigError naming the file."""
-    path = Path(path)
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """Parse one YAML or TOML file into a mapping, without following ``base``."""
     if not path.is_file():
         raise ConfigError("config file not found", path=path)
     text = path.read_text()
@@ -157,6 +158,88 @@ def load_config(path: str | Path) -> TrainConfig:
         raise
     except Exception as exc:  # yaml/toml parse errors carry line numbers in their message
         raise ConfigError(f"cannot parse config: {exc}", path=path) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "the config file must be a table/mapping with sections model, data, holes, train", path=path
+        )
+    return data
+
+
+def _check_names(data: dict[str, Any], path: Path) -> None:
+    """Unknown sections and keys, reported against the file in a base chain that states them."""
+    sections = {"model": ModelConfig, "data": DataConfig, "holes": HoleMix, "train": TrainSettings}
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise ConfigError(
+            f"unknown section(s) {', '.join(unknown)}; known: base, {', '.join(sections)}", path=path
+        )
+    for section, cls in sections.items():
+        keys = data.get(section)
+        if isinstance(keys, dict):
+            names = {f.name for f in dataclasses.fields(cls)}
+            wrong = sorted(set(keys) - names)
+            if wrong:
+                raise ConfigError(
+                    f"unknown key(s) {', '.join(f'{section}.{k}' for k in wrong)}; "
+                    f"known keys in [{section}]: {', '.join(sorted(names))}",
+                    path=path,
+                )
+
+
+def _merge(base: dict[str, Any], child: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Child over base, key by key inside each section; a list or value in the child replaces the base's."""
+    merged = dict(base)
+    for section, keys in child.items():
+        if keys is None:  # an empty section in the child changes nothing
+            continue
+        below = merged.get(section)
+        if isinstance(keys, dict) and isinstance(below, dict):
+            merged[section] = {**below, **keys}
+        elif isinstance(keys, dict) or below is None:
+            merged[section] = keys
+        else:
+            raise ConfigError(f"[{section}] must be a table of keys, got {type(keys).__name__}", path=path)
+    return merged
+
+
+def resolve_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping a config file means once its ``base`` chain is followed (base first, then each child).
+
+    Args:
+        path: a .yaml, .yml or .toml config; its ``base`` (if any) is relative to its folder.
+
+    Returns:
+        dict[str, dict[str, Any]]: sections model, data, holes, train as the merged file would state them.
+
+    Raises:
+        ConfigError: a file in the chain is missing or unparsable, or the chain loops; names the file.
+    """
+    path = Path(path)
+    real = path.resolve()
+    if real in _chain:
+        loop = " -> ".join(p.name for p in (*_chain, real))
+        raise ConfigError(f"config base chain loops ({loop}); remove one of the base: keys", path=path)
+    data = _read_mapping(path)
+    base = data.pop("base", None)
+    _check_names(data, path)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"base must be the path of another config file, got {base!r}", path=path)
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"base config {base} not found (looked in {path.parent})", path=path)
+    return _merge(resolve_config(base_path, (*_chain, real)), data, path)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) training config, following its ``base`` chain.
+
+    Raises:
+        ConfigError: naming the file that is wrong.
+    """
+    path = Path(path)
+    data = resolve_config(path)
     try:
         return parse_config(data, base_dir=None)
     except ConfigError as exc:

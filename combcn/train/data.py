@@ -127,48 +127,34 @@ def discover(sources: Sequence[str | Path]) -> list[ClipSource]:
     return found
 
 
-def _to_uint8_rgb(pixels: np.ndarray, path: Path) -> np.ndarray:
-    """Any OIIO pixel array [H, W, C] -> uint8 [H, W, 3]; float data (EXR) gets a 1/2.2 display encode."""
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    rgb = pixels[:, :, :3]
-    if rgb.dtype == np.uint8:
-        return np.ascontiguousarray(rgb)
-    if rgb.dtype == np.uint16:
-        return (rgb.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
-    x = np.nan_to_num(rgb.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    x = np.clip(x, 0.0, 1.0) ** (1.0 / 2.2)  # scene-linear plates: rough display encode for training only
-    return (x * 255.0 + 0.5).astype(np.uint8)
-
-
-def _read_pixels(path: Path, what: str) -> np.ndarray:
-    """Read the first subimage with OpenImageIO in its stored type: array [H, W, C]."""
-    import OpenImageIO as oiio
-
-    inp = oiio.ImageInput.open(str(path))
-    if inp is None:
-        raise InputError(f"unreadable {what} ({oiio.geterror().strip()})", path=path)
-    try:
-        spec = inp.spec()
-        fmt = {"uint8": oiio.UINT8, "uint16": oiio.UINT16}.get(str(spec.format), oiio.FLOAT)
-        pixels = inp.read_image(0, 0, 0, spec.nchannels, fmt)
-        if pixels is None:
-            raise InputError(f"unreadable {what} ({inp.geterror().strip()})", path=path)
-        return np.asarray(pixels).reshape(spec.height, spec.width, spec.nchannels)
-    finally:
-        inp.close()
-
-
 def read_image(path: Path) -> np.ndarray:
-    """Read one frame with OpenImageIO as uint8 [H, W, 3]; InputError naming the file if unreadable."""
-    return _to_uint8_rgb(_read_pixels(path, "frame"), path)
+    """One training frame as uint8 [H, W, 3], in the encoding the engine feeds the model for a plate of
+    its type: read through :mod:`combcn.io.plate` (the engine's channel and NaN rules), then the
+    engine's default shaper for its pixel type (display-referred 8/16-bit as stored, float plates
+    through ACEScct), then quantised."""
+    from combcn.engine.shaper import default_shaper_for, get_shaper
+    from combcn.io.image import read_image as read_stored
+    from combcn.io.plate import check_finite, rgb_channels, rgb_of
+
+    data = read_stored(path, all_parts=False)
+    rgb = [0, 0, 0] if data.spec.nchannels < 3 else rgb_channels(data.spec, path)
+    linear = rgb_of(data, rgb)
+    check_finite(linear, path)
+    shaped = get_shaper(default_shaper_for(data.pixels.dtype)).encode(linear)
+    out: np.ndarray = (np.clip(shaped, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return out
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    """The first part of an image in its stored type, [H, W, C] (through :mod:`combcn.io`)."""
+    from combcn.io.image import read_image as read_stored
+
+    return read_stored(path, all_parts=False).pixels
 
 
 def read_mask(path: Path) -> np.ndarray:
     """Read an object matte (palette/grey/RGB PNG) as uint8 ids [H, W] (0 = background)."""
-    a = _read_pixels(path, "mask")
+    a = _read_pixels(path)
     if a.dtype != np.uint8:
         a = (np.clip(a.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
     if a.shape[2] == 1:

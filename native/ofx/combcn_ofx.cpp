@@ -6,11 +6,14 @@
 // model loaded and caches the window, so the other frames of the window come from its cache.
 // Why out of process: hosts embed their own Python or none, and an engine crash or GPU out-of-memory
 // must not take the host down. Protocol: docs/OFX.md.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <new>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,13 +36,37 @@ const OfxPropertySuiteV1* g_prop = nullptr;
 const OfxImageEffectSuiteV1* g_effect = nullptr;
 const OfxParameterSuiteV1* g_param = nullptr;
 const OfxMessageSuiteV1* g_message = nullptr;
+const OfxMessageSuiteV2* g_message2 = nullptr;  // null when the host has only version 1
+
+// Instances showing a persistent message of ours (cleared by their next good render).
+std::mutex g_persistent_mutex;
+std::set<OfxImageEffectHandle> g_persistent;
 
 // ---- small helpers -------------------------------------------------------------------------
 
+// Reports a failure: a persistent message on the node where the host has message suite V2 (an
+// interactive host then shows one notice, not a dialog per failed frame), else the version 1 call.
 void report(OfxImageEffectHandle effect, const char* type, const std::string& text) {
   fprintf(stderr, "CombCN: %s\n", text.c_str());
+  if (effect != nullptr && g_message2 != nullptr && g_message2->setPersistentMessage != nullptr) {
+    if (g_message2->setPersistentMessage(effect, type, "CombCN", "%s", text.c_str()) == kOfxStatOK) {
+      std::lock_guard<std::mutex> lock(g_persistent_mutex);
+      g_persistent.insert(effect);
+      return;
+    }
+  }
   if (g_message != nullptr && g_message->message != nullptr)
     g_message->message(effect, type, "CombCN", "%s", text.c_str());
+}
+
+// Clears our persistent message after a good render (only if one is shown: no host call per frame).
+void clear_report(OfxImageEffectHandle effect) {
+  {
+    std::lock_guard<std::mutex> lock(g_persistent_mutex);
+    if (g_persistent.erase(effect) == 0) return;
+  }
+  if (g_message2 != nullptr && g_message2->clearPersistentMessage != nullptr)
+    g_message2->clearPersistentMessage(effect);
 }
 
 OfxStatus fail(OfxImageEffectHandle effect, const std::string& text) {
@@ -96,6 +123,7 @@ struct Image {
   int row_bytes = 0;
   int components = 0;
   std::string depth;
+  std::string premultiplication;  // the image's kOfxImageEffectPropPreMultiplication, "" if unset
   Image() = default;
   Image(const Image&) = delete;
   Image& operator=(const Image&) = delete;
@@ -118,6 +146,7 @@ struct Image {
     components = comp == kOfxImageComponentRGBA ? 4 : comp == kOfxImageComponentRGB ? 3
                : comp == kOfxImageComponentAlpha ? 1 : 0;
     depth = get_string(handle, kOfxImageEffectPropPixelDepth);
+    premultiplication = get_string(handle, kOfxImageEffectPropPreMultiplication);
     return data != nullptr;
   }
   // Pixel (x, y) in pixel coordinates; y grows upwards from the lower-left (OpenFX convention).
@@ -394,8 +423,109 @@ float matte_value(const float* px, int components, int channel) {
   }
 }
 
-OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
+bool is_premultiplied(const std::string& state) {
+  // The specification's value, and the spelling some hosts and headers use.
+  return state == kOfxImagePreMultiplied || state == "OfxImagePreMultiplied";
+}
+
+// Whether `img` (of `clip`) holds premultiplied colour: the image's own property, else the clip's.
+bool premultiplied(const Image& img, const Clip& clip) {
+  return is_premultiplied(img.premultiplication.empty()
+                              ? get_string(clip.props, kOfxImageEffectPropPreMultiplication)
+                              : img.premultiplication);
+}
+
+// One frame as the server sees it: RGBA top-down in `fr` [H, W, 4] and the matte in `mt` [H, W].
+// `mask` is the Mask image at this time (general context; null = no image there: remove nothing).
+// Premultiplied colour is divided by alpha where alpha is not 0 (the network fills straight colour);
+// the matte is read before that, from the pixels as the host gave them. Returns "" or an error.
+std::string load_frame(const Image& img, const Image* mask, bool general, bool premult, const Params& params,
+                       const OfxRectI& frame, float* fr, float* mt) {
+  const int W = frame.x2 - frame.x1, H = frame.y2 - frame.y1;
+  const size_t plane = static_cast<size_t>(W) * H;
+  for (int r = 0; r < H; ++r) {
+    const int y = frame.y2 - 1 - r;  // top-down rows for the network
+    for (int x = frame.x1; x < frame.x2; ++x) {
+      float* d = fr + (static_cast<size_t>(r) * W + (x - frame.x1)) * 4;
+      if (img.contains(x, y)) {
+        memcpy(d, img.pixel(x, y), 16);
+      } else {
+        d[0] = d[1] = d[2] = d[3] = 0.0f;
+      }
+      if (!general) mt[static_cast<size_t>(r) * W + (x - frame.x1)] = matte_value(d, 4, params.channel);
+    }
+  }
+  if (general) {
+    if (mask == nullptr) {
+      memset(mt, 0, plane * sizeof(float));  // no mask image at this frame: nothing to remove there
+    } else {
+      if (mask->depth != kOfxBitDepthFloat || mask->components == 0)
+        return "the Mask must be float (Alpha, RGB or RGBA)";
+      if (mask->components == 3 && params.channel == 0)
+        return "the Mask clip has no alpha: set Matte channel to Red, Green, Blue or Luminance";
+      for (int r = 0; r < H; ++r) {
+        const int y = frame.y2 - 1 - r;
+        for (int x = frame.x1; x < frame.x2; ++x)
+          mt[static_cast<size_t>(r) * W + (x - frame.x1)] =
+              mask->contains(x, y) ? matte_value(mask->pixel(x, y), mask->components, params.channel) : 0.0f;
+      }
+    }
+  }
+  if (params.invert)
+    for (size_t i = 0; i < plane; ++i) mt[i] = 1.0f - mt[i];
+  if (premult) {
+    for (size_t i = 0; i < plane; ++i) {
+      float* d = fr + i * 4;
+      if (d[3] != 0.0f) {
+        d[0] /= d[3];
+        d[1] /= d[3];
+        d[2] /= d[3];
+      }
+    }
+  }
+  return "";
+}
+
+// What identifies a window's inputs without fetching them (docs/OFX.md, "Window cache"): the
+// instance, the window's frame span and the clip's range, the frame size, every parameter and the
+// premultiplication state. The pixels enter through per-frame ids (frame_id).
+uint64_t window_slot(OfxImageEffectHandle effect, const Params& p, int first, int last, const double range[2],
+                     const OfxRectI& frame, bool general, bool premult) {
+  char text[512];
+  snprintf(text, sizeof(text), "%p|%d|%d|%.17g|%.17g|%d,%d,%d,%d|%d|%d|%d|%d|%d|%d|%.17g|%d|%d|%d|%d|%d|",
+           static_cast<void*>(effect), first, last, range[0], range[1], frame.x1, frame.y1, frame.x2, frame.y2,
+           p.window, p.context, p.channel, p.invert ? 1 : 0, p.expand, p.shaper, p.feather, p.device,
+           p.track ? 1 : 0, general ? 1 : 0, premult ? 1 : 0, static_cast<int>(p.weights.size()));
+  std::string key = std::string(text) + p.weights;
+  return combcn::content_hash(key.data(), key.size(), 0x636f6d62636e0001ull);
+}
+
+// Id of one frame's inputs as sent: hash of its RGBA and matte planes.
+uint64_t frame_id(const float* fr, const float* mt, size_t plane) {
+  return combcn::content_hash(mt, plane * sizeof(float), combcn::content_hash(fr, plane * 16, 0));
+}
+
+std::string fill_params_json(const Params& params) {
+  std::string req = "\"params\":{\"expand\":" + std::to_string(params.expand);
+  char feather[64];
+  snprintf(feather, sizeof(feather), "%.17g", params.feather);
+  req += ",\"feather\":" + std::string(feather);
+  req += ",\"shaper\":" + combcn::json_quote(kShapers[std::min(std::max(params.shaper, 0), 3)]);
+  req += ",\"device\":" + combcn::json_quote(kDevices[std::min(std::max(params.device, 0), 2)]);
+  req += ",\"weights\":" + combcn::json_quote(params.weights);
+  req += std::string(",\"track\":") + (params.track ? "true" : "false") + "}";
+  return req;
+}
+
+std::string geometry_json(int T, int H, int W, int want, size_t out_offset_floats) {
+  return "\"frames\":" + std::to_string(T) + ",\"height\":" + std::to_string(H) + ",\"width\":" +
+         std::to_string(W) + ",\"channels\":4,\"want\":[" + std::to_string(want) + "],\"out_offset\":" +
+         std::to_string(out_offset_floats * sizeof(float));
+}
+
+OfxStatus render_frame(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
   OfxTime time = get_double(in_args, kOfxPropTime, 0.0);
+  const int now = static_cast<int>(std::floor(time + 0.5));
   int rw[4] = {0, 0, 0, 0};
   g_prop->propGetIntN(in_args, kOfxImageEffectPropRenderWindow, 4, rw);
   Params params = read_params(effect, time);
@@ -408,16 +538,14 @@ OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
   Image out;
   if (!out.fetch(output.handle, time)) return fail(effect, "the host gave no output image");
   Image src;
-  if (!src.fetch(source.handle, time))
-    return fail(effect, "no Source image at frame " + std::to_string(static_cast<int>(time)));
+  if (!src.fetch(source.handle, time)) return fail(effect, "no Source image at frame " + std::to_string(now));
   if (src.depth != kOfxBitDepthFloat || out.depth != kOfxBitDepthFloat)
     return fail(effect, "only 32-bit float images are supported (got " + src.depth + "); convert upstream");
-  if (src.components != 4 || out.components != 4)
-    return fail(effect, "the Source and Output must be RGBA");
+  if (src.components != 4 || out.components != 4) return fail(effect, "the Source and Output must be RGBA");
 
   const OfxRectI frame = src.bounds;  // the frame rectangle the network sees
   const int W = frame.x2 - frame.x1, H = frame.y2 - frame.y1;
-  auto copy_source = [&]() {
+  if (W <= 0 || H <= 0 || (general && !mask.connected)) {
     for (int y = std::max(rw[1], out.bounds.y1); y < std::min(rw[3], out.bounds.y2); ++y)
       for (int x = std::max(rw[0], out.bounds.x1); x < std::min(rw[2], out.bounds.x2); ++x) {
         float* o = const_cast<float*>(out.pixel(x, y));
@@ -427,117 +555,147 @@ OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
           o[0] = o[1] = o[2] = o[3] = 0.0f;
         }
       }
-  };
-  if (W <= 0 || H <= 0 || (general && !mask.connected)) {
-    copy_source();
     return kOfxStatOK;
   }
+  if (aborted()) return kOfxStatFailed;
 
+  // The current frame as sent (the host gives it to us anyway): its id keys the window cache.
+  const size_t plane = static_cast<size_t>(W) * H;
+  const bool premult = premultiplied(src, source);
+  std::vector<float> cur_rgba(plane * 4), cur_matte(plane);
+  {
+    Image m;
+    const bool have_mask = general && m.fetch(mask.handle, time);
+    std::string e = load_frame(src, have_mask ? &m : nullptr, general, premult, params, frame, cur_rgba.data(),
+                               cur_matte.data());
+    if (!e.empty()) return fail(effect, e);
+  }
   double range[2];
   clip_frame_range(source, range);
   int first = 0, last = 0;
   window_for(time, range, params.window, params.context, &first, &last);
-  const int T_max = last - first + 1;
-  const size_t plane = static_cast<size_t>(W) * H;
-  // Layout (float32, top-down rows): frames [T,H,W,4] | matte [T,H,W] | out [1,H,W,4].
+  const std::string slot = combcn::hex64(window_slot(effect, params, first, last, range, frame, general, premult));
+  const std::string cur_id = combcn::hex64(frame_id(cur_rgba.data(), cur_matte.data(), plane));
+  if (aborted()) return kOfxStatFailed;
+
+  // Ask the server first: if it holds this window with this very frame, only the frame is sent.
   combcn::SharedBuffer shm;
   std::string err;
-  if (!shm.create((static_cast<size_t>(T_max) * plane * 5 + plane * 4) * sizeof(float), &err))
-    return fail(effect, err);
-  float* frames = shm.data();
-  float* matte = frames + static_cast<size_t>(T_max) * plane * 4;
-
-  std::vector<int> times;
-  int want = -1;
-  for (int f = first; f <= last; ++f) {
-    if (aborted()) return kOfxStatFailed;
-    const int t = static_cast<int>(times.size());
-    Image other;
-    const Image* img = &src;
-    if (f != static_cast<int>(std::floor(time + 0.5))) {
-      // A frame missing from the clip is left out of the window (the spec says: treat as absent).
-      if (!other.fetch(source.handle, f)) continue;
-      if (other.depth != kOfxBitDepthFloat || other.components != 4)
-        return fail(effect, "Source frame " + std::to_string(f) + " is not float RGBA");
-      img = &other;
-    } else {
-      want = t;
-    }
-    float* fr = frames + static_cast<size_t>(t) * plane * 4;
-    float* mt = matte + static_cast<size_t>(t) * plane;
-    for (int r = 0; r < H; ++r) {
-      const int y = frame.y2 - 1 - r;  // top-down rows for the network
-      for (int x = frame.x1; x < frame.x2; ++x) {
-        float* d = fr + (static_cast<size_t>(r) * W + (x - frame.x1)) * 4;
-        if (img->contains(x, y)) {
-          memcpy(d, img->pixel(x, y), 16);
-        } else {
-          d[0] = d[1] = d[2] = d[3] = 0.0f;
-        }
-        if (!general) mt[static_cast<size_t>(r) * W + (x - frame.x1)] = matte_value(d, 4, params.channel);
-      }
-    }
-    if (general) {
-      Image m;
-      if (!m.fetch(mask.handle, f)) {
-        memset(mt, 0, plane * sizeof(float));  // no mask image at this frame: nothing to remove there
-      } else {
-        if (m.depth != kOfxBitDepthFloat || m.components == 0)
-          return fail(effect, "the Mask must be float (Alpha, RGB or RGBA)");
-        if (m.components == 3 && params.channel == 0)
-          return fail(effect, "the Mask clip has no alpha: set Matte channel to Red, Green, Blue or Luminance");
-        for (int r = 0; r < H; ++r) {
-          const int y = frame.y2 - 1 - r;
-          for (int x = frame.x1; x < frame.x2; ++x)
-            mt[static_cast<size_t>(r) * W + (x - frame.x1)] =
-                m.contains(x, y) ? matte_value(m.pixel(x, y), m.components, params.channel) : 0.0f;
-        }
-      }
-    }
-    if (params.invert)
-      for (size_t i = 0; i < plane; ++i) mt[i] = 1.0f - mt[i];
-    times.push_back(f);
-  }
-  if (want < 0) return fail(effect, "internal error: the render time is outside its own window");
-  const int T = static_cast<int>(times.size());
-  if (T < T_max) {
-    // Close the gap left by missing frames so the layout is dense: move the mattes down.
-    memmove(frames + static_cast<size_t>(T) * plane * 4, matte, static_cast<size_t>(T) * plane * sizeof(float));
-    matte = frames + static_cast<size_t>(T) * plane * 4;
-  }
-  const size_t out_offset = static_cast<size_t>(T) * plane * 5;
-
-  std::string req = "{\"v\":1,\"op\":\"inpaint\",\"frames\":" + std::to_string(T) +
-                    ",\"height\":" + std::to_string(H) + ",\"width\":" + std::to_string(W) +
-                    ",\"channels\":4,\"want\":[" + std::to_string(want) + "],\"out_offset\":" +
-                    std::to_string(out_offset * sizeof(float)) + ",\"times\":[";
-  for (int i = 0; i < T; ++i) req += (i ? "," : "") + std::to_string(times[i]);
-  req += "],\"params\":{\"expand\":" + std::to_string(params.expand);
-  char feather[64];
-  snprintf(feather, sizeof(feather), "%.17g", params.feather);
-  req += ",\"feather\":" + std::string(feather);
-  req += ",\"shaper\":" + combcn::json_quote(kShapers[std::min(std::max(params.shaper, 0), 3)]);
-  req += ",\"device\":" + combcn::json_quote(kDevices[std::min(std::max(params.device, 0), 2)]);
-  req += ",\"weights\":" + combcn::json_quote(params.weights);
-  req += std::string(",\"track\":") + (params.track ? "true" : "false") + "}}";
-
   combcn::Reply reply;
-  if (!combcn::call_server(req, &shm, &reply, &err, aborted)) {
-    if (aborted()) return kOfxStatFailed;
-    return fail(effect, err);
+  const float* result = nullptr;  // out [1, H, W, 4] in shm once the server answered
+  const float* sent = nullptr;    // the current frame as sent [H, W, 4]
+  if (!shm.create(plane * 9 * sizeof(float), &err)) return fail(effect, err);
+  memcpy(shm.data(), cur_rgba.data(), plane * 16);
+  memcpy(shm.data() + plane * 4, cur_matte.data(), plane * sizeof(float));
+  std::string ask = "{\"v\":1,\"op\":\"lookup\"," + geometry_json(1, H, W, 0, plane * 5) + ",\"slot\":\"" + slot +
+                    "\",\"time\":" + std::to_string(now) + ",\"frame_id\":\"" + cur_id + "\"}";
+  bool asked = false;
+  for (int attempt = 0; attempt < 2 && !asked; ++attempt) {
+    bool connected = false;
+    reply.clear();
+    if (combcn::call_server(ask, &shm, &reply, &err, aborted, &connected)) {
+      asked = true;
+      if (reply["hit"] == "true") {
+        result = shm.data() + plane * 5;
+        sent = shm.data();
+      }
+    } else if (reply.count("ok") != 0) {
+      asked = true;  // a server without lookups (an older combcn) refused it: fetch the window as before
+    } else if (aborted()) {
+      return kOfxStatFailed;
+    } else if (!connected || attempt == 1) {
+      return fail(effect, err);  // the server could not be reached or started
+    }
+    // else: the connection broke before the answer (a server dying as we connected): ask once more,
+    // which starts a new server if needed; a lookup is cheap and changes nothing on the server
   }
-  const float* result = frames + out_offset;
+
+  combcn::SharedBuffer window;
+  if (result == nullptr) {
+    const int T_max = last - first + 1;
+    // Layout (float32, top-down rows): frames [T,H,W,4] | matte [T,H,W] | out [1,H,W,4].
+    if (!window.create((static_cast<size_t>(T_max) * plane * 5 + plane * 4) * sizeof(float), &err))
+      return fail(effect, err);
+    float* frames = window.data();
+    float* matte = frames + static_cast<size_t>(T_max) * plane * 4;
+    std::vector<int> times;
+    std::vector<std::string> ids;
+    int want = -1;
+    for (int f = first; f <= last; ++f) {
+      if (aborted()) return kOfxStatFailed;
+      const int t = static_cast<int>(times.size());
+      float* fr = frames + static_cast<size_t>(t) * plane * 4;
+      float* mt = matte + static_cast<size_t>(t) * plane;
+      if (f == now) {
+        want = t;
+        memcpy(fr, cur_rgba.data(), plane * 16);
+        memcpy(mt, cur_matte.data(), plane * sizeof(float));
+        ids.push_back(cur_id);
+      } else {
+        // A frame missing from the clip is left out of the window (the spec says: treat as absent).
+        Image other;
+        if (!other.fetch(source.handle, f)) continue;
+        if (other.depth != kOfxBitDepthFloat || other.components != 4)
+          return fail(effect, "Source frame " + std::to_string(f) + " is not float RGBA");
+        Image m;
+        const bool have_mask = general && m.fetch(mask.handle, f);
+        std::string e = load_frame(other, have_mask ? &m : nullptr, general, premultiplied(other, source), params,
+                                   frame, fr, mt);
+        if (!e.empty()) return fail(effect, e);
+        ids.push_back(combcn::hex64(frame_id(fr, mt, plane)));
+      }
+      times.push_back(f);
+    }
+    if (want < 0) return fail(effect, "internal error: the render time is outside its own window");
+    const int T = static_cast<int>(times.size());
+    if (T < T_max) {
+      // Close the gap left by missing frames so the layout is dense: move the mattes down.
+      memmove(frames + static_cast<size_t>(T) * plane * 4, matte, static_cast<size_t>(T) * plane * sizeof(float));
+    }
+    const size_t out_offset = static_cast<size_t>(T) * plane * 5;
+    std::string req = "{\"v\":1,\"op\":\"inpaint\"," + geometry_json(T, H, W, want, out_offset) + ",\"times\":[";
+    for (int i = 0; i < T; ++i) req += (i ? "," : "") + std::to_string(times[i]);
+    req += "],\"slot\":\"" + slot + "\",\"frame_ids\":[";
+    for (int i = 0; i < T; ++i) req += std::string(i ? "," : "") + "\"" + ids[i] + "\"";
+    req += "]," + fill_params_json(params) + "}";
+    reply.clear();
+    if (!combcn::call_server(req, &window, &reply, &err, aborted)) {
+      if (aborted()) return kOfxStatFailed;
+      return fail(effect, err);
+    }
+    result = frames + out_offset;
+    sent = frames + static_cast<size_t>(want) * plane * 4;
+  }
+
   for (int y = std::max(rw[1], out.bounds.y1); y < std::min(rw[3], out.bounds.y2); ++y)
     for (int x = std::max(rw[0], out.bounds.x1); x < std::min(rw[2], out.bounds.x2); ++x) {
       float* o = const_cast<float*>(out.pixel(x, y));
-      if (x >= frame.x1 && x < frame.x2 && y >= frame.y1 && y < frame.y2) {
-        const int r = frame.y2 - 1 - y;
-        memcpy(o, result + (static_cast<size_t>(r) * W + (x - frame.x1)) * 4, 16);
-      } else {
+      if (x < frame.x1 || x >= frame.x2 || y < frame.y1 || y >= frame.y2) {
         o[0] = o[1] = o[2] = o[3] = 0.0f;
+        continue;
+      }
+      const size_t i = static_cast<size_t>(frame.y2 - 1 - y) * W + (x - frame.x1);
+      const float* res = result + i * 4;
+      if (!premult) {
+        memcpy(o, res, 16);
+      } else if (memcmp(res, sent + i * 4, 12) == 0) {
+        memcpy(o, src.pixel(x, y), 16);  // not filled: the Source's pixel bit for bit (no divide/multiply trip)
+      } else {
+        const float a = res[3];  // alpha is never inpainted
+        const float k = a != 0.0f ? a : 1.0f;  // alpha 0 was sent as is: give it back as is
+        o[0] = res[0] * k;
+        o[1] = res[1] * k;
+        o[2] = res[2] * k;
+        o[3] = a;
       }
     }
   return kOfxStatOK;
+}
+
+OfxStatus render(OfxImageEffectHandle effect, OfxPropertySetHandle in_args) {
+  const OfxStatus status = render_frame(effect, in_args);
+  if (status == kOfxStatOK) clear_report(effect);
+  return status;
 }
 
 OfxStatus load() {
@@ -546,6 +704,7 @@ OfxStatus load() {
   g_effect = static_cast<const OfxImageEffectSuiteV1*>(g_host->fetchSuite(g_host->host, kOfxImageEffectSuite, 1));
   g_param = static_cast<const OfxParameterSuiteV1*>(g_host->fetchSuite(g_host->host, kOfxParameterSuite, 1));
   g_message = static_cast<const OfxMessageSuiteV1*>(g_host->fetchSuite(g_host->host, kOfxMessageSuite, 1));
+  g_message2 = static_cast<const OfxMessageSuiteV2*>(g_host->fetchSuite(g_host->host, kOfxMessageSuite, 2));
   if (g_prop == nullptr || g_effect == nullptr || g_param == nullptr) return kOfxStatErrMissingHostFeature;
   return kOfxStatOK;
 }
@@ -559,7 +718,12 @@ OfxStatus main_entry(const char* action, const void* handle, OfxPropertySetHandl
     if (g_prop == nullptr) return kOfxStatErrFatal;
     if (a == kOfxActionDescribe) return describe(effect);
     if (a == kOfxImageEffectActionDescribeInContext) return describe_in_context(effect, in_args);
-    if (a == kOfxActionCreateInstance || a == kOfxActionDestroyInstance || a == kOfxActionUnload) return kOfxStatOK;
+    if (a == kOfxActionDestroyInstance) {
+      std::lock_guard<std::mutex> lock(g_persistent_mutex);
+      g_persistent.erase(effect);  // the handle may be reused by a later instance
+      return kOfxStatOK;
+    }
+    if (a == kOfxActionCreateInstance || a == kOfxActionUnload) return kOfxStatOK;
     if (a == kOfxImageEffectActionGetFramesNeeded) return get_frames_needed(effect, in_args, out_args);
     if (a == kOfxImageEffectActionGetRegionsOfInterest) return get_regions_of_interest(effect, in_args, out_args);
     if (a == kOfxImageEffectActionGetClipPreferences) return get_clip_preferences(effect, out_args);

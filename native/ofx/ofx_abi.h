@@ -110,6 +110,14 @@ struct OfxMessageSuiteV1 {
   OfxStatus (*message)(void* handle, const char* messageType, const char* messageId, const char* format, ...);
 };
 
+// Version 2 adds messages that stay on the node until cleared (no dialog per failed frame).
+struct OfxMessageSuiteV2 {
+  OfxStatus (*message)(void* handle, const char* messageType, const char* messageId, const char* format, ...);
+  OfxStatus (*setPersistentMessage)(void* handle, const char* messageType, const char* messageId,
+                                    const char* format, ...);
+  OfxStatus (*clearPersistentMessage)(void* handle);
+};
+
 }  // extern "C"
 
 // Status codes.
@@ -194,6 +202,12 @@ struct OfxMessageSuiteV1 {
 #define kOfxImageClipPropRoIPrefix "OfxImageClipPropRoI_"
 #define kOfxImageClipPropComponentsPrefix "OfxImageClipPropComponents_"
 #define kOfxImageClipPropDepthPrefix "OfxImageClipPropDepth_"
+
+// Premultiplication state of a clip or an image.
+#define kOfxImageEffectPropPreMultiplication "OfxImageEffectPropPreMultiplication"
+#define kOfxImageOpaque "OfxImageOpaque"
+#define kOfxImagePreMultiplied "OfxImageAlphaPremultiplied"
+#define kOfxImageUnPreMultiplied "OfxImageAlphaUnPremultiplied"
 
 // Image properties.
 #define kOfxImagePropData "OfxImagePropData"

@@ -64,13 +64,17 @@ bool ensure_private_dir(const std::string& path, std::string* err) {
   return true;
 }
 
+constexpr const char* kReplyTimeoutVar = "COMBCN_SERVE_TIMEOUT";
+constexpr const char* kStartupTimeoutVar = "COMBCN_SERVE_STARTUP_TIMEOUT";
+
 // Waits until fd is readable/writable, checking the host's abort flag; false on time-out/abort.
+// `timeout_var` is the environment variable that sets this wait, named in the time-out message.
 bool wait_fd(int fd, short events, double deadline, const AbortFn& aborted, std::string* err,
-             const char* what) {
+             const char* what, const char* timeout_var = kReplyTimeoutVar) {
   for (;;) {
     double left = deadline - now_s();
     if (left <= 0) {
-      *err = std::string("timed out ") + what + " (set COMBCN_SERVE_TIMEOUT to wait longer)";
+      *err = std::string("timed out ") + what + " (set " + timeout_var + " to wait longer)";
       return false;
     }
     if (aborted && aborted()) {
@@ -286,11 +290,14 @@ bool spawn_server(const std::string& sock, std::string* err, const AbortFn& abor
   int status = 0;
   while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
   }
-  double deadline = now_s() + env_seconds("COMBCN_SERVE_STARTUP_TIMEOUT", 120.0);
+  double deadline = now_s() + env_seconds(kStartupTimeoutVar, 120.0);
   char byte = 0;
   bool ok = false;
+  bool gave_up = false;  // we stopped waiting (time-out, error), as opposed to a host abort
   std::string werr;
-  if (wait_fd(ready[0], POLLIN, deadline, aborted, &werr, "starting the combcn server")) {
+  if (!wait_fd(ready[0], POLLIN, deadline, aborted, &werr, "starting the combcn server", kStartupTimeoutVar)) {
+    gave_up = !(aborted && aborted());
+  } else {
     ssize_t r;
     do {
       r = read(ready[0], &byte, 1);
@@ -307,10 +314,17 @@ bool spawn_server(const std::string& sock, std::string* err, const AbortFn& abor
         std::string tail = log_tail(log_path);
         werr = "the combcn server exited during start-up" + (tail.empty() ? std::string() : ": " + tail) +
                " (log: " + log_path + ")";
+        gave_up = true;  // a wrapper script may have left children behind
       }
     }
   }
   close(ready[0]);
+  if (gave_up) {
+    // A server that did not come up must not linger: kill its whole process group (setsid made the
+    // intermediate child, `child`, its leader; the kernel keeps that id reserved while any member
+    // lives). It was detached by the double fork, so init reaps it once it is dead.
+    kill(-child, SIGKILL);
+  }
   if (!ok) *err = werr;
   return ok;
 }
@@ -411,6 +425,35 @@ std::mutex g_spawn_mutex;  // one start-up at a time per host process
 
 }  // namespace
 
+uint64_t content_hash(const void* data, size_t bytes, uint64_t seed) {
+  // Word-at-a-time multiply/rotate mix with a splitmix64 finaliser: not cryptographic, but any
+  // change of the bytes changes the result with overwhelming probability (change detection only).
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  uint64_t h = seed ^ (0x9E3779B97F4A7C15ull * (bytes + 1));
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    h ^= w * 0xC2B2AE3D27D4EB4Full;
+    h = ((h << 31) | (h >> 33)) * 0x9E3779B97F4A7C15ull;
+  }
+  uint64_t tail = 0;
+  for (size_t k = 0; i < bytes; ++i, ++k) tail |= static_cast<uint64_t>(p[i]) << (8 * k);
+  h ^= tail * 0x165667B19E3779F9ull;
+  h ^= h >> 30;
+  h *= 0xBF58476D1CE4E5B9ull;
+  h ^= h >> 27;
+  h *= 0x94D049BB133111EBull;
+  h ^= h >> 31;
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
 std::string json_quote(const std::string& s) {
   std::string o = "\"";
   for (unsigned char c : s) {
@@ -488,7 +531,8 @@ bool SharedBuffer::create(size_t bytes, std::string* err) {
 }
 
 bool call_server(const std::string& request_json, const SharedBuffer* shm, Reply* reply, std::string* err,
-                 const AbortFn& aborted) {
+                 const AbortFn& aborted, bool* connected) {
+  if (connected != nullptr) *connected = false;
   std::string sock = socket_path(err);
   if (sock.empty()) return false;
   int e = 0;
@@ -506,7 +550,8 @@ bool call_server(const std::string& request_json, const SharedBuffer* shm, Reply
       }
     }
   }
-  double deadline = now_s() + env_seconds("COMBCN_SERVE_TIMEOUT", 600.0);
+  if (connected != nullptr) *connected = true;
+  double deadline = now_s() + env_seconds(kReplyTimeoutVar, 600.0);
   bool ok = false;
   do {
     // Header: magic + body length (little-endian u32); the memfd rides on the header's first byte.

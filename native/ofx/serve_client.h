@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -44,8 +45,18 @@ using AbortFn = std::function<bool()>;
 // Sends `request_json` (a JSON object) with `shm`'s fd attached, starting the server if none listens.
 // Fills `reply` and returns true when the server answered {"ok": true}; otherwise false with a
 // user-readable message in *err (server error text, time-out, server died, server not found).
+// `reply` holds an "ok" key exactly when the server answered (so a caller can tell a refusal from a
+// server it could not reach). A server that does not come up within COMBCN_SERVE_STARTUP_TIMEOUT
+// is killed.
+// `connected` (optional) tells whether a connection to a server was made at all.
 bool call_server(const std::string& request_json, const SharedBuffer* shm, Reply* reply, std::string* err,
-                 const AbortFn& aborted);
+                 const AbortFn& aborted, bool* connected = nullptr);
+
+// 64-bit hash of `bytes` bytes for change detection (window cache lookups); not cryptographic.
+uint64_t content_hash(const void* data, size_t bytes, uint64_t seed);
+
+// Lower-case 16-digit hex of `v`.
+std::string hex64(uint64_t v);
 
 // JSON string literal for `s` (quotes included).
 std::string json_quote(const std::string& s);

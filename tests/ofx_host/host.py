@@ -136,6 +136,14 @@ ParameterSuite = suite(
 )
 
 MessageSuite = suite("MessageSuite", [("message", F(I, P, S, S, S, S))])
+MessageSuiteV2 = suite(
+    "MessageSuiteV2",
+    [
+        ("message", F(I, P, S, S, S, S)),
+        ("setPersistentMessage", F(I, P, S, S, S, S)),
+        ("clearPersistentMessage", F(I, P)),
+    ],
+)
 
 
 # ---- host objects ------------------------------------------------------------------------------
@@ -217,9 +225,11 @@ class HostError(Exception):
 class Host:
     """One host process: loads one plugin binary and drives one instance of it."""
 
-    def __init__(self) -> None:
+    def __init__(self, message_v2: bool = False) -> None:
         self.reg = Registry()
         self.messages: list[dict[str, str]] = []
+        self.message_v2 = message_v2  # offer OfxMessageSuiteV2 (persistent messages) too
+        self.persistent: list[dict[str, str]] = []  # set/clear events of persistent messages, in order
         self.violations: list[str] = []
         self.images: dict[int, Image] = {}  # all threads' live images, by handle
         self.lock = threading.RLock()  # handles and shared lists; callbacks may come from many threads
@@ -409,16 +419,41 @@ class Host:
 
         ms = MessageSuite()
 
-        def message(h: int, kind: bytes, msg_id: bytes, fmt: bytes, arg: int) -> int:
+        def formatted(fmt: bytes, arg: int) -> str:
             text = fmt.decode(errors="replace")
             if text == "%s" and arg:
                 text = C.string_at(arg).decode(errors="replace")
+            return text
+
+        def message(h: int, kind: bytes, msg_id: bytes, fmt: bytes, arg: int) -> int:
+            text = formatted(fmt, arg)
             self.messages.append({"type": kind.decode(), "id": (msg_id or b"").decode(), "text": text})
+            return OK
+
+        def set_persistent(h: int, kind: bytes, msg_id: bytes, fmt: bytes, arg: int) -> int:
+            if not isinstance(self.reg.get(h), Effect):
+                return ERR_BAD_HANDLE
+            text = formatted(fmt, arg)
+            with self.lock:
+                self.persistent.append({"op": "set", "type": kind.decode(), "text": text})
+            return OK
+
+        def clear_persistent(h: int) -> int:
+            if not isinstance(self.reg.get(h), Effect):
+                return ERR_BAD_HANDLE
+            with self.lock:
+                self.persistent.append({"op": "clear"})
             return OK
 
         cb["m.message"] = MessageSuite._fields_[0][1](guard(message))
         ms.message = cb["m.message"]
         self.message_suite = ms
+        ms2 = MessageSuiteV2()
+        for fname, ftype in MessageSuiteV2._fields_:
+            fn = {"message": message, "setPersistentMessage": set_persistent}.get(fname, clear_persistent)
+            cb["m2." + fname] = ftype(guard(fn))
+            setattr(ms2, fname, cb["m2." + fname])
+        self.message_suite_v2 = ms2
 
         def fetch_suite(host: int, name: bytes, version: int) -> int | None:
             suites = {
@@ -427,6 +462,8 @@ class Host:
                 (b"OfxParameterSuite", 1): self.param_suite,
                 (b"OfxMessageSuite", 1): self.message_suite,
             }
+            if self.message_v2:
+                suites[(b"OfxMessageSuite", 2)] = self.message_suite_v2
             s = suites.get((name, version))
             return C.addressof(s) if s is not None else None
 
@@ -537,7 +574,7 @@ class Host:
         )
         props.set("OfxImageEffectPropComponents", comps)
         props.set("OfxImagePropPixelAspectRatio", 1.0)
-        props.set("OfxImageEffectPropPreMultiplication", "OfxImageOpaque")
+        props.set("OfxImageEffectPropPreMultiplication", c.props.first("OfxImageEffectPropPreMultiplication"))
         props.set("OfxImagePropField", "OfxImageFieldNone")
         props.set("OfxImagePropUniqueIdentifier", f"{c.name}-{t}")
         props.set("OfxImageEffectPropRenderScale", 1.0, 1.0)
@@ -701,8 +738,13 @@ def write_exr(path: str, pixels: np.ndarray) -> None:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run one job (see the tests): returns statuses, messages, violations and written outputs."""
-    host = Host()
-    result: dict[str, Any] = {"renders": [], "messages": host.messages, "violations": host.violations}
+    host = Host(message_v2=bool(job.get("message_v2", False)))
+    result: dict[str, Any] = {
+        "renders": [],
+        "messages": host.messages,
+        "persistent": host.persistent,
+        "violations": host.violations,
+    }
     result["plugin"] = host.load_plugin(job["binary"], job["bundle"])
     context = job.get("context", GENERAL)
     result["load"] = host.action("OfxActionLoad", None)
@@ -747,7 +789,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         props.set("OfxImageEffectPropUnmappedFrameRange", float(first), float(last))
         props.set("OfxImageEffectPropFrameRate", 24.0)
         props.set("OfxImagePropPixelAspectRatio", 1.0)
-        props.set("OfxImageEffectPropPreMultiplication", "OfxImageOpaque")
+        premult = (
+            "OfxImageAlphaPremultiplied"
+            if name == "Source" and job.get("premultiplied")
+            else "OfxImageOpaque"
+        )
+        props.set("OfxImageEffectPropPreMultiplication", premult)
         clip = Clip(name, props, top_down_negative_stride=(name == "Source"))
         host.reg.add(clip)
         if pattern:
@@ -856,7 +903,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         with ThreadPoolExecutor(threads) as pool:
             result["renders"] = list(pool.map(render_one, job["render"]))
     else:
-        result["renders"] = [render_one(t) for t in job["render"]]
+        # "edits": upstream changes between renders, {"before": i, "clip", "frame", "add"}: before
+        # the i-th render, `add` is added to the RGB of that clip's frame (as when a user edits upstream).
+        edits = job.get("edits", [])
+        for i, t in enumerate(job["render"]):
+            for edit in (e for e in edits if e["before"] == i):
+                frame = inst.clips[edit["clip"]].frames[edit["frame"]]
+                frame[..., :3] += np.float32(edit["add"])
+            result["renders"].append(render_one(t))
     result["max_concurrent_renders"] = host.max_concurrent
     if host.images:
         host.violations.append(f"{len(host.images)} images not released after rendering")

@@ -1,7 +1,7 @@
 // CPU kernel of combcn::masked_conv3d (semantics in ../masked_conv3d.h).
 // 1. x * mask into a channels_last_3d buffer (one parallel pass);
-// 2. oneDNN convolution, called directly (F.conv3d routes small batch-1 layers to a slow im2col path,
-//    kernels.md §3.7); bf16/fp16 convolve in float32 where oneDNN lacks them (no AVX512-BF16/AMX);
+// 2. oneDNN convolution, called directly (F.conv3d routes small batch-1 layers to a slow im2col path);
+//    bf16/fp16 convolve in float32 where oneDNN lacks them (no AVX512-BF16/AMX);
 // 3. ONE at::parallel_for pass per output frame: separable dilated box count of the mask, ratio, bias,
 //    batch norm, activation and new mask, in place on the convolution output.
 // The row loops of passes 1 and 3 run as AVX-512 kernels where the CPU has them (simd.h).

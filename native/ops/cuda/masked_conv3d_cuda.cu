@@ -1,5 +1,5 @@
 // Launchers of the CUDA kernels of combcn::masked_conv3d: dtype dispatch and launch geometry only.
-// No torch headers (kernels.md §3.3: a .cu with torch/extension.h takes ~60 s to compile); the ATen
+// No torch headers (a .cu that includes torch/extension.h takes about a minute to compile); the ATen
 // glue (cuDNN convolution, registration) lives in masked_conv3d_cuda.cpp.
 #include "masked_conv3d_kernels.cuh"
 

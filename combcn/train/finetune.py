@@ -1,4 +1,4 @@
-"""Per-shot adaptation: fine-tune the weights on one shot's own pixels, self-supervised (issue 3).
+"""Per-shot adaptation: fine-tune the weights on one shot's own pixels, self-supervised.
 
 The shot's known pixels are the only ground truth there is, so training cuts synthetic holes into
 them, *away from the matte* (the region to remove is never a target), and teaches the model to fill
@@ -18,7 +18,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from combcn.errors import ConfigError, InputError
+from combcn.io.plate import align_matte, check_finite, matte_channel_index, rgb_channels, rgb_of, to_unit
 
 log = logging.getLogger("combcn.finetune")
 
@@ -59,69 +59,6 @@ class Shot:
     plate_size: tuple[int, int]
     shaper: str
     region: tuple[int, int, int, int] = (0, 0, 0, 0)
-
-
-def _channel_index(names: Sequence[str], wanted: str | None, path: Path, what: str) -> int:
-    lower = [n.lower() for n in names]
-    if wanted is None:
-        for candidate in ("a", "alpha", "r", "y"):
-            if candidate in lower:
-                return lower.index(candidate)
-        return 0
-    for i, n in enumerate(lower):
-        if n == wanted.lower() or n.rsplit(".", 1)[-1] == wanted.lower():
-            return i
-    raise InputError(
-        f"{what} has no channel {wanted!r}; its channels are {', '.join(names)}. "
-        "Pick one with --matte-channel",
-        path=path,
-    )
-
-
-def _rgb_indices(names: Sequence[str]) -> list[int]:
-    lower = [n.lower() for n in names]
-    if all(c in lower for c in ("r", "g", "b")):
-        return [lower.index(c) for c in ("r", "g", "b")]
-    if len(names) >= 3:
-        return [0, 1, 2]
-    return [0, 0, 0]  # one channel: grey
-
-
-def _as_float(pixels: np.ndarray) -> np.ndarray:
-    if np.issubdtype(pixels.dtype, np.integer):
-        return pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max)
-    return np.nan_to_num(pixels.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-
-
-class _Sequence:
-    """Frames of an image sequence pattern or a movie, as float32 arrays with channel names."""
-
-    def __init__(self, source: str, what: str):
-        from combcn.io import MovieReader, SequencePattern, is_movie
-
-        self.source = source
-        self.what = what
-        self.movie = MovieReader(source) if is_movie(source) else None
-        self.pattern = None if self.movie is not None else SequencePattern(source)
-
-    def frames(self) -> list[int]:
-        if self.movie is not None:
-            return self.movie.frames
-        assert self.pattern is not None
-        return self.pattern.frames_on_disk()
-
-    def path(self, frame: int) -> Path:
-        return Path(self.source) if self.pattern is None else self.pattern.path(frame)
-
-    def read(self, frame: int) -> tuple[np.ndarray, list[str], np.dtype[Any]]:
-        """(pixels ndarray[H, W, C] as stored, channel names, stored dtype)."""
-        if self.movie is not None:
-            pixels = self.movie.read(frame)
-            return pixels, ["R", "G", "B"], pixels.dtype
-        from combcn.io import read_image
-
-        data = read_image(self.path(frame), all_parts=False)
-        return data.pixels, data.channel_names, data.pixels.dtype
 
 
 def load_shot(
@@ -166,36 +103,40 @@ def load_shot(
     from combcn.engine.matte import MatteOptions, bbox, shape_matte
     from combcn.engine.shaper import default_shaper_for, get_shaper
     from combcn.engine.windows import plan_crop, plan_windows
+    from combcn.io.plate import Plate
 
-    plate_seq = _Sequence(source, "plate")
-    matte_seq = _Sequence(matte, "matte")
-    on_disk = plate_seq.frames()
-    if not on_disk:
-        raise InputError(
-            "no plate frames found; check the pattern (plate.####.exr, plate.%04d.exr)", path=source
-        )
+    plate_seq = Plate(source, what="plate")
+    matte_seq = Plate(matte, what="matte")
+    on_disk = plate_seq.frames
     wanted = list(frames) if frames is not None else on_disk
     missing = [f for f in wanted if f not in set(on_disk)]
     if missing:
         raise InputError(
             "plate frame missing; check --frames against the files on disk",
-            path=plate_seq.path(missing[0]),
+            path=plate_seq.file(missing[0]),
             frame=missing[0],
         )
-    matte_frames = set(matte_seq.frames())
-    missing = [f for f in wanted if f not in matte_frames]
+    plate_spec = plate_seq.header(wanted[0])
+    rgb_index = rgb_channels(plate_spec, plate_seq.file(wanted[0]))
+    matte_frames = set(matte_seq.frames)
+    missing = (
+        []
+        if matte_seq.static or matte_seq.movie is not None
+        else [f for f in wanted if f not in matte_frames]
+    )
     if missing:
         raise InputError(
             "matte frame missing; the matte must cover every plate frame used",
-            path=matte_seq.path(missing[0]),
+            path=matte_seq.file(missing[0]),
             frame=missing[0],
         )
     options = MatteOptions(threshold=threshold, invert=invert, expand=expand)
 
     def read_alpha(f: int) -> np.ndarray:
-        pixels, names, _ = matte_seq.read(f)
-        channel = _channel_index(names, matte_channel, matte_seq.path(f), "the matte")
-        return shape_matte(_as_float(pixels[..., channel]), options) > 0
+        data = matte_seq.read(f)
+        channel = matte_channel_index(data.spec, matte_channel, matte_seq.file(f), own_alpha=False)
+        values = align_matte(to_unit(data.pixels[..., channel]), data.spec, plate_spec)
+        return shape_matte(values, options) > 0
 
     # Pass 1: matte boxes only (a full-resolution matte per frame would not fit for long 4K shots).
     boxes: list[tuple[int, int, int, int] | None] = []
@@ -209,7 +150,7 @@ def load_shot(
             raise InputError(
                 f"matte is {alpha.shape[1]}x{alpha.shape[0]}, "
                 f"other frames are {plate_size[1]}x{plate_size[0]}",
-                path=matte_seq.path(f),
+                path=matte_seq.file(f),
                 frame=f,
             )
         boxes.append(bbox(alpha))
@@ -277,17 +218,18 @@ def load_shot(
     matte_work = np.empty((len(wanted), work_h, work_w), bool)
     shaper_name = shaper
     for i, f in enumerate(tqdm(wanted, desc="read plate", unit="frame", disable=not progress, leave=False)):
-        pixels, names, dtype = plate_seq.read(f)
-        if pixels.shape[:2] != plate_size:
+        data = plate_seq.read(f)
+        if data.pixels.shape[:2] != plate_size:
             raise InputError(
-                f"plate is {pixels.shape[1]}x{pixels.shape[0]} but its matte is {width}x{height}",
-                path=plate_seq.path(f),
+                f"plate is {data.pixels.shape[1]}x{data.pixels.shape[0]} but its matte is {width}x{height}",
+                path=plate_seq.file(f),
                 frame=f,
             )
         if shaper_name is None:
-            shaper_name = default_shaper_for(dtype, movie=plate_seq.movie is not None)
+            shaper_name = default_shaper_for(data.pixels.dtype, movie=plate_seq.movie is not None)
             log.info("shaper: %s", shaper_name)
-        rgb = _as_float(pixels[ry0:ry1, rx0:rx1][..., _rgb_indices(names)])
+        rgb = rgb_of(data, rgb_index)[ry0:ry1, rx0:rx1]
+        check_finite(rgb, plate_seq.file(f), f)
         shaped = np.clip(get_shaper(shaper_name).encode(rgb), 0.0, 1.0)
         plate[i] = cv2.resize(shaped, (work_w, work_h), interpolation=cv2.INTER_AREA)
         alpha = read_alpha(f)[ry0:ry1, rx0:rx1].astype(np.float32)

@@ -1,0 +1,285 @@
+"""Propagation at plate resolution on synthetic plates whose motion, and so whose truth, is known.
+
+Every plate here is a textured background seen through a camera that pans, zooms or rotates, with a
+moving occluder as the matte (what the matte hides is known: it is the background frame itself), a
+second textured layer that moves at another speed (parallax) and an exposure ramp. The tracing and
+sampling run for real (OpenCV DIS flow, RANSAC, bicubic sampling); the network is a tiny random one,
+so any pixel it fills is far from the truth, and what these tests measure is what propagation did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+import torch
+from engine_helpers import one_thread, tiny_model  # noqa: F401 (fixture)
+
+import combcn
+from combcn.engine import Engine
+from combcn.engine.propagate import EDGE, PropagationSettings, propagate
+from combcn.errors import ConfigError, InputError
+from combcn.io.image import ImageData, write_image_atomic
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+H, W, T = 96, 160, 10
+
+#: Propagated values may differ from the truth by interpolation error only: bicubic resampling of a
+#: texture blurred with sigma 1.5 px at the flow's sub-pixel error, accumulated over the frames a
+#: point is followed, in plate units where the texture spans about [0.05, 0.95]. Mean and 95th
+#: percentile over revealed pixels, for one background plane (measured: 0.006-0.012 and 0.03-0.04).
+MEAN_TOLERANCE = 0.015
+P95_TOLERANCE = 0.045
+#: With a second plane moving across the hole (parallax), the pixels along its edge (a motion
+#: boundary, which the matte hides) are where a layer is guessed: the mean doubles (measured 0.017-0.028).
+MEAN_TOLERANCE_PARALLAX = 0.035
+P95_TOLERANCE_PARALLAX = 0.09
+
+
+def _texture(seed: int, height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.random((height, width, 3)).astype(np.float32)
+    fine = cv2.GaussianBlur(noise, (0, 0), 1.5)
+    coarse = cv2.GaussianBlur(noise, (0, 0), 8.0)
+    return np.clip(0.5 + 2.0 * (fine - 0.5) + 3.0 * (coarse - 0.5), 0.05, 0.95).astype(np.float32)
+
+
+def _camera(kind: str, t: int) -> np.ndarray:
+    """2x3 affine: background texture coordinates -> frame coordinates at frame ``t``."""
+    cx, cy = W / 2 + 60, H / 2 + 60  # the frame's centre in texture coordinates
+    angle = 0.6 * t if kind == "rotate" else 0.0
+    scale = 1.0 + 0.012 * t if kind == "zoom" else 1.0
+    shift = (2.5 * t, 0.8 * t) if kind == "pan" else (0.0, 0.0)
+    m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
+    m[:, 2] += np.array([-(cx - W / 2) - shift[0], -(cy - H / 2) - shift[1]])
+    return m
+
+
+def synthetic_shot(
+    kind: str, *, exposure: float = 0.0, parallax: bool = True, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(plate [T, H, W, 3] float32 with the occluder, truth [T, H, W, 3] without it, matte [T, H, W])."""
+    background = _texture(seed, H + 120, W + 120)
+    layer = _texture(seed + 1, 40, 50)
+    truth = np.zeros((T, H, W, 3), np.float32)
+    plate = np.zeros_like(truth)
+    matte = np.zeros((T, H, W), np.float32)
+    yy, xx = np.mgrid[0:H, 0:W]
+    for t in range(T):
+        frame = cv2.warpAffine(background, _camera(kind, t), (W, H), flags=cv2.INTER_CUBIC)
+        if parallax:  # a nearer layer that moves 1.5 px a frame against the background's motion
+            x0 = 12 + int(round(1.5 * t))
+            frame[8:48, x0 : x0 + 50] = layer
+        frame *= 1.0 + exposure * t
+        truth[t] = frame
+        disc = ((yy - 58) ** 2 + (xx - (30 + 9 * t)) ** 2) <= 13**2
+        matte[t] = disc
+        plate[t] = np.where(disc[..., None], np.float32([0.9, 0.1, 0.9]), frame)
+    return plate, truth, matte
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    torch.manual_seed(0)
+    return Engine(model=tiny_model(window=16, resolution=32), device="cpu")  # one window holds a shot
+
+
+def _run(engine: Engine, plate: np.ndarray, matte: np.ndarray, **options: object) -> np.ndarray:
+    out: np.ndarray = engine.inpaint(plate, matte, shaper="none", **options)
+    return out
+
+
+def _qc(plate: np.ndarray, matte: np.ndarray) -> list[np.ndarray]:
+    """The propagation stage alone over the whole frame: revealed masks per frame."""
+    holes = [m > 0 for m in matte]
+    result = propagate(
+        list(plate), holes, list(range(len(plate))), PropagationSettings(), region=(0, H, 0, W)
+    )
+    return [result.revealed[t] for t in range(len(plate))]
+
+
+@pytest.mark.parametrize("parallax", [False, True])
+@pytest.mark.parametrize("kind", ["pan", "zoom", "rotate"])
+def test_propagated_values_equal_the_truth_within_interpolation_error(
+    engine: Engine, kind: str, parallax: bool
+) -> None:
+    plate, truth, matte = synthetic_shot(kind, exposure=0.03, parallax=parallax)
+    out = _run(engine, plate, matte)
+    revealed = np.stack(_qc(plate, matte))
+    hole = matte > 0
+    assert revealed[hole].mean() > 0.9, f"{kind}: only {revealed[hole].mean():.2f} of the hole was recovered"
+    err = np.abs(out - truth).max(-1)[revealed & hole]
+    mean_tol, p95_tol = (
+        (MEAN_TOLERANCE_PARALLAX, P95_TOLERANCE_PARALLAX) if parallax else (MEAN_TOLERANCE, P95_TOLERANCE)
+    )
+    assert err.mean() < mean_tol, f"{kind}: mean error {err.mean():.4f}"
+    assert np.percentile(err, 95) < p95_tol, f"{kind}: 95th percentile {np.percentile(err, 95):.4f}"
+    # bit-exact outside the matte
+    assert np.array_equal(out[~hole], plate[~hole])
+
+
+def test_exposure_ramp_is_matched(engine: Engine) -> None:
+    """A 5% per frame exposure ramp: without the gain match the nearest source (1-3 frames away) would
+    be 5-15% off; with it the error stays at interpolation level."""
+    plate, truth, matte = synthetic_shot("pan", exposure=0.05, parallax=False)
+    out = _run(engine, plate, matte)
+    revealed = np.stack(_qc(plate, matte)) & (matte > 0)
+    ratio = (out[revealed] / truth[revealed]).mean()
+    assert abs(ratio - 1.0) < 0.01, f"propagated values are {ratio:.3f}x the truth"
+
+
+def test_propagation_beats_the_network_alone(engine: Engine) -> None:
+    plate, truth, matte = synthetic_shot("pan")
+    hole = matte > 0
+    with_prop = np.abs(_run(engine, plate, matte) - truth)[hole].mean()
+    without = np.abs(_run(engine, plate, matte, propagate=False) - truth)[hole].mean()
+    assert with_prop < 0.25 * without
+
+
+def test_qc_marks_exactly_the_recoverable_pixels_on_a_locked_off_plate() -> None:
+    """Locked off: a hole pixel is recoverable where some other frame of the window shows it (away
+    from that frame's matte edge by more than EDGE pixels); nothing else may be marked."""
+    plate, _, matte = synthetic_shot("still", parallax=False)
+    revealed = _qc(plate, matte)
+    kernel = np.ones((2 * EDGE + 1, 2 * EDGE + 1), np.uint8)
+    shown = [~(cv2.dilate((m > 0).astype(np.uint8), kernel) > 0) for m in matte]
+    for t in range(T):
+        expected = (matte[t] > 0) & np.any([shown[s] for s in range(T) if s != t], axis=0)
+        assert np.array_equal(revealed[t], expected), f"frame {t}"
+
+
+def test_locked_off_static_box_falls_through_to_the_network(engine: Engine) -> None:
+    plate, _, _ = synthetic_shot("still", parallax=False)
+    matte = np.zeros((T, H, W), np.float32)
+    matte[:, 30:60, 50:90] = 1.0
+    assert not any(r.any() for r in _qc(plate, matte))
+    assert np.array_equal(_run(engine, plate, matte), _run(engine, plate, matte, propagate=False))
+
+
+def test_reach_searches_beyond_the_window() -> None:
+    """Windows of 8 frames; a box that stays put for the first 8 frames and jumps away after: with
+    reach, the first window's frames take the background from the frames after it."""
+    engine = Engine(model=tiny_model(window=8, resolution=32), device="cpu")
+    plate, truth, _ = synthetic_shot("still", parallax=False)
+    plate = np.concatenate([plate, plate[:6]])
+    truth = np.concatenate([truth, truth[:6]])
+    matte = np.zeros(plate.shape[:3], np.float32)
+    matte[:8, 30:60, 50:90] = 1.0
+    matte[8:, 30:60, 100:140] = 1.0
+    plate = np.where(matte[..., None] > 0, np.float32(0.5), truth)
+    hole = matte[:8] > 0
+    near = np.abs(_run(engine, plate, matte, reach=4)[:8] - truth[:8])[hole].mean()
+    far = np.abs(_run(engine, plate, matte)[:8] - truth[:8])[hole].mean()
+    assert near < 0.01 < far
+
+
+def test_bad_propagation_options_are_refused(engine: Engine) -> None:
+    plate, _, matte = synthetic_shot("still", parallax=False)
+    with pytest.raises(ConfigError, match="reach"):
+        engine.inpaint(plate, matte, reach=-1)
+    with pytest.raises(ConfigError, match="reach"):
+        engine.inpaint(plate, matte, reach=2.5)
+    with pytest.raises(ConfigError, match="propagate"):
+        engine.inpaint(plate, matte, propagate="yes")
+
+
+def _write(folder: Path, name: str, frames: np.ndarray, channels: tuple[str, ...]) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, pixels in enumerate(frames):
+        spec = oiio.ImageSpec(W, H, len(channels), "float")
+        spec.channelnames = channels
+        spec.attribute("compression", "zip")
+        write_image_atomic(folder / f"{name}.{1001 + i:04d}.exr", ImageData(pixels.reshape(H, W, -1), spec))
+    return str(folder / f"{name}.####.exr")
+
+
+def test_chunked_render_equals_single_render_with_propagation(engine: Engine, tmp_path: Path) -> None:
+    plate, _, matte = synthetic_shot("pan")
+    plate = np.concatenate([plate, plate[::-1]])  # 20 frames: two overlapping windows of 16
+    matte = np.concatenate([matte, matte[::-1]])
+    plate_p = _write(tmp_path / "in", "plate", plate, ("R", "G", "B"))
+    matte_p = _write(tmp_path / "in", "matte", matte, ("A",))
+    single = tmp_path / "single"
+    combcn.inpaint_sequence(
+        plate_p, matte_p, str(single / "o.####.exr"), engine=engine, reach=2, shaper="none"
+    )
+    chunks = tmp_path / "chunks"
+    for part in ("1001-1006", "1007-1013", "1014-1020"):
+        combcn.inpaint_sequence(
+            plate_p, matte_p, str(chunks / "o.####.exr"), part, engine=engine, reach=2, shaper="none"
+        )
+    for f in range(1001, 1021):
+        a = oiio.ImageBuf(str(single / f"o.{f}.exr")).get_pixels(oiio.FLOAT)
+        b = oiio.ImageBuf(str(chunks / f"o.{f}.exr")).get_pixels(oiio.FLOAT)
+        assert np.array_equal(a, b), f"frame {f}"
+
+
+def test_qc_channels_in_the_output_exr(engine: Engine, tmp_path: Path) -> None:
+    plate, _, matte = synthetic_shot("pan")
+    plate_p = _write(
+        tmp_path / "in",
+        "plate",
+        np.concatenate([plate, np.ones_like(matte)[..., None]], -1),
+        ("R", "G", "B", "A"),
+    )
+    matte_p = _write(tmp_path / "in", "matte", matte, ("A",))
+    plain = tmp_path / "plain"
+    qc = tmp_path / "qc"
+    combcn.inpaint_sequence(plate_p, matte_p, str(plain / "o.####.exr"), engine=engine, shaper="none")
+    combcn.inpaint_sequence(plate_p, matte_p, str(qc / "o.####.exr"), engine=engine, shaper="none", qc=True)
+    expected = _qc(plate, matte)
+    for i, f in enumerate(range(1001, 1001 + T)):
+        a = oiio.ImageBuf(str(plain / f"o.{f}.exr"))
+        b = oiio.ImageBuf(str(qc / f"o.{f}.exr"))
+        names = list(b.spec().channelnames)
+        assert set(names) == {"R", "G", "B", "A", "fill.revealed", "fill.offset"}
+        pa, pb = a.get_pixels(oiio.FLOAT), b.get_pixels(oiio.FLOAT)
+        for c in ("R", "G", "B", "A"):  # every other channel bit-exact
+            assert np.array_equal(pa[..., list(a.spec().channelnames).index(c)], pb[..., names.index(c)])
+        revealed = pb[..., names.index("fill.revealed")] > 0
+        offset = pb[..., names.index("fill.offset")]
+        assert np.array_equal(revealed, expected[i])
+        assert np.all(offset[revealed] != 0) and np.all(offset[~revealed] == 0)
+        assert np.all(np.abs(offset) < T)
+
+
+def test_tiled_exr_plate_is_read(engine: Engine, tmp_path: Path) -> None:
+    """Renderers often write tiled EXRs; they go through OpenImageIO's tile API."""
+    plate, _, matte = synthetic_shot("pan", parallax=False)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, pixels in enumerate(plate):
+        spec = oiio.ImageSpec(W, H, 3, "half")
+        spec.channelnames = ("R", "G", "B")
+        spec.tile_width = spec.tile_height = 32
+        write_image_atomic(folder / f"plate.{1001 + i:04d}.exr", ImageData(pixels.astype(np.float16), spec))
+    assert oiio.ImageInput.open(str(folder / "plate.1001.exr")).spec().tile_width == 32
+    matte_p = _write(folder, "matte", matte, ("A",))
+    report = combcn.inpaint_sequence(
+        str(folder / "plate.####.exr"), matte_p, str(tmp_path / "o.####.exr"), engine=engine
+    )
+    assert len(report.written) == T
+    out = oiio.ImageBuf(str(tmp_path / "o.1001.exr")).get_pixels(oiio.HALF)
+    assert np.array_equal(out[matte[0] == 0], plate[0].astype(np.float16)[matte[0] == 0])
+
+
+def test_api_refuses_bad_arrays_with_a_combcn_error(engine: Engine) -> None:
+    with pytest.raises(InputError, match="frames"):
+        engine.inpaint(np.zeros((0, 8, 8, 3), np.float32), np.zeros((0, 8, 8), np.float32))
+    with pytest.raises(InputError, match="bfloat16"):
+        engine.inpaint(torch.zeros(2, 8, 8, 3, dtype=torch.bfloat16), np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(InputError, match="NaN"):
+        engine.inpaint(np.zeros((2, 8, 8, 3), np.float32), np.full((2, 8, 8), np.nan, np.float32))
+
+
+def test_engine_restores_the_callers_thread_count(tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    eng = Engine(model=tiny_model(window=4, resolution=32), device="cpu", threads=1)
+    assert torch.get_num_threads() == before  # making an engine changes nothing process-wide
+    plate, _, matte = synthetic_shot("pan", parallax=False)
+    eng.inpaint(plate[:4], matte[:4], shaper="none")
+    assert torch.get_num_threads() == before
