@@ -392,3 +392,20 @@ def test_engine_options_are_parsed_and_checked(
     assert not (tmp_path / "o").exists()
     assert main([*argv[:-4], "--engine-option", "margin", "-o", str(tmp_path / "o")]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_quick_bounds_the_run() -> None:
+    import argparse
+
+    from combcn.cli.eval import _settings
+
+    args = argparse.Namespace(
+        quick=True, window=32, windows_per_clip=4, max_windows=0, size=None, resolution="128"
+    )
+    _settings(args)
+    assert (args.window, args.windows_per_clip, args.max_windows) == (16, 1, 6)
+    args = argparse.Namespace(
+        quick=True, window=32, windows_per_clip=4, max_windows=2, size=64, resolution="128"
+    )
+    _settings(args)
+    assert args.max_windows == 2 and args.resolution == "64"  # an explicit bound wins; -S N is -R N
