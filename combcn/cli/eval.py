@@ -1,21 +1,27 @@
 """``combcn eval``: fill quality on clips with synthetic holes, the model against classical baselines.
 
-Cuts 32-frame 128x128 windows from clips with the paper's hole (one 48-64 px box per window at a
-fixed position, paper §4), runs the model (and any other checkpoints given with ``--compare``)
-and the baselines on the same windows, prints a markdown table and writes ``results.md`` and
-``results.json`` to the output folder.
+Cuts windows of consecutive frames from clips, at a square size (default 128: the largest centred
+square, resized, the paper's protocol; the model runs directly on it) and/or at the clips' native
+size (no crop, no resize; the model runs through the engine, as on a user's plate), with holes of
+one or more families: the paper's static box, strokes that move along a path, real object
+silhouettes moving along their tracks. Runs the model (and any checkpoints given with ``--compare``)
+and the baselines on the same windows, prints a markdown table per resolution and hole family and
+writes ``results.md`` and ``results.json`` to the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import inspect
 import json
 import logging
 import os
 import platform
 import shlex
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +78,20 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [flag, str(value)]
     for item in args.compare or []:
         parts += ["--compare", item]
+    for item in args.engine_option or []:
+        parts += ["--engine-option", item]
+    for item in args.silhouettes or []:
+        parts += ["--silhouettes", item]
     if args.no_model:
         parts.append("--no-model")
     defaults = {
         "baselines": DEFAULT_BASELINES,
+        "resolution": "128",
+        "holes": "box",
         "window": 32,
-        "size": 128,
         "windows_per_clip": 1,
         "max_windows": 0,
         "examples": 0,
-        "hole": "box",
         "seed": 0,
         "precision": "fp32",
         "device": "cpu",
@@ -107,38 +117,168 @@ def _parse_compare(items: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_value(text: str) -> Any:
+    """An option value from the command line: bool (true/false/yes/no/on/off), None (none/null), int,
+    float, else the string itself."""
+    low = text.strip().lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_engine_options(items: list[str]) -> dict[str, Any]:
+    """``["propagate=false", "margin=0.75"]`` -> ``{"propagate": False, "margin": 0.75}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--engine-option takes KEY=VALUE (e.g. margin=0.75), got {item!r}")
+        if key in out:
+            raise ConfigError(f"--engine-option {key!r} given twice")
+        out[key] = parse_value(value)
+    return out
+
+
+def split_engine_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(keywords of the :class:`combcn.engine.Engine` constructor, e.g. ``track``; the rest, for
+    :meth:`combcn.engine.Engine.inpaint`)."""
+    from combcn.engine import Engine
+
+    own = set(inspect.signature(Engine.__init__).parameters) - {"self", "weights", "device", "model"}
+    return {k: v for k, v in options.items() if k in own}, {k: v for k, v in options.items() if k not in own}
+
+
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    target = logging.getLogger(logger)
+    level = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
+
+
+def check_inpaint_options(engine: Any, options: dict[str, Any]) -> None:
+    """Fail now, not after the first window, on an option :meth:`Engine.inpaint` does not take."""
+    import numpy as np
+
+    with _quiet("combcn.engine"):  # the empty matte's warning is expected here
+        engine.inpaint(np.zeros((1, 16, 16, 3), np.float32), np.zeros((1, 16, 16), np.float32), **options)
+
+
+def _settings(args: argparse.Namespace) -> None:
+    """Apply --quick and check the numeric options (ConfigError on a bad one)."""
+    if args.quick:
+        args.window, args.windows_per_clip = 16, 1
+        args.max_windows = args.max_windows or 6
+    if args.window < 2:
+        raise ConfigError(f"--window must be >= 2; got {args.window}")
+    if args.size is not None:  # the old spelling of a square resolution
+        args.resolution = str(args.size)
+
+
+def _add_model(
+    args: argparse.Namespace,
+    name: str,
+    weights: str | None,
+    device: Any,
+    engine_options: dict[str, Any],
+    methods: dict[str, dict[str, Any]],
+    descriptions: dict[str, dict[str, str]],
+) -> Any:
+    """Load one model and add it to every resolution's methods (directly at a square size, through
+    an :class:`combcn.engine.Engine` at native); returns its :class:`combcn.model.ModelConfig`."""
+    from combcn.engine import Engine
+    from combcn.eval.evaluate import engine_method, model_method
+    from combcn.model import load_model
+
+    squares = [r for r in methods if r != "native"]
+    model: Any = load_model(weights, device=device) if squares else None
+    config: Any = None
+    if "native" in methods:
+        engine_ctor, inpaint_options = split_engine_options(engine_options)
+        engine = Engine(weights, device, **engine_ctor)
+        check_inpaint_options(engine, inpaint_options)
+        methods["native"][name] = engine_method(engine, name, inpaint_options)
+        config = model.config if model is not None else engine.model.config
+        text = f"{config.variant}, width {config.width:g}, {config.conv} conv; through Engine.inpaint"
+        descriptions["native"][name] = text
+    for resolution in squares:
+        config = model.config
+        size = int(resolution)
+        methods[resolution][name] = model_method(
+            model, name, precision=args.precision, with_3dcn=name == args.name
+        )
+        descriptions[resolution][name] = f"{config.variant}, width {config.width:g}, {config.conv} conv"
+        if name == args.name and config.variant == "combined":
+            descriptions[resolution][f"3dcn@{size // 2}"] = (
+                f"3DCN alone: {name}'s own 3DCN output, at half size"
+            )
+            descriptions[resolution][f"3dcn↑{size}"] = (
+                f"3DCN alone: {name}'s 3DCN output upsampled bilinearly"
+            )
+    return config
+
+
+def _group_title(resolution: str, family: str) -> str:
+    where = "native resolution" if resolution == "native" else f"{resolution}x{resolution} centre square"
+    return f"{where}, {family} holes"
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from combcn.engine import resolve_device
     from combcn.eval.baselines import BASELINES
-    from combcn.eval.clips import load_windows, read_split, resolve_clips
+    from combcn.eval.clips import (
+        HOLE_MAX_FRACTION,
+        HOLE_MIN_FRACTION,
+        iter_windows,
+        list_frames,
+        parse_families,
+        parse_resolutions,
+        plan_windows,
+        read_split,
+        resolve_clips,
+        silhouette_tracks,
+    )
     from combcn.eval.evaluate import (
         METRICS,
         Method,
+        against_baselines,
         baseline_method,
-        evaluate,
+        evaluate_groups,
         example_sheet,
         gaps_table,
         markdown_table,
-        model_method,
         paired_gaps,
         per_clip_table,
     )
 
+    _settings(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    resolutions = parse_resolutions(args.resolution)
+    families = parse_families(args.holes)
     chosen = args.baselines.strip()
     baselines = [] if chosen.lower() == "none" else [b.strip() for b in chosen.split(",")]
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         known = ", ".join(BASELINES)
         raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}; known: {known}, or 'none'")
-    if args.window < 2 or args.size < 16 or args.size % 8:
-        raise ConfigError(
-            f"--window must be >= 2 and --size a multiple of 8 >= 16; got {args.window}, {args.size}"
-        )
     compare = _parse_compare(args.compare or [])
+    engine_options = parse_engine_options(args.engine_option or [])
     if args.no_model and not baselines:
         raise ConfigError("nothing to evaluate: --no-model and --baselines none")
     clash = sorted(({args.name} | set(compare)) & set(baselines)) + (
@@ -158,130 +298,167 @@ def run(args: argparse.Namespace) -> int:
         names += read_split(Path(args.split))
     data = Path(args.data) if args.data else None
     clip_dirs = resolve_clips(names, data)
-    windows = load_windows(
-        clip_dirs,
-        window=args.window,
-        size=args.size,
-        per_clip=args.windows_per_clip,
-        seed=args.seed,
-        hole=args.hole,
-    )
-    if args.max_windows and len(windows) > args.max_windows:
-        windows = windows[: args.max_windows]
+    plan = plan_windows(clip_dirs, window=args.window, per_clip=args.windows_per_clip)
+    if args.max_windows and len(plan) > args.max_windows:
+        plan = plan[: args.max_windows]
+    tracks = []
+    if "objects" in families:
+        if args.silhouettes:
+            sources = resolve_clips(args.silhouettes, data)
+        else:  # every clip that has masks: those under --data, and the evaluated ones
+            pool = [d for d in sorted(data.iterdir()) if d.is_dir()] if data and data.is_dir() else []
+            sources = list(dict.fromkeys(pool + clip_dirs))
+        tracks = silhouette_tracks([d for d in sources if (d / "masks").is_dir() and list_frames(d)])
+        log.info("%d object silhouette track(s) from %d clip(s)", len(tracks), len({t.clip for t in tracks}))
     log.info(
-        "%d clip(s), %d window(s) of %d frames at %dx%d",
+        "%d clip(s), %d window(s) of %d frames; resolutions %s; holes %s",
         len(clip_dirs),
-        len(windows),
+        len(plan),
         args.window,
-        args.size,
-        args.size,
+        ", ".join(resolutions),
+        ", ".join(families),
     )
 
-    methods: dict[str, Method] = {}
+    methods: dict[str, dict[str, Method]] = {r: {} for r in resolutions}
+    descriptions: dict[str, dict[str, str]] = {r: {} for r in resolutions}
     models: dict[str, Any] = {}
-    descriptions: dict[str, str] = {}
+    model_rows: list[str] = []
     if not args.no_model:
-        from combcn.model import load_model
+        from combcn.model import DEFAULT_WEIGHTS
 
-        to_load = {args.name: args.weights, **compare}
-        for name, weights in to_load.items():
-            model = load_model(weights, device=device)
-            from combcn.model import DEFAULT_WEIGHTS
-
+        for name, weights in {args.name: args.weights, **compare}.items():
+            config = _add_model(args, name, weights, device, engine_options, methods, descriptions)
             path = Path(weights) if weights else DEFAULT_WEIGHTS
             models[name] = {
                 "weights": str(path) if path.is_file() else "random initialisation (no shipped weights)",
                 "shipped_default": weights is None,
-                "config": model.config.to_dict(),
+                "config": config.to_dict(),
             }
-            methods[name] = model_method(model, name, precision=args.precision, with_3dcn=name == args.name)
-            cfg = model.config
-            descriptions[name] = f"{cfg.variant}, width {cfg.width:g}, {cfg.conv} conv"
-            if name == args.name and cfg.variant == "combined":
-                descriptions[f"3dcn@{args.size // 2}"] = f"3DCN alone: {name}'s own 3DCN output, at half size"
-                descriptions[f"3dcn↑{args.size}"] = f"3DCN alone: {name}'s 3DCN output upsampled bilinearly"
-    for b in baselines:
-        methods[b] = baseline_method(b)
+            model_rows.append(name)
+    for resolution in resolutions:
+        for b in baselines:
+            methods[resolution][b] = baseline_method(b)
 
-    result = evaluate(windows, methods, progress=args.progress == "bar", keep_examples=args.examples)
-    summary = result.summary()
-    table = markdown_table(summary, descriptions)
+    windows = iter_windows(
+        plan, window=args.window, resolutions=resolutions, families=families, seed=args.seed, tracks=tracks
+    )
+    total = len(plan) * len(resolutions) * len(families)
+    results = evaluate_groups(
+        windows,
+        methods.__getitem__,
+        total=total,
+        progress=args.progress == "bar",
+        keep_examples=args.examples,
+    )
     command = command_line(args)
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = machine_description()
-    print(table, end="")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
     clip_names = [d.name for d in clip_dirs]
-    hole_text = (
-        f"one box hole each (sides {round(0.375 * args.size)}-{round(0.5 * args.size)} px, fixed position)"
-        if args.hole == "box"
-        else "free-form stroke holes that move over time"
+    native_note = (
+        "; at native resolution the models run through the engine (`Engine.inpaint`, options: "
+        + ", ".join(f"{k}={v}" for k, v in {"shaper": "none", **engine_options}.items())
+        + ")"
+        if "native" in resolutions and not args.no_model
+        else ""
     )
     md = (
-        f"# combcn eval\n\n{table}\n"
+        f"# combcn eval\n\n"
         f"- command: `{command}`\n- date: {when}\n- machine: {machine}\n"
         f"- clips ({len(clip_names)}): {', '.join(clip_names)}\n"
-        f"- windows: {len(windows)} x {args.window} frames at {args.size}x{args.size}, {hole_text}, "
-        f"seed {args.seed}\n"
-        f"- metrics: per window, then the mean over windows; MAE and temporal error on a 0-255 scale, "
-        f"averaged over RGB; `3dcn@{args.size // 2}` is scored at half size against the "
-        "area-downsampled truth\n"
+        f"- windows: {len(plan)} x {args.window} frames, each at {', '.join(resolutions)} with "
+        f"{', '.join(families)} holes, seed {args.seed}{native_note}\n"
+        f"- holes: box = one box, sides {HOLE_MIN_FRACTION:g}-{HOLE_MAX_FRACTION:g} of the frame's, fixed "
+        "(paper §4); strokes = brush strokes carried along a smooth path across the window; objects = a "
+        "real object's silhouette sequence from another clip's masks (or this clip's at other frames), "
+        "scaled and placed on the window; drift = the training strokes that drift and wobble\n"
+        "- metrics: per window, then the mean over windows; MAE and temporal error on a 0-255 scale, "
+        "averaged over RGB; detail = sum of |Laplacian| of the grey (Rec. 709) output over hole pixels "
+        "divided by the truth's (1 = as sharp as the truth; a blur scores well below); rows `3dcn@N` are "
+        "scored at half size against the area-downsampled truth\n"
     )
-    for key in ("hole_mae", "temporal_error"):
-        md += f"\n### {METRICS[key][0]} per clip\n\n{per_clip_table(result, key)}"
-    # Is a gap real? Every row against the main model, paired over the same windows.
-    gaps: dict[str, dict[str, dict[str, float]]] = {}
-    if args.name in result.rows and len(result.windows) > 1:
-        for key in ("hole_mae", "temporal_error"):
-            gaps[key] = paired_gaps(result, args.name, key)
-            if gaps[key]:
-                md += f"\n### {METRICS[key][0]}: each method minus {args.name}, window by window\n\n"
-                md += gaps_table(gaps[key], args.name, key)
+    printed = ""
+    groups_json = []
+    for (resolution, family), result in results.items():
+        summary = result.summary()
+        table = markdown_table(summary, descriptions[resolution])
+        title = _group_title(resolution, family)
+        section = f"\n## {title}\n\n{table}"
+        versus = against_baselines(summary, model_rows, baselines)
+        if versus:
+            section += f"\nAgainst the best baseline:\n\n{versus}"
+        printed += section
+        for key in ("hole_mae", "temporal_error", "detail"):
+            section += f"\n### {METRICS[key][0]} per clip\n\n{per_clip_table(result, key)}"
+        # Is a gap real? Every row against the main model, paired over the same windows.
+        gaps: dict[str, dict[str, dict[str, float]]] = {}
+        if args.name in result.rows and len(result.windows) > 1:
+            for key in ("hole_mae", "temporal_error"):
+                gaps[key] = paired_gaps(result, args.name, key)
+                if gaps[key]:
+                    section += f"\n### {METRICS[key][0]}: each method minus {args.name}, window by window\n\n"
+                    section += gaps_table(gaps[key], args.name, key)
+        md += section
+        groups_json.append(
+            {
+                "resolution": resolution,
+                "holes": family,
+                "summary": summary,
+                "gaps_to_model": gaps,
+                "seconds": result.seconds,
+                "windows": result.windows,
+            }
+        )
+    print(printed.lstrip("\n"), end="")
     payload = {
         "command": command,
         "date": when,
         "machine": machine,
         "settings": {
             "window": args.window,
-            "size": args.size,
+            "resolutions": resolutions,
+            "holes": families,
             "windows_per_clip": args.windows_per_clip,
+            "windows": len(plan),
             "seed": args.seed,
-            "hole": args.hole,
+            "engine_options": {"shaper": "none", **engine_options},
             "precision": args.precision,
             "device": args.device,
         },
         "clips": clip_names,
         "models": models,
         "baselines": {b: BASELINES[b][1] for b in baselines},
-        "summary": summary,
-        "gaps_to_model": gaps,
-        "seconds": result.seconds,
-        "windows": result.windows,
+        "silhouette_tracks": len(tracks),
+        "groups": groups_json,
     }
+    out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(out_dir / "results.md", md)
     _write_atomic(out_dir / "results.json", json.dumps(payload, indent=1, default=float) + "\n")
     log.info("wrote %s and %s", out_dir / "results.md", out_dir / "results.json")
     if args.examples:
-        import cv2
-
-        sheet = example_sheet(result)
-        fd, tmp = tempfile.mkstemp(prefix=".examples.", suffix=".png", dir=out_dir)
-        os.close(fd)
-        try:
-            if not cv2.imwrite(tmp, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-                raise OutputError("cannot write the example sheet", path=out_dir / "examples.png")
-            os.replace(tmp, out_dir / "examples.png")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        log.info(
-            "wrote %s (middle frame of %d window(s); columns: %s)",
-            out_dir / "examples.png",
-            len(result.examples),
-            ", ".join(result.examples[0]),
-        )
+        for (resolution, family), result in results.items():
+            name = "examples.png" if len(results) == 1 else f"examples_{resolution}_{family}.png"
+            _write_sheet(out_dir / name, example_sheet(result, tile_height=180))
+            log.info(
+                "wrote %s (middle frame of %d window(s); columns: %s)",
+                out_dir / name,
+                len(result.examples),
+                ", ".join(result.examples[0]),
+            )
     return 0
+
+
+def _write_sheet(path: Path, sheet: Any) -> None:
+    import cv2
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        if not cv2.imwrite(tmp, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+            raise OutputError("cannot write the example sheet", path=path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -328,10 +505,44 @@ def add_parser(subparsers: Any) -> None:
         "cleanplate, tracked_plate, pushpull)",
     )
     p.add_argument(
-        "-W", "--window", type=options.integer(2, 1024), default=32, help="frames per window (paper: 32)"
+        "-R",
+        "--resolution",
+        default="128",
+        help="comma-separated: a number N scores the largest centred square resized to NxN with the model "
+        "run directly (the paper's protocol, 128); 'native' scores each window at the clip's own size, no "
+        "crop, no resize, with the model run through the engine as on a user's plate. E.g. 128,native",
     )
     p.add_argument(
-        "-S", "--size", type=options.integer(16, 8192), default=128, help="crop size in pixels (paper: 128)"
+        "-S", "--size", type=options.integer(16, 8192), default=None, help=argparse.SUPPRESS
+    )  # old form of -R N
+    p.add_argument(
+        "-H",
+        "--holes",
+        "--hole",
+        default="box",
+        help="comma-separated hole families: box (the paper's: one box, sides 0.375-0.5 of the frame, "
+        "fixed), strokes (brush strokes moving along a path across the window), objects (real object "
+        "silhouettes moving along their tracks, from clips' masks/), drift (the training strokes)",
+    )
+    p.add_argument(
+        "--silhouettes",
+        action="append",
+        metavar="CLIP",
+        help="clip (name under --data, or folder) whose masks/ give the 'objects' silhouettes (repeatable); "
+        "default: every clip with masks/ under --data and among the evaluated clips. A window never gets "
+        "a silhouette of its own frames",
+    )
+    p.add_argument(
+        "-e",
+        "--engine-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option of the engine at native resolution (repeatable), e.g. margin=0.75 or track=false; "
+        "values are read as bool, int, float or text. shaper defaults to none: the clips are "
+        "display-referred JPG/PNG frames, sRGB-encoded in [0, 1], what the shipped weights were trained on",
+    )
+    p.add_argument(
+        "-W", "--window", type=options.integer(2, 1024), default=32, help="frames per window (paper: 32)"
     )
     p.add_argument(
         "-k",
@@ -345,16 +556,15 @@ def add_parser(subparsers: Any) -> None:
         "--max-windows",
         type=options.integer(0),
         default=0,
-        help="stop after this many windows (0 = all)",
+        help="stop after this many windows (0 = all); each is scored at every resolution and hole family",
+    )
+    p.add_argument(
+        "-q",
+        "--quick",
+        action="store_true",
+        help="a bounded run: 16-frame windows, one per clip, at most 6 (or --max-windows)",
     )
     p.add_argument("--seed", type=options.seed, default=0, help="seed of the holes")
-    p.add_argument(
-        "-H",
-        "--hole",
-        choices=["box", "strokes"],
-        default="box",
-        help="box: the paper's (one 0.375-0.5 box per window, fixed); strokes: free-form strokes that move",
-    )
     p.add_argument(
         "-p",
         "--precision",
@@ -363,7 +573,7 @@ def add_parser(subparsers: Any) -> None:
         help="model arithmetic (bf16 autocast: faster on GPUs and on CPUs with AMX or AVX-512-bf16, "
         "far slower without them; fp32 is the reference)",
     )
-    p.add_argument("--device", default="cpu", help="torch device for the models")
+    p.add_argument("--device", default="cpu", help="torch device for the models (and the engine)")
     p.add_argument(
         "-t",
         "--threads",
@@ -380,7 +590,8 @@ def add_parser(subparsers: Any) -> None:
         type=options.integer(0, 1000),
         default=0,
         metavar="N",
-        help="also write examples.png: the middle frame of the first N windows, every method side by side",
+        help="also write examples.png (examples_<resolution>_<holes>.png for several): the middle frame of "
+        "the first N windows, every method side by side",
     )
     p.add_argument("--progress", choices=["bar", "none"], default="bar", help="progress display")
     p.set_defaults(func=run)

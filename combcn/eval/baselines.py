@@ -100,10 +100,15 @@ def temporal_median(frames: Tensor, hole: Tensor) -> Tensor:
     check_clip(frames, hole)
     plate = frames.detach().cpu().double().numpy()  # [N, 3, T, H, W]
     holes = (hole.detach().cpu() > 0.5).numpy()  # [N, 1, T, H, W]
-    known = np.where(holes, np.nan, plate)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": handled just below
-        median = np.nanmedian(known, axis=2)  # [N, 3, H, W]
+    # nanmedian is slow: use it only at pixels that are hole in some frame (the same values as
+    # nanmedian everywhere, since a pixel never in the hole has no NaN to skip)
+    median = np.median(plate, axis=2)  # [N, 3, H, W]
+    for n in range(plate.shape[0]):
+        ever = holes[n, 0].any(axis=0)  # [H, W]
+        known = np.where(holes[n][:, :, ever], np.nan, plate[n][:, :, ever])  # [3, T, K]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice": handled just below
+            median[n][:, ever] = np.nanmedian(known, axis=1)
     fill = np.empty_like(plate)
     for n in range(plate.shape[0]):
         never = np.isnan(median[n, 0])

@@ -1,9 +1,14 @@
-"""Run fills on evaluation windows, score them, and summarise as a markdown table and JSON.
+"""Run fills on evaluation windows, score them, and summarise as markdown tables and JSON.
 
 A *method* maps one window's input to one or more scored *rows*: ``method(frames, hole)`` with
-frames Tensor[1, 3, T, S, S] (hole pixels zeroed, so nothing can leak the truth) and hole
-Tensor[1, 1, T, S, S] returns ``{row_name: (output, row_hole)}``; output is Tensor[1, 3, T, s, s] for
-s = S or S / 2 (the 3DCN's own resolution, scored against the area-downsampled truth).
+frames Tensor[1, 3, T, H, W] (hole pixels zeroed, so nothing can leak the truth) and hole
+Tensor[1, 1, T, H, W] returns ``{row_name: (output, row_hole)}``; output is Tensor[1, 3, T, h, w] for
+(h, w) = (H, W) or half that (the 3DCN's own resolution, scored against the area-downsampled truth).
+
+Windows come in *groups*, one per (resolution, hole family) (:class:`combcn.eval.clips.Window`); each
+group gets its own scores and table, and each resolution its own methods: at a square size the model
+runs directly on the window (the paper's protocol), at ``native`` through :class:`combcn.engine.Engine`
+exactly as a user's plate would.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,19 +36,30 @@ log = logging.getLogger("combcn.eval")
 Rows = dict[str, tuple[Tensor, Tensor]]
 Method = Callable[[Tensor, Tensor], Rows]
 
-#: metric key -> (column title, higher is better)
-METRICS: dict[str, tuple[str, bool]] = {
-    "hole_mae": ("hole MAE (0-255) ↓", False),
-    "temporal_error": ("temporal err (0-255) ↓", False),
-    "psnr": ("PSNR dB ↑", True),
-    "psnr_hole": ("PSNR hole dB ↑", True),
-    "ssim": ("SSIM ↑", True),
-    "ssim_hole": ("SSIM hole ↑", True),
+#: metric key -> (column title, goal: "high", "low" or "one" (closest to 1.0 is best))
+METRICS: dict[str, tuple[str, str]] = {
+    "hole_mae": ("hole MAE (0-255) ↓", "low"),
+    "temporal_error": ("temporal err (0-255) ↓", "low"),
+    "psnr": ("PSNR dB ↑", "high"),
+    "psnr_hole": ("PSNR hole dB ↑", "high"),
+    "ssim": ("SSIM ↑", "high"),
+    "ssim_hole": ("SSIM hole ↑", "high"),
+    "detail": ("detail (truth = 1)", "one"),
 }
 
 
 def score(output: Tensor, truth: Tensor, hole: Tensor) -> dict[str, float]:
-    """All metrics of one window (Tensor[1, 3, T, s, s] each, hole [1, 1, T, s, s]) as floats."""
+    """All metrics of one window (Tensor[1, 3, T, h, w] each, hole [1, 1, T, h, w]) as floats.
+
+    A composited fill (equal to the truth outside the hole, checked bit for bit) is scored by
+    :func:`_score_composited`, which touches only the hole's pixels and, for SSIM, each frame's hole
+    box: the same values to float rounding at a fraction of the cost on plate-size frames. Anything
+    else is scored on whole frames by the :mod:`combcn.eval.metrics` functions directly.
+    """
+    if output.shape[0] == 1 and output.shape[1] == 3:
+        fast = _score_composited(output[0].float(), truth[0].float(), hole[0, 0] > 0.5)
+        if fast is not None:
+            return fast
     output, truth, hole = output.double(), truth.double(), (hole > 0.5).double()  # convert once
     ssim_whole, ssim_hole = metrics.ssim_whole_and_hole(output, truth, hole)
     values = {
@@ -53,8 +69,96 @@ def score(output: Tensor, truth: Tensor, hole: Tensor) -> dict[str, float]:
         "psnr_hole": metrics.psnr_hole(output, truth, hole),
         "ssim": ssim_whole,
         "ssim_hole": ssim_hole,
+        "detail": metrics.detail_ratio(output, truth, hole),
     }
     return {k: float(v[0]) for k, v in values.items()}
+
+
+def _score_composited(output: Tensor, truth: Tensor, hole: Tensor) -> dict[str, float] | None:
+    """:func:`score` of a fill that equals the truth outside the hole, or None if it does not.
+
+    Outside the hole the error is exactly 0 and an 11x11 SSIM window that reaches no hole pixel
+    compares identical patches (SSIM exactly 1), so every metric is computed frame by frame on the
+    frame's hole box grown by 10 px only (:func:`_frame_box`).
+
+    Args:
+        output, truth (Tensor[3, T, H, W] float32), hole (Tensor[T, H, W] bool).
+    """
+    c, t, h, w = output.shape
+    if h < metrics.SSIM_SIZE or w < metrics.SSIM_SIZE:
+        raise ValueError(
+            f"SSIM needs frames of at least {metrics.SSIM_SIZE}x{metrics.SSIM_SIZE}; got {(h, w)}"
+        )
+    if int(hole.sum()) == 0 or not torch.equal(output.masked_fill(hole, 0.0), truth.masked_fill(hole, 0.0)):
+        return None
+    r, half = metrics.SSIM_SIZE - 1, metrics.SSIM_SIZE // 2
+    sums = dict.fromkeys(
+        ("abs", "sq", "count", "ssim", "windows", "ssim_hole", "centres", "lap_out", "lap_truth"), 0.0
+    )
+    per_pair: list[float] = []
+    for f in range(t):
+        box = _frame_box(hole[f], r)
+        if box is not None:
+            y0, y1, x0, x1 = box
+            o, g, m = output[:, f, y0:y1, x0:x1], truth[:, f, y0:y1, x0:x1], hole[f, y0:y1, x0:x1]
+            inside = (o - g)[:, m].double()  # [C, K]
+            sums["abs"] += float(inside.abs().sum())
+            sums["sq"] += float((inside**2).sum())
+            sums["count"] += float(m.sum()) * c
+            smap = metrics.ssim_map(o, g)  # [C, bh - 10, bw - 10]
+            centre = m[half : m.shape[0] - half, half : m.shape[1] - half].double()
+            sums["ssim"] += float(smap.sum())
+            sums["windows"] += smap.numel()
+            sums["ssim_hole"] += float((smap * centre).sum())
+            sums["centres"] += float(centre.sum()) * c
+            interior = metrics.hole_interior(m[None, None, None])[0, 0, 0] > 0.5
+            sums["lap_out"] += float(
+                metrics.laplacian(metrics.grey(o[None, :, None]))[0, 0, 0][interior].abs().sum()
+            )
+            sums["lap_truth"] += float(
+                metrics.laplacian(metrics.grey(g[None, :, None]))[0, 0, 0][interior].abs().sum()
+            )
+        if f == 0:
+            continue
+        pair = hole[f] | hole[f - 1]  # metrics.temporal_error: the fill's change minus the truth's
+        pbox = _frame_box(pair, 0)
+        if pbox is None:
+            continue
+        y0, y1, x0, x1 = pbox
+        now = output[:, f, y0:y1, x0:x1] - truth[:, f, y0:y1, x0:x1]
+        before = output[:, f - 1, y0:y1, x0:x1] - truth[:, f - 1, y0:y1, x0:x1]
+        p = pair[y0:y1, x0:x1]
+        per_pair.append(float((now - before)[:, p].double().abs().sum()) / (float(p.sum()) * c))
+    total_windows = c * t * (h - r) * (w - r)
+    return {
+        "hole_mae": sums["abs"] * 255.0 / sums["count"],
+        "temporal_error": 255.0 * sum(per_pair) / len(per_pair) if per_pair else math.nan,
+        "psnr": _psnr(sums["sq"] / (c * t * h * w)),
+        "psnr_hole": _psnr(sums["sq"] / sums["count"]),
+        "ssim": (sums["ssim"] + (total_windows - sums["windows"])) / total_windows,
+        "ssim_hole": sums["ssim_hole"] / sums["centres"] if sums["centres"] > 0 else math.nan,
+        "detail": sums["lap_out"] / sums["lap_truth"] if sums["lap_truth"] > 0 else math.nan,
+    }
+
+
+def _frame_box(mask: Tensor, margin: int) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) of a Tensor[H, W] bool mask grown by ``margin``, clipped to the frame and at
+    least an SSIM window on each side; None if the mask is empty."""
+    rows, cols = torch.nonzero(mask.any(dim=1)).flatten(), torch.nonzero(mask.any(dim=0)).flatten()
+    if rows.numel() == 0:
+        return None
+    h, w = mask.shape
+    y0, y1 = max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)
+    x0, x1 = max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + 1 + margin)
+    if y1 - y0 < metrics.SSIM_SIZE:
+        y0, y1 = 0, h
+    if x1 - x0 < metrics.SSIM_SIZE:
+        x0, x1 = 0, w
+    return y0, y1, x0, x1
+
+
+def _psnr(mse: float) -> float:
+    return -10.0 * math.log10(mse) if mse > 0 else math.inf
 
 
 def baseline_method(name: str) -> Method:
@@ -117,11 +221,35 @@ def model_method(
     return run
 
 
-def _truth_at(truth: Tensor, size: int) -> Tensor:
+def engine_method(engine: Any, name: str, options: dict[str, Any] | None = None) -> Method:
+    """A :class:`combcn.engine.Engine` as a method: ``engine.inpaint`` on the window's frames as arrays,
+    exactly what a user's plate goes through (crop around the hole, the model at its working size,
+    the fill scaled back and composited).
+
+    Args:
+        engine: the engine (its model loaded).
+        name: the row name.
+        options: keyword options of :meth:`combcn.engine.Engine.inpaint`; ``shaper`` defaults to
+            ``none`` (the clips are display-referred, sRGB-encoded in [0, 1], what the shipped
+            weights were trained on).
+    """
+    opts = {"shaper": "none", **(options or {})}
+
+    def run(frames: Tensor, hole: Tensor) -> Rows:
+        plate = frames[0].permute(1, 2, 3, 0).contiguous().numpy()  # [T, H, W, 3] float32
+        matte = hole[0, 0].numpy()
+        filled = engine.inpaint(plate, matte, **opts)
+        out = torch.from_numpy(filled).permute(3, 0, 1, 2)[None].clamp(0.0, 1.0)
+        return {name: (out, hole)}
+
+    return run
+
+
+def _truth_at(truth: Tensor, shape: Sequence[int]) -> Tensor:
     """The truth at the row's resolution: itself, or area-downsampled like the model's 3DCN input."""
-    if truth.shape[-1] == size:
+    if tuple(truth.shape[-2:]) == tuple(shape):
         return truth
-    factor = truth.shape[-1] // size
+    factor = truth.shape[-1] // shape[-1]
     return F.avg_pool3d(truth, (1, factor, factor))
 
 
@@ -226,36 +354,63 @@ def per_clip_table(result: EvalResult, metric: str = "hole_mae") -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(
-    windows: Sequence[Window], methods: dict[str, Method], *, progress: bool = True, keep_examples: int = 0
-) -> EvalResult:
-    """Run every method on every window and score each row (see the module docstring).
+Group = tuple[str, str]  # (resolution, hole family)
 
-    ``keep_examples``: keep the middle frame of the first this-many windows (see :class:`EvalResult`).
+
+def evaluate_groups(
+    windows: Iterable[Window],
+    methods: Callable[[str], dict[str, Method]],
+    *,
+    total: int | None = None,
+    progress: bool = True,
+    keep_examples: int = 0,
+) -> dict[Group, EvalResult]:
+    """Run every method on every window and score each row, one :class:`EvalResult` per group.
+
+    Args:
+        windows: the windows, in any order (a lazy iterable is read once).
+        methods: resolution (``"native"``, ``"128"``, ...) -> {method name: method} to run there.
+        total: how many windows ``windows`` yields (for the progress bar).
+        progress: show a progress bar on stderr.
+        keep_examples: per group, keep the middle frame of the first this-many windows.
+
+    Returns:
+        {(resolution, family): result}, in first-seen order.
     """
     from tqdm import tqdm
 
-    result = EvalResult(seconds={name: 0.0 for name in methods})
-    bar = tqdm(windows, desc="eval", unit="window", disable=not progress, leave=False)
+    results: dict[Group, EvalResult] = {}
+    cache: dict[str, dict[str, Method]] = {}
+    bar = tqdm(windows, total=total, desc="eval", unit="window", disable=not progress, leave=False)
     for win in bar:
+        group = (win.resolution, win.family)
+        if win.resolution not in cache:
+            cache[win.resolution] = methods(win.resolution)
+        chosen = cache[win.resolution]
+        if group not in results:
+            results[group] = EvalResult(seconds={name: 0.0 for name in chosen})
+        result = results[group]
         frames = win.truth * (1.0 - win.hole)  # the truth never reaches a method inside the hole
         entry: dict[str, Any] = {
             "clip": win.clip,
             "start": win.start,
             "box": None if win.box is None else list(win.box),
+            "hole_fraction": float(win.hole.mean()),
             "scores": {},
         }
+        if win.source is not None:
+            entry["silhouette"] = win.source
         mid = win.truth.shape[2] // 2
         example: dict[str, Tensor] = {"truth": win.truth[0, :, mid], "input": frames[0, :, mid]}
-        for name, method in methods.items():
-            bar.set_postfix_str(f"{win.clip}:{win.start} {name}")
+        for name, method in chosen.items():
+            bar.set_postfix_str(f"{win.resolution} {win.family} {win.clip}:{win.start} {name}")
             t0 = time.perf_counter()
             rows = method(frames, win.hole)
             result.seconds[name] += time.perf_counter() - t0
             for row, (output, row_hole) in rows.items():
-                truth = _truth_at(win.truth, output.shape[-1])
+                truth = _truth_at(win.truth, output.shape[-2:])
                 entry["scores"][row] = score(output.float(), truth, row_hole)
-                if output.shape[-1] == win.truth.shape[-1]:
+                if tuple(output.shape[-2:]) == tuple(win.truth.shape[-2:]):
                     example[row] = output[0, :, mid].float()
                 if row not in result.rows:
                     result.rows.append(row)
@@ -263,25 +418,85 @@ def evaluate(
         result.windows.append(entry)
         if len(result.examples) < keep_examples:
             result.examples.append(example)
-        log.debug("window %s:%d scored: %s", win.clip, win.start, entry["scores"])
-    return result
+        log.debug("window %s:%d (%s, %s) scored: %s", win.clip, win.start, *group, entry["scores"])
+    return results
 
 
-def example_sheet(result: EvalResult) -> np.ndarray:
+def evaluate(
+    windows: Sequence[Window], methods: dict[str, Method], *, progress: bool = True, keep_examples: int = 0
+) -> EvalResult:
+    """Run every method on every window and score each row, all windows as one group.
+
+    ``keep_examples``: keep the middle frame of the first this-many windows (see :class:`EvalResult`).
+    """
+    merged = [Window(w.clip, w.start, w.box, w.truth, w.hole, "all", "all", w.source) for w in windows]
+    results = evaluate_groups(
+        merged, lambda _: methods, total=len(merged), progress=progress, keep_examples=keep_examples
+    )
+    return results.get(("all", "all"), EvalResult(seconds={name: 0.0 for name in methods}))
+
+
+def example_sheet(result: EvalResult, tile_height: int | None = None) -> np.ndarray:
     """The kept examples as one RGB image: a row per window; columns truth, input, then each method.
 
+    Every tile is resized (area filter) to the first example's size, or to ``tile_height`` pixels tall
+    with the first example's aspect ratio, so windows of different sizes line up.
+
     Returns:
-        ndarray[rows * S, columns * S, 3] uint8.
+        ndarray[rows * h, columns * w, 3] uint8.
     """
     if not result.examples:
         raise ValueError("no examples were kept (evaluate(..., keep_examples=N))")
     columns = list(result.examples[0])
+    h, w = result.examples[0]["truth"].shape[-2:]
+    if tile_height is not None and tile_height < h:
+        h, w = tile_height, max(1, round(w * tile_height / h))
+
+    def tile(image: Tensor) -> Tensor:
+        if tuple(image.shape[-2:]) == (h, w):
+            return image
+        return F.interpolate(image[None], size=(h, w), mode="area")[0]
+
     rows = []
     for example in result.examples:
-        tiles = [example.get(c, torch.zeros_like(example["truth"])) for c in columns]
+        tiles = [tile(example.get(c, torch.zeros_like(example["truth"]))) for c in columns]
         rows.append(torch.cat(tiles, dim=2))
     sheet = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).numpy()
     return np.rint(sheet * 255).astype(np.uint8)
+
+
+def against_baselines(
+    summary: dict[str, dict[str, float]], models: Sequence[str], baselines: Sequence[str]
+) -> str:
+    """Markdown: each model row's hole MAE and temporal error as a multiple of the best baseline's
+    (below 1: better than every baseline), and its detail ratio. Empty without both kinds of row."""
+    present = [b for b in baselines if b in summary]
+    rows = [m for m in models if m in summary]
+    if not present or not rows:
+        return ""
+    lines = [
+        "| method | hole MAE ÷ best baseline's | temporal err ÷ best baseline's | detail (truth = 1) |",
+        "|---|---:|---:|---:|",
+    ]
+    for model in rows:
+        cells = []
+        for key in ("hole_mae", "temporal_error"):
+            finite = [(summary[b][key], b) for b in present if math.isfinite(summary[b][key])]
+            value = summary[model][key]
+            if not finite or not math.isfinite(value) or min(finite)[0] <= 0:
+                cells.append("n/a")
+                continue
+            best, which = min(finite)
+            cells.append(f"{value / best:.2f} (best: {which}, {best:.2f})")
+        cells.append(_fmt(summary[model]["detail"], "detail"))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _badness(key: str, value: float) -> float:
+    """Lower is better, for every metric: the value, its negative, or its distance from 1."""
+    goal = METRICS[key][1]
+    return -value if goal == "high" else abs(value - 1.0) if goal == "one" else value
 
 
 def _fmt(value: float, key: str) -> str:
@@ -289,7 +504,7 @@ def _fmt(value: float, key: str) -> str:
         return "n/a"
     if math.isinf(value):
         return "inf"
-    return f"{value:.4f}" if key.startswith("ssim") else f"{value:.2f}"
+    return f"{value:.4f}" if key.startswith("ssim") else f"{value:.3f}" if key == "detail" else f"{value:.2f}"
 
 
 def markdown_table(summary: dict[str, dict[str, float]], descriptions: dict[str, str] | None = None) -> str:
@@ -307,7 +522,7 @@ def markdown_table(summary: dict[str, dict[str, float]], descriptions: dict[str,
     for key in keys:
         vals = [summary[r][key] for r in comparable if math.isfinite(summary[r][key])]
         if vals:
-            best[key] = max(vals) if METRICS[key][1] else min(vals)
+            best[key] = min(vals, key=lambda v, k=key: _badness(k, v))  # type: ignore[misc]
     lines = [header, sep]
     for row, stats in summary.items():
         cells = []

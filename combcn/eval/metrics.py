@@ -25,8 +25,12 @@ __all__ = [
     "ssim_map",
     "ssim_whole_and_hole",
     "temporal_error",
+    "detail_ratio",
     "gaussian_window",
 ]
+
+#: Rec. 709 luma weights: the grey image of :func:`detail_ratio` (the clips are sRGB-encoded).
+LUMA = (0.2126, 0.7152, 0.0722)
 
 # SSIM constants of Wang et al. 2004: 11-tap Gaussian, sigma 1.5, K1 = 0.01, K2 = 0.03, dynamic range 1.
 SSIM_SIZE = 11
@@ -235,3 +239,62 @@ def temporal_error(output: Tensor, truth: Tensor, hole: Tensor) -> Tensor:
     # NaN (not 0) where no pair has a hole: there is nothing to measure.
     nan = torch.full_like(err[:, 0], math.nan)
     return torch.where(frames > 0, per_t.sum(dim=1) / frames.clamp_min(1), nan)
+
+
+def grey(frames: Tensor) -> Tensor:
+    """Rec. 709 luma of RGB frames: Tensor[N, 3, T, H, W] -> Tensor[N, 1, T, H, W]."""
+    weights = torch.tensor(LUMA, dtype=frames.dtype, device=frames.device).view(1, 3, 1, 1, 1)
+    return (frames * weights).sum(dim=1, keepdim=True)
+
+
+def _neighbours(image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(centre, up, down, left, right) of each pixel of Tensor[N, 1, T, H, W], borders replicated."""
+    n, _, t, h, w = image.shape
+    flat = F.pad(image.reshape(n * t, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    parts = (
+        flat[..., 1:-1, 1:-1],
+        flat[..., :-2, 1:-1],
+        flat[..., 2:, 1:-1],
+        flat[..., 1:-1, :-2],
+        flat[..., 1:-1, 2:],
+    )
+    return tuple(p.reshape(n, 1, t, h, w) for p in parts)  # type: ignore[return-value]
+
+
+def laplacian(image: Tensor) -> Tensor:
+    """4-neighbour Laplacian of each frame, borders replicated: Tensor[N, 1, T, H, W] -> same shape."""
+    centre, up, down, left, right = _neighbours(image)
+    return up + down + left + right - 4 * centre
+
+
+def hole_interior(hole: Tensor) -> Tensor:
+    """Hole pixels whose four neighbours are hole too: Tensor[N, 1, T, H, W] (1 = hole) -> same, 0/1."""
+    return torch.stack(_neighbours((hole > 0.5).to(torch.float64))).amin(dim=0)
+
+
+def detail_ratio(output: Tensor, truth: Tensor, hole: Tensor) -> Tensor:
+    """High-frequency energy inside the hole relative to the truth's: 1.0 = as sharp as the truth.
+
+    The sum over hole pixels (all frames) of |Laplacian| of the grey (Rec. 709 luma) output, divided by
+    the same sum for the truth. Only pixels whose four neighbours are hole too count
+    (:func:`hole_interior`): there the Laplacian sees filled values alone, so a seam where the fill meets
+    the known pixels is not taken for detail. A blurred fill scores well below 1, a noisy or
+    over-sharpened one above; it says nothing about whether the detail is the right detail (hole MAE
+    and SSIM do).
+
+    Args:
+        output (Tensor[N, C, T, H, W]): filled clip in [0, 1].
+        truth (Tensor[N, C, T, H, W]): ground truth in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N]; NaN for a clip without hole interior pixels or whose truth is flat there.
+    """
+    output, truth, hole = _as_batch(output, truth, hole)
+    if output.shape[1] != 3:
+        raise ValueError(f"detail_ratio needs RGB clips (C = 3); got C = {output.shape[1]}")
+    inside = hole_interior(hole)
+    out_energy = (laplacian(grey(output)).abs() * inside).sum(dim=(1, 2, 3, 4))
+    truth_energy = (laplacian(grey(truth)).abs() * inside).sum(dim=(1, 2, 3, 4))
+    nan = torch.full_like(out_energy, math.nan)
+    return torch.where(truth_energy > 0, out_energy / truth_energy.clamp_min(1e-300), nan)

@@ -189,3 +189,91 @@ def test_paired_gaps_known_answer() -> None:
     assert paired_gaps(result, "a", "hole_mae", resamples=2000) == gaps
     table = gaps_table(gaps, "a")
     assert "| b | +1.00 | +1.00 to +1.00 |" in table
+
+
+def _textured(t: int = 4, h: int = 48, w: int = 48, seed: int = 0) -> torch.Tensor:
+    """Grey-ish RGB clip with fine detail (noise on a ramp), in [0.1, 0.9]."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0.2, 0.8, w).view(1, 1, 1, 1, w)
+    return (ramp + 0.1 * torch.rand(1, 3, t, h, w, generator=g)).clamp(0.1, 0.9)
+
+
+def _blur(clip: torch.Tensor, passes: int = 3) -> torch.Tensor:
+    """A 3x3 box blur of each frame, ``passes`` times (replicated borders)."""
+    n, c, t, h, w = clip.shape
+    x = clip.permute(0, 2, 1, 3, 4).reshape(n * t, c, h, w)
+    for _ in range(passes):
+        x = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    return x.reshape(n, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+class TestDetailRatio:
+    def test_truth_is_exactly_one(self) -> None:
+        truth, hole = _textured(), _box_hole(h=48, w=48)
+        assert metrics.detail_ratio(truth, truth, hole).item() == 1.0
+
+    def test_blurred_fill_is_well_below_one(self) -> None:
+        truth, hole = _textured(), _box_hole(h=48, w=48)
+        out = torch.where(hole > 0, _blur(truth), truth)
+        assert metrics.detail_ratio(out, truth, hole).item() < 0.5
+
+    def test_flat_fill_is_zero_and_its_seam_does_not_count(self) -> None:
+        truth, hole = _textured(), _box_hole(h=48, w=48)
+        out = torch.where(hole > 0, torch.full_like(truth, 0.5), truth)  # a hard seam at the hole's edge
+        assert metrics.detail_ratio(out, truth, hole).item() == 0.0
+
+    def test_added_noise_is_above_one(self) -> None:
+        truth, hole = _textured(), _box_hole(h=48, w=48)
+        g = torch.Generator().manual_seed(5)
+        out = torch.where(hole > 0, truth + 0.1 * torch.randn(truth.shape, generator=g), truth)
+        assert metrics.detail_ratio(out, truth, hole).item() > 1.2
+
+    def test_known_pixels_do_not_count(self) -> None:
+        truth, hole = _textured(), _box_hole(h=48, w=48)
+        out = torch.where(hole > 0, truth, _blur(truth))  # blurred outside the hole only
+        assert metrics.detail_ratio(out, truth, hole).item() == 1.0
+
+    def test_cardinality_and_nan(self) -> None:
+        truth, hole = _textured(), _box_hole(h=48, w=48)
+        both = metrics.detail_ratio(
+            torch.cat([truth, _blur(truth)]), torch.cat([truth, truth]), hole.repeat(2, 1, 1, 1, 1)
+        )
+        assert both.shape == (2,) and both[0].item() == 1.0 and both[1].item() < 0.5
+        flat = torch.full_like(truth, 0.3)
+        assert math.isnan(metrics.detail_ratio(flat, flat, hole).item())  # nothing to be sharp about
+        assert math.isnan(metrics.detail_ratio(truth, truth, torch.zeros_like(hole)).item())
+        with pytest.raises(ValueError, match="RGB"):
+            metrics.detail_ratio(truth[:, :1], truth[:, :1], hole)
+
+
+def test_score_on_the_hole_box_equals_the_whole_frame() -> None:
+    # score() works on the hole's bounding box when the fill is composited; the numbers must be the
+    # whole-frame ones (SSIM and PSNR diluted to the frame), and a fill that touches known pixels
+    # falls back to the whole frame
+    from combcn.eval.evaluate import score
+
+    truth = _textured(t=5, h=64, w=96, seed=3)
+    hole = torch.zeros(1, 1, 5, 64, 96)
+    for f in range(5):
+        hole[..., 20 + f : 34 + f, 30 + 3 * f : 50 + 3 * f] = 1.0
+    hole[..., 2, 0:6, 88:96] = 1.0  # a corner piece, at the frame's border, in one frame
+    hole[..., 4, 40:42, 2:4] = 1.0  # a speck too small for an SSIM window of its own
+    fill = torch.where(hole > 0, _blur(truth), truth)
+    got = score(fill, truth, hole)
+    o, t_, h = fill.double(), truth.double(), hole.double()
+    whole, in_hole = metrics.ssim_whole_and_hole(o, t_, h)
+    expected = {
+        "hole_mae": metrics.hole_mae(o, t_, h),
+        "temporal_error": metrics.temporal_error(o, t_, h),
+        "psnr": metrics.psnr(o, t_),
+        "psnr_hole": metrics.psnr_hole(o, t_, h),
+        "ssim": whole,
+        "ssim_hole": in_hole,
+        "detail": metrics.detail_ratio(o, t_, h),
+    }
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(float(value[0]), rel=1e-6, abs=1e-6), key
+    touched = fill.clone()
+    touched[..., 0, 0] += 0.5  # a known pixel changed: no shortcut
+    worse = score(touched, truth, hole)
+    assert worse["psnr"] < got["psnr"] and worse["hole_mae"] == pytest.approx(got["hole_mae"])

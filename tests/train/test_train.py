@@ -21,7 +21,16 @@ from combcn.train import losses as losses_mod
 from combcn.train import trainer as trainer_mod
 from combcn.train.config import load_config, parse_config
 from combcn.train.data import ClipSource, discover, load_clips, split_by_clip
-from combcn.train.holes import box_hole, object_hole, stroke_hole
+from combcn.train.holes import (
+    box_hole,
+    mixed_hole,
+    moving_box_hole,
+    moving_stroke_hole,
+    object_hole,
+    object_tracks,
+    silhouette_hole,
+    stroke_hole,
+)
 from combcn.train.losses import framewise_masked_l1, masked_l1, temporal_l1, total_loss
 from combcn.train.windows import WindowSampler
 
@@ -127,6 +136,68 @@ class TestHoles:
             object_hole(np.random.default_rng(0), np.zeros_like(masks), list(range(8)), 0, 8, (0, 0, 40), 40)
             is None
         )
+
+    def test_moving_families_are_deterministic(self) -> None:
+        for fn in (
+            lambda r: moving_stroke_hole(r, 8, 48, 80),
+            lambda r: moving_box_hole(r, 8, 48, 80),
+            lambda r: mixed_hole(r, 8, 48, 80),
+        ):
+            a, b = fn(np.random.default_rng(3)), fn(np.random.default_rng(3))
+            assert a.dtype == np.float32 and a.shape == (8, 48, 80)
+            assert np.array_equal(a, b)
+            assert not np.array_equal(a, fn(np.random.default_rng(4)))
+
+    def test_moving_strokes_travel_along_a_path(self) -> None:
+        for seed in range(8):
+            hole = moving_stroke_hole(np.random.default_rng(seed), 12, 64, 96, travel=0.3)
+            assert hole.reshape(12, -1).max(axis=1).all()  # a hole in every frame
+            assert 0.005 < hole.mean() < 0.25
+            # one rigid shape: the first frame's pixels, shifted, are the last frame's (up to the border)
+            centres = np.array([np.argwhere(h).mean(axis=0) for h in hole])
+            assert np.hypot(*(centres[-1] - centres[0])) > 5.0
+            steps = np.hypot(*np.diff(centres, axis=0).T)
+            assert steps.max() < 0.3 * 64  # smooth: no frame jumps across the window
+
+    def test_moving_box_keeps_its_size(self) -> None:
+        hole = moving_box_hole(np.random.default_rng(1), 6, 64, 64)
+        areas = hole.reshape(6, -1).sum(axis=1)
+        assert (areas == areas[0]).all() and 24 * 24 <= areas[0] <= 32 * 32
+
+    def test_object_tracks(self) -> None:
+        masks = np.zeros((10, 30, 40), np.int32)
+        for f in range(10):
+            masks[f, 5:15, 2 + 2 * f : 10 + 2 * f] = 7  # object 7 moves right, all frames
+        masks[3:6, 20:28, 20:30] = 2  # object 2: frames 3-5 only
+        index = list(range(10))
+        tracks = object_tracks(masks, index)
+        assert [(first, m.shape) for first, m in tracks] == [(3, (3, 8, 10)), (0, (10, 10, 26))]
+        first, moving = tracks[1]
+        assert np.array_equal(moving[0, :, :8], np.ones((10, 8), bool)) and not moving[0, :, 8:].any()
+        gap = object_tracks(masks, [0, 1, 2, 3, 4, 10, 11, 12, 13, 14])  # frames 4 and 10 not consecutive
+        assert sorted(m.shape[0] for o, m in gap if m.shape[1] == 10) == [5, 5]
+
+    def test_silhouette_follows_its_track(self) -> None:
+        track = np.zeros((12, 10, 40), bool)
+        for f in range(12):
+            track[f, 2:8, 3 * f : 3 * f + 6] = True  # moves 3 px a frame
+        hole = silhouette_hole(np.random.default_rng(0), track, 8, 60, 90, dilate=0.0)
+        assert hole.shape == (8, 60, 90) and hole.reshape(8, -1).max(axis=1).all()
+        centres = np.array([np.argwhere(h).mean(axis=0) for h in hole])
+        steps = np.diff(centres[:, 1])
+        assert np.allclose(np.abs(steps), abs(steps[0]), atol=1.01) and abs(steps[0]) > 1.0
+        assert np.allclose(centres[:, 0], centres[0, 0])  # the track is horizontal: so is the hole
+        again = silhouette_hole(np.random.default_rng(0), track, 8, 60, 90, dilate=0.0)
+        assert np.array_equal(hole, again)
+
+    def test_still_silhouette_is_carried_along_a_path(self) -> None:
+        still = np.zeros((1, 12, 12), bool)
+        still[0, 2:10, 4:8] = True
+        hole = silhouette_hole(np.random.default_rng(2), still, 10, 64, 64)
+        assert hole.reshape(10, -1).max(axis=1).all()
+        centres = np.array([np.argwhere(h).mean(axis=0) for h in hole])
+        assert np.hypot(*(centres[-1] - centres[0])) > 5.0  # a still silhouette still moves
+        assert 0.01 < hole.mean() < 0.3
 
 
 class TestData:
