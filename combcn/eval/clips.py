@@ -97,6 +97,10 @@ def read_split(path: Path) -> list[str]:
             data = yaml.safe_load(text)
     except Exception as exc:  # json and yaml raise their own error types, with line numbers
         raise InputError(f"split file cannot be parsed ({exc})", path=path) from exc
+    if isinstance(data, dict) and "base" in data:  # a training config that inherits: follow its chain
+        from combcn.train.config import resolve_config
+
+        data = resolve_config(path)
     if isinstance(data, dict) and isinstance(data.get("data"), dict) and "val_clips" in data["data"]:
         data = data["data"]["val_clips"]
     if isinstance(data, dict):
@@ -174,10 +178,11 @@ def centre_square(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError("cannot read this frame (missing, truncated or not an image)", path=path)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """One clip frame as uint8 RGB, read through :mod:`combcn.io.plate` (the engine's rules)."""
+    from combcn.io.plate import read_rgb_image
+
+    out: np.ndarray = (np.clip(read_rgb_image(path), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return out
 
 
 #: Hole families in table order; see the module docstring.

@@ -280,23 +280,9 @@ def synthetic_hole(rng: np.random.Generator, frames: int, height: int, width: in
     Returns:
         ndarray[T, h, w] bool.
     """
-    from combcn.train.holes import box_hole, stroke_hole
+    from combcn.train.holes import mixed_hole
 
-    kind = rng.random()
-    if kind < 1 / 3:
-        return box_hole(rng, frames, height, width) > 0
-    if kind < 2 / 3:
-        return stroke_hole(rng, frames, height, width) > 0
-    bh = int(rng.integers(round(0.375 * height), round(0.5 * height) + 1))
-    bw = int(rng.integers(round(0.375 * width), round(0.5 * width) + 1))
-    y0, x0 = rng.integers(0, height - bh + 1), rng.integers(0, width - bw + 1)
-    y1, x1 = rng.integers(0, height - bh + 1), rng.integers(0, width - bw + 1)
-    hole = np.zeros((frames, height, width), bool)
-    for t in range(frames):
-        a = t / max(1, frames - 1)
-        top, left = int(round(y0 + a * (y1 - y0))), int(round(x0 + a * (x1 - x0)))
-        hole[t, top : top + bh, left : left + bw] = True
-    return hole
+    return mixed_hole(rng, frames, height, width) > 0
 
 
 def draw_sample(
