@@ -291,6 +291,18 @@ class _Window:
             frames[i] = frame
             holes[i] = np.zeros_like(holes[i])
         between = [p for p in order if p not in keys]
+        for p in between:  # recovered pixels are known there too: only the synthesised ones are traced
+            box, alpha = self.infos[p]
+            assert box is not None and alpha is not None
+            i = p - self.lo
+            revealed = _in_box(propagated.revealed[i], region, box) if i in propagated.revealed else None
+            if revealed is None or not revealed.any():
+                continue
+            frame = frames[i].copy()
+            _in_box(frame, region, box)[revealed] = _in_box(propagated.values[i], region, box)[revealed]
+            hole = holes[i].copy()
+            _in_box(hole, region, box)[...] = unresolved[p]
+            frames[i], holes[i] = frame, hole
         carried = self.propagator.fill(frames, holes, [p - self.lo for p in between])
         for p in between:
             values, crop = synthesised[p]
