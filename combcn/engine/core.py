@@ -261,27 +261,36 @@ class _Window:
         synthesised = (
             self._synthesise(unresolved, propagated) if any(u.any() for u in unresolved.values()) else {}
         )
+        keys: dict[int, _WindowFill] = {}
         if propagated is not None and len(synthesised) > 2:
-            self._carry_key_frames(unresolved, propagated, synthesised)
-        return {p: self._join(p, unresolved[p], propagated, synthesised.get(p)) for p in unresolved}
+            keys = self._carry_key_frames(unresolved, propagated, synthesised)
+        return {
+            p: keys[p] if p in keys else self._join(p, unresolved[p], propagated, synthesised.get(p))
+            for p in unresolved
+        }
 
     def _carry_key_frames(
         self,
         unresolved: dict[int, np.ndarray],
         propagated: Propagated,
         synthesised: dict[int, tuple[np.ndarray, Crop]],
-    ) -> None:
+    ) -> dict[int, _WindowFill]:
         """Keep the network's invention on key frames (every ``KEY_FRAMES``-th synthesised frame and the
         last) and carry it along the window's motion to the frames between them, as propagation carries
         real pixels, so invented content moves with the background instead of flickering. A frame's
-        pixels that no key frame reaches keep their own synthesis."""
+        pixels that no key frame reaches keep their own synthesis.
+
+        Returns:
+            the key frames' joined fills (the frames between are updated in ``synthesised``).
+        """
         order = sorted(synthesised)
         keys = {p for i, p in enumerate(order) if i % KEY_FRAMES == 0} | {order[-1]}
         region = propagated.region
         frames = list(self.frames)
         holes = list(self.holes)
+        joins = {}
         for p in keys:
-            joined = self._join(p, unresolved[p], propagated, synthesised[p])
+            joined = joins[p] = self._join(p, unresolved[p], propagated, synthesised[p])
             box, alpha = self.infos[p]
             assert box is not None and alpha is not None
             i = p - self.lo
@@ -330,6 +339,7 @@ class _Window:
             target[use] = carried.values[p - self.lo][
                 y0 - region[0] : y1 - region[0], x0 - region[2] : x1 - region[2]
             ][use]
+        return joins
 
     def _propagate(self, union: Box) -> Propagated | None:
         if not self.propagation.enabled:
@@ -337,7 +347,6 @@ class _Window:
         reach = self.propagation.reach
         self.lo, hi = max(0, self.window.start - reach), min(self.n, self.window.end + reach)
         region = region_around(union, self.height, self.width)
-        y0, y1, x0, x1 = region
         frames = [self.rgb_at(p, region) for p in range(self.lo, hi)]
         holes = [self.hole_in(p, region) for p in range(self.lo, hi)]
         targets = [p - self.lo for p in self.positions if self.infos[p][0] is not None]
