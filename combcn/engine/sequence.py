@@ -289,10 +289,10 @@ def plan(
     window: int,
     settings: RenderSettings,
     reach: int = 0,
-) -> Plan | None:
+) -> Plan:
     """Resolve inputs, outputs and the frames to read; headers only (no plate pixels; with ``resume``
     existing outputs are decoded to verify them, and a small probe tries the output format in a
-    temporary folder). None: nothing to do.
+    temporary folder). ``to_write`` empty: nothing to do.
 
     Raises:
         InputError, ConfigError, OutputError: with the file and frame, before anything is written.
@@ -600,10 +600,9 @@ def render_sequence(
     lock: OutputLock | None = None
     guard = FillGuard()
     try:
-        if the_plan is not None:
-            report.warnings.extend(the_plan.warnings)
-        if the_plan is None or not the_plan.to_write:
-            report.skipped = [] if the_plan is None else the_plan.skipped
+        report.warnings.extend(the_plan.warnings)
+        if not the_plan.to_write:
+            report.skipped = the_plan.skipped
             log.info("all %d frame(s) already exist; nothing to do", len(report.skipped))
             return report
         report.skipped = the_plan.skipped
@@ -636,10 +635,9 @@ def render_sequence(
             clamped = f"{output}: {clamped}"
             log.warning(clamped)
             report.warnings.append(clamped)
-        if the_plan is not None:
-            the_plan.plate.close()
-            if the_plan.matte is not None:
-                the_plan.matte.close()
+        the_plan.plate.close()
+        if the_plan.matte is not None:
+            the_plan.matte.close()
         report.seconds = time.perf_counter() - started
     if len(report.written) != len(the_plan.to_write):  # pragma: no cover - guarded by render_windows
         raise OutputError(
