@@ -26,7 +26,7 @@ from helpers import moving_box_matte, one_thread, plate_spec, tiny_model, write_
 import combcn
 from combcn.cli import main
 from combcn.engine import Engine
-from combcn.engine.guards import RANGE_FLOOR, RANGE_MARGIN, FillGuard, OutputLock
+from combcn.engine.guards import RANGE_FLOOR, RANGE_MARGIN, FillGuard, OutputLock, known_range
 from combcn.errors import ModelError, OutputError
 from combcn.io import ImageData, read_image, write_image_atomic
 from combcn.io.image import verify_image
@@ -404,3 +404,28 @@ class TestProcess:
         assert second.returncode == 0, second.stderr
         assert first.returncode == 0
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"o.{f}.exr" for f in frames]
+
+
+@pytest.mark.parametrize("box", [(3, 9, 4, 12), (0, 16, 0, 20), (0, 5, 7, 20), (10, 16, 0, 3)])
+def test_known_range_is_the_range_of_every_pixel_outside_the_hole(box: tuple[int, int, int, int]) -> None:
+    rng = np.random.default_rng(sum(box))
+    plate = rng.normal(0.0, 3.0, (16, 20, 3)).astype(np.float32)
+    y0, y1, x0, x1 = box
+    known_in_box = rng.random((y1 - y0, x1 - x0)) > 0.6
+    known = np.ones((16, 20), bool)
+    known[y0:y1, x0:x1] = known_in_box
+    hidden = ~known
+    plate[hidden] = 100.0  # hole pixels must not count
+    span = known_range(plate, box, known_in_box)
+    if not known.any():
+        assert span is None
+        return
+    assert span is not None
+    np.testing.assert_array_equal(span[0], plate[known].min(axis=0))
+    np.testing.assert_array_equal(span[1], plate[known].max(axis=0))
+    plate[0, 0] = np.nan  # the API takes arrays the reader would refuse: only finite pixels count
+    plate[15, 19, 1] = np.inf
+    span = known_range(plate, box, known_in_box)
+    finite = known & np.isfinite(plate).all(-1)
+    assert span is not None
+    np.testing.assert_array_equal(span[1], plate[finite].max(axis=0))
