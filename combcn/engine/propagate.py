@@ -507,6 +507,7 @@ class Propagator:
         """
         motion = self.motion
         region = self.region
+        rgb = [np.ascontiguousarray(x, np.float32) for x in rgb]  # OpenCV copies strided images per call
         small_holes = [self._small(m) for m in holes]
         edge = np.ones((2 * EDGE + 1, 2 * EDGE + 1), np.uint8)
         known = [~(cv2.dilate(m.astype(np.uint8), edge) > 0) for m in small_holes]
@@ -536,21 +537,34 @@ class Propagator:
             ys, xs = np.nonzero(track | ring)
             is_ring = ring[ys, xs]
             pixels = _Pixels(hy, hx, self.scale)
+            traces = []
             hypotheses = []
             for forward, backward, static, own in flows:
                 (fwd, fwd_witness), (bwd, bwd_witness) = (
                     _trace(forward, backward, static, own, t, xs, ys, is_ring, d) for d in (1, -1)
                 )
-                hypotheses.append(
-                    [
-                        _candidates(rgb, small_rgb, pixels, t, xs, ys, tr)
-                        for tr in (fwd, bwd, fwd_witness, bwd_witness)
-                    ]
-                )
+                traces.append((fwd_witness, bwd_witness))
+                hypotheses.append([_candidates(rgb, small_rgb, pixels, t, xs, ys, tr) for tr in (fwd, bwd)])
             prior = None
             if len(motion.forward) > 1:
                 prior = _nearest_layer(small_holes[t], known[t] & motion.second[t], pixels)
-            value, source = _choose(hypotheses, len(motion.forward), pixels, prior)
+            choice = _choose(hypotheses, len(motion.forward), pixels, prior)
+            near = _merged([h[0] for h in hypotheses], choice), _merged([h[1] for h in hypotheses], choice)
+            # where the two nearest sources disagree, two more looks along the same traces
+            disputed = np.flatnonzero(_disagreement(*near) > AGREE)
+            witnesses = [
+                _merged(
+                    [
+                        _candidates(
+                            rgb, small_rgb, pixels, t, xs, ys, tr[side], disputed[choice[disputed] == k]
+                        )
+                        for k, tr in enumerate(traces)
+                    ],
+                    choice,
+                )
+                for side in (0, 1)
+            ]
+            value, source = _blend(*near, witnesses)
             box = pixels.box
             got = source >= 0
             y, x = pixels.hy[got] - box[0], pixels.hx[got] - box[2]
@@ -647,8 +661,10 @@ def _candidates(
     xs: np.ndarray,
     ys: np.ndarray,
     trace: _Trace,
+    only: np.ndarray | None = None,
 ) -> _Candidate:
-    """Sample, at plate resolution, the sources one trace found for frame ``t``'s hole pixels.
+    """Sample, at plate resolution, the sources one trace found for frame ``t``'s hole pixels (those
+    indexed by ``only`` when given; the rest get no source).
 
     Each hole pixel takes the source of its nearest traced proxy point; its displacement is that of the
     points that reached the same source, interpolated bilinearly from those points alone (weights
@@ -660,6 +676,8 @@ def _candidates(
     value = np.zeros((count, 3), np.float32)
     dist = np.full(count, np.inf, np.float32)
     src_of = np.full(count, -1, np.int32)
+    if only is not None and len(only) == 0:
+        return value, dist, src_of
     # the proxy box around the traced points, and each hole pixel's position in it
     oy, ox = int(ys.min()), int(xs.min())
     bh, bw = int(ys.max()) + 1 - oy, int(xs.max()) + 1 - ox
@@ -667,6 +685,8 @@ def _candidates(
     label = np.full((bh, bw), -1, np.int32)
     label[ys - oy, xs - ox] = trace.source
     serving = _nearest(label, px, py, -1)
+    if only is not None:
+        serving[np.setdiff1d(np.arange(count), only, assume_unique=True)] = -1
     for s in sorted(set(trace.source[trace.source >= 0].tolist()), key=lambda s: abs(s - t)):
         mine = np.flatnonzero(serving == s)
         if len(mine) == 0:
@@ -700,22 +720,19 @@ def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
 
 def _choose(
     hypotheses: list[list[_Candidate]], layers: int, pixels: _Pixels, prior: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pick each hole pixel's motion hypothesis, then blend its forward and backward sources.
+) -> np.ndarray:
+    """Pick each hole pixel's motion hypothesis (by its forward and backward sources).
 
     ``hypotheses`` are the ``layers`` background layers, then, where there are movers, the scene flow;
-    each is four candidates: the forward and backward sources, then their witnesses.
+    each is two candidates: the forward and the backward source.
     The same scene point seen twice is the test of a right motion: a pixel follows layer 1 where its
     sources before and after agree under it and clearly disagree under layer 0, or, where no layer can
     be tested (a source on one side only), where ``prior`` (the nearest pixel outside the hole moves
     with layer 1) says so. It follows the scene flow where that agrees clearly better than every layer.
-    Elsewhere the dominant background. Sources are blended by temporal distance where they agree. Where
-    they do not, the one both witnesses (later looks along the same traces) side with, else the nearer
-    one: a mover seen in one source frame must not ghost into the fill.
+    Elsewhere the dominant background.
 
     Returns:
-        per hole pixel: the value (ndarray[N, 3]) and the index of the frame it mostly came from
-        (ndarray[N], -1: none).
+        per hole pixel, the index of its hypothesis (ndarray[N] uint8).
     """
     choice = np.zeros(len(pixels.hy), np.uint8)
     if len(hypotheses) > 1:
@@ -731,27 +748,42 @@ def _choose(
             best_layer = np.min(spread[:layers], axis=0)
             choice[(spread[scene] < AGREE) & (spread[scene] < 0.5 * best_layer)] = scene
         choice = pixels.of(cv2.medianBlur(pixels.grid(choice), 5))  # one hypothesis per patch
+    return choice
 
-    def merged(side: int) -> _Candidate:
-        v, d, src = hypotheses[0][side]
-        v, d, src = v.copy(), d.copy(), src.copy()
-        for k in range(1, len(hypotheses)):
-            at = choice == k
-            hv, hd, hs = hypotheses[k][side]
-            v[at], d[at], src[at] = hv[at], hd[at], hs[at]
-        return v, d, src
 
-    (vf, df, sf), (vb, db, sb) = fwd, bwd = merged(0), merged(1)
+def _merged(candidates: list[_Candidate], choice: np.ndarray) -> _Candidate:
+    """Per hole pixel, the candidate of its hypothesis (``candidates``: one per hypothesis)."""
+    v, d, src = (x.copy() for x in candidates[0])
+    for k in range(1, len(candidates)):
+        at = choice == k
+        hv, hd, hs = candidates[k]
+        v[at], d[at], src[at] = hv[at], hd[at], hs[at]
+    return v, d, src
+
+
+def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> tuple[np.ndarray, np.ndarray]:
+    """Blend each hole pixel's forward and backward sources by temporal distance where they agree.
+    Where they do not, take the one both witnesses (later looks along the same traces) side with,
+    else the nearer one: a mover seen in one source frame must not ghost into the fill.
+
+    Returns:
+        per hole pixel: the value (ndarray[N, 3]) and the index of the frame it mostly came from
+        (ndarray[N], -1: none).
+    """
+    (vf, df, sf), (vb, db, sb) = fwd, bwd
     both = (sf >= 0) & (sb >= 0)
     df_, db_ = np.where(both, df, 1.0), np.where(both, db, 1.0)
     weight_f = np.where(both, db_ / np.maximum(df_ + db_, 1e-6), (sf >= 0).astype(np.float32))
-    disagree = both & (_disagreement(fwd, bwd) > AGREE)
-    # where they disagree: the one both witnesses side with, else the nearer one
-    witnesses = merged(2), merged(3)
-    votes_f = sum((_disagreement(fwd, w) < AGREE).astype(np.int32) for w in witnesses)
-    votes_b = sum((_disagreement(bwd, w) < AGREE).astype(np.int32) for w in witnesses)
-    side_f = np.where(np.abs(votes_f - votes_b) < 2, df <= db, votes_f > votes_b)
-    weight_f = np.where(disagree, side_f.astype(np.float32), weight_f)
+    disputed = np.flatnonzero(both & (_disagreement(fwd, bwd) > AGREE))
+    if len(disputed):
+
+        def at(c: _Candidate) -> _Candidate:
+            return c[0][disputed], c[1][disputed], c[2][disputed]
+
+        votes_f = sum((_disagreement(at(fwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
+        votes_b = sum((_disagreement(at(bwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
+        nearer_f = df[disputed] <= db[disputed]
+        weight_f[disputed] = np.where(np.abs(votes_f - votes_b) < 2, nearer_f, votes_f > votes_b)
     blended = weight_f[..., None] * vf + (1.0 - weight_f[..., None]) * vb
     got = (sf >= 0) | (sb >= 0)
     nearer = np.where(got, np.where(weight_f >= 0.5, sf, sb), -1)
