@@ -545,10 +545,7 @@ class Propagator:
                 )
                 traces.append((fwd_witness, bwd_witness))
                 hypotheses.append([_candidates(rgb, small_rgb, pixels, t, xs, ys, tr) for tr in (fwd, bwd)])
-            prior = None
-            if len(motion.forward) > 1:
-                prior = _nearest_layer(small_holes[t], known[t] & motion.second[t], pixels)
-            choice = _choose(hypotheses, len(motion.forward), pixels, prior)
+            choice = _choose(hypotheses, len(motion.forward), pixels)
             near = _merged([h[0] for h in hypotheses], choice), _merged([h[1] for h in hypotheses], choice)
             # where the two nearest sources disagree, two more looks along the same traces
             disputed = np.flatnonzero(_disagreement(*near) > AGREE)
@@ -633,21 +630,6 @@ def _nearest(field: np.ndarray, x: np.ndarray, y: np.ndarray, outside: float) ->
     return out
 
 
-def _nearest_layer(small_hole: np.ndarray, second: np.ndarray, pixels: _Pixels) -> np.ndarray:
-    """Per hole pixel: True where the nearest proxy pixel outside the hole moves with layer 1
-    (``second``): a hidden pixel most likely belongs to the surface beside it."""
-    outside = ~small_hole
-    if not outside.any():
-        return np.zeros(len(pixels.hy), bool)
-    _, labels = cv2.distanceTransformWithLabels(
-        small_hole.astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
-    )
-    # DIST_LABEL_PIXEL numbers the zero (outside) pixels from 1 in raster order
-    owner = np.concatenate([[False], second[outside]])
-    out: np.ndarray = _nearest(owner[labels], pixels.px, pixels.py, False)
-    return out
-
-
 #: One trace's result per hole pixel: values (ndarray[N, 3], exposure matched), temporal distance to
 #: the source (inf: none), the source's index (-1: none).
 _Candidate = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -718,18 +700,16 @@ def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
     return out
 
 
-def _choose(
-    hypotheses: list[list[_Candidate]], layers: int, pixels: _Pixels, prior: np.ndarray | None
-) -> np.ndarray:
+def _choose(hypotheses: list[list[_Candidate]], layers: int, pixels: _Pixels) -> np.ndarray:
     """Pick each hole pixel's motion hypothesis (by its forward and backward sources).
 
     ``hypotheses`` are the ``layers`` background layers, then, where there are movers, the scene flow;
-    each is two candidates: the forward and the backward source.
-    The same scene point seen twice is the test of a right motion: a pixel follows layer 1 where its
-    sources before and after agree under it and clearly disagree under layer 0, or, where no layer can
-    be tested (a source on one side only), where ``prior`` (the nearest pixel outside the hole moves
-    with layer 1) says so. It follows the scene flow where that agrees clearly better than every layer.
-    Elsewhere the dominant background.
+    each is two candidates: the forward and the backward source. The same scene point seen twice is the
+    test of a right motion: a pixel follows layer 1, or the scene flow, where its sources before and
+    after agree under it and clearly better than under the dominant background (and any other layer);
+    elsewhere, also where that cannot be tested (a source on one side only), the dominant background.
+    (Guessing from the nearest pixel outside the hole, which layer or mover it moves with, measured
+    worse on held-out clips: the edge of a hole is where motion is least sure.)
 
     Returns:
         per hole pixel, the index of its hypothesis (ndarray[N] uint8).
@@ -737,12 +717,8 @@ def _choose(
     choice = np.zeros(len(pixels.hy), np.uint8)
     if len(hypotheses) > 1:
         spread = [_disagreement(h[0], h[1]) for h in hypotheses]
-        has = [(h[0][2] >= 0) | (h[1][2] >= 0) for h in hypotheses]
         if layers > 1:
-            testable = np.isfinite(spread[0]) | np.isfinite(spread[1])
-            by_test = (spread[1] < AGREE) & (spread[1] < 0.5 * spread[0])
-            by_prior = ~testable & has[1] & (prior if prior is not None else False)
-            choice[by_test | by_prior] = 1
+            choice[(spread[1] < AGREE) & (spread[1] < 0.5 * spread[0])] = 1
         if len(hypotheses) > layers:
             scene = len(hypotheses) - 1
             best_layer = np.min(spread[:layers], axis=0)
