@@ -429,3 +429,39 @@ def test_known_range_is_the_range_of_every_pixel_outside_the_hole(box: tuple[int
     finite = known & np.isfinite(plate).all(-1)
     assert span is not None
     np.testing.assert_array_equal(span[1], plate[finite].max(axis=0))
+
+
+def test_files_are_written_behind_the_render_in_order_and_a_write_error_stops_it(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes run on a background thread; frames still count as written in order, only once their file
+    is complete, and a failed write is the render's error (frames handed over before it are complete,
+    no temp file is left)."""
+    import threading
+
+    import combcn.engine.sequence as sequence_module
+
+    plate, matte, _ = _shot(tmp_path / "in")
+    real = sequence_module.write_image_atomic
+    threads: list[str] = []
+
+    def slow_write(path: Path, *args: object, **kwargs: object) -> Path:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.05)  # later frames are computed while this one is written
+        if "fail" in str(path) and path.name.endswith(f"{FRAMES[2]:04d}.exr"):
+            raise OutputError("writing failed: disk full", path=path)
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sequence_module, "write_image_atomic", slow_write)
+    done: list[int] = []
+    progress = lambda event: done.append(event["frame"]) if event["event"] == "frame" else None  # noqa: E731
+    out = tmp_path / "ok" / "o.####.exr"
+    report = combcn.inpaint_sequence(plate, matte, str(out), engine=engine, progress=progress)
+    assert report.written == done == FRAMES
+    assert all(name.startswith("combcn-write") for name in threads)
+    assert all((tmp_path / "ok" / f"o.{f:04d}.exr").is_file() for f in FRAMES)
+    with pytest.raises(OutputError, match="disk full"):
+        combcn.inpaint_sequence(plate, matte, str(tmp_path / "fail" / "o.####.exr"), engine=engine)
+    files = sorted(p.name for p in (tmp_path / "fail").iterdir())
+    assert f"o.{FRAMES[2]:04d}.exr" not in files and f"o.{FRAMES[1]:04d}.exr" in files
+    assert not _leftovers(tmp_path / "fail")
