@@ -446,7 +446,10 @@ def _trace(
             found_y[rank, idx[hit]] = py[hit]
         alive[idx[(first >= 0) & ((source[1, idx] >= 0) | (gap >= 3 * WITNESS))]] = False
         s = nxt
-    return tuple(_Trace(source[r], found_x[r], found_y[r], ring_at) for r in range(2))  # type: ignore[return-value]
+    return (
+        _Trace(source[0], found_x[0], found_y[0], ring_at),
+        _Trace(source[1], found_x[1], found_y[1], ring_at),
+    )
 
 
 def _exposure_gain(target: np.ndarray, warped: np.ndarray) -> np.ndarray:
@@ -548,7 +551,8 @@ class Propagator:
             choice = _choose(hypotheses, len(motion.forward), pixels)
             near = _merged([h[0] for h in hypotheses], choice), _merged([h[1] for h in hypotheses], choice)
             # where the two nearest sources disagree, two more looks along the same traces
-            disputed = np.flatnonzero(_disagreement(*near) > AGREE)
+            spread = _disagreement(*near)  # inf where a side has no source: nothing to settle there
+            disputed = np.flatnonzero(np.isfinite(spread) & (spread > AGREE))
             witnesses = [
                 _merged(
                     [
