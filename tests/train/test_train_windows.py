@@ -290,3 +290,24 @@ class TestTrainer:
         for it, (frames, hole) in enumerate(seen):
             _, truth, net_hole = sampler.batch([it])
             assert torch.equal(frames, truth) and torch.equal(hole, net_hole)
+
+
+class TestEncodingEval:
+    def test_float_plate_method(self) -> None:
+        """The window goes to the engine as linear light and comes back in sRGB: outside the hole the
+        values survive the round trip, inside they are filled (not the hidden truth, not black)."""
+        from combcn.engine import Engine
+        from combcn.train.encoding_eval import float_plate_method
+
+        clip = panned_clip(frames=8)
+        truth = torch.from_numpy(clip.frames.astype(np.float32) / 255.0).permute(3, 0, 1, 2)[None]
+        hole = torch.zeros(1, 1, 8, 64, 64)
+        hole[..., 20:40, 24:44] = 1.0
+        frames = truth * (1.0 - hole)
+        rows = float_plate_method(Engine(None, "cpu"), "m", "acescct", 1.0)(frames, hole)
+        out, row_hole = rows["m"]
+        assert out.shape == truth.shape and torch.equal(row_hole, hole)
+        keep = hole.expand_as(out) == 0
+        assert float((out - frames)[keep].abs().max()) < 1e-4
+        inside = hole.expand_as(out) > 0
+        assert float((out - truth)[inside].abs().mean()) < 0.1 and float(out[inside].mean()) > 0.1
