@@ -256,7 +256,7 @@ class _Window:
                 continue
             hole = alpha > 0
             if propagated is not None and p - self.lo in propagated.revealed:
-                hole = hole & ~_in_box(propagated.revealed[p - self.lo], propagated.region, box)
+                hole = hole & ~propagated.get("revealed", p - self.lo, box)
             unresolved[p] = hole
         synthesised = (
             self._synthesise(unresolved, propagated) if any(u.any() for u in unresolved.values()) else {}
@@ -304,19 +304,18 @@ class _Window:
             box, alpha = self.infos[p]
             assert box is not None and alpha is not None
             i = p - self.lo
-            revealed = _in_box(propagated.revealed[i], region, box) if i in propagated.revealed else None
+            revealed = propagated.get("revealed", i, box) if i in propagated.revealed else None
             if revealed is None or not revealed.any():
                 continue
             frame = frames[i].copy()
-            _in_box(frame, region, box)[revealed] = _in_box(propagated.values[i], region, box)[revealed]
+            _in_box(frame, region, box)[revealed] = propagated.get("values", i, box)[revealed]
             hole = holes[i].copy()
             _in_box(hole, region, box)[...] = unresolved[p]
             frames[i], holes[i] = frame, hole
-        carried = self.propagator.fill(frames, holes, [p - self.lo for p in between])
+        carried = self.propagator.fill(frames, holes, [p - self.lo for p in between], scene=False)
         for p in between:
             values, crop = synthesised[p]
-            got = carried.revealed.get(p - self.lo)
-            if got is None:
+            if p - self.lo not in carried.revealed:
                 continue
             y0, y1, x0, x1 = (
                 max(region[0], crop.y0),
@@ -334,11 +333,9 @@ class _Window:
                 use[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] = unresolved[p][
                     by0 - box[0] : by1 - box[0], bx0 - box[2] : bx1 - box[2]
                 ]
-            use &= got[y0 - region[0] : y1 - region[0], x0 - region[2] : x1 - region[2]]
+            use &= carried.get("revealed", p - self.lo, (y0, y1, x0, x1))
             target = values[y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0]
-            target[use] = carried.values[p - self.lo][
-                y0 - region[0] : y1 - region[0], x0 - region[2] : x1 - region[2]
-            ][use]
+            target[use] = carried.get("values", p - self.lo, (y0, y1, x0, x1))[use]
         return joins
 
     def _propagate(self, union: Box) -> Propagated | None:
@@ -425,8 +422,8 @@ class _Window:
         if y1 <= y0 or x1 <= x0:
             return
         part = rows[y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0]
-        mask = propagated.revealed[p - self.lo][y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0]
-        part[mask] = propagated.values[p - self.lo][y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0][mask]
+        mask = propagated.get("revealed", p - self.lo, (y0, y1, x0, x1))
+        part[mask] = propagated.get("values", p - self.lo, (y0, y1, x0, x1))[mask]
 
     def _join(
         self,
@@ -445,9 +442,9 @@ class _Window:
         revealed = np.zeros(shape, bool)
         offset = np.zeros(shape, np.float32)
         if propagated is not None and p - self.lo in propagated.revealed:
-            revealed = _in_box(propagated.revealed[p - self.lo], propagated.region, box).copy()
-            fill = _in_box(propagated.values[p - self.lo], propagated.region, box).copy()
-            offset = _in_box(propagated.offset[p - self.lo], propagated.region, box).copy()
+            revealed = propagated.get("revealed", p - self.lo, box)
+            fill = propagated.get("values", p - self.lo, box)
+            offset = propagated.get("offset", p - self.lo, box)
         if synthesised is not None:
             values, crop = synthesised
             net = np.zeros(shape + (3,), np.float32)

@@ -138,16 +138,19 @@ class Engine:
     def threads_for_call(self) -> Iterator[None]:
         """Within the block: this engine's thread count, and on CUDA deterministic cuDNN (the same
         window gives the same bits, so chunked farm renders equal single ones); restored afterwards."""
+        import cv2
         import OpenImageIO as oiio
 
         threads = torch.get_num_threads()
         oiio_threads = oiio.get_int_attribute("threads")
+        cv2_threads = cv2.getNumThreads()
         deterministic = torch.backends.cudnn.deterministic
         benchmark = torch.backends.cudnn.benchmark
         try:
             if self.threads is not None:
                 torch.set_num_threads(self.threads)
                 oiio.attribute("threads", self.threads)
+                cv2.setNumThreads(self.threads)  # propagation's flow and sampling
             if self.device.type == "cuda":
                 torch.backends.cudnn.deterministic = True
                 torch.backends.cudnn.benchmark = False
@@ -155,6 +158,7 @@ class Engine:
         finally:
             torch.set_num_threads(threads)
             oiio.attribute("threads", oiio_threads)
+            cv2.setNumThreads(cv2_threads)
             torch.backends.cudnn.deterministic = deterministic
             torch.backends.cudnn.benchmark = benchmark
 

@@ -79,14 +79,10 @@ class FillGuard:
                 path=path,
                 frame=frame,
             )
-        y0, y1, x0, x1 = frame_fill.box
-        known = np.ones(plate_rgb.shape[:2], bool)
-        known[y0:y1, x0:x1] = frame_fill.alpha <= 0
-        values = plate_rgb[known]
-        values = values[np.isfinite(values).all(axis=-1)]
-        if values.size == 0:
+        span = known_range(plate_rgb, frame_fill.box, frame_fill.alpha <= 0)
+        if span is None:
             return frame_fill
-        lo, hi = values.min(axis=0), values.max(axis=0)
+        lo, hi = span
         slack = RANGE_MARGIN * (hi - lo) + RANGE_FLOOR
         lo, hi = lo - slack, hi + slack
         # Only what is composited counts. Pixels marked revealed are checked too: after the cross-fade
@@ -112,6 +108,35 @@ class FillGuard:
             f"range (+{RANGE_MARGIN:.0%}); the hole is likely too large for the model: check those frames, "
             "shrink the matte or paint a clean plate"
         )
+
+
+def known_range(
+    plate_rgb: np.ndarray, box: tuple[int, int, int, int], known_in_box: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (min, max) of a frame's finite pixels outside the hole, or None when there are none.
+
+    Args:
+        plate_rgb (ndarray[H, W, 3] float32): the frame.
+        box: ``(y0, y1, x0, x1)``, the hole's bounding box.
+        known_in_box (ndarray[y1-y0, x1-x0] bool): the pixels of the box outside the hole.
+    """
+    y0, y1, x0, x1 = box
+    # the frame around the box in four slices (no full-frame copy), then the known pixels in the box
+    parts = [plate_rgb[:y0], plate_rgb[y1:], plate_rgb[y0:y1, :x0], plate_rgb[y0:y1, x1:]]
+    parts = [p.reshape(-1, 3) for p in parts if p.size] + [plate_rgb[y0:y1, x0:x1][known_in_box]]
+    parts = [p for p in parts if p.size]
+    if not parts:
+        return None
+    lo = np.min([p.min(axis=0) for p in parts], axis=0)
+    hi = np.max([p.max(axis=0) for p in parts], axis=0)
+    if np.isfinite(lo).all() and np.isfinite(hi).all():
+        return lo, hi
+    # NaN or Inf among them (the reader refuses those, but the API takes any array): the finite ones
+    values = np.concatenate(parts)
+    values = values[np.isfinite(values).all(axis=-1)]
+    if values.size == 0:
+        return None
+    return values.min(axis=0), values.max(axis=0)
 
 
 def lossy_reason(

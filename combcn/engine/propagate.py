@@ -48,6 +48,10 @@ FB_A2 = 0.5
 STATIC_MOTION = 0.25
 #: A pixel follows a plane's homography if its flow is within this (proxy pixels) of it.
 INLIER = 0.5
+#: A witness (a second source along the same trace) lies this many frames or more beyond the first.
+WITNESS = 3
+#: A trusted pixel whose flow is this far (proxy pixels) from every layer's motion moves on its own.
+MOVER = 1.5
 #: Known pixels this close to a hole (proxy pixels) are not sampled: matte edges, motion blur, shadow.
 EDGE = 1
 #: Where a forward and a backward source differ by more than this (relative, in plate units), only
@@ -85,25 +89,55 @@ def propagation_settings(options: dict[str, Any]) -> PropagationSettings:
     return PropagationSettings(enabled=bool(enabled), reach=reach_i)
 
 
+#: What :meth:`Propagated.get` reads: per kind, the trailing shape and dtype of its arrays.
+_KINDS: dict[str, tuple[tuple[int, ...], Any]] = {
+    "values": ((3,), np.float32),
+    "revealed": ((), bool),
+    "offset": ((), np.float32),
+}
+
+
 @dataclass
 class Propagated:
     """What propagation recovered for the target frames of one window, over ``region``.
 
+    Each target's results are kept over its hole's bounding box only (a hole is a small part of a large
+    plate); :meth:`get` reads them over any plate box.
+
     Attributes:
         region: ``(y0, y1, x0, x1)`` in plate pixels.
-        values (dict[int, ndarray[h, w, 3] float32]): per target index, plate-unit values (valid where
-            ``revealed``).
-        revealed (dict[int, ndarray[h, w] bool]): hole pixels another frame showed.
-        offset (dict[int, ndarray[h, w] float32]): the frame offset (source minus target) each revealed
-            pixel mostly came from; 0 elsewhere.
+        boxes (dict[int, Box]): per target index, its hole's bounding box in plate pixels.
+        values (dict[int, ndarray[h, w, 3] float32]): per target, over its box, plate-unit values (valid
+            where ``revealed``).
+        revealed (dict[int, ndarray[h, w] bool]): over its box, hole pixels another frame showed.
+        offset (dict[int, ndarray[h, w] float32]): over its box, the frame offset (source minus target)
+            each revealed pixel mostly came from; 0 elsewhere.
         locked_off: the window's background did not move.
     """
 
     region: Box
+    boxes: dict[int, Box]
     values: dict[int, np.ndarray]
     revealed: dict[int, np.ndarray]
     offset: dict[int, np.ndarray]
     locked_off: bool
+
+    def get(self, kind: str, t: int, box: Box) -> np.ndarray:
+        """``values``, ``revealed`` or ``offset`` of target ``t`` over the plate box ``box`` (zero,
+        False, 0 where nothing was recovered), as a new array."""
+        y0, y1, x0, x1 = box
+        channels, dtype = _KINDS[kind]
+        out = np.zeros((y1 - y0, x1 - x0) + channels, dtype)
+        if t not in self.boxes:
+            return out
+        stored = getattr(self, kind)[t]
+        sy0, sy1, sx0, sx1 = self.boxes[t]
+        cy0, cy1, cx0, cx1 = max(y0, sy0), min(y1, sy1), max(x0, sx0), min(x1, sx1)
+        if cy1 > cy0 and cx1 > cx0:
+            out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = stored[
+                cy0 - sy0 : cy1 - sy0, cx0 - sx0 : cx1 - sx0
+            ]
+        return out
 
 
 def region_around(box: Box, height: int, width: int) -> Box:
@@ -174,8 +208,11 @@ def _homography_flow(flow: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray |
     return fitted.astype(np.float32), inliers
 
 
-def _sample(field: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Bilinear samples of ``field`` (ndarray[H, W, C]) at points (clamped to the edge): ndarray[N, C]."""
+def _sample(
+    field: np.ndarray, xs: np.ndarray, ys: np.ndarray, interpolation: int = cv2.INTER_LINEAR
+) -> np.ndarray:
+    """Samples of ``field`` (ndarray[H, W, C]) at points (clamped to the edge), bilinear unless told:
+    ndarray[N, C]."""
     count = len(xs)
     if count == 0:
         return np.zeros((0,) + field.shape[2:], np.float32)
@@ -183,12 +220,12 @@ def _sample(field: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     rows = -(-count // cols)
     mx = np.zeros(rows * cols, np.float32)
     my = np.zeros(rows * cols, np.float32)
-    mx[:count], my[:count] = xs, ys
+    mx[:count], my[:count] = xs, ys  # float32 as a 2-D map would hold them: the same samples
     out = cv2.remap(
         field,
         mx.reshape(rows, cols),
         my.reshape(rows, cols),
-        cv2.INTER_LINEAR,
+        interpolation,
         borderMode=cv2.BORDER_REPLICATE,
     )
     result: np.ndarray = out.reshape(rows * cols, -1)[:count]
@@ -224,9 +261,18 @@ class _Motion:
     (parallax: a nearer wall, a building's other face), is that plane. A traced point always moves with
     its layer, also through frames where something else covers it.
 
+    Pixels whose trusted flow follows no layer (by more than ``MOVER`` proxy pixels) are *movers*: a
+    person, a car, anything moving on its own, or background that no plane describes (strong parallax,
+    water, foliage). Where there are any, a third hypothesis joins the layers, the *scene* flow: the
+    measured flow wherever it is trusted, interpolated smoothly into the holes. It carries what moves
+    with its surroundings rather than with a plane.
+
     Attributes:
         forward, backward (list[list[ndarray[h, w, 2]]]): per layer, per frame pair ``(i, i + 1)``.
         second (list[ndarray[h, w] bool]): per frame, the pixels seen moving with layer 1.
+        movers (list[ndarray[h, w] bool]): per frame, the pixels seen moving with no layer.
+        scene_forward, scene_backward (list[ndarray[h, w, 2]]): per frame pair, the scene flow (empty
+            when no frame has movers).
         locked_off: layer 0 does not move.
     """
 
@@ -236,6 +282,9 @@ class _Motion:
         self.forward: list[list[np.ndarray]] = [[]]
         self.backward: list[list[np.ndarray]] = [[]]
         self.second: list[np.ndarray] = []
+        self.movers: list[np.ndarray] = [np.zeros(g.shape, bool) for g in greys]
+        self.scene_forward: list[np.ndarray] = []
+        self.scene_backward: list[np.ndarray] = []
         if n < 2:
             return
         dis = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
@@ -243,17 +292,12 @@ class _Motion:
         )
         grown = [cv2.dilate(h.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0 for h in holes]
         pairs = []
+        trusted = []
         for i in range(n - 1):
             f = dis.calc(greys[i], greys[i + 1], None)
             b = dis.calc(greys[i + 1], greys[i], None)
-            pairs.append(
-                (
-                    _layers(f, ~grown[i] & _consistent(f, b)),
-                    _layers(b, ~grown[i + 1] & _consistent(b, f)),
-                    f,
-                    b,
-                )
-            )
+            trusted.append((~grown[i] & _consistent(f, b), ~grown[i + 1] & _consistent(b, f)))
+            pairs.append((_layers(f, trusted[-1][0]), _layers(b, trusted[-1][1]), f, b))
             for fitted, inliers in (pairs[-1][0][0], pairs[-1][1][0]):
                 if fitted is None or _typical_motion(fitted, inliers) >= STATIC_MOTION:
                     self.locked_off = False
@@ -278,6 +322,26 @@ class _Motion:
                 bf, bin_ = bl[min(k, len(bl) - 1)]
                 self.forward[k].append(_background(f, ff, fin, grown[i]))
                 self.backward[k].append(_background(b, bf, bin_, grown[i + 1]))
+        for i, (_, _, f, b) in enumerate(pairs):
+            self.movers[i] |= _movers(f, [layer[i] for layer in self.forward], trusted[i][0])
+            self.movers[i + 1] |= _movers(b, [layer[i] for layer in self.backward], trusted[i][1])
+        if any(m.any() for m in self.movers):
+            for i, (_, _, f, b) in enumerate(pairs):
+                self.scene_forward.append(membrane_fill(f, trusted[i][0]))
+                self.scene_backward.append(membrane_fill(b, trusted[i][1]))
+
+
+def _movers(flow: np.ndarray, layers: list[np.ndarray], trusted: np.ndarray) -> np.ndarray:
+    """Trusted pixels whose flow follows none of the ``layers``' motions (by more than ``MOVER`` proxy
+    pixels and a fifth of that motion), specks removed, edges grown by a pixel."""
+    apart = np.full(trusted.shape, True)
+    for motion in layers:
+        bound = np.maximum(MOVER, 0.2 * np.linalg.norm(motion, axis=-1))
+        apart &= np.linalg.norm(flow - motion, axis=-1) > bound
+    found = (apart & trusted).astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    out: np.ndarray = cv2.dilate(cv2.morphologyEx(found, cv2.MORPH_OPEN, kernel), kernel) > 0
+    return out
 
 
 def _typical_motion(fitted: np.ndarray, inliers: np.ndarray) -> float:
@@ -317,8 +381,8 @@ def _background(
 @dataclass
 class _Trace:
     """One direction's tracing from frame ``t``: for each hole point, the frame index where it was
-    first found known (-1: none) and its proxy position there; for each frame, the ring points known
-    there and their positions (to compare exposure)."""
+    found known (-1: none) and its proxy position there; for each frame, the ring points known there
+    and their positions (to compare exposure)."""
 
     source: np.ndarray
     x: np.ndarray
@@ -336,15 +400,21 @@ def _trace(
     ys: np.ndarray,
     is_ring: np.ndarray,
     direction: int,
-) -> _Trace:
+) -> tuple[_Trace, _Trace]:
     """Follow points of frame ``t`` frame by frame in ``direction`` along one layer's motion
     (``forward``/``backward`` per frame pair; ``static``: it is zero): hole points until each lands on
-    a known pixel, ring points (known in ``t``) alongside them, for as long as hole points remain."""
+    a known pixel, ring points (known in ``t``) alongside them, for as long as hole points remain.
+
+    Returns:
+        the nearest frame where each point is known, and a *witness*: the next frame where it is known
+        again, ``WITNESS`` to ``3 * WITNESS`` frames further (a second look at the same scene point, to
+        tell which of two disagreeing sources is right).
+    """
     n = len(known)
     count = len(xs)
-    source = np.full(count, -1, np.int32)
-    found_x = np.zeros(count, np.float32)
-    found_y = np.zeros(count, np.float32)
+    source = np.full((2, count), -1, np.int32)
+    found_x = np.zeros((2, count), np.float32)
+    found_y = np.zeros((2, count), np.float32)
     alive = np.ones(count, bool)
     cx, cy = xs.astype(np.float32).copy(), ys.astype(np.float32).copy()
     h, w = known[0].shape
@@ -368,13 +438,18 @@ def _trace(
         at = known[nxt][np.rint(py).astype(np.int32), np.rint(px).astype(np.int32)]
         ring = is_ring[idx]
         ring_at[nxt] = (idx[at & ring], px[at & ring], py[at & ring])
-        hit = at & ~ring
-        source[idx[hit]] = nxt
-        found_x[idx[hit]] = px[hit]
-        found_y[idx[hit]] = py[hit]
-        alive[idx[hit]] = False
+        first = source[0, idx]
+        gap = np.abs(nxt - first)
+        for rank, hit in enumerate((at & ~ring & (first < 0), at & ~ring & (first >= 0) & (gap >= WITNESS))):
+            source[rank, idx[hit]] = nxt
+            found_x[rank, idx[hit]] = px[hit]
+            found_y[rank, idx[hit]] = py[hit]
+        alive[idx[(first >= 0) & ((source[1, idx] >= 0) | (gap >= 3 * WITNESS))]] = False
         s = nxt
-    return _Trace(source, found_x, found_y, ring_at)
+    return (
+        _Trace(source[0], found_x[0], found_y[0], ring_at),
+        _Trace(source[1], found_x[1], found_y[1], ring_at),
+    )
 
 
 def _exposure_gain(target: np.ndarray, warped: np.ndarray) -> np.ndarray:
@@ -418,57 +493,90 @@ class Propagator:
         out: np.ndarray = cv2.resize(hole.astype(np.float32), self.size, interpolation=cv2.INTER_AREA) > 0
         return out
 
-    def fill(self, rgb: list[np.ndarray], holes: list[np.ndarray], targets: list[int]) -> Propagated:
+    def fill(
+        self, rgb: list[np.ndarray], holes: list[np.ndarray], targets: list[int], *, scene: bool = True
+    ) -> Propagated:
         """Fill the holes of ``targets`` from the frames that show what they hide.
 
         Args:
             rgb, holes: as for the constructor, or the same frames with more of them known (a
                 synthesised key frame's fill pasted in, its hole cleared).
             targets: indices into ``rgb`` of the frames to fill.
+            scene: also try the scene flow where there are movers (False: the background layers
+                alone; what is carried is a key frame's invented background).
 
         Returns:
             Propagated: per target, the recovered values, which pixels were recovered, and from where.
         """
         motion = self.motion
+        region = self.region
+        rgb = [np.ascontiguousarray(x, np.float32) for x in rgb]  # OpenCV copies strided images per call
         small_holes = [self._small(m) for m in holes]
         edge = np.ones((2 * EDGE + 1, 2 * EDGE + 1), np.uint8)
         known = [~(cv2.dilate(m.astype(np.uint8), edge) > 0) for m in small_holes]
         small_rgb = [cv2.resize(x, self.size, interpolation=cv2.INTER_AREA) for x in rgb]
-        out = Propagated(self.region, {}, {}, {}, motion.locked_off)
-        layer_known: list[list[np.ndarray]] = []
+        out = Propagated(self.region, {}, {}, {}, {}, motion.locked_off)
+        # with two layers, a layer's point is known only where that layer is what the frame shows
+        layer_known = [known]
         if len(motion.forward) > 1:
             seconds = [cv2.dilate(m.astype(np.uint8), edge) > 0 for m in motion.second]
-            layer_known = [[k & ~m for k, m in zip(known, seconds, strict=True)]]
-            layer_known.append([k & m for k, m in zip(known, seconds, strict=True)])
+            layer_known = [
+                [k & ~m for k, m in zip(known, seconds, strict=True)],
+                [k & m for k, m in zip(known, seconds, strict=True)],
+            ]
+        flows = [
+            (motion.forward[k], motion.backward[k], k == 0 and motion.locked_off, layer_known[k])
+            for k in range(len(motion.forward))
+        ]
+        if motion.scene_forward and scene:
+            flows.append((motion.scene_forward, motion.scene_backward, False, known))
         ring_kernel = np.ones((9, 9), np.uint8)
         for t in targets:
-            hole = holes[t]
-            if not hole.any():
+            hy, hx = np.nonzero(holes[t])
+            if len(hy) == 0:
                 continue
             track = cv2.dilate(small_holes[t].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
             ring = (cv2.dilate(track.astype(np.uint8), ring_kernel) > 0) & known[t]
             ys, xs = np.nonzero(track | ring)
             is_ring = ring[ys, xs]
-            xs_f, ys_f = xs.astype(np.float32), ys.astype(np.float32)
+            pixels = _Pixels(hy, hx, self.scale)
+            traces = []
             hypotheses = []
-            for k in range(len(motion.forward)):
-                static = k == 0 and motion.locked_off
-                # a layer's point is known only where that layer is what the frame shows there
-                own = known if k == 0 and len(motion.forward) == 1 else layer_known[k]
-                traces = [
-                    _trace(motion.forward[k], motion.backward[k], static, own, t, xs_f, ys_f, is_ring, d)
-                    for d in (1, -1)
-                ]
-                hypotheses.append(
-                    [_candidates(rgb, small_rgb, hole, t, xs, ys, tr, self.scale) for tr in traces]
+            for forward, backward, static, own in flows:
+                (fwd, fwd_witness), (bwd, bwd_witness) = (
+                    _trace(forward, backward, static, own, t, xs, ys, is_ring, d) for d in (1, -1)
                 )
-            prior = None
-            if len(hypotheses) > 1:
-                prior = _nearest_layer(small_holes[t], known[t] & motion.second[t], self.scale, hole)
-            values, revealed, offset = _choose(hypotheses, hole, t, prior)
-            out.values[t] = values
-            out.revealed[t] = revealed
-            out.offset[t] = offset
+                traces.append((fwd_witness, bwd_witness))
+                hypotheses.append([_candidates(rgb, small_rgb, pixels, t, xs, ys, tr) for tr in (fwd, bwd)])
+            choice = _choose(hypotheses, len(motion.forward), pixels)
+            near = _merged([h[0] for h in hypotheses], choice), _merged([h[1] for h in hypotheses], choice)
+            # where the two nearest sources disagree, two more looks along the same traces
+            spread = _disagreement(*near)  # inf where a side has no source: nothing to settle there
+            disputed = np.flatnonzero(np.isfinite(spread) & (spread > AGREE))
+            witnesses = [
+                _merged(
+                    [
+                        _candidates(
+                            rgb, small_rgb, pixels, t, xs, ys, tr[side], disputed[choice[disputed] == k]
+                        )
+                        for k, tr in enumerate(traces)
+                    ],
+                    choice,
+                )
+                for side in (0, 1)
+            ]
+            value, source = _blend(*near, witnesses)
+            box = pixels.box
+            got = source >= 0
+            y, x = pixels.hy[got] - box[0], pixels.hx[got] - box[2]
+            shape = (box[1] - box[0], box[3] - box[2])
+            out.boxes[t] = (box[0] + region[0], box[1] + region[0], box[2] + region[2], box[3] + region[2])
+            out.values[t] = np.zeros(shape + (3,), np.float32)
+            out.values[t][y, x] = value[got]
+            out.revealed[t] = np.zeros(shape, bool)
+            out.revealed[t][y, x] = True
+            out.offset[t] = np.zeros(shape, np.float32)
+            out.offset[t][y, x] = source[got] - t
         return out
 
 
@@ -485,96 +593,105 @@ def propagate(
     return Propagator(rgb, holes, settings, region=region).fill(rgb, holes, targets)
 
 
-_Candidate = tuple[np.ndarray, np.ndarray, np.ndarray]
+class _Pixels:
+    """The hole pixels of one target (plate pixels of the region, row-major) and their positions on the
+    proxy (pixel centres mapped), shared by every trace of that target.
+
+    Attributes:
+        hy, hx (ndarray[N] int): plate pixel rows and columns within the region.
+        px, py (ndarray[N] float32): the same pixels' proxy coordinates.
+        box: their bounding box ``(y0, y1, x0, x1)`` within the region.
+    """
+
+    def __init__(self, hy: np.ndarray, hx: np.ndarray, scale: tuple[float, float]):
+        self.hy, self.hx = hy, hx
+        self.gx, self.gy = hx.astype(np.float32), hy.astype(np.float32)
+        self.px = (self.gx + 0.5) * scale[0] - 0.5
+        self.py = (self.gy + 0.5) * scale[1] - 0.5
+        self.scale = scale
+        self.box = (int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1)
+
+    def grid(self, values: np.ndarray, fill: float = 0) -> np.ndarray:
+        """Per-pixel ``values`` (ndarray[N]) laid out over the bounding box, ``fill`` elsewhere."""
+        y0, y1, x0, x1 = self.box
+        out = np.full((y1 - y0, x1 - x0), fill, values.dtype)
+        out[self.hy - y0, self.hx - x0] = values
+        return out
+
+    def of(self, grid: np.ndarray) -> np.ndarray:
+        """The values of a bounding-box grid at the hole pixels: ndarray[N]."""
+        out: np.ndarray = grid[self.hy - self.box[0], self.hx - self.box[2]]
+        return out
 
 
-def _nearest_layer(
-    small_hole: np.ndarray, second: np.ndarray, scale: tuple[float, float], hole: np.ndarray
-) -> np.ndarray:
-    """Over the plate hole's bounding box: True where the nearest pixel outside the (proxy) hole moves
-    with layer 1: a hidden pixel most likely belongs to the surface beside it."""
-    outside = ~small_hole
-    if not outside.any():
-        return np.zeros(hole.shape, bool)
-    _, labels = cv2.distanceTransformWithLabels(
-        small_hole.astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
-    )
-    # DIST_LABEL_PIXEL numbers the zero (outside) pixels from 1 in raster order
-    owner = np.concatenate([[False], second[outside]])
-    near = owner[labels].astype(np.float32)
-    hy, hx = np.nonzero(hole)
-    y0, y1, x0, x1 = int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1
-    gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    sx, sy = scale
-    out: np.ndarray = cv2.remap(near, (gx + 0.5) * sx - 0.5, (gy + 0.5) * sy - 0.5, cv2.INTER_NEAREST) > 0.5
+def _nearest(field: np.ndarray, x: np.ndarray, y: np.ndarray, outside: float) -> np.ndarray:
+    """Nearest-pixel values of a 2-D ``field`` at points (``outside`` beyond its edge): ndarray[N]."""
+    h, w = field.shape
+    rx, ry = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
+    inside = (rx >= 0) & (rx < w) & (ry >= 0) & (ry < h)
+    out = np.full(len(x), outside, field.dtype)
+    out[inside] = field[ry[inside], rx[inside]]
     return out
+
+
+#: One trace's result per hole pixel: values (ndarray[N, 3], exposure matched), temporal distance to
+#: the source (inf: none), the source's index (-1: none).
+_Candidate = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _candidates(
     rgb: list[np.ndarray],
     small_rgb: list[np.ndarray],
-    hole: np.ndarray,
+    pixels: _Pixels,
     t: int,
     xs: np.ndarray,
     ys: np.ndarray,
     trace: _Trace,
-    scale: tuple[float, float],
+    only: np.ndarray | None = None,
 ) -> _Candidate:
-    """Sample, at plate resolution, the sources one trace found for frame ``t``'s hole.
+    """Sample, at plate resolution, the sources one trace found for frame ``t``'s hole pixels (those
+    indexed by ``only`` when given; the rest get no source).
 
-    Returns:
-        over the hole's bounding box: values (ndarray[h, w, 3], exposure matched), temporal distance
-        to the source (inf: none) and the source's index (-1: none).
+    Each hole pixel takes the source of its nearest traced proxy point; its displacement is that of the
+    points that reached the same source, interpolated bilinearly from those points alone (weights
+    renormalised where a neighbour went to another source); its value is the source frame's plate
+    pixels there, bicubic, times the exposure gain between the frames.
     """
-    sx, sy = scale
-    hy, hx = np.nonzero(hole)
-    y0, y1, x0, x1 = int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1
-    gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    sub_hole = hole[y0:y1, x0:x1]
-    # the proxy box around the traced points, and each plate pixel's position in it (pixel centres)
+    sx, sy = pixels.scale
+    count = len(pixels.hy)
+    value = np.zeros((count, 3), np.float32)
+    dist = np.full(count, np.inf, np.float32)
+    src_of = np.full(count, -1, np.int32)
+    if only is not None and len(only) == 0:
+        return value, dist, src_of
+    # the proxy box around the traced points, and each hole pixel's position in it
     oy, ox = int(ys.min()), int(xs.min())
     bh, bw = int(ys.max()) + 1 - oy, int(xs.max()) + 1 - ox
-    px = (gx + 0.5) * sx - 0.5 - ox
-    py = (gy + 0.5) * sy - 0.5 - oy
-    value = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
-    dist = np.full((y1 - y0, x1 - x0), np.inf, np.float32)
-    src_of = np.full((y1 - y0, x1 - x0), -1, np.int32)
-    # which source serves each plate pixel: that of its nearest traced proxy point
-    label = np.full((bh, bw), -1.0, np.float32)
+    px, py = pixels.px - ox, pixels.py - oy
+    label = np.full((bh, bw), -1, np.int32)
     label[ys - oy, xs - ox] = trace.source
-    serving = cv2.remap(label, px, py, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
-    serving = np.where(sub_hole, np.rint(serving), -1).astype(np.int32)
+    serving = _nearest(label, px, py, -1)
+    if only is not None:
+        serving[np.setdiff1d(np.arange(count), only, assume_unique=True)] = -1
     for s in sorted(set(trace.source[trace.source >= 0].tolist()), key=lambda s: abs(s - t)):
-        pick = trace.source == s
-        mine = serving == s
-        if not mine.any():
+        mine = np.flatnonzero(serving == s)
+        if len(mine) == 0:
             continue
-        # displacement of the points that reached s, interpolated bilinearly from those points alone
-        # (weights renormalised where a neighbour went to another source), at the pixels it serves
+        pick = trace.source == s
         disp = np.zeros((bh, bw, 3), np.float32)
         disp[ys[pick] - oy, xs[pick] - ox] = np.stack(
             [trace.x[pick] - xs[pick], trace.y[pick] - ys[pick], np.ones(int(pick.sum()), np.float32)], -1
         )
-        my, mx = np.nonzero(mine)
-        r0, r1, c0, c1 = int(my.min()), int(my.max()) + 1, int(mx.min()), int(mx.max()) + 1
-        qx, qy = px[r0:r1, c0:c1], py[r0:r1, c0:c1]
-        spread = cv2.remap(disp, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        weight = np.maximum(spread[..., 2], 1e-6)
-        dx, dy = spread[..., 0] / weight, spread[..., 1] / weight
-        sampled = cv2.remap(
-            rgb[s],
-            gx[r0:r1, c0:c1] + dx / sx,
-            gy[r0:r1, c0:c1] + dy / sy,
-            cv2.INTER_CUBIC,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
+        spread = _sample(disp, px[mine], py[mine])
+        weight = np.maximum(spread[:, 2], 1e-6)
+        dx, dy = spread[:, 0] / weight, spread[:, 1] / weight
+        sampled = _sample(rgb[s], pixels.gx[mine] + dx / sx, pixels.gy[mine] + dy / sy, cv2.INTER_CUBIC)
         # exposure: ring points of t known in s, target colour against the source colour they moved to
         ring_idx, ring_x, ring_y = trace.ring_at.get(s, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
         gain = _exposure_gain(small_rgb[t][ys[ring_idx], xs[ring_idx]], _sample(small_rgb[s], ring_x, ring_y))
-        part = mine[r0:r1, c0:c1]
-        value[r0:r1, c0:c1][part] = sampled[part] * gain
-        dist[r0:r1, c0:c1][part] = abs(s - t)
-        src_of[r0:r1, c0:c1][part] = s
+        value[mine] = sampled * gain
+        dist[mine] = abs(s - t)
+        src_of[mine] = s
     return value, dist, src_of
 
 
@@ -587,51 +704,67 @@ def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
     return out
 
 
-def _choose(
-    hypotheses: list[list[_Candidate]], hole: np.ndarray, t: int, prior: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pick each pixel's motion layer, then blend its forward and backward sources.
+def _choose(hypotheses: list[list[_Candidate]], layers: int, pixels: _Pixels) -> np.ndarray:
+    """Pick each hole pixel's motion hypothesis (by its forward and backward sources).
 
-    A pixel follows layer 1 where its sources before and after agree under layer 1 and clearly
-    disagree under layer 0 (the same scene point seen twice is the test of a right motion); where that
-    cannot be tested (a source on one side only), where ``prior`` says so (the nearest known pixel moves
-    with layer 1); elsewhere the dominant background. Sources are blended by temporal distance where
-    they agree; where they do not, the nearer one is used alone.
+    ``hypotheses`` are the ``layers`` background layers, then, where there are movers, the scene flow;
+    each is two candidates: the forward and the backward source. The same scene point seen twice is the
+    test of a right motion: a pixel follows layer 1, or the scene flow, where its sources before and
+    after agree under it and clearly better than under the dominant background (and any other layer);
+    elsewhere, also where that cannot be tested (a source on one side only), the dominant background.
+    (Guessing from the nearest pixel outside the hole, which layer or mover it moves with, measured
+    worse on held-out clips: the edge of a hole is where motion is least sure.)
+
+    Returns:
+        per hole pixel, the index of its hypothesis (ndarray[N] uint8).
     """
-    h, w = hole.shape
-    choice: np.ndarray = np.zeros(hypotheses[0][0][1].shape, np.uint8)
+    choice = np.zeros(len(pixels.hy), np.uint8)
     if len(hypotheses) > 1:
-        base = _disagreement(*hypotheses[0])
-        other = _disagreement(*hypotheses[1])
-        testable = np.isfinite(base) | np.isfinite(other)
-        has_other = (hypotheses[1][0][2] >= 0) | (hypotheses[1][1][2] >= 0)
-        by_test = (other < AGREE) & (other < 0.5 * base)
-        by_prior = ~testable & has_other & (prior if prior is not None else False)
-        choice = (by_test | by_prior).astype(np.uint8)
-        choice = cv2.medianBlur(choice, 5)  # one layer per patch, not per pixel
-    pick = choice.astype(bool)
+        spread = [_disagreement(h[0], h[1]) for h in hypotheses]
+        if layers > 1:
+            choice[(spread[1] < AGREE) & (spread[1] < 0.5 * spread[0])] = 1
+        if len(hypotheses) > layers:
+            scene = len(hypotheses) - 1
+            best_layer = np.min(spread[:layers], axis=0)
+            choice[(spread[scene] < AGREE) & (spread[scene] < 0.5 * best_layer)] = scene
+        choice = pixels.of(cv2.medianBlur(pixels.grid(choice), 5))  # one hypothesis per patch
+    return choice
 
-    def merged(c0: _Candidate, c1: _Candidate) -> _Candidate:
-        v = np.where(pick[..., None], c1[0], c0[0])
-        return v, np.where(pick, c1[1], c0[1]), np.where(pick, c1[2], c0[2])
 
-    (vf, df, sf), (vb, db, sb) = (
-        merged(c0, c1) for c0, c1 in zip(hypotheses[0], hypotheses[-1], strict=True)
-    )
+def _merged(candidates: list[_Candidate], choice: np.ndarray) -> _Candidate:
+    """Per hole pixel, the candidate of its hypothesis (``candidates``: one per hypothesis)."""
+    v, d, src = (x.copy() for x in candidates[0])
+    for k in range(1, len(candidates)):
+        at = choice == k
+        hv, hd, hs = candidates[k]
+        v[at], d[at], src[at] = hv[at], hd[at], hs[at]
+    return v, d, src
+
+
+def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> tuple[np.ndarray, np.ndarray]:
+    """Blend each hole pixel's forward and backward sources by temporal distance where they agree.
+    Where they do not, take the one both witnesses (later looks along the same traces) side with,
+    else the nearer one: a mover seen in one source frame must not ghost into the fill.
+
+    Returns:
+        per hole pixel: the value (ndarray[N, 3]) and the index of the frame it mostly came from
+        (ndarray[N], -1: none).
+    """
+    (vf, df, sf), (vb, db, sb) = fwd, bwd
     both = (sf >= 0) & (sb >= 0)
     df_, db_ = np.where(both, df, 1.0), np.where(both, db, 1.0)
     weight_f = np.where(both, db_ / np.maximum(df_ + db_, 1e-6), (sf >= 0).astype(np.float32))
-    disagree = both & (_disagreement((vf, df, sf), (vb, db, sb)) > AGREE)
-    weight_f = np.where(disagree, (df <= db).astype(np.float32), weight_f)
+    disputed = np.flatnonzero(both & (_disagreement(fwd, bwd) > AGREE))
+    if len(disputed):
+
+        def at(c: _Candidate) -> _Candidate:
+            return c[0][disputed], c[1][disputed], c[2][disputed]
+
+        votes_f = sum((_disagreement(at(fwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
+        votes_b = sum((_disagreement(at(bwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
+        nearer_f = df[disputed] <= db[disputed]
+        weight_f[disputed] = np.where(np.abs(votes_f - votes_b) < 2, nearer_f, votes_f > votes_b)
     blended = weight_f[..., None] * vf + (1.0 - weight_f[..., None]) * vb
-    hy, hx = np.nonzero(hole)
-    y0, y1, x0, x1 = int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1
-    got = hole[y0:y1, x0:x1] & ((sf >= 0) | (sb >= 0))
-    nearer = np.where(weight_f >= 0.5, sf, sb)
-    values = np.zeros((h, w, 3), np.float32)
-    revealed = np.zeros((h, w), bool)
-    offset = np.zeros((h, w), np.float32)
-    values[y0:y1, x0:x1] = np.where(got[..., None], blended, 0.0)
-    revealed[y0:y1, x0:x1] = got
-    offset[y0:y1, x0:x1] = np.where(got, nearer - t, 0).astype(np.float32)
-    return values, revealed, offset
+    got = (sf >= 0) | (sb >= 0)
+    nearer = np.where(got, np.where(weight_f >= 0.5, sf, sb), -1)
+    return np.where(got[..., None], blended, 0.0).astype(np.float32), nearer

@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from functools import reduce
 from pathlib import Path
@@ -494,7 +495,12 @@ def stream(
     guard: FillGuard,
 ) -> None:
     """Render window by window and write each frame atomically as soon as it is final, each fill
-    checked by ``guard`` first. The output folder exists (made before the lock is taken)."""
+    checked by ``guard`` first. The output folder exists (made before the lock is taken).
+
+    Files are written by one background thread (OpenImageIO's encoding and the disk overlap the next
+    frame's work) with at most two frames in flight; a frame counts as written, in order, once its
+    file is complete, and every frame handed over is complete before this returns or raises.
+    """
     for f in plan.to_write:
         for stale in stale_temp_files(plan.out.path(f)):
             stale.unlink(missing_ok=True)
@@ -510,6 +516,26 @@ def stream(
         data = opened.get(frame) if plan.matte is None else plan.matte.read(frame)
         return shape_matte(plan.alpha(data), m_opts)
 
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="combcn-write")
+    in_flight: deque[tuple[int, Future[Path]]] = deque()
+
+    def written(keep: int) -> None:
+        """Wait until at most ``keep`` writes are in flight; count the finished ones (raising the
+        first write error)."""
+        while len(in_flight) > keep or (in_flight and in_flight[0][1].done()):
+            frame, job = in_flight.popleft()
+            job.result()
+            report.written.append(frame)
+            if progress is not None:
+                progress(
+                    {
+                        "event": "frame",
+                        "frame": frame,
+                        "done": len(report.written),
+                        "total": len(plan.to_write),
+                    }
+                )
+
     def emit(position: int, frame_fill: FrameFill) -> None:
         frame = seq[position]
         data = opened.get(frame)
@@ -518,30 +544,35 @@ def stream(
         out.pixels[..., plan.rgb] = composite(data.pixels[..., plan.rgb], frame_fill)
         if opts.qc:
             out = with_qc(out, frame_fill)
-        write_image_atomic(
-            plan.out.path(frame), out, compression=opts.compression, pixel_type=opts.pixel_type
+        written(1)
+        job = writer.submit(
+            write_image_atomic,
+            plan.out.path(frame),
+            out,
+            compression=opts.compression,
+            pixel_type=opts.pixel_type,
         )
-        report.written.append(frame)
-        if progress is not None:
-            progress(
-                {"event": "frame", "frame": frame, "done": len(report.written), "total": len(plan.to_write)}
-            )
+        in_flight.append((frame, job))
 
     if progress is not None:
         progress({"event": "start", "total": len(plan.to_write)})
     positions = {f: i for i, f in enumerate(seq)}
-    render_windows(
-        engine.model,
-        len(seq),
-        [positions[f] for f in plan.to_write],
-        rgb_at,
-        alpha_at,
-        emit,
-        shaper=get_shaper(plan.shaper),
-        settings=settings,
-        device=engine.device,
-        propagation=propagation,
-    )
+    try:
+        render_windows(
+            engine.model,
+            len(seq),
+            [positions[f] for f in plan.to_write],
+            rgb_at,
+            alpha_at,
+            emit,
+            shaper=get_shaper(plan.shaper),
+            settings=settings,
+            device=engine.device,
+            propagation=propagation,
+        )
+        written(0)
+    finally:
+        writer.shutdown(wait=True)  # a frame handed over is finished (atomically), also on an error
 
 
 _ENGINE_KEYS = ("weights", "device", "model", "threads", "track")

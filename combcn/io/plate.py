@@ -30,10 +30,11 @@ Windows = tuple[tuple[int, int, int, int], tuple[int, int, int, int]]
 
 
 def to_unit(pixels: np.ndarray) -> np.ndarray:
-    """Stored pixels -> float32 (integers scaled to [0, 1], floats as they are)."""
+    """Stored pixels -> float32 (integers scaled to [0, 1], floats as they are), C-contiguous (a
+    channel selection's strides would make every OpenCV call on it copy the whole image first)."""
     if np.issubdtype(pixels.dtype, np.integer):
-        return pixels.astype(np.float32) / float(np.iinfo(pixels.dtype).max)
-    return pixels.astype(np.float32)
+        return pixels.astype(np.float32, order="C") / float(np.iinfo(pixels.dtype).max)
+    return pixels.astype(np.float32, order="C")
 
 
 def windows_of(spec: oiio.ImageSpec) -> Windows:

@@ -7,7 +7,8 @@ Where the op comes from, first match wins:
    used only by that torch, and, in a source checkout, only while ``native/ops`` is unchanged.
 2. **JIT**: in a source checkout (an editable install), :func:`torch.utils.cpp_extension.load` builds
    ``native/ops`` (ninja, ``MAX_JOBS`` default 2) on first use or by ``python -m combcn.ops.build``,
-   cached under ``${COMBCN_CACHE:-~/.cache/combcn}/ext/<torch, python and CUDA version>``, and rebuilt by
+   cached under ``${COMBCN_CACHE:-~/.cache/combcn}/ext/<torch, python and CUDA version>-<checkout>``
+   (one build folder per checkout, so two checkouts never rebuild each other's op), and rebuilt by
    ninja when a source or header changes. CUDA sources join the build only when torch itself has CUDA
    (``torch.cuda._is_compiled()``): the CPU wheel cannot build ``.cu`` files.
 3. **reference**: otherwise a one-line warning says why and :func:`combcn.ops.masked_conv3d` uses the
@@ -20,6 +21,7 @@ the fake (meta) kernel and the autograd formula are registered here, in Python, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -69,11 +71,16 @@ def torch_has_cuda() -> bool:
 
 
 def cache_dir() -> Path:
-    """Build directory of the JIT extension for this torch/python/CUDA combination."""
+    """Build directory of the JIT extension for this torch/python/CUDA combination and this checkout.
+
+    Ninja's build file names the sources by absolute path: two checkouts sharing one folder would each
+    find the other's build stale and rebuild it (and wait on each other's lock), so each gets its own.
+    """
     root = Path(os.environ.get("COMBCN_CACHE", "~/.cache/combcn")).expanduser()
     flavour = f"cu{torch.version.cuda}" if torch_has_cuda() else "cpu"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    tag = f"torch{torch.__version__.split('+')[0]}-{py}-{flavour}"
+    checkout = hashlib.sha256(str(SOURCE_ROOT.resolve()).encode("utf-8")).hexdigest()[:10]
+    tag = f"torch{torch.__version__.split('+')[0]}-{py}-{flavour}-{checkout}"
     return root / "ext" / tag
 
 

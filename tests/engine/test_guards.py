@@ -26,7 +26,7 @@ from helpers import moving_box_matte, one_thread, plate_spec, tiny_model, write_
 import combcn
 from combcn.cli import main
 from combcn.engine import Engine
-from combcn.engine.guards import RANGE_FLOOR, RANGE_MARGIN, FillGuard, OutputLock
+from combcn.engine.guards import RANGE_FLOOR, RANGE_MARGIN, FillGuard, OutputLock, known_range
 from combcn.errors import ModelError, OutputError
 from combcn.io import ImageData, read_image, write_image_atomic
 from combcn.io.image import verify_image
@@ -404,3 +404,64 @@ class TestProcess:
         assert second.returncode == 0, second.stderr
         assert first.returncode == 0
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"o.{f}.exr" for f in frames]
+
+
+@pytest.mark.parametrize("box", [(3, 9, 4, 12), (0, 16, 0, 20), (0, 5, 7, 20), (10, 16, 0, 3)])
+def test_known_range_is_the_range_of_every_pixel_outside_the_hole(box: tuple[int, int, int, int]) -> None:
+    rng = np.random.default_rng(sum(box))
+    plate = rng.normal(0.0, 3.0, (16, 20, 3)).astype(np.float32)
+    y0, y1, x0, x1 = box
+    known_in_box = rng.random((y1 - y0, x1 - x0)) > 0.6
+    known = np.ones((16, 20), bool)
+    known[y0:y1, x0:x1] = known_in_box
+    hidden = ~known
+    plate[hidden] = 100.0  # hole pixels must not count
+    span = known_range(plate, box, known_in_box)
+    if not known.any():
+        assert span is None
+        return
+    assert span is not None
+    np.testing.assert_array_equal(span[0], plate[known].min(axis=0))
+    np.testing.assert_array_equal(span[1], plate[known].max(axis=0))
+    plate[0, 0] = np.nan  # the API takes arrays the reader would refuse: only finite pixels count
+    plate[15, 19, 1] = np.inf
+    span = known_range(plate, box, known_in_box)
+    finite = known & np.isfinite(plate).all(-1)
+    assert span is not None
+    np.testing.assert_array_equal(span[1], plate[finite].max(axis=0))
+
+
+def test_files_are_written_behind_the_render_in_order_and_a_write_error_stops_it(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes run on a background thread; frames still count as written in order, only once their file
+    is complete, and a failed write is the render's error (frames handed over before it are complete,
+    no temp file is left)."""
+    import threading
+
+    import combcn.engine.sequence as sequence_module
+
+    plate, matte, _ = _shot(tmp_path / "in")
+    real = sequence_module.write_image_atomic
+    threads: list[str] = []
+
+    def slow_write(path: Path, *args: object, **kwargs: object) -> Path:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.05)  # later frames are computed while this one is written
+        if "fail" in str(path) and path.name.endswith(f"{FRAMES[2]:04d}.exr"):
+            raise OutputError("writing failed: disk full", path=path)
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sequence_module, "write_image_atomic", slow_write)
+    done: list[int] = []
+    progress = lambda event: done.append(event["frame"]) if event["event"] == "frame" else None  # noqa: E731
+    out = tmp_path / "ok" / "o.####.exr"
+    report = combcn.inpaint_sequence(plate, matte, str(out), engine=engine, progress=progress)
+    assert report.written == done == FRAMES
+    assert all(name.startswith("combcn-write") for name in threads)
+    assert all((tmp_path / "ok" / f"o.{f:04d}.exr").is_file() for f in FRAMES)
+    with pytest.raises(OutputError, match="disk full"):
+        combcn.inpaint_sequence(plate, matte, str(tmp_path / "fail" / "o.####.exr"), engine=engine)
+    files = sorted(p.name for p in (tmp_path / "fail").iterdir())
+    assert f"o.{FRAMES[2]:04d}.exr" not in files and f"o.{FRAMES[1]:04d}.exr" in files
+    assert not _leftovers(tmp_path / "fail")

@@ -479,6 +479,10 @@ class TestMaskedConv3d:
         monkeypatch.setenv("COMBCN_CACHE", str(tmp_path))
         assert _ext.cache_dir().parent == tmp_path / "ext"
         assert torch.__version__.split("+")[0] in _ext.cache_dir().name
+        # another checkout (another native/ops folder) builds in a folder of its own
+        mine = _ext.cache_dir()
+        monkeypatch.setattr(_ext, "SOURCE_ROOT", tmp_path / "other" / "native" / "ops")
+        assert _ext.cache_dir() != mine and _ext.cache_dir().parent == mine.parent
 
 
 def op_args(x, mask, weight, bias=None, scale=None, shift=None, stride=1, padding=1, dilation=1, act="none"):
