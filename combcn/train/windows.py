@@ -133,8 +133,9 @@ def propagate_window(plate: np.ndarray, hole: np.ndarray) -> tuple[np.ndarray, n
     )
     inputs = plate.copy()
     unresolved = hole.copy()
-    for f, revealed in found.revealed.items():
-        inputs[f][revealed] = found.values[f][revealed]
+    for f in range(t):
+        revealed = found.get("revealed", f, (0, h, 0, w))
+        inputs[f][revealed] = found.get("values", f, (0, h, 0, w))[revealed]
         unresolved[f][revealed] = 0.0
     return inputs, unresolved
 
