@@ -15,7 +15,7 @@ from typing import Any
 
 from combcn.errors import ConfigError
 from combcn.model.config import ModelConfig
-from combcn.train.windows import HoleMix
+from combcn.train.windows import HoleMix, check_encoding
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class DataConfig:
     short_side: int = 192
     window: int = 32
     resolution: int = 128
+    # per window, the weight of each encoding: srgb (the stored values, as integer plates are fed) or a
+    # shaper (acescct, log) applied to the linearised window, as float plates are fed (docs/MODEL.md)
+    encoding: dict[str, float] = field(default_factory=lambda: {"srgb": 1.0})
+    exposure: float = 0.0  # a linearised window gets a random exposure in [-exposure, exposure] stops
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,18 @@ def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> Train
     dcfg: DataConfig = _build(DataConfig, data.get("data"), "data")
     if dcfg.licence not in ("any", "commercial"):
         raise ConfigError(f"data.licence must be 'any' or 'commercial', got {dcfg.licence!r}")
+    if not isinstance(dcfg.encoding, dict):
+        raise ConfigError(
+            f"data.encoding must be a table such as {{srgb: 0.5, acescct: 0.5}}, got {dcfg.encoding!r}"
+        )
+    dcfg = dataclasses.replace(
+        dcfg,
+        encoding={
+            str(k): float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in dcfg.encoding.items()
+        },
+    )
+    check_encoding(dcfg.encoding, dcfg.exposure)
     if base_dir is not None:
         sources = tuple(str(p if Path(p).is_absolute() else (base_dir / p)) for p in dcfg.sources)
         dcfg = dataclasses.replace(dcfg, sources=sources)

@@ -332,10 +332,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         ConfigError / InputError: bad config or no usable data.
         ModelError: ``resume`` with a checkpoint that does not match the config.
     """
-    from tqdm import tqdm
+    import cv2
 
     t = cfg.train
     torch.set_num_threads(t.threads)
+
+    cv2_threads = cv2.getNumThreads()
+    cv2.setNumThreads(t.threads)  # window propagation runs OpenCV; it keeps to train.threads like torch
+    try:
+        return _train(cfg, resume=resume, progress=progress)
+    finally:
+        cv2.setNumThreads(cv2_threads)
+
+
+def _train(cfg: TrainConfig, *, resume: bool, progress: bool) -> TrainResult:
+    """:func:`train` once the thread counts are set."""
+    from tqdm import tqdm
+
+    t = cfg.train
     device = torch.device(t.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         from combcn.errors import BackendError
@@ -409,7 +423,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         t.threads,
     )
     train_sampler = WindowSampler(
-        train_clips, window=cfg.data.window, resolution=cfg.data.resolution, holes=cfg.holes, seed=t.seed
+        train_clips,
+        window=cfg.data.window,
+        resolution=cfg.data.resolution,
+        holes=cfg.holes,
+        seed=t.seed,
+        encoding=cfg.data.encoding,
+        exposure=cfg.data.exposure,
     )
     val_sampler = WindowSampler(
         val_clips or train_clips,
@@ -506,10 +526,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             for group in opt.param_groups:
                 group["lr"] = lr
             tic = time.monotonic()
-            frames, hole = train_sampler.batch([it * t.batch + b for b in range(t.batch)])
-            frames, hole = frames.to(device), hole.to(device)
+            # inputs: the truth with any propagated pixels pasted in; hole: what the network must fill
+            inputs, frames, hole = train_sampler.batch([it * t.batch + b for b in range(t.batch)])
+            inputs, frames, hole = inputs.to(device), frames.to(device), hole.to(device)
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-                pred = model.predict(frames, hole, only_3dcn=pretrain)
+                pred = model.predict(inputs, hole, only_3dcn=pretrain)
             losses = total_loss(pred, frames, hole, alpha=t.alpha, temporal=t.temporal)
             loss = losses["3dcn"] if pretrain else losses["total"]
             if not torch.isfinite(loss):

@@ -129,7 +129,7 @@ class TestShippedConfigs:
 
     def test_stages_state_only_their_changes(self) -> None:
         """Each stage names its predecessor as base and restates none of the base's values."""
-        stages = ["default.yaml", "default_stage2.yaml", "default_stage3.yaml", "default_stage4.yaml"]
+        stages = ["default.yaml"] + [f"default_stage{n}.yaml" for n in range(2, 6)]
         for before, after in zip(stages[:-1], stages[1:], strict=True):
             raw = resolve_config(REPO / "configs" / before)
             own = yaml.safe_load((REPO / "configs" / after).read_text())
