@@ -313,29 +313,12 @@ class _Window:
             _in_box(hole, region, box)[...] = unresolved[p]
             frames[i], holes[i] = frame, hole
         carried = self.propagator.fill(frames, holes, [p - self.lo for p in between], scene=False)
-        for p in between:
+        for p in between:  # what was traced is the unresolved pixels only: take what reached them
             values, crop = synthesised[p]
-            if p - self.lo not in carried.revealed:
-                continue
-            y0, y1, x0, x1 = (
-                max(region[0], crop.y0),
-                min(region[1], crop.y1),
-                max(region[2], crop.x0),
-                min(region[3], crop.x1),
-            )
-            if y1 <= y0 or x1 <= x0:
-                continue
-            box, _ = self.infos[p]
-            assert box is not None
-            use = np.zeros((y1 - y0, x1 - x0), bool)
-            by0, by1, bx0, bx1 = max(box[0], y0), min(box[1], y1), max(box[2], x0), min(box[3], x1)
-            if by1 > by0 and bx1 > bx0:
-                use[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] = unresolved[p][
-                    by0 - box[0] : by1 - box[0], bx0 - box[2] : bx1 - box[2]
-                ]
-            use &= carried.get("revealed", p - self.lo, (y0, y1, x0, x1))
-            target = values[y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0]
-            target[use] = carried.get("values", p - self.lo, (y0, y1, x0, x1))[use]
+            if p - self.lo in carried.revealed:
+                over = (crop.y0, crop.y1, crop.x0, crop.x1)
+                use = carried.get("revealed", p - self.lo, over)
+                values[use] = carried.get("values", p - self.lo, over)[use]
         return joins
 
     def _propagate(self, union: Box) -> Propagated | None:
@@ -417,13 +400,9 @@ class _Window:
 
     def _paste(self, rows: np.ndarray, crop: Crop, propagated: Propagated, p: int) -> None:
         """Write the propagated values of frame ``p`` into its crop pixels."""
-        ry0, ry1, rx0, rx1 = propagated.region
-        y0, y1, x0, x1 = max(ry0, crop.y0), min(ry1, crop.y1), max(rx0, crop.x0), min(rx1, crop.x1)
-        if y1 <= y0 or x1 <= x0:
-            return
-        part = rows[y0 - crop.y0 : y1 - crop.y0, x0 - crop.x0 : x1 - crop.x0]
-        mask = propagated.get("revealed", p - self.lo, (y0, y1, x0, x1))
-        part[mask] = propagated.get("values", p - self.lo, (y0, y1, x0, x1))[mask]
+        over = (crop.y0, crop.y1, crop.x0, crop.x1)
+        mask = propagated.get("revealed", p - self.lo, over)
+        rows[mask] = propagated.get("values", p - self.lo, over)[mask]
 
     def _join(
         self,
