@@ -19,7 +19,8 @@ For one temporal window (plus ``reach`` frames either side), on the region aroun
    where that point is known and every step was consistent.
 3. **Sampling.** Its value is sampled, at plate resolution, from those frames' plate pixels (bicubic),
    with an exposure gain between the frames measured on a ring of known pixels around the hole, and the
-   nearest source before and after are blended by temporal distance where they agree.
+   nearest source before and after are blended by temporal distance where they agree; where they do
+   not, by a second look further along each trace, else by how well each source fits that ring.
 
 Everything is deterministic (no random state), so chunked farm renders equal a single render.
 """
@@ -635,8 +636,10 @@ def _nearest(field: np.ndarray, x: np.ndarray, y: np.ndarray, outside: float) ->
 
 
 #: One trace's result per hole pixel: values (ndarray[N, 3], exposure matched), temporal distance to
-#: the source (inf: none), the source's index (-1: none).
-_Candidate = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: the source (inf: none), the source's index (-1: none), and the misfit around it: how far the source,
+#: carried along the same motion, differs from the target on the ring of known pixels near the hole
+#: (relative, interpolated in from the ring; nan: not measured).
+_Candidate = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _candidates(
@@ -662,8 +665,9 @@ def _candidates(
     value = np.zeros((count, 3), np.float32)
     dist = np.full(count, np.inf, np.float32)
     src_of = np.full(count, -1, np.int32)
+    misfit = np.full(count, np.nan, np.float32)
     if only is not None and len(only) == 0:
-        return value, dist, src_of
+        return value, dist, src_of, misfit
     # the proxy box around the traced points, and each hole pixel's position in it
     oy, ox = int(ys.min()), int(xs.min())
     bh, bw = int(ys.max()) + 1 - oy, int(xs.max()) + 1 - ox
@@ -688,17 +692,27 @@ def _candidates(
         sampled = _sample(rgb[s], pixels.gx[mine] + dx / sx, pixels.gy[mine] + dy / sy, cv2.INTER_CUBIC)
         # exposure: ring points of t known in s, target colour against the source colour they moved to
         ring_idx, ring_x, ring_y = trace.ring_at.get(s, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
-        gain = _exposure_gain(small_rgb[t][ys[ring_idx], xs[ring_idx]], _sample(small_rgb[s], ring_x, ring_y))
+        ring_target = small_rgb[t][ys[ring_idx], xs[ring_idx]]
+        ring_source = _sample(small_rgb[s], ring_x, ring_y)
+        gain = _exposure_gain(ring_target, ring_source)
         value[mine] = sampled * gain
         dist[mine] = abs(s - t)
         src_of[mine] = s
-    return value, dist, src_of
+        if len(ring_idx) >= 16:
+            level = np.maximum(np.abs(ring_target).max(-1), 0.05)
+            err = np.abs(ring_target - ring_source * gain).max(-1) / level
+            field = np.zeros((bh, bw, 1), np.float32)
+            field[ys[ring_idx] - oy, xs[ring_idx] - ox, 0] = err
+            seen = np.zeros((bh, bw), bool)
+            seen[ys[ring_idx] - oy, xs[ring_idx] - ox] = True
+            misfit[mine] = _sample(membrane_fill(field, seen), px[mine], py[mine])[:, 0]
+    return value, dist, src_of, misfit
 
 
 def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
     """Per pixel, how far the forward and backward sources differ, relative to their level (inf where
     one is missing)."""
-    (vf, _, sf), (vb, _, sb) = forward, backward
+    (vf, _, sf, _), (vb, _, sb, _) = forward, backward
     level = np.maximum(np.maximum(np.abs(vf), np.abs(vb)).max(-1), 0.05)
     out: np.ndarray = np.where((sf >= 0) & (sb >= 0), np.abs(vf - vb).max(-1) / level, np.inf)
     return out
@@ -733,24 +747,28 @@ def _choose(hypotheses: list[list[_Candidate]], layers: int, pixels: _Pixels) ->
 
 def _merged(candidates: list[_Candidate], choice: np.ndarray) -> _Candidate:
     """Per hole pixel, the candidate of its hypothesis (``candidates``: one per hypothesis)."""
-    v, d, src = (x.copy() for x in candidates[0])
+    v, d, src, misfit = (x.copy() for x in candidates[0])
     for k in range(1, len(candidates)):
         at = choice == k
-        hv, hd, hs = candidates[k]
-        v[at], d[at], src[at] = hv[at], hd[at], hs[at]
-    return v, d, src
+        hv, hd, hs, hm = candidates[k]
+        v[at], d[at], src[at], misfit[at] = hv[at], hd[at], hs[at], hm[at]
+    return v, d, src, misfit
 
 
 def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> tuple[np.ndarray, np.ndarray]:
     """Blend each hole pixel's forward and backward sources by temporal distance where they agree.
-    Where they do not, take the one both witnesses (later looks along the same traces) side with,
-    else the nearer one: a mover seen in one source frame must not ghost into the fill.
+    Where they disagree and both witnesses (later looks along the same traces) side with one of them,
+    take that one alone: a mover seen in one source frame must not ghost into the fill. Where nothing
+    settles a disagreement, blend the two by how well each fits the known pixels around the hole (the
+    one with a quarter of the other's misfit weighs 0.8); by temporal distance where that was not
+    measured. (Measured on held-out clips: both lower the error against taking the nearer source,
+    and leave fewer doubled edges.)
 
     Returns:
         per hole pixel: the value (ndarray[N, 3]) and the index of the frame it mostly came from
         (ndarray[N], -1: none).
     """
-    (vf, df, sf), (vb, db, sb) = fwd, bwd
+    (vf, df, sf, ef), (vb, db, sb, eb) = fwd, bwd
     both = (sf >= 0) & (sb >= 0)
     df_, db_ = np.where(both, df, 1.0), np.where(both, db, 1.0)
     weight_f = np.where(both, db_ / np.maximum(df_ + db_, 1e-6), (sf >= 0).astype(np.float32))
@@ -758,12 +776,17 @@ def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> tup
     if len(disputed):
 
         def at(c: _Candidate) -> _Candidate:
-            return c[0][disputed], c[1][disputed], c[2][disputed]
+            return c[0][disputed], c[1][disputed], c[2][disputed], c[3][disputed]
 
         votes_f = sum((_disagreement(at(fwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
         votes_b = sum((_disagreement(at(bwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
-        nearer_f = df[disputed] <= db[disputed]
-        weight_f[disputed] = np.where(np.abs(votes_f - votes_b) < 2, nearer_f, votes_f > votes_b)
+        settled = np.abs(votes_f - votes_b) >= 2
+        # unsettled: weigh each side by how well it fits the known ring around the hole
+        mf, mb = ef[disputed], eb[disputed]
+        measured = np.isfinite(mf) & np.isfinite(mb) & (mf + mb > 1e-6)
+        fit_f = mb / np.where(measured, mf + mb, 1.0)
+        w = np.where(measured, fit_f, weight_f[disputed])
+        weight_f[disputed] = np.where(settled, votes_f > votes_b, w)
     blended = weight_f[..., None] * vf + (1.0 - weight_f[..., None]) * vb
     got = (sf >= 0) | (sb >= 0)
     nearer = np.where(got, np.where(weight_f >= 0.5, sf, sb), -1)

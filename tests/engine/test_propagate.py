@@ -339,3 +339,25 @@ def test_a_mover_in_the_nearest_source_frame_does_not_ghost_into_the_fill() -> N
     # frame 4's nearest sources are 3 and 6 as well (at 1 and 2): the nearer background, as before
     err4 = np.abs(result.get("values", 4, (0, H, 0, W)) - truth[4]).max(-1)[matte[4] > 0]
     assert err4.max() < 0.05
+
+
+def test_where_no_later_look_settles_a_disagreement_the_source_that_fits_the_ring_wins() -> None:
+    """Locked-off background, eight frames; the hole covers a patch in frames 3 and 4; from frame 5 on,
+    something else stands over the patch and well around it (a parked car, a new prop: in the plate,
+    not in the matte). Frame 4's nearest sources disagree: frame 2 (two away) shows the background,
+    frame 5 (one away) the newcomer, and no frame lies far enough along either trace for a second
+    look. Frame 5 also differs from frame 4 on the known pixels around the hole, frame 2 does not: the
+    background is taken (the nearer source alone, or a blend by temporal distance, is mostly the
+    newcomer)."""
+    frames = 8
+    background = _texture(5, H, W)
+    plate = np.repeat(background[None], frames, axis=0).copy()
+    truth = plate.copy()
+    matte = np.zeros((frames, H, W), np.float32)
+    matte[3:5, 30:60, 50:90] = 1.0
+    plate[5:, 15:75, 35:105] = _texture(6, H, W)[15:75, 35:105]  # the newcomer, frames 5-7
+    result = propagate(list(plate), list(matte > 0), [4], PropagationSettings(), region=(0, H, 0, W))
+    hole = matte[4] > 0
+    assert result.get("revealed", 4, (0, H, 0, W))[hole].all()
+    err = np.abs(result.get("values", 4, (0, H, 0, W)) - truth[4]).mean(-1)[hole]
+    assert err.mean() < 0.02, f"frame 4 took the newcomer: mean error {err.mean():.3f}"
