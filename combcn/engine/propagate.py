@@ -58,6 +58,8 @@ EDGE = 1
 #: Where a forward and a backward source differ by more than this (relative, in plate units), only
 #: the nearer one is used (blending two disagreeing sources ghosts).
 AGREE = 0.15
+#: A source's misfit on the ring is interpolated into the hole on cells of this many proxy pixels.
+SPREAD_CELL = 4
 
 
 @dataclass(frozen=True)
@@ -698,15 +700,27 @@ def _candidates(
         value[mine] = sampled * gain
         dist[mine] = abs(s - t)
         src_of[mine] = s
-        if len(ring_idx) >= 16:
+        if only is None and len(ring_idx) >= 16:  # (a witness's misfit is never used)
             level = np.maximum(np.abs(ring_target).max(-1), 0.05)
             err = np.abs(ring_target - ring_source * gain).max(-1) / level
-            field = np.zeros((bh, bw, 1), np.float32)
-            field[ys[ring_idx] - oy, xs[ring_idx] - ox, 0] = err
-            seen = np.zeros((bh, bw), bool)
-            seen[ys[ring_idx] - oy, xs[ring_idx] - ox] = True
-            misfit[mine] = _sample(membrane_fill(field, seen), px[mine], py[mine])[:, 0]
+            misfit[mine] = _spread(err, ys[ring_idx] - oy, xs[ring_idx] - ox, (bh, bw), px[mine], py[mine])
     return value, dist, src_of, misfit
+
+
+def _spread(
+    values: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], px: np.ndarray, py: np.ndarray
+) -> np.ndarray:
+    """Values known at some pixels (``ys``, ``xs``) of a grid of ``shape``, interpolated smoothly over
+    it (push-pull on cells of ``SPREAD_CELL`` pixels: it varies slowly) and sampled at points: ndarray[N]."""
+    gh, gw = -(-shape[0] // SPREAD_CELL), -(-shape[1] // SPREAD_CELL)
+    cell = (ys // SPREAD_CELL) * gw + xs // SPREAD_CELL
+    counts = np.bincount(cell, minlength=gh * gw)
+    sums = np.bincount(cell, weights=values, minlength=gh * gw)
+    seen = counts > 0
+    grid = np.where(seen, sums / np.maximum(counts, 1), 0.0).astype(np.float32).reshape(gh, gw, 1)
+    smooth = membrane_fill(grid, seen.reshape(gh, gw))
+    out: np.ndarray = _sample(smooth, (px + 0.5) / SPREAD_CELL - 0.5, (py + 0.5) / SPREAD_CELL - 0.5)[:, 0]
+    return out
 
 
 def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
