@@ -60,6 +60,11 @@ EDGE = 1
 AGREE = 0.15
 #: A source's misfit on the ring is interpolated into the hole on cells of this many proxy pixels.
 SPREAD_CELL = 4
+#: A source whose ring, carried along the same motion, differs from the target's by more than this
+#: (relative) fits nothing around the hole: where every source a pixel has misfits so, the pixel is
+#: left to the network (a guess carried from another frame is worse than a synthesised fill there:
+#: a non-rigid mover, a face turning, measured on held-out clips).
+MISFIT = 0.25
 
 
 @dataclass(frozen=True)
@@ -776,7 +781,8 @@ def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> tup
     settles a disagreement, blend the two by how well each fits the known pixels around the hole (the
     one with a quarter of the other's misfit weighs 0.8); by temporal distance where that was not
     measured. (Measured on held-out clips: both lower the error against taking the nearer source,
-    and leave fewer doubled edges.)
+    and leave fewer doubled edges.) Where no source fits (misfit above ``MISFIT``), nothing is
+    recovered: the network fills the pixel.
 
     Returns:
         per hole pixel: the value (ndarray[N, 3]) and the index of the frame it mostly came from
@@ -802,6 +808,9 @@ def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> tup
         w = np.where(measured, fit_f, weight_f[disputed])
         weight_f[disputed] = np.where(settled, votes_f > votes_b, w)
     blended = weight_f[..., None] * vf + (1.0 - weight_f[..., None]) * vb
-    got = (sf >= 0) | (sb >= 0)
+    # a source fits if its misfit was not measured (too small a ring to tell) or is small
+    fits_f = (sf >= 0) & ~(ef > MISFIT)
+    fits_b = (sb >= 0) & ~(eb > MISFIT)
+    got = fits_f | fits_b
     nearer = np.where(got, np.where(weight_f >= 0.5, sf, sb), -1)
     return np.where(got[..., None], blended, 0.0).astype(np.float32), nearer

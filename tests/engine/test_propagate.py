@@ -157,7 +157,7 @@ def test_locked_off_static_box_falls_through_to_the_network(engine: Engine) -> N
     """Nothing to recover: the network synthesises the key frames (the first, every 8th, the last),
     exactly as without propagation, and the frames between them carry that synthesis along the
     (zero) motion instead of inventing their own: the fill holds still."""
-    plate, _, _ = synthetic_shot("still", parallax=False)
+    _, plate, _ = synthetic_shot("still", parallax=False)  # the clean plate: nothing passes the box
     matte = np.zeros((T, H, W), np.float32)
     matte[:, 30:60, 50:90] = 1.0
     assert not any(r.any() for r in _qc(plate, matte))
@@ -361,3 +361,20 @@ def test_where_no_later_look_settles_a_disagreement_the_source_that_fits_the_rin
     assert result.get("revealed", 4, (0, H, 0, W))[hole].all()
     err = np.abs(result.get("values", 4, (0, H, 0, W)) - truth[4]).mean(-1)[hole]
     assert err.mean() < 0.02, f"frame 4 took the newcomer: mean error {err.mean():.3f}"
+
+
+def test_a_source_that_fits_nothing_around_the_hole_is_left_to_the_network() -> None:
+    """Locked-off background; in frames 3 and 4 only, something stands over the patch and well around it
+    (what the hole hides there is part of it: no other frame shows it), and the hole covers the
+    patch. The frames before and after show the background at the hole's spot, but it does not
+    match frames 3 and 4 on the known pixels around the hole either: those pixels are not revealed
+    (the network fills them; ``fill.revealed`` is 0), rather than the background pasted into it."""
+    frames = 8
+    plate = np.repeat(_texture(5, H, W)[None], frames, axis=0).copy()
+    plate[3:5, 15:75, 35:105] = _texture(6, H, W)[15:75, 35:105]  # there in frames 3 and 4 only
+    matte = np.zeros((frames, H, W), np.float32)
+    matte[3:5, 30:60, 50:90] = 1.0
+    result = propagate(list(plate), list(matte > 0), [3, 4], PropagationSettings(), region=(0, H, 0, W))
+    for t in (3, 4):
+        revealed = result.get("revealed", t, (0, H, 0, W))[matte[t] > 0]
+        assert not revealed.any(), f"frame {t}: {revealed.mean():.0%} of the hole taken from a misfit"
