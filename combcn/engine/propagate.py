@@ -55,8 +55,8 @@ WITNESS = 3
 MOVER = 1.5
 #: Known pixels this close to a hole (proxy pixels) are not sampled: matte edges, motion blur, shadow.
 EDGE = 1
-#: Where a forward and a backward source differ by more than this (relative, in plate units), only
-#: the nearer one is used (blending two disagreeing sources ghosts).
+#: A forward and a backward source that differ by more than this (relative, in plate units) disagree:
+#: witnesses, else each source's misfit, decide between them (a plain blend would ghost).
 AGREE = 0.15
 #: A source's misfit on the ring is interpolated into the hole on cells of this many proxy pixels.
 SPREAD_CELL = 4
