@@ -1,4 +1,4 @@
-"""Shared helpers for the engine/io/api/cli tests: tiny models and small real EXR sequences."""
+"""Shared test helpers: tiny models, small real EXR sequences and PNG frames."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ def moving_box_matte(t: int, height: int, width: int, size: int = 10) -> np.ndar
         y0, x0 = height // 3, width // 4 + i
         matte[i, y0 : y0 + size, x0 : x0 + size] = 1.0
     return matte
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    """Write 8-bit pixels (ndarray[H, W] or [H, W, C] uint8) as a PNG through OpenImageIO."""
+    h, w = pixels.shape[:2]
+    c = 1 if pixels.ndim == 2 else pixels.shape[2]
+    out = oiio.ImageOutput.create(str(path))
+    assert out is not None
+    out.open(str(path), oiio.ImageSpec(w, h, c, oiio.UINT8))
+    out.write_image(np.ascontiguousarray(pixels))
+    out.close()
 
 
 def write_sequence(

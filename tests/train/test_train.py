@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_png
 
 from combcn.errors import ConfigError, InputError, ModelError
 from combcn.model import load_model
@@ -35,18 +36,6 @@ from combcn.train.losses import framewise_masked_l1, masked_l1, temporal_l1, tot
 from combcn.train.windows import WindowSampler
 
 
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    import OpenImageIO as oiio
-
-    h, w = pixels.shape[:2]
-    c = 1 if pixels.ndim == 2 else pixels.shape[2]
-    out = oiio.ImageOutput.create(str(path))
-    assert out is not None
-    out.open(str(path), oiio.ImageSpec(w, h, c, oiio.UINT8))
-    out.write_image(pixels)
-    out.close()
-
-
 def make_clip(
     folder: Path, frames: int = 10, h: int = 48, w: int = 64, seed: int = 0, masks: bool = False
 ) -> Path:
@@ -59,11 +48,11 @@ def make_clip(
         (folder / "masks").mkdir()
     for f in range(frames):
         img = (0.5 * base + 0.5 * (np.sin((xx + 2 * f) / 5.0)[..., None] * 127 + 128)).astype(np.uint8)
-        _write_png(folder / f"{f:05d}.png", img)
+        write_png(folder / f"{f:05d}.png", img)
         if masks:
             m = np.zeros((h, w), np.uint8)
             m[10:26, 5 + 2 * f : 21 + 2 * f] = 1
-            _write_png(folder / "masks" / f"{f:05d}.png", m)
+            write_png(folder / "masks" / f"{f:05d}.png", m)
     return folder
 
 

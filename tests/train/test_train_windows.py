@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_png
 
 from combcn.engine.shaper import get_shaper
 from combcn.errors import ConfigError
@@ -228,17 +229,11 @@ class TestTrainer:
     ) -> None:
         """A short run on propagated, ACEScct-encoded windows: the model gets the pasted input and the
         loss the truth, over the network's hole."""
-        import OpenImageIO as oiio
-
         root = tmp_path / "clips"
         for name, clip in (("pan", panned_clip(frames=8)), ("pan2", panned_clip(frames=8, seed=5))):
             (root / name).mkdir(parents=True)
             for f, img in enumerate(clip.frames):
-                out = oiio.ImageOutput.create(str(root / name / f"{f:05d}.png"))
-                assert out is not None
-                out.open(str(root / name / f"{f:05d}.png"), oiio.ImageSpec(64, 64, 3, oiio.UINT8))
-                out.write_image(np.ascontiguousarray(img))
-                out.close()
+                write_png(root / name / f"{f:05d}.png", img)
         cfg = parse_config(
             {
                 "model": {"width": 0.125, "prefill": "plate", "seen": True, "keep_seen": True},
