@@ -71,25 +71,6 @@ def check_encoding(encoding: Mapping[str, float], exposure: float) -> None:
         raise ConfigError(f"data.exposure must be from 0 to 8 stops, got {exposure!r}")
 
 
-def encode_window(frames: np.ndarray, encoding: str, stops: float = 0.0) -> np.ndarray:
-    """Display (sRGB-encoded) window -> the values the engine would feed the network.
-
-    Args:
-        frames (ndarray[..., 3] float32 in [0, 1]): sRGB-encoded values (decoded JPG / PNG frames).
-        encoding: ``srgb`` (returned as they are) or a shaper name: linearised with the sRGB EOTF,
-            scaled by ``2 ** stops``, encoded with that shaper and clipped to [0, 1].
-
-    Returns:
-        ndarray[..., 3] float32 in [0, 1].
-    """
-    if encoding == "srgb":
-        return frames
-    from combcn.engine.shaper import get_shaper
-
-    linear = to_plate(frames, encoding, stops)
-    return np.clip(get_shaper(encoding).encode(linear), 0.0, 1.0)
-
-
 def to_plate(frames: np.ndarray, encoding: str, stops: float = 0.0) -> np.ndarray:
     """Display window -> the plate units propagation works in: the values as they are for ``srgb``
     (an integer plate), scene-linear light times ``2 ** stops`` otherwise (a float plate).

@@ -20,8 +20,9 @@ from combcn.train.windows import (
     MIN_UNRESOLVED,
     HoleMix,
     WindowSampler,
-    encode_window,
+    from_plate,
     propagate_window,
+    to_plate,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,10 +104,11 @@ class TestEncoding:
         drawn = {sampler.draw(i).encoding for i in range(24)}
         assert drawn == {"srgb", "acescct"}
 
-    def test_encode_window_clips(self) -> None:
+    def test_encoding_clips(self) -> None:
+        """What the network is fed: plate units back to working values, clipped to [0, 1]."""
         frames = np.float32([[0.0, 0.5, 1.0]])
-        np.testing.assert_array_equal(encode_window(frames, "srgb"), frames)
-        bright = encode_window(frames, "acescct", stops=8.0)
+        np.testing.assert_array_equal(from_plate(to_plate(frames, "srgb"), "srgb"), frames)
+        bright = from_plate(to_plate(frames, "acescct", stops=8.0), "acescct")
         assert float(bright.max()) <= 1.0 and float(bright.min()) >= 0.0
 
     def test_exception(self) -> None:
