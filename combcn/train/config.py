@@ -125,18 +125,13 @@ def parse_config(data: dict[str, Any], *, base_dir: Path | None = None) -> Train
     dcfg: DataConfig = _build(DataConfig, data.get("data"), "data")
     if dcfg.licence not in ("any", "commercial"):
         raise ConfigError(f"data.licence must be 'any' or 'commercial', got {dcfg.licence!r}")
-    if not isinstance(dcfg.encoding, dict):
-        raise ConfigError(
-            f"data.encoding must be a table such as {{srgb: 0.5, acescct: 0.5}}, got {dcfg.encoding!r}"
-        )
-    dcfg = dataclasses.replace(
-        dcfg,
-        encoding={
+    if isinstance(dcfg.encoding, dict):  # YAML keys and whole-number weights as names and floats
+        encoding = {
             str(k): float(v) if isinstance(v, int) and not isinstance(v, bool) else v
             for k, v in dcfg.encoding.items()
-        },
-    )
-    check_encoding(dcfg.encoding, dcfg.exposure)
+        }
+        dcfg = dataclasses.replace(dcfg, encoding=encoding)
+    check_encoding(dcfg.encoding, dcfg.exposure)  # (also refuses an encoding that is not a table)
     if base_dir is not None:
         sources = tuple(str(p if Path(p).is_absolute() else (base_dir / p)) for p in dcfg.sources)
         dcfg = dataclasses.replace(dcfg, sources=sources)
