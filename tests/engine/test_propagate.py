@@ -378,3 +378,25 @@ def test_a_source_that_fits_nothing_around_the_hole_is_left_to_the_network() -> 
     for t in (3, 4):
         revealed = result.get("revealed", t, (0, H, 0, W))[matte[t] > 0]
         assert not revealed.any(), f"frame {t}: {revealed.mean():.0%} of the hole taken from a misfit"
+
+
+def test_the_networks_fill_meets_the_plate_at_the_holes_edge(engine: Engine) -> None:
+    """The network fills at working size (here 32 px for a 96x160 plate) and is scaled back up; its fill
+    is then cloned in the gradient domain, so each synthesised pixel that touches a known one takes
+    their mean, with no step at the hole's edge. The tiny random network here is far from the plate
+    everywhere (steps of 0.1-0.5 without this), so the check can fail."""
+    _, plate, _ = synthetic_shot("still", parallax=False)  # the clean plate: nothing to recover
+    matte = np.zeros((T, H, W), np.float32)
+    matte[:, 30:60, 50:90] = 1.0
+    out = _run(engine, plate, matte, propagate=False)
+    hole = matte[0] > 0
+    known = (~hole).astype(np.float32)
+    ones = np.ones((3, 3), np.float32)
+    count = cv2.filter2D(known, -1, ones, borderType=cv2.BORDER_CONSTANT)
+    edge = hole & (count > 0)
+    for t in range(T):
+        total = cv2.filter2D(plate[t] * known[..., None], -1, ones, borderType=cv2.BORDER_CONSTANT)
+        step = np.abs(out[t][edge] - total[edge] / count[edge][:, None])
+        assert step.max() < 1e-4, f"frame {t}: a step of {step.max():.3f} at the hole's edge"
+    inside = cv2.erode(hole.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert np.abs(out[:, inside] - plate[:, inside]).mean() > 0.02  # the network filled it: not the truth
