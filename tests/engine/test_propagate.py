@@ -400,3 +400,26 @@ def test_the_networks_fill_meets_the_plate_at_the_holes_edge(engine: Engine) -> 
         assert step.max() < 1e-4, f"frame {t}: a step of {step.max():.3f} at the hole's edge"
     inside = cv2.erode(hole.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     assert np.abs(out[:, inside] - plate[:, inside]).mean() > 0.02  # the network filled it: not the truth
+
+
+def test_recovered_pixels_beside_synthesised_ones_keep_their_values(engine: Engine) -> None:
+    """Locked off, clean: a box over the same spot in every frame (no frame shows it: the network
+    fills it) and beside it a disc that moves (every frame shows what it hides: recovered). The
+    recovered pixels keep exactly what the other frames show, right up to the synthesised ones: the
+    network's soft fill is cloned to meet them, never blended over them."""
+    _, plate, _ = synthetic_shot("still", parallax=False)
+    yy, xx = np.mgrid[0:H, 0:W]
+    matte = np.zeros((T, H, W), np.float32)
+    for t in range(T):
+        matte[t] = (((yy - 50) ** 2 + (xx - (40 + 8 * t)) ** 2) <= 12**2) | (
+            (yy >= 30) & (yy < 60) & (xx >= 70) & (xx < 90)
+        )
+    revealed = np.stack(_qc(plate, matte))
+    synthesised = (matte > 0) & ~revealed
+    beside = revealed & (
+        np.stack([cv2.dilate(s.astype(np.uint8), np.ones((5, 5), np.uint8)) for s in synthesised]) > 0
+    )
+    assert beside.sum() > 100  # recovered pixels within 2 px of synthesised ones
+    out = _run(engine, plate, matte)
+    assert np.abs(out - plate)[beside].max() < 1e-5
+    assert np.abs(out - plate)[synthesised].mean() > 0.02  # the tiny network filled those
