@@ -445,8 +445,8 @@ class _Window:
         on the synthesised pixels that touch a known one, between the mean of those known neighbours
         and the network's value, interpolated as a membrane over the rest (the Poisson solve's
         stand-in). The network's fill is made at working size and scaled up: without this its level
-        drifts from the plate's right at the hole's edge (measured on held-out clips: 10-25 % more
-        error on the synthesised pixels than with it)."""
+        drifts from the plate's right at the hole's edge (measured on held-out clips: 14-35 % less
+        error on the synthesised pixels with it)."""
         box, _ = self.infos[p]
         assert box is not None
         values, crop = synthesised
