@@ -294,10 +294,7 @@ class _Window:
             box, alpha = self.infos[p]
             assert box is not None and alpha is not None
             i = p - self.lo
-            frame = frames[i].copy()
-            inside = _in_box(frame, region, box)
-            inside[alpha > 0] = joined.fill[alpha > 0]
-            frames[i] = frame
+            _in_box(frames[i], region, box)[alpha > 0] = joined.fill[alpha > 0]  # (the window's own copy)
             holes[i] = np.zeros_like(holes[i])
         between = [p for p in order if p not in keys]
         for p in between:  # recovered pixels are known there too: only the synthesised ones are traced
@@ -307,11 +304,10 @@ class _Window:
             revealed = propagated.get("revealed", i, box) if i in propagated.revealed else None
             if revealed is None or not revealed.any():
                 continue
-            frame = frames[i].copy()
-            _in_box(frame, region, box)[revealed] = propagated.get("values", i, box)[revealed]
+            _in_box(frames[i], region, box)[revealed] = propagated.get("values", i, box)[revealed]
             hole = holes[i].copy()
             _in_box(hole, region, box)[...] = unresolved[p]
-            frames[i], holes[i] = frame, hole
+            holes[i] = hole
         carried = self.propagator.fill(frames, holes, [p - self.lo for p in between], scene=False)
         for p in between:  # what was traced is the unresolved pixels only: take what reached them
             values, crop = synthesised[p]
@@ -495,7 +491,8 @@ def render_windows(
         n: length of the whole sequence (the window grid is anchored at position 0).
         targets: positions whose fills are wanted, emitted in increasing order.
         rgb_at: (position, (y0, y1, x0, x1)) -> plate RGB over that box, ndarray[y1-y0, x1-x0, 3]
-            float32 in plate units (finite); only the boxes a window needs are asked for.
+            float32 in plate units (finite), a new array each call (a window writes into the frames
+            it propagated from once it is done with them); only the boxes a window needs are asked for.
         alpha_at: position -> compositing alpha ndarray[H, W] float32 in [0, 1].
         emit: called once per target with its :class:`FrameFill`, as soon as it is final.
         shaper: working-range curve of the network.

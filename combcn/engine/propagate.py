@@ -298,6 +298,8 @@ class _Motion:
         dis = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
             cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
         )
+        dis.setFinestScale(0)  # matched on the proxy itself, not on half of it (the preset's)
+        dis.setPatchStride(4)  # (the preset's 3: a quarter more time for no measured gain)
         grown = [cv2.dilate(h.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0 for h in holes]
         pairs = []
         trusted = []
