@@ -65,6 +65,15 @@ SPREAD_CELL = 4
 #: left to the network (a guess carried from another frame is worse than a synthesised fill there:
 #: a non-rigid mover, a face turning, measured on held-out clips).
 MISFIT = 0.25
+#: A source's ring is aligned with the target's (:func:`_align`) when it has at least ``ALIGN_POINTS``
+#: points (measured on at most ``ALIGN_SAMPLE`` of them, in at most ``ALIGN_STEPS`` Gauss-Newton
+#: steps), by a shift of at most ``ALIGN_MAX`` proxy pixels that brings the ring's error below
+#: ``ALIGN_GAIN`` of what it was.
+ALIGN_POINTS = 24
+ALIGN_SAMPLE = 400
+ALIGN_STEPS = 3
+ALIGN_MAX = 1.5
+ALIGN_GAIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -685,8 +694,9 @@ def _candidates(
 
     Each hole pixel takes the source of its nearest traced proxy point; its displacement is that of the
     points that reached the same source, interpolated bilinearly from those points alone (weights
-    renormalised where a neighbour went to another source); its value is the source frame's plate
-    pixels there, bicubic, times the exposure gain between the frames.
+    renormalised where a neighbour went to another source), plus the shift that best aligns the ring
+    of known pixels around the hole with the source (:func:`_align`); its value is the source frame's
+    plate pixels there, bicubic, times the exposure gain between the frames.
     """
     sx, sy = pixels.scale
     count = len(pixels.hy)
@@ -717,10 +727,13 @@ def _candidates(
         spread = _sample(disp, px[mine], py[mine])
         weight = np.maximum(spread[:, 2], 1e-6)
         dx, dy = spread[:, 0] / weight, spread[:, 1] / weight
-        sampled = _sample(rgb[s], pixels.gx[mine] + dx / sx, pixels.gy[mine] + dy / sy, cv2.INTER_CUBIC)
-        # exposure: ring points of t known in s, target colour against the source colour they moved to
+        # the ring points of t known in s: where the trace put them, refined as one, then the exposure
+        # (target colour against the source colour they moved to)
         ring_idx, ring_x, ring_y = trace.ring_at.get(s, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
         ring_target = small_rgb[t][ys[ring_idx], xs[ring_idx]]
+        shift_x, shift_y = _align(small_rgb[s], ring_x, ring_y, ring_target)
+        ring_x, ring_y, dx, dy = ring_x + shift_x, ring_y + shift_y, dx + shift_x, dy + shift_y
+        sampled = _sample(rgb[s], pixels.gx[mine] + dx / sx, pixels.gy[mine] + dy / sy, cv2.INTER_CUBIC)
         ring_source = _sample(small_rgb[s], ring_x, ring_y)
         gain = _exposure_gain(ring_target, ring_source)
         value[mine] = sampled * gain
@@ -731,6 +744,67 @@ def _candidates(
             err = _largest(np.abs(ring_target - ring_source * gain)) / level
             misfit[mine] = _spread(err, ys[ring_idx] - oy, xs[ring_idx] - ox, (bh, bw), px[mine], py[mine])
     return value, dist, src_of, misfit
+
+
+def _align(
+    source: np.ndarray, ring_x: np.ndarray, ring_y: np.ndarray, target: np.ndarray
+) -> tuple[float, float]:
+    """The shift (proxy pixels) that, added to where the trace put the ring points in the source,
+    best matches their colours in the target: Gauss-Newton on the grey level, exposure matched, the
+    worst fifth of the points (something that moved, a matte edge) left out of each step.
+
+    A chain of frame-to-frame flows drifts by a fraction of a pixel per step; the ring, known in both
+    frames, shows how far. Kept only where it is small (at most ``ALIGN_MAX``) and lowers the ring's
+    error by at least ``1 - ALIGN_GAIN``; else (0, 0).
+
+    Args:
+        source (ndarray[h, w, 3]): the source frame's proxy.
+        ring_x, ring_y (ndarray[N]): the ring points' traced positions in it.
+        target (ndarray[N, 3]): their colours in the target frame.
+    """
+    count = len(ring_x)
+    if count < ALIGN_POINTS:
+        return 0.0, 0.0
+    if count > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure two numbers
+        every = np.linspace(0, count - 1, ALIGN_SAMPLE).astype(np.int64)
+        ring_x, ring_y, target, count = ring_x[every], ring_y[every], target[every], ALIGN_SAMPLE
+    gain = _exposure_gain(target, _sample(source, ring_x, ring_y))
+    grey_target = target.mean(-1)
+    keep = int(0.8 * count)
+    offsets = np.array([[0, 0], [0.5, 0], [-0.5, 0], [0, 0.5], [0, -0.5]], np.float32)
+
+    def kept(err: np.ndarray) -> np.ndarray:
+        """The points whose error is among the ``keep`` smallest."""
+        out: np.ndarray = err <= np.partition(err, keep - 1)[keep - 1]
+        return out
+
+    shift = np.zeros(2, np.float32)
+    before = None
+    for _ in range(ALIGN_STEPS):
+        # the points and their four half-pixel neighbours in one sampling
+        xs = (ring_x[None] + shift[0] + offsets[:, :1]).ravel()
+        ys = (ring_y[None] + shift[1] + offsets[:, 1:]).ravel()
+        grey = (_sample(source, xs, ys) * gain).mean(-1).reshape(5, count)
+        r = grey_target - grey[0]
+        use = kept(np.abs(r))
+        if before is None:
+            before = float(np.abs(r)[use].mean())
+        gx, gy, ru = (grey[1] - grey[2])[use], (grey[3] - grey[4])[use], r[use]
+        a11, a12, a22 = float(gx @ gx), float(gx @ gy), float(gy @ gy)
+        det = a11 * a22 - a12 * a12
+        if det <= 1e-9 * max(a11 * a22, 1e-30):  # no texture on the ring to align by
+            return 0.0, 0.0
+        b1, b2 = float(gx @ ru), float(gy @ ru)
+        step = np.array([(a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det], np.float32)
+        shift = shift + step
+        if float(np.hypot(*shift)) > ALIGN_MAX:
+            return 0.0, 0.0
+        if float(np.hypot(*step)) < 0.02:
+            break
+    err = np.abs(grey_target - (_sample(source, ring_x + shift[0], ring_y + shift[1]) * gain).mean(-1))
+    if before is not None and float(err[kept(err)].mean()) < ALIGN_GAIN * before:
+        return float(shift[0]), float(shift[1])
+    return 0.0, 0.0
 
 
 def _spread(
