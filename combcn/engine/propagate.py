@@ -18,7 +18,9 @@ For one temporal window (plus ``reach`` frames either side), on the region aroun
    consecutive flows, never one jump to a far frame), forwards and backwards, to the nearest frame
    where that point is known and every step was consistent.
 3. **Sampling.** Its value is sampled, at plate resolution, from those frames' plate pixels (bicubic),
-   with an exposure gain between the frames measured on a ring of known pixels around the hole, and the
+   where the trace put it plus the small shift that aligns the ring of known pixels around the hole
+   with the target (the chained flow's drift), with an exposure gain between the frames measured on
+   that ring, and the
    nearest source before and after are blended by temporal distance where they agree; where they do
    not, by a second look further along each trace, else by how well each source fits that ring.
 
