@@ -286,7 +286,7 @@ class _Window:
         order = sorted(synthesised)
         keys = {p for i, p in enumerate(order) if i % KEY_FRAMES == 0} | {order[-1]}
         region = propagated.region
-        frames = list(self.frames)
+        frames = self.frames  # the window's own copies (``rgb_at`` returns new arrays): written in place
         holes = list(self.holes)
         joins = {}
         for p in keys:
@@ -294,7 +294,7 @@ class _Window:
             box, alpha = self.infos[p]
             assert box is not None and alpha is not None
             i = p - self.lo
-            _in_box(frames[i], region, box)[alpha > 0] = joined.fill[alpha > 0]  # (the window's own copy)
+            _in_box(frames[i], region, box)[alpha > 0] = joined.fill[alpha > 0]
             holes[i] = np.zeros_like(holes[i])
         between = [p for p in order if p not in keys]
         for p in between:  # recovered pixels are known there too: only the synthesised ones are traced
@@ -449,7 +449,7 @@ class _Window:
         y0, y1, x0, x1 = box
         g = (max(0, y0 - 1), min(self.height, y1 + 1), max(0, x0 - 1), min(self.width, x1 + 1))
         inner = (slice(y0 - g[0], y1 - g[0]), slice(x0 - g[2], x1 - g[2]))
-        known_values = np.array(self.rgb_at(p, g), dtype=np.float32, copy=True)
+        known_values = self.rgb_at(p, g)  # a new array: written into below
         known_values[inner][revealed] = fill[revealed]
         todo = np.zeros(known_values.shape[:2], bool)
         todo[inner] = unresolved

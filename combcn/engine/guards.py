@@ -123,8 +123,7 @@ def known_range(
     y0, y1, x0, x1 = box
     # the frame around the box in four slices (no full-frame copy), then the known pixels in the box
     parts = [plate_rgb[:y0], plate_rgb[y1:], plate_rgb[y0:y1, :x0], plate_rgb[y0:y1, x1:]]
-    parts = [p for p in parts if p.size] + [plate_rgb[y0:y1, x0:x1][known_in_box][None]]
-    parts = [p for p in parts if p.size]
+    parts = [p for p in parts + [plate_rgb[y0:y1, x0:x1][known_in_box][None]] if p.size]
     if not parts:
         return None
     ranges = [_channel_range(p) for p in parts]
