@@ -14,15 +14,18 @@ For one temporal window (plus ``reach`` frames either side), on the region aroun
    from pixels that follow the homography, so foreground motion near the hole does not leak in). A
    window whose background does not move (a locked-off shot) gets exactly zero motion. A
    forward-backward consistency check marks where motion cannot be trusted.
-2. **Tracing.** Each hole pixel is followed along the completed motion, frame to frame (chained
-   consecutive flows, never one jump to a far frame), forwards and backwards, to the nearest frame
-   where that point is known and every step was consistent.
+2. **Tracing.** Each hole pixel is followed along each motion hypothesis (the background layers,
+   the scene flow where there are movers), frame to frame (chained consecutive flows, never one
+   jump to a far frame), forwards and backwards, to the nearest frame where that point is known and
+   every step was consistent.
 3. **Sampling.** Its value is sampled, at plate resolution, from those frames' plate pixels (bicubic),
    where the trace put it plus the small shift that aligns the ring of known pixels around the hole
    with the target (the chained flow's drift), with an exposure gain between the frames measured on
-   that ring, and the
-   nearest source before and after are blended by temporal distance where they agree; where they do
-   not, by a second look further along each trace, else by how well each source fits that ring.
+   that ring. The nearest source before and after are blended by temporal distance where they
+   agree; where they do not, by a second look further along each trace, else by how well each
+   source fits that ring.
+4. **Choosing the motion.** Each hypothesis is weighed, per patch of pixels, by how well its sources
+   agree and fit the ring near them; the pixel takes their weighted fill.
 
 Everything is deterministic (no random state), so chunked farm renders equal a single render.
 """
@@ -76,6 +79,21 @@ ALIGN_SAMPLE = 400
 ALIGN_STEPS = 3
 ALIGN_MAX = 1.5
 ALIGN_GAIN = 0.9
+#: Motion hypotheses are weighed by how well they fit (:func:`_combine`): per pixel, their score
+#: (relative disagreement of the two sources plus misfit on the ring), averaged over ``PATCH`` plate
+#: pixels; one that scores ``CHOICE_SOFTNESS`` worse than the best weighs 1/e of it. With a source on
+#: one side only the disagreement counts as ``ONE_SIDED``; with no misfit measured the misfit counts
+#: as ``UNMEASURED`` (any hypothesis that was measured wins).
+CHOICE_SOFTNESS = 0.01
+ONE_SIDED = 0.3
+UNMEASURED = 9.0
+PATCH = (9, 9)
+#: On a locked-off shot, a motion other than the background's recovers a pixel only where its doubt
+#: (disagreement plus misfit) is below this. The background is known exactly there (it does not
+#: move), so a pixel it cannot fill is one where something came or went, and a loose fit of another
+#: motion is more often chance than a mover (measured: the locked-off held-out clip, and a newcomer
+#: in the frames the hole is in).
+ALTERNATIVE_FIT = 0.15
 
 
 @dataclass(frozen=True)
@@ -580,32 +598,21 @@ class Propagator:
             ys, xs = np.nonzero(track | ring)
             is_ring = ring[ys, xs]
             pixels = _Pixels(hy, hx, self.scale)
-            traces = []
             hypotheses = []
             for forward, backward, static, own in flows:
                 (fwd, fwd_witness), (bwd, bwd_witness) = (
                     _trace(forward, backward, static, own, t, xs, ys, is_ring, d) for d in (1, -1)
                 )
-                traces.append((fwd_witness, bwd_witness))
-                hypotheses.append([_candidates(rgb, small_rgb, pixels, t, xs, ys, tr) for tr in (fwd, bwd)])
-            choice = _choose(hypotheses, len(motion.forward), pixels)
-            near = _merged([h[0] for h in hypotheses], choice), _merged([h[1] for h in hypotheses], choice)
-            # where the two nearest sources disagree, two more looks along the same traces
-            spread = _disagreement(*near)  # inf where a side has no source: nothing to settle there
-            disputed = np.flatnonzero(np.isfinite(spread) & (spread > AGREE))
-            witnesses = [
-                _merged(
-                    [
-                        _candidates(
-                            rgb, small_rgb, pixels, t, xs, ys, tr[side], disputed[choice[disputed] == k]
-                        )
-                        for k, tr in enumerate(traces)
-                    ],
-                    choice,
-                )
-                for side in (0, 1)
-            ]
-            value, source = _blend(*near, witnesses)
+                near = [_candidates(rgb, small_rgb, pixels, t, xs, ys, tr) for tr in (fwd, bwd)]
+                # where the two nearest sources disagree, two more looks along the same traces
+                spread = _disagreement(*near)  # inf where a side has no source: nothing to settle there
+                disputed = np.flatnonzero(np.isfinite(spread) & (spread > AGREE))
+                witnesses = [
+                    _candidates(rgb, small_rgb, pixels, t, xs, ys, tr, disputed)
+                    for tr in (fwd_witness, bwd_witness)
+                ]
+                hypotheses.append(_blend(near[0], near[1], witnesses))
+            value, source = _combine(hypotheses, pixels, motion.locked_off)
             box = pixels.box
             got = source >= 0
             y, x = pixels.hy[got] - box[0], pixels.hx[got] - box[2]
@@ -834,44 +841,54 @@ def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
     return out
 
 
-def _choose(hypotheses: list[list[_Candidate]], layers: int, pixels: _Pixels) -> np.ndarray:
-    """Pick each hole pixel's motion hypothesis (by its forward and backward sources).
+def _combine(
+    hypotheses: list[tuple[np.ndarray, np.ndarray, np.ndarray]], pixels: _Pixels, locked_off: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per hole pixel, the motion hypotheses' fills, each weighted by how well it fits there.
 
-    ``hypotheses`` are the ``layers`` background layers, then, where there are movers, the scene flow;
-    each is two candidates: the forward and the backward source. The same scene point seen twice is the
-    test of a right motion: a pixel follows layer 1, or the scene flow, where its sources before and
-    after agree under it and clearly better than under the dominant background (and any other layer);
-    elsewhere, also where that cannot be tested (a source on one side only), the dominant background.
-    (Guessing from the nearest pixel outside the hole, which layer or mover it moves with, measured
-    worse on held-out clips: the edge of a hole is where motion is least sure.)
+    ``hypotheses`` are the background layers, then, where there are movers, the scene flow; each is
+    given as its :func:`_blend`: value, source and doubt. A right motion shows itself twice: its
+    sources before and after agree (the same scene point seen twice), and each, carried along that
+    motion, matches the target on the known ring near the pixel (its misfit); the doubt counts both.
+    Averaged over a ``PATCH`` of the pixels a hypothesis recovered (neighbours move alike: no salt and
+    pepper of motions), it weighs ``exp(-(doubt - least) / CHOICE_SOFTNESS)``, counted only where it
+    recovered the pixel: nearly a choice of one motion per patch, soft where two fit alike. (Measured
+    on held-out clips against a hard choice that keeps the dominant background unless another
+    motion's sources agree clearly better: lower on moving holes, most where a mover is under the
+    hole, since the background's sources there agree as well as the mover's; see docs/RESULTS.md.)
 
     Returns:
-        per hole pixel, the index of its hypothesis (ndarray[N] uint8).
+        per hole pixel: the value (ndarray[N, 3]) and the frame its heaviest hypothesis mostly took
+        it from (ndarray[N], -1: no hypothesis recovered it).
     """
-    choice = np.zeros(len(pixels.hy), np.uint8)
+    values = np.stack([h[0] for h in hypotheses])
+    sources = np.stack([h[1] for h in hypotheses])
+    score = np.stack([h[2] for h in hypotheses])
+    recovered = sources >= 0
+    if locked_off:  # another motion recovers a pixel only where it fits well
+        recovered[1:] &= score[1:] < ALTERNATIVE_FIT
     if len(hypotheses) > 1:
-        spread = [_disagreement(h[0], h[1]) for h in hypotheses]
-        if layers > 1:
-            choice[(spread[1] < AGREE) & (spread[1] < 0.5 * spread[0])] = 1
-        if len(hypotheses) > layers:
-            scene = len(hypotheses) - 1
-            best_layer = np.min(spread[:layers], axis=0)
-            choice[(spread[scene] < AGREE) & (spread[scene] < 0.5 * best_layer)] = scene
-        choice = pixels.of(cv2.medianBlur(pixels.grid(choice), 5))  # one hypothesis per patch
-    return choice
+        score = np.stack(
+            [
+                pixels.of(cv2.blur(pixels.grid(np.where(r, sc, 0.0).astype(np.float32)), PATCH))
+                / np.maximum(pixels.of(cv2.blur(pixels.grid(r.astype(np.float32)), PATCH)), 1e-6)
+                for sc, r in zip(score, recovered, strict=True)
+            ]
+        )
+    least = np.where(recovered, score, np.inf).min(0)
+    least = np.where(np.isfinite(least), least, 0.0)
+    weight = np.where(recovered, np.exp(-np.maximum(score - least, 0.0) / CHOICE_SOFTNESS), 0.0)
+    total = weight.sum(0)
+    weight /= np.maximum(total, 1e-12)
+    value = (weight[..., None] * values).sum(0)
+    heaviest = np.argmax(weight, 0)
+    source = np.where(total > 0, sources[heaviest, np.arange(len(heaviest))], -1)
+    return value.astype(np.float32), source
 
 
-def _merged(candidates: list[_Candidate], choice: np.ndarray) -> _Candidate:
-    """Per hole pixel, the candidate of its hypothesis (``candidates``: one per hypothesis)."""
-    v, d, src, misfit = (x.copy() for x in candidates[0])
-    for k in range(1, len(candidates)):
-        at = choice == k
-        hv, hd, hs, hm = candidates[k]
-        v[at], d[at], src[at], misfit[at] = hv[at], hd[at], hs[at], hm[at]
-    return v, d, src, misfit
-
-
-def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> tuple[np.ndarray, np.ndarray]:
+def _blend(
+    fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blend each hole pixel's forward and backward sources by temporal distance where they agree.
     Where they disagree and both witnesses (later looks along the same traces) side with one of them,
     take that one alone: a mover seen in one source frame must not ghost into the fill. Where nothing
@@ -882,14 +899,19 @@ def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> tup
     recovered: the network fills the pixel.
 
     Returns:
-        per hole pixel: the value (ndarray[N, 3]) and the index of the frame it mostly came from
-        (ndarray[N], -1: none).
+        per hole pixel: the value (ndarray[N, 3]), the index of the frame it mostly came from
+        (ndarray[N], -1: none) and how doubtful the value is (ndarray[N]): the disagreement left
+        between the two sources (none where they agree within ``AGREE`` or the witnesses settled it,
+        ``ONE_SIDED`` where there is one source) plus their misfit, weighted as they were blended
+        (``UNMEASURED`` where neither was measured).
     """
     (vf, df, sf, ef), (vb, db, sb, eb) = fwd, bwd
     both = (sf >= 0) & (sb >= 0)
     df_, db_ = np.where(both, df, 1.0), np.where(both, db, 1.0)
     weight_f = np.where(both, db_ / np.maximum(df_ + db_, 1e-6), (sf >= 0).astype(np.float32))
-    disputed = np.flatnonzero(both & (_disagreement(fwd, bwd) > AGREE))
+    spread = _disagreement(fwd, bwd)
+    doubt = np.where(both, np.where(spread > AGREE, spread, 0.0), ONE_SIDED)
+    disputed = np.flatnonzero(both & (spread > AGREE))
     if len(disputed):
 
         def at(c: _Candidate) -> _Candidate:
@@ -904,10 +926,16 @@ def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> tup
         fit_f = mb / np.where(measured, mf + mb, 1.0)
         w = np.where(measured, fit_f, weight_f[disputed])
         weight_f[disputed] = np.where(settled, votes_f > votes_b, w)
+        doubt[disputed[settled]] = 0.0
     blended = weight_f[..., None] * vf + (1.0 - weight_f[..., None]) * vb
     # a source fits if its misfit was not measured (too small a ring to tell) or is small
     fits_f = (sf >= 0) & ~(ef > MISFIT)
     fits_b = (sb >= 0) & ~(eb > MISFIT)
     got = fits_f | fits_b
     nearer = np.where(got, np.where(weight_f >= 0.5, sf, sb), -1)
-    return np.where(got[..., None], blended, 0.0).astype(np.float32), nearer
+    # the misfit of what was taken: each side's as blended, the other's where one was not measured
+    mf_, mb_ = np.where(np.isnan(ef), eb, ef), np.where(np.isnan(eb), ef, eb)
+    misfit = weight_f * np.nan_to_num(mf_, nan=UNMEASURED) + (1.0 - weight_f) * np.nan_to_num(
+        mb_, nan=UNMEASURED
+    )
+    return np.where(got[..., None], blended, 0.0).astype(np.float32), nearer, doubt + misfit
