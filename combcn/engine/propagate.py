@@ -842,20 +842,23 @@ def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
 
 
 def _combine(
-    hypotheses: list[tuple[np.ndarray, np.ndarray, np.ndarray]], pixels: _Pixels, locked_off: bool
+    hypotheses: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], pixels: _Pixels, locked_off: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per hole pixel, the motion hypotheses' fills, each weighted by how well it fits there.
 
     ``hypotheses`` are the background layers, then, where there are movers, the scene flow; each is
-    given as its :func:`_blend`: value, source and doubt. A right motion shows itself twice: its
-    sources before and after agree (the same scene point seen twice), and each, carried along that
-    motion, matches the target on the known ring near the pixel (its misfit); the doubt counts both.
-    Averaged over a ``PATCH`` of the pixels a hypothesis recovered (neighbours move alike: no salt and
-    pepper of motions), it weighs ``exp(-(doubt - least) / CHOICE_SOFTNESS)``, counted only where it
-    recovered the pixel: nearly a choice of one motion per patch, soft where two fit alike. (Measured
-    on held-out clips against a hard choice that keeps the dominant background unless another
-    motion's sources agree clearly better: lower on moving holes, most where a mover is under the
-    hole, since the background's sources there agree as well as the mover's; see docs/RESULTS.md.)
+    given as its :func:`_blend`. A right motion shows itself twice: its sources before and after
+    agree (the same scene point seen twice), and each, carried along that motion, matches the target
+    on the known ring near the pixel (its misfit); the doubt counts both. Averaged over a ``PATCH`` of
+    the pixels a hypothesis recovered (neighbours move alike: no salt and pepper of motions), it
+    weighs ``exp(-(doubt - least) / CHOICE_SOFTNESS)``, counted only where it recovered the pixel:
+    nearly a choice of one motion per patch, soft where two fit alike. The dominant background
+    recovers a pixel wherever :func:`_blend` did; another motion only where it had a source on both
+    sides (one far source of a second plane, alone, pasted blocks of sky into a dog on the bundled
+    sample), and on a locked-off shot where its doubt is also below ``ALTERNATIVE_FIT``. (Measured on
+    held-out clips against a hard choice that kept the dominant background unless another motion's
+    sources agreed clearly better: lower on moving holes, most where a mover is under the hole,
+    since the background's sources there agree as well as the mover's; see docs/RESULTS.md.)
 
     Returns:
         per hole pixel: the value (ndarray[N, 3]) and the frame its heaviest hypothesis mostly took
@@ -865,7 +868,10 @@ def _combine(
     sources = np.stack([h[1] for h in hypotheses])
     score = np.stack([h[2] for h in hypotheses])
     recovered = sources >= 0
-    if locked_off:  # another motion recovers a pixel only where it fits well
+    # another motion than the dominant background's recovers a pixel only where it shows it twice
+    # (before and after), and on a locked-off shot only where it also fits well
+    recovered[1:] &= np.stack([h[3] for h in hypotheses])[1:]
+    if locked_off:
         recovered[1:] &= score[1:] < ALTERNATIVE_FIT
     if len(hypotheses) > 1:
         score = np.stack(
@@ -888,7 +894,7 @@ def _combine(
 
 def _blend(
     fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Blend each hole pixel's forward and backward sources by temporal distance where they agree.
     Where they disagree and both witnesses (later looks along the same traces) side with one of them,
     take that one alone: a mover seen in one source frame must not ghost into the fill. Where nothing
@@ -903,7 +909,8 @@ def _blend(
         (ndarray[N], -1: none) and how doubtful the value is (ndarray[N]): the disagreement left
         between the two sources (none where they agree within ``AGREE`` or the witnesses settled it,
         ``ONE_SIDED`` where there is one source) plus their misfit, weighted as they were blended
-        (``UNMEASURED`` where neither was measured).
+        (``UNMEASURED`` where neither was measured); and whether it had a source on both sides
+        (ndarray[N] bool).
     """
     (vf, df, sf, ef), (vb, db, sb, eb) = fwd, bwd
     both = (sf >= 0) & (sb >= 0)
@@ -938,4 +945,4 @@ def _blend(
     misfit = weight_f * np.nan_to_num(mf_, nan=UNMEASURED) + (1.0 - weight_f) * np.nan_to_num(
         mb_, nan=UNMEASURED
     )
-    return np.where(got[..., None], blended, 0.0).astype(np.float32), nearer, doubt + misfit
+    return np.where(got[..., None], blended, 0.0).astype(np.float32), nearer, doubt + misfit, both
