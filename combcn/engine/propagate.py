@@ -686,6 +686,9 @@ def _nearest(field: np.ndarray, x: np.ndarray, y: np.ndarray, outside: float) ->
 #: carried along the same motion, differs from the target on the ring of known pixels near the hole
 #: (relative, interpolated in from the ring; nan: not measured).
 _Candidate = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+#: One motion hypothesis' fill per hole pixel (:func:`_blend`): value, source frame, doubt, whether
+#: it had a source on both sides, distance to its main source.
+_Fill = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _candidates(
@@ -841,9 +844,7 @@ def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
     return out
 
 
-def _combine(
-    hypotheses: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], pixels: _Pixels, locked_off: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per hole pixel, the motion hypotheses' fills, each weighted by how well it fits there.
 
     ``hypotheses`` are the background layers, then, where there are movers, the scene flow; each is
@@ -853,9 +854,11 @@ def _combine(
     the pixels a hypothesis recovered (neighbours move alike: no salt and pepper of motions), it
     weighs ``exp(-(doubt - least) / CHOICE_SOFTNESS)``, counted only where it recovered the pixel:
     nearly a choice of one motion per patch, soft where two fit alike. The dominant background
-    recovers a pixel wherever :func:`_blend` did; another motion only where it had a source on both
-    sides (one far source of a second plane, alone, pasted blocks of sky into a dog on the bundled
-    sample), and on a locked-off shot where its doubt is also below ``ALTERNATIVE_FIT``. (Measured on
+    recovers a pixel wherever :func:`_blend` did; another motion where it had a source on both
+    sides, or, with a source on one side only, where the background recovered the pixel too from a
+    source at least as far away (one far source of a second plane pasted blocks of sky into a dog on
+    the bundled sample); on a locked-off shot only where its doubt is also below
+    ``ALTERNATIVE_FIT``. (Measured on
     held-out clips against a hard choice that kept the dominant background unless another motion's
     sources agreed clearly better: lower on moving holes, most where a mover is under the hole,
     since the background's sources there agree as well as the mover's; see docs/RESULTS.md.)
@@ -868,9 +871,12 @@ def _combine(
     sources = np.stack([h[1] for h in hypotheses])
     score = np.stack([h[2] for h in hypotheses])
     recovered = sources >= 0
-    # another motion than the dominant background's recovers a pixel only where it shows it twice
-    # (before and after), and on a locked-off shot only where it also fits well
-    recovered[1:] &= np.stack([h[3] for h in hypotheses])[1:]
+    # another motion than the dominant background's recovers a pixel where it shows it twice (before
+    # and after), or competes with the background's value from a source no farther away; on a
+    # locked-off shot only where it also fits well
+    two_sided = np.stack([h[3] for h in hypotheses])
+    distance = np.stack([h[4] for h in hypotheses])
+    recovered[1:] &= two_sided[1:] | (recovered[0] & (distance[1:] <= distance[0]))
     if locked_off:
         recovered[1:] &= score[1:] < ALTERNATIVE_FIT
     if len(hypotheses) > 1:
@@ -892,9 +898,7 @@ def _combine(
     return value.astype(np.float32), source
 
 
-def _blend(
-    fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> _Fill:
     """Blend each hole pixel's forward and backward sources by temporal distance where they agree.
     Where they disagree and both witnesses (later looks along the same traces) side with one of them,
     take that one alone: a mover seen in one source frame must not ghost into the fill. Where nothing
@@ -909,8 +913,8 @@ def _blend(
         (ndarray[N], -1: none) and how doubtful the value is (ndarray[N]): the disagreement left
         between the two sources (none where they agree within ``AGREE`` or the witnesses settled it,
         ``ONE_SIDED`` where there is one source) plus their misfit, weighted as they were blended
-        (``UNMEASURED`` where neither was measured); and whether it had a source on both sides
-        (ndarray[N] bool).
+        (``UNMEASURED`` where neither was measured); whether it had a source on both sides
+        (ndarray[N] bool); and how many frames away the source it mostly came from lies (ndarray[N]).
     """
     (vf, df, sf, ef), (vb, db, sb, eb) = fwd, bwd
     both = (sf >= 0) & (sb >= 0)
@@ -945,4 +949,6 @@ def _blend(
     misfit = weight_f * np.nan_to_num(mf_, nan=UNMEASURED) + (1.0 - weight_f) * np.nan_to_num(
         mb_, nan=UNMEASURED
     )
-    return np.where(got[..., None], blended, 0.0).astype(np.float32), nearer, doubt + misfit, both
+    distance = np.where(weight_f >= 0.5, df, db)
+    value = np.where(got[..., None], blended, 0.0).astype(np.float32)
+    return value, nearer, doubt + misfit, both, distance

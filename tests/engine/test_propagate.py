@@ -463,24 +463,30 @@ def test_each_patch_takes_the_motion_that_fits_it_and_another_motion_needs_two_l
     """Two motion hypotheses over a 20x20 hole: the background's, whose sources disagree with each
     other and misfit the ring (a mover is under the hole: behind it the background is seen, but not
     what the hole hides), and a second motion whose sources before and after agree and fit. The
-    second motion's fill is taken (nearly all its weight). Where the second motion has a source on
-    one side only, a pixel the background could not recover stays unrecovered (one look is no test
-    of a motion); on a locked-off shot, a second motion that fits only loosely recovers nothing."""
+    second motion's fill is taken (nearly all its weight). Where the background recovered nothing
+    and the second motion has a source on one side only, the pixel stays unrecovered (one look is
+    no test of a motion); where the background did recover it, the one-sided second motion competes
+    only with a source no farther away than the background's. On a locked-off shot, a second motion
+    that fits only loosely recovers nothing."""
     yy, xx = np.mgrid[0:20, 0:20]
     pixels = _Pixels(yy.ravel(), xx.ravel(), (1.0, 1.0))
     n = 400
-    background = (np.full((n, 3), 0.2, np.float32), np.full(n, 3), np.full(n, 0.4), np.ones(n, bool))
-    mover = (np.full((n, 3), 0.8, np.float32), np.full(n, 5), np.full(n, 0.05), np.ones(n, bool))
+    left = xx.ravel() < 10
+    both = np.ones(n, bool)
+    background = (np.full((n, 3), 0.2, np.float32), np.full(n, 3), np.full(n, 0.4), both, np.full(n, 2.0))
+    mover = (np.full((n, 3), 0.8, np.float32), np.full(n, 5), np.full(n, 0.05), both, np.full(n, 2.0))
     value, source = _combine([background, mover], pixels, locked_off=False)
     assert np.abs(value - 0.8).max() < 1e-3 and (source == 5).all()
-    # the left half: the background has no source, the mover one on one side only
-    left = xx.ravel() < 10
-    lost = (background[0], np.where(left, -1, 3), background[2], background[3])
-    one_side = (mover[0], mover[1], np.where(left, ONE_SIDED + 0.05, 0.05), ~left)
-    value, source = _combine([lost, one_side], pixels, locked_off=False)
+    # the left half: the background has no source; the mover has one, on one side only, everywhere
+    lost = (background[0], np.where(left, -1, 3), background[2], both, background[4])
+    near = (mover[0], mover[1], np.full(n, ONE_SIDED + 0.05), ~both, np.full(n, 2.0))
+    _, source = _combine([lost, near], pixels, locked_off=False)
     assert (source[left] == -1).all() and (source[~left] == 5).all()
+    far = (mover[0], mover[1], near[2], ~both, np.full(n, 9.0))  # farther than the background's 2
+    _, source = _combine([lost, far], pixels, locked_off=False)
+    assert (source[left] == -1).all() and (source[~left] == 3).all()
     # locked off: a second motion whose doubt is 0.2 (sources agree, ring misfits by a fifth) is chance
-    loose = (mover[0], mover[1], np.full(n, 0.2), mover[3])
+    loose = (mover[0], mover[1], np.full(n, 0.2), both, mover[4])
     _, source = _combine([lost, loose], pixels, locked_off=True)
     assert (source[left] == -1).all() and (source[~left] == 3).all()
     _, source = _combine([lost, loose], pixels, locked_off=False)
