@@ -858,10 +858,10 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> tupl
     sides, or, with a source on one side only, where the background recovered the pixel too from a
     source at least as far away (one far source of a second plane pasted blocks of sky into a dog on
     the bundled sample); on a locked-off shot only where its doubt is also below
-    ``ALTERNATIVE_FIT``. (Measured on
-    held-out clips against a hard choice that kept the dominant background unless another motion's
-    sources agreed clearly better: lower on moving holes, most where a mover is under the hole,
-    since the background's sources there agree as well as the mover's; see docs/RESULTS.md.)
+    ``ALTERNATIVE_FIT``. (Measured on held-out clips against a hard choice that kept the dominant
+    background unless another motion's sources agreed clearly better: lower on moving holes, most
+    where a mover is under the hole, since the background's sources there agree as well as the
+    mover's; see docs/RESULTS.md.)
 
     Returns:
         per hole pixel: the value (ndarray[N, 3]) and the frame its heaviest hypothesis mostly took
