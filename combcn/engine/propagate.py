@@ -611,7 +611,7 @@ class Propagator:
                     _candidates(rgb, small_rgb, pixels, t, xs, ys, tr, disputed)
                     for tr in (fwd_witness, bwd_witness)
                 ]
-                hypotheses.append(_blend(near[0], near[1], witnesses))
+                hypotheses.append(_blend(near[0], near[1], spread, witnesses))
             value, source = _combine(hypotheses, pixels, motion.locked_off)
             box = pixels.box
             got = source >= 0
@@ -898,8 +898,9 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> tupl
     return value.astype(np.float32), source
 
 
-def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> _Fill:
-    """Blend each hole pixel's forward and backward sources by temporal distance where they agree.
+def _blend(fwd: _Candidate, bwd: _Candidate, spread: np.ndarray, witnesses: list[_Candidate]) -> _Fill:
+    """Blend each hole pixel's forward and backward sources by temporal distance where they agree
+    (``spread``: their :func:`_disagreement`).
     Where they disagree and both witnesses (later looks along the same traces) side with one of them,
     take that one alone: a mover seen in one source frame must not ghost into the fill. Where nothing
     settles a disagreement, blend the two by how well each fits the known pixels around the hole (the
@@ -920,7 +921,6 @@ def _blend(fwd: _Candidate, bwd: _Candidate, witnesses: list[_Candidate]) -> _Fi
     both = (sf >= 0) & (sb >= 0)
     df_, db_ = np.where(both, df, 1.0), np.where(both, db, 1.0)
     weight_f = np.where(both, db_ / np.maximum(df_ + db_, 1e-6), (sf >= 0).astype(np.float32))
-    spread = _disagreement(fwd, bwd)
     doubt = np.where(both, np.where(spread > AGREE, spread, 0.0), ONE_SIDED)
     disputed = np.flatnonzero(both & (spread > AGREE))
     if len(disputed):
