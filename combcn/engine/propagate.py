@@ -73,16 +73,12 @@ MISFIT = 0.25
 #: A source's ring is aligned with the target's (:func:`_align`) when it has at least ``ALIGN_POINTS``
 #: points (measured on at most ``ALIGN_SAMPLE`` of them, in at most ``ALIGN_STEPS`` Gauss-Newton
 #: steps), by a shift of at most ``ALIGN_MAX`` proxy pixels that brings the ring's error below
-#: ``ALIGN_GAIN`` of what it was. With twice ``ALIGN_POINTS`` the shift may also vary linearly across
-#: the ring (a chain of flows drifts in scale and rotation too), each of its four slopes held towards
-#: zero by ``ALIGN_RIDGE`` times the plain shift's own curvature (a ridge: a ring with texture along one
-#: side only cannot tilt the field).
+#: ``ALIGN_GAIN`` of what it was.
 ALIGN_POINTS = 24
 ALIGN_SAMPLE = 400
 ALIGN_STEPS = 3
 ALIGN_MAX = 1.5
 ALIGN_GAIN = 0.9
-ALIGN_RIDGE = 0.05
 #: Motion hypotheses are weighed by how well they fit (:func:`_combine`): per pixel, their score
 #: (relative disagreement of the two sources plus misfit on the ring), averaged over ``PATCH`` plate
 #: pixels; one that scores ``CHOICE_SOFTNESS`` worse than the best weighs 1/e of it. With a source on
@@ -747,12 +743,8 @@ def _candidates(
         # (target colour against the source colour they moved to)
         ring_idx, ring_x, ring_y = trace.ring_at.get(s, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
         ring_target = small_rgb[t][ys[ring_idx], xs[ring_idx]]
-        shift = _align(small_rgb[s], ring_x, ring_y, ring_target)
-        (ring_dx, ring_dy), (hole_dx, hole_dy) = (
-            shift.at(ring_x, ring_y),
-            shift.at(px[mine] + ox + dx, py[mine] + oy + dy),
-        )
-        ring_x, ring_y, dx, dy = ring_x + ring_dx, ring_y + ring_dy, dx + hole_dx, dy + hole_dy
+        shift_x, shift_y = _align(small_rgb[s], ring_x, ring_y, ring_target)
+        ring_x, ring_y, dx, dy = ring_x + shift_x, ring_y + shift_y, dx + shift_x, dy + shift_y
         sampled = _sample(rgb[s], pixels.gx[mine] + dx / sx, pixels.gy[mine] + dy / sy, cv2.INTER_CUBIC)
         ring_source = _sample(small_rgb[s], ring_x, ring_y)
         gain = _exposure_gain(ring_target, ring_source)
@@ -776,36 +768,16 @@ def _candidates(
     return value, dist, src_of, misfit
 
 
-@dataclass(frozen=True)
-class _Shift:
-    """A small displacement field on a source's proxy (proxy pixels): ``offset`` plus ``slopes`` times
-    the position relative to ``centre``, in units of ``radius``."""
-
-    offset: np.ndarray
-    slopes: np.ndarray
-    centre: tuple[float, float] = (0.0, 0.0)
-    radius: float = 1.0
-
-    def at(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The displacement (x and y parts) at points."""
-        u, v = (x - self.centre[0]) / self.radius, (y - self.centre[1]) / self.radius
-        (ax, bx), (ay, by) = self.slopes
-        return self.offset[0] + ax * u + bx * v, self.offset[1] + ay * u + by * v
-
-
-_NO_SHIFT = _Shift(np.zeros(2, np.float32), np.zeros((2, 2), np.float32))
-
-
-def _align(source: np.ndarray, ring_x: np.ndarray, ring_y: np.ndarray, target: np.ndarray) -> _Shift:
-    """The displacement that, added to where the trace put the ring points in the source, best
-    matches their colours in the target: Gauss-Newton on the grey level, exposure matched, the worst
-    fifth of the points (something that moved, a matte edge) left out of each step. With
-    ``2 * ALIGN_POINTS`` points or more, a shift that also varies linearly across the ring; a plain
-    shift with fewer, or where that one is not kept.
+def _align(
+    source: np.ndarray, ring_x: np.ndarray, ring_y: np.ndarray, target: np.ndarray
+) -> tuple[float, float]:
+    """The shift (proxy pixels) that, added to where the trace put the ring points in the source,
+    best matches their colours in the target: Gauss-Newton on the grey level, exposure matched, the
+    worst fifth of the points (something that moved, a matte edge) left out of each step.
 
     A chain of frame-to-frame flows drifts by a fraction of a pixel per step; the ring, known in both
-    frames, shows how far. Kept only where it is small (at most ``ALIGN_MAX`` on every ring point)
-    and lowers the ring's error by at least ``1 - ALIGN_GAIN``; else none.
+    frames, shows how far. Kept only where it is small (at most ``ALIGN_MAX``) and lowers the ring's
+    error by at least ``1 - ALIGN_GAIN``; else (0, 0).
 
     Args:
         source (ndarray[h, w, 3]): the source frame's proxy.
@@ -814,13 +786,10 @@ def _align(source: np.ndarray, ring_x: np.ndarray, ring_y: np.ndarray, target: n
     """
     count = len(ring_x)
     if count < ALIGN_POINTS:
-        return _NO_SHIFT
-    if count > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure six numbers
+        return 0.0, 0.0
+    if count > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure two numbers
         every = np.linspace(0, count - 1, ALIGN_SAMPLE).astype(np.int64)
         ring_x, ring_y, target, count = ring_x[every], ring_y[every], target[every], ALIGN_SAMPLE
-    centre = (float(ring_x.mean()), float(ring_y.mean()))
-    radius = max(float(np.sqrt(((ring_x - centre[0]) ** 2 + (ring_y - centre[1]) ** 2).mean())), 1.0)
-    u, v = (ring_x - centre[0]) / radius, (ring_y - centre[1]) / radius
     gain = _exposure_gain(target, _sample(source, ring_x, ring_y))
     grey_target = target.mean(-1)
     keep = int(0.8 * count)
@@ -831,50 +800,33 @@ def _align(source: np.ndarray, ring_x: np.ndarray, ring_y: np.ndarray, target: n
         out: np.ndarray = err <= np.partition(err, keep - 1)[keep - 1]
         return out
 
-    def field(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return p[0] + p[2] * u + p[3] * v, p[1] + p[4] * u + p[5] * v
-
-    def fit(free: int) -> _Shift | None:
-        """Gauss-Newton on the first ``free`` parameters (the offset, then the slopes); None where it
-        finds nothing to keep."""
-        p = np.zeros(6)
-        before = None
-        for _ in range(ALIGN_STEPS):
-            # the points and their four half-pixel neighbours in one sampling
-            fx, fy = field(p)
-            xs = (ring_x[None] + fx[None] + offsets[:, :1]).ravel()
-            ys = (ring_y[None] + fy[None] + offsets[:, 1:]).ravel()
-            grey = (_sample(source, xs, ys) * gain).mean(-1).reshape(5, count)
-            r = grey_target - grey[0]
-            use = kept(np.abs(r))
-            if before is None:
-                before = float(np.abs(r)[use].mean())
-            gx, gy, uu, vv = (grey[1] - grey[2])[use], (grey[3] - grey[4])[use], u[use], v[use]
-            jac = np.stack([gx, gy, gx * uu, gx * vv, gy * uu, gy * vv], 1)[:, :free]
-            normal = jac.T @ jac
-            det = normal[0, 0] * normal[1, 1] - normal[0, 1] ** 2
-            if det <= 1e-9 * max(normal[0, 0] * normal[1, 1], 1e-30):  # no texture on the ring to align by
-                return None
-            normal[2:, 2:] += ALIGN_RIDGE * 0.5 * (normal[0, 0] + normal[1, 1]) * np.eye(free - 2)
-            step = np.linalg.solve(normal, jac.T @ r[use])
-            p[:free] += step
-            fx, fy = field(p)
-            if float(np.sqrt((fx * fx + fy * fy).max())) > ALIGN_MAX:
-                return None
-            if float(np.abs(step).max()) < 0.02:
-                break
-        fx, fy = field(p)
-        err = np.abs(grey_target - (_sample(source, ring_x + fx, ring_y + fy) * gain).mean(-1))
-        if before is not None and float(err[kept(err)].mean()) < ALIGN_GAIN * before:
-            return _Shift(p[:2].astype(np.float32), p[2:].reshape(2, 2).astype(np.float32), centre, radius)
-        return None
-
-    # the shift that varies across the ring where there are points enough to tell, else (or where
-    # that finds nothing to keep) a plain shift
-    found = fit(6) if count >= 2 * ALIGN_POINTS else None
-    if found is None:
-        found = fit(2)
-    return _NO_SHIFT if found is None else found
+    shift = np.zeros(2, np.float32)
+    before = None
+    for _ in range(ALIGN_STEPS):
+        # the points and their four half-pixel neighbours in one sampling
+        xs = (ring_x[None] + shift[0] + offsets[:, :1]).ravel()
+        ys = (ring_y[None] + shift[1] + offsets[:, 1:]).ravel()
+        grey = (_sample(source, xs, ys) * gain).mean(-1).reshape(5, count)
+        r = grey_target - grey[0]
+        use = kept(np.abs(r))
+        if before is None:
+            before = float(np.abs(r)[use].mean())
+        gx, gy, ru = (grey[1] - grey[2])[use], (grey[3] - grey[4])[use], r[use]
+        a11, a12, a22 = float(gx @ gx), float(gx @ gy), float(gy @ gy)
+        det = a11 * a22 - a12 * a12
+        if det <= 1e-9 * max(a11 * a22, 1e-30):  # no texture on the ring to align by
+            return 0.0, 0.0
+        b1, b2 = float(gx @ ru), float(gy @ ru)
+        step = np.array([(a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det], np.float32)
+        shift = shift + step
+        if float(np.hypot(*shift)) > ALIGN_MAX:
+            return 0.0, 0.0
+        if float(np.hypot(*step)) < 0.02:
+            break
+    err = np.abs(grey_target - (_sample(source, ring_x + shift[0], ring_y + shift[1]) * gain).mean(-1))
+    if before is not None and float(err[kept(err)].mean()) < ALIGN_GAIN * before:
+        return float(shift[0]), float(shift[1])
+    return 0.0, 0.0
 
 
 def _spread(
