@@ -21,9 +21,9 @@ For one temporal window (plus ``reach`` frames either side), on the region aroun
 3. **Sampling.** Its value is sampled, at plate resolution, from those frames' plate pixels (bicubic),
    where the trace put it plus the small shift that aligns the ring of known pixels around the hole
    with the target (the chained flow's drift), with an exposure gain between the frames measured on
-   that ring. The nearest source before and after are blended by temporal distance where they
-   agree; where they do not, by a second look further along each trace, else by how well each
-   source fits that ring.
+   that ring, plus the smooth shading the gain leaves there. The nearest source before and after
+   are blended by temporal distance where they agree; where they do not, by a second look further
+   along each trace, else by how well each source fits that ring.
 4. **Choosing the motion.** Each hypothesis is weighed, per patch of pixels, by how well its sources
    agree and fit the ring near them; the pixel takes their weighted fill.
 
@@ -758,9 +758,10 @@ def _candidates(
         size = _largest(np.abs(left))
         level = np.maximum(_largest(np.abs(ring_target)), 0.05)
         misfit[mine] = _spread(size / level, ry, rx, (bh, bw), px[mine], py[mine])
-        # where the source fits, what the gain leaves is mostly shading that varies across the frame
-        # (vignetting, light falling off): its smooth part, from all but the worst fifth of the ring
-        # (points that landed on another surface), is added in
+        # what the gain leaves on the ring is mostly shading that varies across the frame (vignetting,
+        # light falling off): its smooth part, from all but the worst fifth of the ring (points that
+        # landed on another surface), is added in where it is under a quarter of the value (more is
+        # another surface, not shading: a passer-by in the source frame must not be painted over)
         kept = size <= np.partition(size, int(0.8 * len(size)) - 1)[int(0.8 * len(size)) - 1]
         shading = _spread(left[kept], ry[kept], rx[kept], (bh, bw), px[mine], py[mine])
         small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(value[mine])), 0.05)
