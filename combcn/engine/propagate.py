@@ -748,7 +748,8 @@ def _candidates(
         sampled = _sample(rgb[s], pixels.gx[mine] + dx / sx, pixels.gy[mine] + dy / sy, cv2.INTER_CUBIC)
         ring_source = _sample(small_rgb[s], ring_x, ring_y)
         gain = _exposure_gain(ring_target, ring_source)
-        value[mine] = sampled * gain
+        carried = sampled * gain
+        value[mine] = carried
         dist[mine] = abs(s - t)
         src_of[mine] = s
         if len(ring_idx) < 16:  # too small a ring to tell
@@ -757,15 +758,16 @@ def _candidates(
         left = ring_target - ring_source * gain
         size = _largest(np.abs(left))
         level = np.maximum(_largest(np.abs(ring_target)), 0.05)
-        misfit[mine] = _spread(size / level, ry, rx, (bh, bw), px[mine], py[mine])
         # what the gain leaves on the ring is mostly shading that varies across the frame (vignetting,
         # light falling off): its smooth part, from all but the worst fifth of the ring (points that
         # landed on another surface), is added in where it is under a quarter of the value (more is
         # another surface, not shading: a passer-by in the source frame must not be painted over)
         kept = size <= np.partition(size, int(0.8 * len(size)) - 1)[int(0.8 * len(size)) - 1]
-        shading = _spread(left[kept], ry[kept], rx[kept], (bh, bw), px[mine], py[mine])
-        small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(value[mine])), 0.05)
-        value[mine[small]] += shading[small]
+        cells = [_smooth(size / level, ry, rx, (bh, bw)), _smooth(left[kept], ry[kept], rx[kept], (bh, bw))]
+        spread = _at(np.concatenate(cells, -1), px[mine], py[mine])  # one sampling for both
+        misfit[mine], shading = spread[:, 0], spread[:, 1:]
+        small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(carried)), 0.05)
+        value[mine] = carried + np.where(small[:, None], shading, 0.0)
     return value, dist, src_of, misfit
 
 
@@ -830,12 +832,10 @@ def _align(
     return 0.0, 0.0
 
 
-def _spread(
-    values: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], px: np.ndarray, py: np.ndarray
-) -> np.ndarray:
-    """Values known at some pixels (``ys``, ``xs``) of a grid of ``shape`` (ndarray[K] or [K, C]),
-    interpolated smoothly over it (push-pull on cells of ``SPREAD_CELL`` pixels: it varies slowly) and
-    sampled at points: ndarray[N] or [N, C]."""
+def _smooth(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Values known at some pixels (``ys``, ``xs``; ndarray[K] or [K, C]) of a grid of ``shape``,
+    interpolated smoothly over it: push-pull on cells of ``SPREAD_CELL`` pixels (it varies slowly),
+    ndarray[gh, gw, C] over the cells."""
     gh, gw = -(-shape[0] // SPREAD_CELL), -(-shape[1] // SPREAD_CELL)
     cell = (ys // SPREAD_CELL) * gw + xs // SPREAD_CELL
     counts = np.bincount(cell, minlength=gh * gw)
@@ -843,9 +843,13 @@ def _spread(
     sums = np.stack([np.bincount(cell, weights=c, minlength=gh * gw) for c in columns.T], -1)
     seen = counts > 0
     grid = np.where(seen[:, None], sums / np.maximum(counts, 1)[:, None], 0.0).astype(np.float32)
-    smooth = membrane_fill(grid.reshape(gh, gw, -1), seen.reshape(gh, gw))
-    out: np.ndarray = _sample(smooth, (px + 0.5) / SPREAD_CELL - 0.5, (py + 0.5) / SPREAD_CELL - 0.5)
-    return out.reshape((len(px),) + values.shape[1:])
+    out: np.ndarray = membrane_fill(grid.reshape(gh, gw, -1), seen.reshape(gh, gw))
+    return out
+
+
+def _at(cells: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """A :func:`_smooth` grid sampled at points of the grid it covers: ndarray[N, C]."""
+    return _sample(cells, (px + 0.5) / SPREAD_CELL - 0.5, (py + 0.5) / SPREAD_CELL - 0.5)
 
 
 def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
