@@ -63,7 +63,8 @@ EDGE = 1
 #: A forward and a backward source that differ by more than this (relative, in plate units) disagree:
 #: witnesses, else each source's misfit, decide between them (a plain blend would ghost).
 AGREE = 0.15
-#: A source's misfit and shading on the ring are interpolated into the hole on cells of this many proxy pixels.
+#: A source's misfit and shading on the ring are interpolated into the hole on cells of this many
+#: proxy pixels.
 SPREAD_CELL = 4
 #: A source whose ring, carried along the same motion, differs from the target's by more than this
 #: (relative) fits nothing around the hole: where every source a pixel has misfits so, the pixel is
