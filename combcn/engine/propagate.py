@@ -764,9 +764,13 @@ def _candidates(
         # landed on another surface), is added in where it is under a quarter of the value (more is
         # another surface, not shading: a passer-by in the source frame must not be painted over)
         kept = size <= np.partition(size, int(0.8 * len(size)) - 1)[int(0.8 * len(size)) - 1]
-        cells = [_smooth(size / level, ry, rx, (bh, bw)), _smooth(left[kept], ry[kept], rx[kept], (bh, bw))]
-        spread = _at(np.concatenate(cells, -1), px[mine], py[mine])  # one sampling for both
-        misfit[mine], shading = spread[:, 0], spread[:, 1:]
+        cells = [_smooth(left[kept], ry[kept], rx[kept], (bh, bw))]
+        if only is None:  # (a witness is only compared by its value: its misfit is never read)
+            cells.append(_smooth(size / level, ry, rx, (bh, bw)))
+        around = _at(np.concatenate(cells, -1), px[mine], py[mine])  # one sampling for both
+        shading = around[:, :3]
+        if only is None:
+            misfit[mine] = around[:, 3]
         small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(carried)), 0.05)
         value[mine] = carried + np.where(small[:, None], shading, 0.0)
     return value, dist, src_of, misfit
