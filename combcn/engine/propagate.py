@@ -215,27 +215,29 @@ def _largest(rgb: np.ndarray) -> np.ndarray:
 
 def membrane_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Fill where ``known`` is False by push-pull over an image pyramid (a smooth membrane-like
-    interpolation from the known pixels). values ndarray[H, W, C] float32, known ndarray[H, W] bool."""
-    w = known.astype(np.float32)
+    interpolation from the known pixels). values ndarray[H, W, C] float32, known ndarray[H, W] bool, or
+    ndarray[H, W, C] bool to give each channel known pixels of its own."""
+    w = known.astype(np.float32).reshape(known.shape[0], known.shape[1], -1)
     if w.all() or not w.any():
         return values if w.all() else np.zeros_like(values)
-    sums: list[np.ndarray] = [values * w[..., None]]
+    channels = w.shape[2]
+    sums: list[np.ndarray] = [values * w]
     weights: list[np.ndarray] = [w]
-    while min(weights[-1].shape) > 1:
-        h, wd = weights[-1].shape
+    while min(weights[-1].shape[:2]) > 1:
+        h, wd = weights[-1].shape[:2]
         size = (max(1, wd // 2), max(1, h // 2))
         sums.append(cv2.resize(sums[-1], size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1))
-        weights.append(cv2.resize(weights[-1], size, interpolation=cv2.INTER_AREA))
-    level = sums[-1] / np.maximum(weights[-1], 1e-6)[..., None]
+        weights.append(
+            cv2.resize(weights[-1], size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], channels)
+        )
+    level = sums[-1] / np.maximum(weights[-1], 1e-6)
     for s, wt in zip(reversed(sums[:-1]), reversed(weights[:-1]), strict=True):
-        h, wd = wt.shape
+        h, wd = wt.shape[:2]
         up = cv2.resize(level, (wd, h), interpolation=cv2.INTER_LINEAR).reshape(h, wd, -1)
-        own = s / np.maximum(wt, 1e-6)[..., None]
-        alpha = np.clip(wt * 4.0, 0.0, 1.0)[
-            ..., None
-        ]  # a cell with any known pixel mostly keeps its own mean
+        own = s / np.maximum(wt, 1e-6)
+        alpha = np.clip(wt * 4.0, 0.0, 1.0)  # a cell with any known pixel mostly keeps its own mean
         level = alpha * own + (1.0 - alpha) * up
-    out: np.ndarray = np.where(known[..., None], values, level)
+    out: np.ndarray = np.where(w > 0, values, level)
     return out
 
 
@@ -518,7 +520,13 @@ def _exposure_gain(target: np.ndarray, warped: np.ndarray) -> np.ndarray:
     valid = (np.abs(warped) > 1e-3).all(1) & (np.abs(target) > 1e-3).all(1)
     if valid.sum() < 16:
         return np.ones(3, np.float32)
-    gain = np.median(target[valid] / warped[valid], axis=0)
+    ratios = np.ascontiguousarray((target[valid] / warped[valid]).T)  # the median per channel, by hand:
+    half = ratios.shape[1] // 2  # np.median's checks cost more than the sort on a ring this size
+    if ratios.shape[1] % 2:
+        gain = np.partition(ratios, half, axis=1)[:, half]
+    else:
+        middle = np.partition(ratios, (half - 1, half), axis=1)
+        gain = (middle[:, half - 1] + middle[:, half]) / 2
     gain = np.clip(gain, 2.0 / 3.0, 1.5)
     out: np.ndarray = np.where(np.abs(gain - 1.0) < 0.005, 1.0, gain).astype(np.float32)
     return out
@@ -598,7 +606,7 @@ class Propagator:
             ring = (cv2.dilate(track.astype(np.uint8), ring_kernel) > 0) & known[t]
             ys, xs = np.nonzero(track | ring)
             is_ring = ring[ys, xs]
-            pixels = _Pixels(hy, hx, self.scale)
+            pixels = _Pixels(hy, hx, self.scale, ys, xs)
             hypotheses = []
             for forward, backward, static, own in flows:
                 (fwd, fwd_witness), (bwd, bwd_witness) = (
@@ -642,20 +650,31 @@ def propagate(
 
 
 class _Pixels:
-    """The hole pixels of one target (plate pixels of the region, row-major) and their positions on the
-    proxy (pixel centres mapped), shared by every trace of that target.
+    """The hole pixels of one target (plate pixels of the region, row-major) and where they lie among
+    the proxy points traced for it, shared by every trace of that target.
 
     Attributes:
         hy, hx (ndarray[N] int): plate pixel rows and columns within the region.
-        px, py (ndarray[N] float32): the same pixels' proxy coordinates.
-        box: their bounding box ``(y0, y1, x0, x1)`` within the region.
+        gx, gy (ndarray[N] float32): the same, as coordinates.
+        origin, span: the proxy box around the traced points: its corner ``(oy, ox)`` and size
+            ``(bh, bw)``.
+        px, py (ndarray[N] float32): the pixels' positions in that box (proxy pixel centres mapped).
+        nearest (ndarray[N] int): the flat index in the box of each pixel's nearest proxy point (-1:
+            off the box).
+        box: the pixels' bounding box ``(y0, y1, x0, x1)`` within the region.
     """
 
-    def __init__(self, hy: np.ndarray, hx: np.ndarray, scale: tuple[float, float]):
+    def __init__(
+        self, hy: np.ndarray, hx: np.ndarray, scale: tuple[float, float], ys: np.ndarray, xs: np.ndarray
+    ):
         self.hy, self.hx = hy, hx
         self.gx, self.gy = hx.astype(np.float32), hy.astype(np.float32)
-        self.px = (self.gx + 0.5) * scale[0] - 0.5
-        self.py = (self.gy + 0.5) * scale[1] - 0.5
+        self.origin = oy, ox = int(ys.min()), int(xs.min())
+        self.span = bh, bw = int(ys.max()) + 1 - oy, int(xs.max()) + 1 - ox
+        self.px = (self.gx + 0.5) * scale[0] - 0.5 - ox
+        self.py = (self.gy + 0.5) * scale[1] - 0.5 - oy
+        rx, ry = np.rint(self.px).astype(np.int64), np.rint(self.py).astype(np.int64)
+        self.nearest = np.where((rx >= 0) & (rx < bw) & (ry >= 0) & (ry < bh), ry * bw + rx, -1)
         self.scale = scale
         self.box = (int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1)
 
@@ -670,16 +689,6 @@ class _Pixels:
         """The values of a bounding-box grid at the hole pixels: ndarray[N]."""
         out: np.ndarray = grid[self.hy - self.box[0], self.hx - self.box[2]]
         return out
-
-
-def _nearest(field: np.ndarray, x: np.ndarray, y: np.ndarray, outside: float) -> np.ndarray:
-    """Nearest-pixel values of a 2-D ``field`` at points (``outside`` beyond its edge): ndarray[N]."""
-    h, w = field.shape
-    rx, ry = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
-    inside = (rx >= 0) & (rx < w) & (ry >= 0) & (ry < h)
-    out = np.full(len(x), outside, field.dtype)
-    out[inside] = field[ry[inside], rx[inside]]
-    return out
 
 
 #: One trace's result per hole pixel: values (ndarray[N, 3], exposure matched), temporal distance to
@@ -719,19 +728,15 @@ def _candidates(
     misfit = np.full(count, np.nan, np.float32)
     if only is not None and len(only) == 0:
         return value, dist, src_of, misfit
-    # the proxy box around the traced points, and each hole pixel's position in it
-    oy, ox = int(ys.min()), int(xs.min())
-    bh, bw = int(ys.max()) + 1 - oy, int(xs.max()) + 1 - ox
-    px, py = pixels.px - ox, pixels.py - oy
-    label = np.full((bh, bw), -1, np.int32)
-    label[ys - oy, xs - ox] = trace.source
-    serving = _nearest(label, px, py, -1)
+    # each hole pixel is served by the source of its nearest traced point
+    (oy, ox), (bh, bw), px, py = pixels.origin, pixels.span, pixels.px, pixels.py
+    label = np.full(bh * bw + 1, -1, np.int32)  # the last: off the box
+    label[(ys - oy) * bw + xs - ox] = trace.source
+    serving = label[pixels.nearest]
     if only is not None:
         serving[np.setdiff1d(np.arange(count), only, assume_unique=True)] = -1
-    for s in sorted(set(trace.source[trace.source >= 0].tolist()), key=lambda s: abs(s - t)):
+    for s in np.flatnonzero(np.bincount(serving + 1)[1:]).tolist():  # the sources serving any pixel
         mine = np.flatnonzero(serving == s)
-        if len(mine) == 0:
-            continue
         pick = trace.source == s
         disp = np.zeros((bh, bw, 3), np.float32)
         disp[ys[pick] - oy, xs[pick] - ox] = np.stack(
@@ -750,10 +755,10 @@ def _candidates(
         ring_source = _sample(small_rgb[s], ring_x, ring_y)
         gain = _exposure_gain(ring_target, ring_source)
         carried = sampled * gain
-        value[mine] = carried
         dist[mine] = abs(s - t)
         src_of[mine] = s
         if len(ring_idx) < 16:  # too small a ring to tell
+            value[mine] = carried
             continue
         ry, rx = ys[ring_idx] - oy, xs[ring_idx] - ox
         left = ring_target - ring_source * gain
@@ -764,10 +769,12 @@ def _candidates(
         # landed on another surface), is added in where it is under a quarter of the value (more is
         # another surface, not shading: a passer-by in the source frame must not be painted over)
         kept = size <= np.partition(size, int(0.8 * len(size)) - 1)[int(0.8 * len(size)) - 1]
-        cells = [_smooth(left[kept], ry[kept], rx[kept], (bh, bw))]
+        # one interpolation for both: the shading from the kept points, the misfit from all
+        values, use = left, np.repeat(kept[:, None], 3, 1)
         if only is None:  # (a witness is only compared by its value: its misfit is never read)
-            cells.append(_smooth(size / level, ry, rx, (bh, bw)))
-        around = _at(np.concatenate(cells, -1), px[mine], py[mine])  # one sampling for both
+            values = np.concatenate([left, (size / level)[:, None]], -1)
+            use = np.concatenate([use, np.ones((len(size), 1), bool)], -1)
+        around = _at(_smooth(values, ry, rx, (bh, bw), use), px[mine], py[mine])
         shading = around[:, :3]
         if only is None:
             misfit[mine] = around[:, 3]
@@ -837,18 +844,25 @@ def _align(
     return 0.0, 0.0
 
 
-def _smooth(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _smooth(
+    values: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], use: np.ndarray | None = None
+) -> np.ndarray:
     """Values known at some pixels (``ys``, ``xs``; ndarray[K] or [K, C]) of a grid of ``shape``,
     interpolated smoothly over it: push-pull on cells of ``SPREAD_CELL`` pixels (it varies slowly),
-    ndarray[gh, gw, C] over the cells."""
+    ndarray[gh, gw, C] over the cells. ``use`` (ndarray[K, C] bool): which points count, per column
+    (default all)."""
     gh, gw = -(-shape[0] // SPREAD_CELL), -(-shape[1] // SPREAD_CELL)
     cell = (ys // SPREAD_CELL) * gw + xs // SPREAD_CELL
-    counts = np.bincount(cell, minlength=gh * gw)
     columns = values.reshape(len(values), -1)
-    sums = np.stack([np.bincount(cell, weights=c, minlength=gh * gw) for c in columns.T], -1)
+    if use is None:
+        use = np.ones(columns.shape, bool)
+    counts = np.stack([np.bincount(cell, weights=u, minlength=gh * gw) for u in use.T.astype(np.float64)], -1)
+    sums = np.stack(
+        [np.bincount(cell, weights=np.where(u, c, 0.0), minlength=gh * gw) for c, u in zip(columns.T, use.T)], -1
+    )
     seen = counts > 0
-    grid = np.where(seen[:, None], sums / np.maximum(counts, 1)[:, None], 0.0).astype(np.float32)
-    out: np.ndarray = membrane_fill(grid.reshape(gh, gw, -1), seen.reshape(gh, gw))
+    grid = np.where(seen, sums / np.maximum(counts, 1), 0.0).astype(np.float32)
+    out: np.ndarray = membrane_fill(grid.reshape(gh, gw, -1), seen.reshape(gh, gw, -1))
     return out
 
 

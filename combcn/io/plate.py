@@ -34,6 +34,13 @@ def to_unit(pixels: np.ndarray) -> np.ndarray:
     channel selection's strides would make every OpenCV call on it copy the whole image first)."""
     if np.issubdtype(pixels.dtype, np.integer):
         return pixels.astype(np.float32, order="C") / float(np.iinfo(pixels.dtype).max)
+    if pixels.dtype == np.float16 and pixels.size >= 1 << 16:
+        # numpy widens half floats one at a time; torch's vectorised conversion is ~5x faster on a
+        # plate (and exact: every half is a float32)
+        import torch
+
+        out: np.ndarray = torch.from_numpy(np.ascontiguousarray(pixels)).float().numpy()
+        return out
     return pixels.astype(np.float32, order="C")
 
 
