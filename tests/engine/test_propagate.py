@@ -26,7 +26,9 @@ from combcn.engine.propagate import (
     PropagationSettings,
     Propagator,
     _align,
+    _blend,
     _combine,
+    _disagreement,
     _Pixels,
     propagate,
 )
@@ -480,6 +482,35 @@ def test_a_sources_drift_is_found_on_the_ring() -> None:
     assert _align(flat, xs.astype(np.float32), ys.astype(np.float32), flat[ys, xs]) == (0.0, 0.0)
 
 
+def test_two_disagreeing_sources_are_weighed_by_the_inverse_square_of_their_misfit() -> None:
+    """Forward and backward sources that disagree, with no later look to settle it, are blended like
+    two measurements by their variances: the source with half the other's misfit weighs 0.8 (0.67
+    were they weighed by the inverse misfit); where the misfit was not measured, by temporal
+    distance; a source whose misfit is above the bound is not taken."""
+    n = 4
+    none = (np.zeros((n, 3), np.float32), np.full(n, np.inf, np.float32), np.full(n, -1), np.full(n, np.nan))
+
+    def side(value: float, frame: int, distance: float, misfit: float) -> tuple[np.ndarray, ...]:
+        return (
+            np.full((n, 3), value, np.float32),
+            np.full(n, distance, np.float32),
+            np.full(n, frame),
+            np.full(n, misfit, np.float32),
+        )
+
+    fwd, bwd = side(0.2, 7, 2.0, 0.05), side(0.8, 2, 3.0, 0.1)
+    value, source, _, both, _ = _blend(fwd, bwd, _disagreement(fwd, bwd), [none, none])
+    assert np.allclose(value, 0.8 * 0.2 + 0.2 * 0.8) and (source == 7).all() and both.all()
+    # not measured: by temporal distance (the nearer, 2 frames away, weighs 3 / 5)
+    fwd, bwd = side(0.2, 7, 2.0, np.nan), side(0.8, 2, 3.0, np.nan)
+    value, _, _, _, _ = _blend(fwd, bwd, _disagreement(fwd, bwd), [none, none])
+    assert np.allclose(value, 0.6 * 0.2 + 0.4 * 0.8)
+    # neither fits: nothing is recovered
+    fwd, bwd = side(0.2, 7, 2.0, 0.5), side(0.8, 2, 3.0, 0.6)
+    _, source, _, _, _ = _blend(fwd, bwd, _disagreement(fwd, bwd), [none, none])
+    assert (source == -1).all()
+
+
 def test_each_patch_takes_the_motion_that_fits_it_and_another_motion_needs_two_looks() -> None:
     """Two motion hypotheses over a 20x20 hole: the background's, whose sources disagree with each
     other and misfit the ring (a mover is under the hole: behind it the background is seen, but not
@@ -490,7 +521,7 @@ def test_each_patch_takes_the_motion_that_fits_it_and_another_motion_needs_two_l
     only with a source no farther away than the background's. On a locked-off shot, a second motion
     that fits only loosely recovers nothing."""
     yy, xx = np.mgrid[0:20, 0:20]
-    pixels = _Pixels(yy.ravel(), xx.ravel(), (1.0, 1.0))
+    pixels = _Pixels(yy.ravel(), xx.ravel(), (1.0, 1.0), yy.ravel(), xx.ravel())
     n = 400
     left = xx.ravel() < 10
     both = np.ones(n, bool)
