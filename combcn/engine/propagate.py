@@ -947,8 +947,8 @@ def _blend(fwd: _Candidate, bwd: _Candidate, spread: np.ndarray, witnesses: list
     each weighted by the inverse square of its misfit, as two measurements are by their variances
     (the one with half the other's misfit weighs 0.8); by temporal distance where that was not
     measured. (Measured on held-out clips: both lower the error against taking the nearer source,
-    and leave fewer doubled edges; the inverse square lower than the inverse, and no softer.) Where no source fits (misfit above ``MISFIT``), nothing is
-    recovered: the network fills the pixel.
+    and leave fewer doubled edges; the inverse square lower than the inverse, and no softer.) Where
+    no source fits (misfit above ``MISFIT``), nothing is recovered: the network fills the pixel.
 
     Returns:
         per hole pixel: the value (ndarray[N, 3]), the index of the frame it mostly came from
