@@ -30,6 +30,7 @@ from combcn.engine.propagate import (
     _combine,
     _disagreement,
     _Pixels,
+    membrane_fill,
     propagate,
 )
 from combcn.errors import ConfigError, InputError
@@ -480,6 +481,19 @@ def test_a_sources_drift_is_found_on_the_ring() -> None:
     # nothing to align by on a flat ring: no shift
     flat = np.full((80, 80, 3), 0.4, np.float32)
     assert _align(flat, xs.astype(np.float32), ys.astype(np.float32), flat[ys, xs]) == (0.0, 0.0)
+
+
+def test_a_membrane_fill_with_known_pixels_per_channel_fills_each_channel_on_its_own() -> None:
+    """Given a known mask per channel, each channel is filled from its own known pixels, as if
+    filled alone (to float rounding), and keeps them exactly."""
+    rng = np.random.default_rng(3)
+    values = rng.random((23, 31, 4)).astype(np.float32)
+    known = rng.random((23, 31, 4)) < np.float32([0.05, 0.3, 0.6, 1.0])
+    out = membrane_fill(values, known)
+    for c in range(4):
+        alone = membrane_fill(np.ascontiguousarray(values[..., c : c + 1]), known[..., c])[..., 0]
+        assert np.allclose(out[..., c], alone, atol=1e-6)
+        assert np.array_equal(out[..., c][known[..., c]], values[..., c][known[..., c]])
 
 
 def test_two_disagreeing_sources_are_weighed_by_the_inverse_square_of_their_misfit() -> None:

@@ -23,6 +23,7 @@ from combcn.io.plate import (
     read_rgb_image,
     rgb_channels,
     rgb_of,
+    to_unit,
 )
 
 
@@ -51,6 +52,22 @@ def test_integers_become_unit_floats_and_grey_is_repeated(tmp_path: Path) -> Non
     write_image_atomic(tmp_path / "g.png", ImageData(np.full((4, 4, 1), 65535, np.uint16), spec))
     assert np.array_equal(read_rgb_image(tmp_path / "g.png"), np.ones((4, 4, 3), np.float32))
     assert read_matte_image(tmp_path / "g.png").max() == 1.0
+
+
+def test_half_floats_are_widened_exactly_and_contiguously() -> None:
+    """A plate-sized half-float selection (strided: RGB out of RGBA) becomes a C-contiguous float32
+    array with every value, NaN and Inf included, exactly the half's; a small one too (the two take
+    different paths)."""
+    rng = np.random.default_rng(0)
+    for shape in ((300, 400, 4), (4, 5, 4)):
+        half = (rng.standard_normal(shape) * 1000).astype(np.float16)
+        half[0, 0, 0], half[0, 1, 1], half[0, 2, 2] = np.nan, np.inf, -np.inf
+        half[1, 0, 0] = np.float16(6e-8)  # subnormal
+        rgb = half[:, ::2, 2::-1]  # a strided view, channels reversed
+        out = to_unit(half[..., :3])
+        assert out.dtype == np.float32 and out.flags["C_CONTIGUOUS"] and out.flags["WRITEABLE"]
+        assert np.array_equal(out, half[..., :3].astype(np.float32), equal_nan=True)
+        assert np.array_equal(to_unit(rgb), rgb.astype(np.float32), equal_nan=True)
 
 
 def test_tiled_exr_rows_come_through_the_tile_api(tmp_path: Path) -> None:
