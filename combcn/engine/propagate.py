@@ -939,16 +939,16 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> tupl
 
 
 def _blend(fwd: _Candidate, bwd: _Candidate, spread: np.ndarray, witnesses: list[_Candidate]) -> _Fill:
-    """Blend each hole pixel's forward and backward sources by temporal distance where they agree
-    (``spread``: their :func:`_disagreement`).
-    Where they disagree and both witnesses (later looks along the same traces) side with one of them,
-    take that one alone: a mover seen in one source frame must not ghost into the fill. Where nothing
-    settles a disagreement, blend the two by how well each fits the known pixels around the hole:
-    each weighted by the inverse square of its misfit, as two measurements are by their variances
-    (the one with half the other's misfit weighs 0.8); by temporal distance where that was not
-    measured. (Measured on held-out clips: both lower the error against taking the nearer source,
-    and leave fewer doubled edges; the inverse square lower than the inverse, and no softer.) Where
-    no source fits (misfit above ``MISFIT``), nothing is recovered: the network fills the pixel.
+    """Blend each hole pixel's forward and backward sources as two measurements of one value: each
+    weighted by the inverse square of its misfit (how well it fits the known pixels around the hole;
+    the one with half the other's misfit weighs 0.8), by temporal distance where the misfit was not
+    measured (too small a ring to tell). Where they disagree (``spread``, their
+    :func:`_disagreement`, above ``AGREE``) and both witnesses (later looks along the same traces)
+    side with one of them, take that one alone: a mover seen in one source frame must not ghost into
+    the fill. (Measured on held-out clips: blending by the misfit lowers the error against taking the
+    nearer source, and leaves fewer doubled edges; its inverse square lower than its inverse, and
+    lower than temporal distance where the two agree.) Where no source fits (misfit above
+    ``MISFIT``), nothing is recovered: the network fills the pixel.
 
     Returns:
         per hole pixel: the value (ndarray[N, 3]), the index of the frame it mostly came from
@@ -962,6 +962,8 @@ def _blend(fwd: _Candidate, bwd: _Candidate, spread: np.ndarray, witnesses: list
     both = (sf >= 0) & (sb >= 0)
     df_, db_ = np.where(both, df, 1.0), np.where(both, db, 1.0)
     weight_f = np.where(both, db_ / np.maximum(df_ + db_, 1e-6), (sf >= 0).astype(np.float32))
+    measured = both & np.isfinite(ef) & np.isfinite(eb) & (ef + eb > 1e-6)
+    weight_f = np.where(measured, eb**2 / np.where(measured, ef**2 + eb**2, 1.0), weight_f)
     doubt = np.where(both, np.where(spread > AGREE, spread, 0.0), ONE_SIDED)
     disputed = np.flatnonzero(both & (spread > AGREE))
     if len(disputed):
@@ -972,12 +974,7 @@ def _blend(fwd: _Candidate, bwd: _Candidate, spread: np.ndarray, witnesses: list
         votes_f = sum((_disagreement(at(fwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
         votes_b = sum((_disagreement(at(bwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
         settled = np.abs(votes_f - votes_b) >= 2
-        # unsettled: weigh each side by how well it fits the known ring around the hole
-        mf, mb = ef[disputed], eb[disputed]
-        measured = np.isfinite(mf) & np.isfinite(mb) & (mf + mb > 1e-6)
-        fit_f = mb**2 / np.where(measured, mf**2 + mb**2, 1.0)
-        w = np.where(measured, fit_f, weight_f[disputed])
-        weight_f[disputed] = np.where(settled, votes_f > votes_b, w)
+        weight_f[disputed] = np.where(settled, votes_f > votes_b, weight_f[disputed])
         doubt[disputed[settled]] = 0.0
     blended = weight_f[..., None] * vf + (1.0 - weight_f[..., None]) * vb
     # a source fits if its misfit was not measured (too small a ring to tell) or is small

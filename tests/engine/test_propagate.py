@@ -496,11 +496,12 @@ def test_a_membrane_fill_with_known_pixels_per_channel_fills_each_channel_on_its
         assert np.array_equal(out[..., c][known[..., c]], values[..., c][known[..., c]])
 
 
-def test_two_disagreeing_sources_are_weighed_by_the_inverse_square_of_their_misfit() -> None:
-    """Forward and backward sources that disagree, with no later look to settle it, are blended like
-    two measurements by their variances: the source with half the other's misfit weighs 0.8 (0.67
-    were they weighed by the inverse misfit); where the misfit was not measured, by temporal
-    distance; a source whose misfit is above the bound is not taken."""
+def test_two_sources_are_weighed_by_the_inverse_square_of_their_misfit() -> None:
+    """Forward and backward sources, agreeing or disagreeing with no later look to settle it, are
+    blended like two measurements by their variances: the source with half the other's misfit weighs
+    0.8 (0.67 were they weighed by the inverse misfit, 0.6 by temporal distance); where the misfit
+    was not measured, by temporal distance; a source whose misfit is above the bound is not
+    taken."""
     n = 4
     none = (np.zeros((n, 3), np.float32), np.full(n, np.inf, np.float32), np.full(n, -1), np.full(n, np.nan))
 
@@ -515,6 +516,9 @@ def test_two_disagreeing_sources_are_weighed_by_the_inverse_square_of_their_misf
     fwd, bwd = side(0.2, 7, 2.0, 0.05), side(0.8, 2, 3.0, 0.1)
     value, source, _, both, _ = _blend(fwd, bwd, _disagreement(fwd, bwd), [none, none])
     assert np.allclose(value, 0.8 * 0.2 + 0.2 * 0.8) and (source == 7).all() and both.all()
+    fwd, bwd = side(0.50, 7, 2.0, 0.05), side(0.52, 2, 3.0, 0.1)  # within AGREE of each other
+    value, _, _, _, _ = _blend(fwd, bwd, _disagreement(fwd, bwd), [none, none])
+    assert np.allclose(value, 0.8 * 0.50 + 0.2 * 0.52, rtol=0, atol=1e-5)
     # not measured: by temporal distance (the nearer, 2 frames away, weighs 3 / 5)
     fwd, bwd = side(0.2, 7, 2.0, np.nan), side(0.8, 2, 3.0, np.nan)
     value, _, _, _, _ = _blend(fwd, bwd, _disagreement(fwd, bwd), [none, none])
