@@ -22,8 +22,8 @@ For one temporal window (plus ``reach`` frames either side), on the region aroun
    where the trace put it plus the small shift that aligns the ring of known pixels around the hole
    with the target (the chained flow's drift), with an exposure gain between the frames measured on
    that ring, plus the smooth shading the gain leaves there. The nearest source before and after
-   are blended by temporal distance where they agree; where they do not, by a second look further
-   along each trace, else by how well each source fits that ring.
+   are blended by how well each fits that ring (by temporal distance where it is too small to
+   tell); where they disagree and a second look further along each trace sides with one, that one.
 4. **Choosing the motion.** Each hypothesis is weighed, per patch of pixels, by how well its sources
    agree and fit the ring near them; the pixel takes their weighted fill.
 
