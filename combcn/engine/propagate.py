@@ -33,6 +33,8 @@ Everything is deterministic (no random state), so chunked farm renders equal a s
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -598,10 +600,11 @@ class Propagator:
         if motion.scene_forward and scene:
             flows.append((motion.scene_forward, motion.scene_backward, False, known))
         ring_kernel = np.ones((9, 9), np.uint8)
-        for t in targets:
+
+        def one(t: int) -> None:
             hy, hx = np.nonzero(holes[t])
             if len(hy) == 0:
-                continue
+                return
             track = cv2.dilate(small_holes[t].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
             ring = (cv2.dilate(track.astype(np.uint8), ring_kernel) > 0) & known[t]
             ys, xs = np.nonzero(track | ring)
@@ -626,13 +629,31 @@ class Propagator:
             got = source >= 0
             y, x = pixels.hy[got] - box[0], pixels.hx[got] - box[2]
             shape = (box[1] - box[0], box[3] - box[2])
-            out.boxes[t] = (box[0] + region[0], box[1] + region[0], box[2] + region[2], box[3] + region[2])
-            out.values[t] = np.zeros(shape + (3,), np.float32)
-            out.values[t][y, x] = value[got]
-            out.revealed[t] = np.zeros(shape, bool)
-            out.revealed[t][y, x] = True
-            out.offset[t] = np.zeros(shape, np.float32)
-            out.offset[t][y, x] = source[got] - t
+            values = np.zeros(shape + (3,), np.float32)
+            values[y, x] = value[got]
+            revealed = np.zeros(shape, bool)
+            revealed[y, x] = True
+            offset = np.zeros(shape, np.float32)
+            offset[y, x] = source[got] - t
+            with lock:  # (each target is its own: only the dicts are shared)
+                out.boxes[t] = (
+                    box[0] + region[0],
+                    box[1] + region[0],
+                    box[2] + region[2],
+                    box[3] + region[2],
+                )
+                out.values[t], out.revealed[t], out.offset[t] = values, revealed, offset
+
+        # targets are independent: as many at once as OpenCV may use threads (NumPy and OpenCV let go
+        # of the interpreter in their loops); each one's result is the same however they are spread
+        lock = threading.Lock()
+        workers = max(1, min(cv2.getNumThreads(), len(targets)))
+        if workers == 1:
+            for t in targets:
+                one(t)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="combcn-propagate") as pool:
+                list(pool.map(one, targets))
         return out
 
 

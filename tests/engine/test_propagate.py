@@ -249,6 +249,30 @@ def _write(folder: Path, name: str, frames: np.ndarray, channels: tuple[str, ...
     return str(folder / f"{name}.####.exr")
 
 
+def test_frames_filled_side_by_side_equal_frames_filled_one_by_one() -> None:
+    """The fill runs several target frames at once (as many as OpenCV's thread count); the result
+    is bit for bit the one a single thread gives."""
+    plate, _, matte = synthetic_shot("pan", exposure=0.03)
+    holes = [m > 0 for m in matte]
+    results = []
+    before = cv2.getNumThreads()
+    try:
+        for threads in (1, 3):
+            cv2.setNumThreads(threads)
+            filled = propagate(
+                list(plate), holes, list(range(len(plate))), PropagationSettings(), region=(0, H, 0, W)
+            )
+            results.append(filled)
+    finally:
+        cv2.setNumThreads(before)
+    one, many = results
+    assert one.boxes == many.boxes and len(one.values) == len(plate)
+    for t in one.values:
+        assert np.array_equal(one.values[t], many.values[t])
+        assert np.array_equal(one.revealed[t], many.revealed[t])
+        assert np.array_equal(one.offset[t], many.offset[t])
+
+
 def test_chunked_render_equals_single_render_with_propagation(engine: Engine, tmp_path: Path) -> None:
     plate, _, matte = synthetic_shot("pan")
     plate = np.concatenate([plate, plate[::-1]])  # 20 frames: two overlapping windows of 16
