@@ -180,7 +180,10 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         type=options.threads,
         default=None,
-        help="CPU threads for torch and OpenImageIO, 1 or more (default: all cores)",
+        help=(
+            "CPU threads for torch, OpenCV and OpenImageIO, 1 or more; propagation fills this many "
+            "frames at once (default: all cores)"
+        ),
     )
     p.add_argument(
         "-w",
