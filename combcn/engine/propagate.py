@@ -33,7 +33,6 @@ Everything is deterministic (no random state), so chunked farm renders equal a s
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -601,10 +600,10 @@ class Propagator:
             flows.append((motion.scene_forward, motion.scene_backward, False, known))
         ring_kernel = np.ones((9, 9), np.uint8)
 
-        def one(t: int) -> None:
+        def one(t: int) -> tuple[Box, np.ndarray, np.ndarray, np.ndarray] | None:
             hy, hx = np.nonzero(holes[t])
             if len(hy) == 0:
-                return
+                return None
             track = cv2.dilate(small_holes[t].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
             ring = (cv2.dilate(track.astype(np.uint8), ring_kernel) > 0) & known[t]
             ys, xs = np.nonzero(track | ring)
@@ -635,25 +634,24 @@ class Propagator:
             revealed[y, x] = True
             offset = np.zeros(shape, np.float32)
             offset[y, x] = source[got] - t
-            with lock:  # (each target is its own: only the dicts are shared)
-                out.boxes[t] = (
-                    box[0] + region[0],
-                    box[1] + region[0],
-                    box[2] + region[2],
-                    box[3] + region[2],
-                )
-                out.values[t], out.revealed[t], out.offset[t] = values, revealed, offset
+            return (
+                (box[0] + region[0], box[1] + region[0], box[2] + region[2], box[3] + region[2]),
+                values,
+                revealed,
+                offset,
+            )
 
         # targets are independent: as many at once as OpenCV may use threads (NumPy and OpenCV let go
         # of the interpreter in their loops); each one's result is the same however they are spread
-        lock = threading.Lock()
         workers = max(1, min(cv2.getNumThreads(), len(targets)))
         if workers == 1:
-            for t in targets:
-                one(t)
+            results = [one(t) for t in targets]
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="combcn-propagate") as pool:
-                list(pool.map(one, targets))
+                results = list(pool.map(one, targets))
+        for t, result in zip(targets, results, strict=True):  # in the targets' order
+            if result is not None:
+                out.boxes[t], out.values[t], out.revealed[t], out.offset[t] = result
         return out
 
 
