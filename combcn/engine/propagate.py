@@ -864,17 +864,14 @@ def _align(
 
 
 def _smooth(
-    values: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], use: np.ndarray | None = None
+    values: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], use: np.ndarray
 ) -> np.ndarray:
-    """Values known at some pixels (``ys``, ``xs``; ndarray[K] or [K, C]) of a grid of ``shape``,
+    """Values known at some pixels (``ys``, ``xs``; ndarray[K, C]) of a grid of ``shape``,
     interpolated smoothly over it: push-pull on cells of ``SPREAD_CELL`` pixels (it varies slowly),
-    ndarray[gh, gw, C] over the cells. ``use`` (ndarray[K, C] bool): which points count, per column
-    (default all)."""
+    ndarray[gh, gw, C] over the cells. ``use`` (ndarray[K, C] bool): which points count, per column."""
     gh, gw = -(-shape[0] // SPREAD_CELL), -(-shape[1] // SPREAD_CELL)
     cell = (ys // SPREAD_CELL) * gw + xs // SPREAD_CELL
     columns = values.reshape(len(values), -1)
-    if use is None:
-        use = np.ones(columns.shape, bool)
     counts = np.stack([np.bincount(cell, weights=u, minlength=gh * gw) for u in use.T.astype(np.float64)], -1)
     sums = np.stack(
         [
