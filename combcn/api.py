@@ -42,7 +42,8 @@ def inpaint(
     Args:
         frames (ndarray | Tensor [T, H, W, C], float32 or float16): channels 0-2 are RGB (scene-linear
             or display-referred); other channels come back untouched.
-        matte (ndarray | Tensor [T, H, W]): in [0, 1], 1 = remove.
+        matte (ndarray | Tensor [T, H, W]): numbers in [0, 1], 1 = remove; or booleans (numpy or
+            torch), True = remove.
         weights: weights file (None = shipped default); the loaded model is cached per (weights, device).
         device: ``"cpu"``, ``"cuda"`` or None (cuda when present).
         model: a model instance to use instead (e.g. a small one in tests).

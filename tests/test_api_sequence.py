@@ -232,3 +232,17 @@ def test_inpaint_sequence_keeps_the_loaded_engine_between_calls(
             plate, matte_pattern, str(tmp_path / f"{name}/o.####.exr"), weights=str(weights)
         )
     assert len(loads) == 1
+
+
+def test_inpaint_takes_a_boolean_matte_as_its_float_matte() -> None:
+    """combcn.inpaint reads a numpy or torch bool matte as every library does: True = remove."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    frames = rng.random((3, 48, 64, 3), dtype=np.float32)
+    matte = moving_box_matte(3, 48, 64)
+    model = tiny_model()
+    expected = combcn.inpaint(frames, matte, model=model)
+    np.testing.assert_array_equal(combcn.inpaint(frames, matte > 0.5, model=model), expected)
+    out = combcn.inpaint(torch.from_numpy(frames), torch.from_numpy(matte > 0.5), model=model)
+    np.testing.assert_array_equal(out.numpy(), expected)

@@ -178,7 +178,8 @@ class Engine:
         Args:
             frames (ndarray | Tensor [T, H, W, C], float32 or float16): channels 0-2 are RGB; other
                 channels are returned untouched.
-            matte (ndarray | Tensor [T, H, W]): in [0, 1], 1 = remove.
+            matte (ndarray | Tensor [T, H, W]): numbers in [0, 1], 1 = remove; or booleans,
+                True = remove.
             **options: ``shaper`` (default acescct), ``threshold`` (0.5), ``invert``, ``expand`` (px),
                 ``feather`` (px), ``overlap`` (frames, window/4), ``margin`` (0.5), ``propagate``
                 (True: carry what other frames show at full resolution first), ``reach`` (0 frames).
@@ -201,10 +202,12 @@ class Engine:
             raise InputError(f"frames must be float32 or float16, got {plate.dtype}")
         if raw_matte.shape != plate.shape[:3]:
             raise InputError(f"matte must be (T, H, W) = {plate.shape[:3]}, got {raw_matte.shape}")
+        if raw_matte.dtype == np.bool_:
+            raw_matte = raw_matte.astype(np.float32)  # True = remove, as every library reads it
         if not np.issubdtype(raw_matte.dtype, np.number) or np.issubdtype(
             raw_matte.dtype, np.complexfloating
         ):
-            raise InputError(f"matte must hold real numbers in [0, 1], got {raw_matte.dtype}")
+            raise InputError(f"matte must hold real numbers in [0, 1] or booleans, got {raw_matte.dtype}")
         if not np.isfinite(raw_matte).all():
             raise InputError("matte has NaN or Inf values; it must hold numbers in [0, 1]")
         opts = dict(options)

@@ -118,6 +118,15 @@ class TestEngine:
         assert isinstance(out, torch.Tensor) and out.dtype == plate.dtype
         assert torch.equal(out[matte < 0.5], plate[matte < 0.5])
 
+    def test_boolean_matte_equals_its_float_matte(self, engine: Engine) -> None:
+        plate = self._plate(t=3)
+        matte = moving_box_matte(3, 48, 64)
+        expected = engine.inpaint(plate, matte)
+        np.testing.assert_array_equal(engine.inpaint(plate, matte > 0.5), expected)
+        out = engine.inpaint(torch.from_numpy(plate), torch.from_numpy(matte) > 0.5)
+        assert isinstance(out, torch.Tensor)
+        np.testing.assert_array_equal(out.numpy(), expected)
+
     def test_windows_longer_than_model_are_deterministic(self, engine: Engine) -> None:
         plate = self._plate(t=11)
         matte = moving_box_matte(11, 48, 64)
