@@ -4,7 +4,7 @@
 - :mod:`combcn.eval.baselines`: OpenCV Telea and Navier-Stokes per frame, temporal median, the clean
   and tracked plates.
 - :mod:`combcn.eval.clips`: windows at a square size or native, with box, moving-stroke or object-
-  silhouette holes (drawn by :mod:`combcn.train.holes`), deterministic.
+  silhouette holes (drawn by :mod:`combcn.holes`), deterministic.
 - :mod:`combcn.eval.evaluate`: runs methods on windows, scores, summarises (``combcn eval``).
 """
 

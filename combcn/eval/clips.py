@@ -4,7 +4,7 @@ A clip is a folder of frames named in frame order (the ``data/clips`` layout: ``
 optional ``masks/`` subfolder of object masks named like the frames). A window is ``T`` consecutive
 frames, either at the clip's own size (``native``: no crop, no resize) or as the largest centred
 square resized to ``S`` x ``S`` (the paper's protocol, §5). Hole families (all drawn by
-:mod:`combcn.train.holes`, the code training uses):
+:mod:`combcn.holes`, the code training uses):
 
 - ``box``: the paper's box (§4), sides 0.375-0.5 of the frame's, the same place in every frame;
 - ``strokes``: brush strokes carried along a smooth path across the window;
@@ -148,10 +148,10 @@ def paper_box(rng: np.random.Generator, size: int, width: int | None = None) -> 
     drawn independently in [0.375, 0.5] of the frame's, position uniform with the box inside it
     (paper §4; §9 item 9).
 
-    Drawn by the training code's :func:`combcn.train.holes.box_hole`, so evaluation holes are the
-    very kind the model is validated on during training.
+    Drawn by :func:`combcn.holes.box_hole`, as training draws it, so evaluation holes are the very
+    kind the model is validated on during training.
     """
-    from combcn.train.holes import box_hole
+    from combcn.holes import box_hole
 
     hole = box_hole(rng, 1, size, width or size, HOLE_MIN_FRACTION, HOLE_MAX_FRACTION)[0] > 0
     rows, cols = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
@@ -195,7 +195,7 @@ MIN_TRACK_FRAMES = 8
 
 @dataclass(frozen=True)
 class Track:
-    """One object's silhouettes over consecutive frames of a clip (:func:`combcn.train.holes.object_tracks`).
+    """One object's silhouettes over consecutive frames of a clip (:func:`combcn.holes.object_tracks`).
 
     Attributes:
         clip (str): the clip whose masks it comes from.
@@ -289,12 +289,12 @@ def read_masks(clip_dir: Path) -> tuple[np.ndarray, list[int]] | None:
 
 
 def silhouette_tracks(clip_dirs: Sequence[Path]) -> list[Track]:
-    """Every object track (:func:`combcn.train.holes.object_tracks`) in the masks of ``clip_dirs``.
+    """Every object track (:func:`combcn.holes.object_tracks`) in the masks of ``clip_dirs``.
 
     Tracks of at least :data:`MIN_TRACK_FRAMES` frames, or, where no clip has one, every track (still
-    silhouettes that :func:`combcn.train.holes.silhouette_hole` moves along a path). Ordered by clip name.
+    silhouettes that :func:`combcn.holes.silhouette_hole` moves along a path). Ordered by clip name.
     """
-    from combcn.train.holes import object_tracks
+    from combcn.holes import object_tracks
 
     def tracks_of(dirs: list[Path]) -> list[Track]:
         out: list[Track] = []
@@ -348,7 +348,7 @@ def make_hole(
 ) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
     """One window's hole of ``family``: (float32 [T, H, W] 1 = hole, the box as (top, left, height,
     width) for ``box`` else None). ``objects`` needs ``track``."""
-    from combcn.train import holes
+    from combcn import holes
 
     if family == "box":
         box = paper_box(rng, h, w)

@@ -271,7 +271,7 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def synthetic_hole(rng: np.random.Generator, frames: int, height: int, width: int) -> np.ndarray:
-    """A synthetic hole of the kinds the model was trained on (:mod:`combcn.train.holes`).
+    """A synthetic hole of the kinds the model was trained on (:mod:`combcn.holes`).
 
     A third each: the paper's box (sides 0.375-0.5 of the crop, same place in every frame, §4),
     free-form strokes that drift over time, and a paper-sized box that moves linearly across the
@@ -280,7 +280,7 @@ def synthetic_hole(rng: np.random.Generator, frames: int, height: int, width: in
     Returns:
         ndarray[T, h, w] bool.
     """
-    from combcn.train.holes import mixed_hole
+    from combcn.holes import mixed_hole
 
     return mixed_hole(rng, frames, height, width) > 0
 

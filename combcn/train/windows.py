@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from combcn.errors import ConfigError
+from combcn.holes import box_hole, object_hole, stroke_hole
 from combcn.train.data import Clip
-from combcn.train.holes import box_hole, object_hole, stroke_hole
 
 #: Encodings a window can be given (``data.encoding``): ``srgb`` keeps the stored values; the others
 #: are shapers applied to the linearised window.

@@ -17,12 +17,7 @@ import torch
 from helpers import write_png
 
 from combcn.errors import ConfigError, InputError, ModelError
-from combcn.model import load_model
-from combcn.train import losses as losses_mod
-from combcn.train import trainer as trainer_mod
-from combcn.train.config import load_config, parse_config
-from combcn.train.data import ClipSource, discover, load_clips, split_by_clip
-from combcn.train.holes import (
+from combcn.holes import (
     box_hole,
     mixed_hole,
     moving_box_hole,
@@ -32,6 +27,11 @@ from combcn.train.holes import (
     silhouette_hole,
     stroke_hole,
 )
+from combcn.model import load_model
+from combcn.train import losses as losses_mod
+from combcn.train import trainer as trainer_mod
+from combcn.train.config import load_config, parse_config
+from combcn.train.data import ClipSource, discover, load_clips, split_by_clip
 from combcn.train.losses import framewise_masked_l1, masked_l1, temporal_l1, total_loss
 from combcn.train.windows import WindowSampler
 

@@ -1,4 +1,4 @@
-"""Synthetic holes, the one place where training, fine-tuning and evaluation draw them.
+"""Synthetic holes, the one place where training, fine-tuning, evaluation and the engine draw them.
 
 Every generator is deterministic for its ``rng`` and returns a float32 array [T, H, W] with 1 = hole
 (or None where it cannot make a usable hole).
