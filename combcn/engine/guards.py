@@ -11,6 +11,7 @@ and two renders writing the same frames at once.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -222,6 +223,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def remove_stale_locks(out: SequencePattern) -> list[str]:
+    """Remove the stale locks (see :class:`OutputLock`) that renders of ``out`` left beside it, of
+    any frames: a render killed after its last frame leaves one that no later render would take over.
+
+    Returns:
+        One warning per lock removed (also logged).
+    """
+    folder = Path(out.path(0)).parent
+    warnings = []
+    for path in sorted(folder.glob(f"{glob.escape(f'.{_pattern_key(out)}.')}*{_LOCK_SUFFIX}")):
+        owner = OutputLock._read(path)
+        if not OutputLock._stale(path, owner):
+            continue
+        who = "unknown owner" if owner is None else f"pid {owner.get('pid')} on {owner.get('host')}"
+        message = f"{path}: removed a stale lock ({who}, no longer running)"
+        log.warning(message)
+        warnings.append(message)
+        path.unlink(missing_ok=True)
+    return warnings
+
+
 class OutputLock:
     """A lock file beside the outputs: one render per output pattern and frame set at a time.
 
@@ -230,7 +252,8 @@ class OutputLock:
     together; a render whose frames overlap a live lock's refuses (of two that start at once, the
     later-started one refuses). A lock is stale when its pid is gone on this host or it has not been
     refreshed for :data:`LOCK_STALE_S` seconds (the owner refreshes it in a thread); a stale lock is
-    taken over with a warning.
+    taken over with a warning (and every render of the pattern removes the stale ones it finds, see
+    :func:`remove_stale_locks`).
 
     Args:
         out: the output pattern.
@@ -271,7 +294,8 @@ class OutputLock:
             return None
         return owner if isinstance(owner, dict) else None
 
-    def _stale(self, path: Path, owner: dict[str, Any] | None) -> bool:
+    @staticmethod
+    def _stale(path: Path, owner: dict[str, Any] | None) -> bool:
         try:
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:

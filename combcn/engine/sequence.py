@@ -33,7 +33,7 @@ import OpenImageIO as oiio
 
 from combcn.engine.core import FrameFill, RenderSettings, composite, needed_windows, render_windows
 from combcn.engine.engine import Engine, matte_options, render_settings
-from combcn.engine.guards import FillGuard, OutputLock, lossy_reason
+from combcn.engine.guards import FillGuard, OutputLock, lossy_reason, remove_stale_locks
 from combcn.engine.matte import MatteOptions, shape_matte
 from combcn.engine.propagate import PropagationSettings, propagation_settings
 from combcn.engine.shaper import default_shaper_for, get_shaper
@@ -632,6 +632,7 @@ def render_sequence(
     guard = FillGuard()
     try:
         report.warnings.extend(the_plan.warnings)
+        report.warnings.extend(remove_stale_locks(the_plan.out))  # finished frames or not
         if not the_plan.to_write:
             report.skipped = the_plan.skipped
             log.info("all %d frame(s) already exist; nothing to do", len(report.skipped))

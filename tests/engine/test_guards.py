@@ -297,6 +297,27 @@ class TestLock:
         finally:
             lock.release()
 
+    def test_stale_lock_among_finished_frames_is_removed_live_one_kept(
+        self, engine: Engine, tmp_path: Path
+    ) -> None:
+        plate, matte, _ = _shot(tmp_path / "in")
+        out = tmp_path / "out/o.####.exr"
+        combcn.inpaint_sequence(plate, matte, str(out), engine=engine)
+        pattern = SequencePattern(out)
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        )
+        stale = OutputLock(pattern, FRAMES[1:])
+        stale.owner["pid"] = int(dead.stdout)  # a render killed after its last frame, on this host
+        assert stale._create()
+        live = OutputLock(pattern, [1010])  # this process's: alive, other frames
+        assert live._create()
+        report = combcn.inpaint_sequence(plate, matte, str(out), engine=engine, resume=True)
+        assert report.written == [] and report.skipped == FRAMES
+        assert not stale.path.exists() and live.path.exists()
+        removed = [w for w in report.warnings if "stale lock" in w]
+        assert len(removed) == 1 and str(stale.path) in removed[0] and dead.stdout.strip() in removed[0]
+
 
 def _cli(plate: str, matte: str, out: Path, weights: str, *extra: str) -> list[str]:
     return [
@@ -378,6 +399,60 @@ class TestProcess:
         assert first.returncode == 0
         assert json.loads(rest.splitlines()[-1])["written"] == len(frames)
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"o.{f}.exr" for f in frames]
+
+    def test_lock_of_a_render_killed_after_its_last_frame_is_removed_by_the_next(
+        self, weights: str, tmp_path: Path
+    ) -> None:
+        """Renders killed with SIGKILL (a farm pre-empting a task): the first once its lock exists,
+        the resume that renders the rest after its last frame, before it lets go of its lock; the
+        final --resume has nothing to render and must still leave no lock behind."""
+        frames = list(range(1001, 1017))
+        plate, matte, _ = _shot(tmp_path / "in", frames)
+        out = tmp_path / "out"
+        cmd = _cli(plate, matte, out / "o.####.exr", weights)
+        first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not list(out.glob(".*.combcn-lock")) and time.monotonic() < deadline:
+            assert first.poll() is None, "the render ended before it could be killed"
+            time.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        # the resume renders every frame left, then is held where it would release its lock
+        held = "\n".join(
+            [
+                "import sys, time",
+                "from combcn.engine.guards import OutputLock",
+                "OutputLock.release = lambda self: time.sleep(600)",
+                "from combcn.cli import main",
+                "sys.exit(main(sys.argv[1:]))",
+            ]
+        )
+        second = subprocess.Popen(
+            [sys.executable, "-c", held, *cmd[1:], "--resume"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert second.stdout is not None
+        done, total = 0, -1
+        deadline = time.monotonic() + 120
+        while done != total and time.monotonic() < deadline:
+            line = second.stdout.readline()
+            if not line:
+                break
+            event = json.loads(line)
+            if event["event"] == "frame":
+                done, total = event["done"], event["total"]
+        second.send_signal(signal.SIGKILL)
+        second.wait(timeout=30)
+        assert done == total > 0, "the resume did not render the frames left"
+        assert sorted(p.name for p in out.glob("o.*.exr")) == [f"o.{f}.exr" for f in frames]
+        assert len(list(out.glob(".*.combcn-lock"))) == 1  # the killed resume's
+        last = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120)
+        assert last.returncode == 0, last.stderr
+        summary = json.loads(last.stdout.splitlines()[-1])
+        assert summary["written"] == 0 and summary["skipped"] == len(frames)
+        assert _leftovers(out) == [], "a stale lock was left among the delivered frames"
 
     def test_different_chunks_run_together(self, weights: str, tmp_path: Path) -> None:
         frames = list(range(1001, 1017))
