@@ -7,12 +7,17 @@ Render button. Render:
 1. asks the engine which frames it will read for the frame range (temporal windows reach beyond
    it) and finds them: an upstream Read of an EXR/DPX sequence is used as it is (or, when its frame
    offset moves frames or its trimmed range hides frames on disk such as a slate, through links to
-   exactly those files); anything else is first rendered (main thread, an internal Write and
-   ``nuke.execute``) to a temporary EXR sequence beside the output, for exactly those frames;
+   exactly those files, looked for through Dots, NoOps and disabled nodes); anything else is first
+   rendered (main thread, an internal Crop to the format, a Write and ``nuke.execute``) to a
+   temporary EXR sequence beside the output, for exactly those frames and only the channels the
+   engine reads (rgb, and the matte's channel);
 2. runs ``combcn inpaint ... --progress json`` in a background thread with a ``nuke.ProgressTask``
    whose Cancel stops the engine process;
 3. points the Group's internal Read at the written EXR sequence, in the colour space of what was
    written, reloads it, and switches the output to it.
+
+Paths (output, weights) are the knobs' evaluated values: TCL expressions and ``$env(NAME)`` are
+expanded, and a relative path is taken from the project directory (Project Settings), as Nuke does.
 
 Refused with one line: proxy mode (the engine needs full-resolution frames), and a script with
 several views where an input differs per view (``%V`` files or a node to pre-render).
@@ -43,6 +48,10 @@ SHAPERS = ["auto", "acescct", "log", "none", "srgb"]
 DEVICES = ["auto", "cpu", "cuda"]
 DIRECT_EXTENSIONS = (".exr", ".dpx")  # what the engine reads with the same pixel values as Nuke's Read
 UPSTREAM_FOLDER = ".combcn-upstream"
+# Nodes whose output is their input 0: the Read behind them is used as it is (no pre-render).
+PASS_THROUGH = ("Dot", "NoOp")
+# Channels a pre-render writes: the plate's colour, and only the channel that carries the matte.
+MATTE_RENDER_CHANNELS = {"alpha": "alpha", "red": "rgb", "green": "rgb", "blue": "rgb"}
 # Root knobs that say what a Read's "default" colour space is, by file type (Project Settings > Color).
 DEFAULT_LUT_KNOBS = {".exr": "floatLut", ".dpx": "logLut"}
 _HASHES = re.compile(r"#+")
@@ -150,6 +159,23 @@ def create_node() -> nuke.Group:
     return group
 
 
+def knob_path(node: nuke.Node, name: str) -> str:
+    """The path a file knob names, as Nuke would open it: its evaluated value (TCL expressions and
+    ``$env(NAME)`` expanded: Nuke ref, EvalString_Knob.evaluate), a relative path taken from the
+    project directory (Project Settings > project directory) when one is set. Empty when unset."""
+    knob = node[name]
+    text = str(knob.evaluate() if isinstance(knob, nuke.EvalString_Knob) else knob.value() or "")
+    text = text.strip()
+    if not text or os.path.isabs(text):
+        return text
+    project = nuke.root().knob("project_directory")
+    if project is not None:
+        folder = project.evaluate() if isinstance(project, nuke.EvalString_Knob) else project.value()
+        if str(folder or "").strip():
+            return os.path.join(str(folder).strip(), text)
+    return text
+
+
 def range_from_input(node: nuke.Node) -> None:
     """Set first/last from the Source input's frame range."""
     upstream = node.input(0)
@@ -223,9 +249,27 @@ def _knob_text(node: nuke.Node, name: str) -> str:
     return "" if knob is None else str(knob.value()).strip()
 
 
+def _disabled(node: nuke.Node) -> bool:
+    knob = node.knob("disable")
+    return knob is not None and bool(knob.value())
+
+
+def upstream_read(node: nuke.Node) -> nuke.Node:
+    """The node whose pixels ``node`` shows: through Dots, NoOps and disabled nodes (each passes its
+    input 0 on unchanged) to the first node that changes the image, usually the Read."""
+    seen = {id(node)}
+    while node.Class() in PASS_THROUGH or (node.Class() != "Read" and _disabled(node)):
+        above = node.input(0)
+        if above is None or id(above) in seen:
+            break
+        seen.add(id(above))
+        node = above
+    return node
+
+
 def read_sequence(node: nuke.Node) -> ReadSequence | None:
     """The sequence of a plain Read of EXR/DPX files, else None (the input is pre-rendered)."""
-    if node.Class() != "Read":
+    if node.Class() != "Read" or _disabled(node):  # a disabled Read shows black, not its files
         return None
     path = nuke.filename(node)  # proxy mode is refused before this, so this is the full-resolution file
     if (
@@ -276,12 +320,23 @@ class Plan:
 def _render_upstream(
     group: nuke.Group, input_name: str, channels: str, pattern: str, frames: list[int]
 ) -> None:
-    """Render the group's input ``input_name`` for ``frames`` (a run) to ``pattern`` (main thread)."""
+    """Render the group's input ``input_name`` for ``frames`` (a run) to ``pattern`` (main thread).
+
+    A Crop to the input's format comes first: the EXR Write stores each frame's bounding box as its
+    data window, and the engine refuses a plate whose frames' data windows differ (a moving bbox).
+    """
     with group:
         node_input = group.node(input_name)
+        crop = nuke.nodes.Crop(name="CombCNCrop" + input_name)
         write = nuke.nodes.Write(name="CombCNUpstream" + input_name)
         try:
-            write.setInput(0, node_input)
+            size = node_input.format() if node_input is not None else nuke.root().format()
+            crop.setInput(0, node_input)
+            crop["box"].setValue([0, 0, size.width(), size.height()])
+            crop["reformat"].setValue(True)  # the format is the box: nothing outside it is written
+            crop["intersect"].setValue(False)  # the bbox is the box, also where the input's is smaller
+            crop["crop"].setValue(True)  # black outside, not the edge pixels repeated
+            write.setInput(0, crop)
             write["file"].setValue(pattern)
             write["file_type"].setValue("exr")
             write["channels"].setValue(channels)
@@ -290,6 +345,7 @@ def _render_upstream(
             nuke.execute(write, frames[0], frames[-1], 1, views=nuke.views()[:1])
         finally:
             nuke.delete(write)
+            nuke.delete(crop)
 
 
 def _link_frames(sequence: ReadSequence, frames: list[int], pattern: str) -> None:
@@ -359,20 +415,67 @@ def _check_views(inputs: list[nuke.Node], direct: list[ReadSequence | None]) -> 
             )
 
 
+class _Asker:
+    """Asks the engine which frames a render reads, under a progress task the artist can cancel.
+
+    The answer comes from the engine's own Python (it imports torch: seconds), so it runs in a
+    thread while this (main) thread keeps a ``nuke.ProgressTask`` showing and polls its Cancel.
+    """
+
+    def __init__(self, key: str, targets: list[int], weights: str | None) -> None:
+        self.key = key
+        self.targets = targets
+        self.weights = weights
+
+    def frames_read(self, frames: list[int], settle: bool = False) -> list[int]:
+        answer: dict[str, object] = {}
+
+        def ask() -> None:
+            try:
+                answer["frames"] = combcn_host.frames_read(frames, self.targets, self.weights, settle=settle)
+            except Exception as exc:  # handed to the main thread, which reports it
+                answer["error"] = exc
+
+        task = nuke.ProgressTask(f"CombCN Inpaint {self.key}")
+        task.setMessage("asking combcn which frames it reads (the engine starts: a few seconds)")
+        worker = threading.Thread(target=ask, name=f"combcn frames {self.key}", daemon=True)
+        worker.start()
+        percent = 0
+        while worker.is_alive():
+            worker.join(0.1)
+            if task.isCancelled():  # the query ends on its own; nothing has been written yet
+                raise combcn_host.Cancelled("cancelled while asking combcn which frames it reads")
+            percent = min(percent + 1, 95)
+            task.setProgress(percent)
+        task.setProgress(100)
+        error = answer.get("error")
+        if isinstance(error, Exception):
+            raise error
+        found = answer["frames"]
+        assert isinstance(found, list)
+        return found
+
+
 def _plan_plate(
     plan: Plan,
     node: nuke.Node,
+    read: nuke.Node,
     plate: ReadSequence | None,
-    targets: list[int],
-    weights: str | None,
+    channels: str,
+    asker: _Asker,
     temp: str,
 ) -> str:
-    """How the plate reaches the engine (sets ``plan.read`` and the Result's colour); returns its pattern."""
+    """How the plate reaches the engine (sets ``plan.read`` and the Result's colour); returns its pattern.
+
+    ``node`` is the Source input, ``read`` the node it shows (through Dots), ``channels`` what a
+    pre-render writes.
+    """
+    targets = asker.targets
     if plate is None:  # as many frames of the input as the engine reads for the range, pre-rendered
         upstream = range(min(node.firstFrame(), targets[0]), max(node.lastFrame(), targets[-1]) + 1)
-        plan.read = combcn_host.frames_read(list(upstream), targets, weights, settle=True)
+        plan.read = asker.frames_read(list(upstream), settle=True)
         source = os.path.join(temp, "source.####.exr")
-        plan.renders.append(("Source", "all", source))
+        plan.renders.append(("Source", channels, source))
         plan.read_knobs = {"raw": True}
         return source
     shown = plate.nuke_frames()
@@ -389,13 +492,13 @@ def _plan_plate(
             f"{plate.node}: {plate.file(absent[0])} (frame {absent[0]}) is missing; render or copy it, "
             "or narrow the frame range"
         )
-    plan.read_knobs = _colour_of(node, plate)
+    plan.read_knobs = _colour_of(read, plate)
     if plate.offset == 0 and set(on_disk) <= set(range(plate.first, plate.last + 1)):
         plan.read = on_disk  # at most; narrowed only where it matters (a matte shorter than it)
         return plate.pattern  # as it is: the engine sees the Read's frames and no others
     # Links to exactly the frames read: nothing outside the trim (a slate), in Nuke's numbers.
     trimmed = [f + plate.offset for f in on_disk if plate.first <= f <= plate.last]
-    plan.read = combcn_host.frames_read(trimmed, targets, weights, settle=True)
+    plan.read = asker.frames_read(trimmed, settle=True)
     source = os.path.join(temp, "source.%04d" + os.path.splitext(plate.pattern)[1])
     plan.links.append((plate, source))
     return source
@@ -405,8 +508,8 @@ def _plan_matte(
     plan: Plan,
     matte: ReadSequence | None,
     plate_as_is: bool,
-    targets: list[int],
-    weights: str | None,
+    channels: str,
+    asker: _Asker,
     temp: str,
 ) -> str:
     """How the matte reaches the engine: it must hold every frame in ``plan.read``; returns its pattern."""
@@ -415,10 +518,10 @@ def _plan_matte(
         return matte is not None and set(plan.read) <= set(matte.nuke_frames())
 
     if not covered() and plate_as_is:  # narrow "every frame on disk" to what is read (asking takes seconds)
-        plan.read = combcn_host.frames_read(plan.read, targets, weights)
+        plan.read = asker.frames_read(plan.read)
     if matte is None or not covered():  # exactly the frames the engine reads from the plate
         pattern = os.path.join(temp, "matte.####.exr")
-        plan.renders.append(("Matte", "rgba", pattern))
+        plan.renders.append(("Matte", channels, pattern))
         return pattern
     if matte.offset == 0:
         return matte.pattern
@@ -433,7 +536,7 @@ def _prepare(group: nuke.Group) -> Plan:
     last = int(group["last"].value())
     if last < first:
         raise combcn_host.HostError(f"the frame range {first}-{last} is empty; set first <= last")
-    output = str(group["output"].value() or "").strip() or _default_output(group)
+    output = knob_path(group, "output") or _default_output(group)
     if not output.lower().endswith(".exr"):
         raise combcn_host.HostError(f"the output must be an EXR sequence (…/name.####.exr), not {output}")
     source_node = group.input(0)
@@ -442,16 +545,22 @@ def _prepare(group: nuke.Group) -> Plan:
     matte_node = group.input(1)
     inputs = [source_node] + ([matte_node] if matte_node is not None else [])
     _check_proxy()  # first: nuke.filename gives proxy files in proxy mode
-    direct = [read_sequence(node) for node in inputs]
-    _check_views(inputs, direct)
-    weights = str(group["weights"].value() or "").strip() or None
-    targets = list(range(first, last + 1))
+    reads = [upstream_read(node) for node in inputs]
+    direct = [read_sequence(node) for node in reads]
+    _check_views(reads, direct)
+    weights = knob_path(group, "weights") or None
+    asker = _Asker(group.fullName(), list(range(first, last + 1)), weights)
     temp = os.path.join(os.path.dirname(os.path.abspath(output)), UPSTREAM_FOLDER, group.name())
     plan = Plan(combcn_host.InpaintRequest(source="", output=output, first=first, last=last), {})
+    matte_choice = str(group["matte_channel"].value())
 
-    source = _plan_plate(plan, source_node, direct[0], targets, weights, temp)
+    plate_channels = "rgb" if matte_node is not None else "rgba"  # no Matte input: the alpha is the matte
+    source = _plan_plate(plan, source_node, reads[0], direct[0], plate_channels, asker, temp)
     as_is = direct[0] is not None and source == direct[0].pattern
-    matte = _plan_matte(plan, direct[1], as_is, targets, weights, temp) if matte_node is not None else None
+    matte = None
+    if matte_node is not None:
+        channels = MATTE_RENDER_CHANNELS[matte_choice]
+        matte = _plan_matte(plan, direct[1], as_is, channels, asker, temp)
 
     def choice(name: str) -> str | None:
         value = str(group[name].value())
@@ -463,7 +572,7 @@ def _prepare(group: nuke.Group) -> Plan:
         first=first,
         last=last,
         matte=matte,
-        matte_channel=MATTE_CHANNELS[str(group["matte_channel"].value())] if matte else None,
+        matte_channel=MATTE_CHANNELS[matte_choice] if matte else None,
         invert=bool(group["invert"].value()),
         expand=int(group["expand"].value()),
         feather=float(group["feather"].value()),
@@ -483,8 +592,8 @@ def _materialise(group: nuke.Group, plan: Plan) -> None:
     """Write the temporary inputs: links, then pre-renders; a failure or cancel leaves nothing behind."""
     assert plan.temp is not None
     shutil.rmtree(plan.temp, ignore_errors=True)  # frames of an earlier, interrupted run
-    os.makedirs(plan.temp)
     try:
+        os.makedirs(plan.temp)
         for sequence, pattern in plan.links:
             _link_frames(sequence, plan.read, pattern)
         for input_name, channels, pattern in plan.renders:
@@ -494,10 +603,22 @@ def _materialise(group: nuke.Group, plan: Plan) -> None:
         raise
 
 
+def describe(exc: BaseException) -> str:
+    """One line for the artist: what went wrong, with the file for an operating-system error."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot write or link{where}: {exc.strerror}"
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (combcn_host.HostError, RuntimeError)):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def render(node: nuke.Node) -> threading.Thread | None:
     """The Render button: prepare in the main thread, then run the engine in a background thread.
 
-    Returns the worker thread (None when nothing was started); errors become a ``nuke.message``.
+    Returns the worker thread (None when nothing was started); every failure becomes one line in a
+    ``nuke.message`` and leaves the node free to render again.
     """
     if not isinstance(node, nuke.Group):
         nuke.message("CombCN: Render works on a CombCN Inpaint group.")
@@ -509,20 +630,23 @@ def render(node: nuke.Node) -> threading.Thread | None:
             return None
         _jobs[key] = None
     plan: Plan | None = None
+    worker: threading.Thread | None = None
     try:
         executable = combcn_host.find_executable()  # before any pre-render: fail fast
         plan = _prepare(node)
         proc = combcn_host.EngineProcess(plan.request, executable)
-    except (combcn_host.HostError, RuntimeError) as exc:
-        if plan is not None and plan.temp is not None:
-            _remove_temp(plan.temp)
-        with _jobs_lock:
-            _jobs.pop(key, None)
-        nuke.message(f"CombCN: {exc}")
-        return None
-    node["status"].setValue(f"rendering {plan.request.first}-{plan.request.last} ...")
-    worker = threading.Thread(target=_run, args=(key, proc, plan), name=f"combcn {key}", daemon=True)
-    worker.start()
+        node["status"].setValue(f"rendering {plan.request.first}-{plan.request.last} ...")
+        thread = threading.Thread(target=_run, args=(key, proc, plan), name=f"combcn {key}", daemon=True)
+        thread.start()
+        worker = thread  # from here on the thread owns the job entry and the temporary frames
+    except Exception as exc:  # a nuke.execute cancel is a RuntimeError; a full disk an OSError
+        nuke.message(f"CombCN: {describe(exc)}")
+    finally:
+        if worker is None:
+            if plan is not None and plan.temp is not None:
+                _remove_temp(plan.temp)
+            with _jobs_lock:
+                _jobs.pop(key, None)
     return worker
 
 
@@ -546,12 +670,13 @@ def _run(key: str, proc: combcn_host.EngineProcess, plan: Plan) -> None:
         result = proc.wait(on_progress=progress, should_cancel=task.isCancelled)
     except combcn_host.Cancelled as exc:
         nuke.executeInMainThread(_set_status, args=(key, f"cancelled: {exc}"))
-    except combcn_host.HostError as exc:
-        nuke.executeInMainThread(_set_status, args=(key, f"failed: {exc}"))
-        nuke.executeInMainThread(nuke.message, args=(f"CombCN Inpaint {key} failed:\n{exc}",))
+    except Exception as exc:  # the engine's own error, or anything else: one line, never a stuck job
+        nuke.executeInMainThread(_set_status, args=(key, f"failed: {describe(exc)}"))
+        nuke.executeInMainThread(nuke.message, args=(f"CombCN Inpaint {key} failed:\n{describe(exc)}",))
     else:
         nuke.executeInMainThread(_load_result, args=(key, request, plan.read_knobs, result.written))
     finally:
+        proc.cancel()  # a no-op once the engine has exited; stops it if this thread failed mid-run
         if plan.temp is not None:
             _remove_temp(plan.temp)
         with _jobs_lock:
@@ -589,8 +714,15 @@ def _load_result(
     if read is None or switch is None:
         nuke.message(f"CombCN: {key} lost its internal Result/ShowResult nodes; the frames are in {output}")
         return
-    values: list[tuple[str, object]] = [("file", output.replace(os.sep, "/"))]
-    values += [(name, request.first) for name in ("first", "origfirst")]
+    path = output.replace(os.sep, "/")
+    file_knob = read["file"]
+    if isinstance(file_knob, nuke.File_Knob):
+        # Nuke ref, File_Knob.fromUserText: parses the frame range off the end and opens the file to
+        # set the format (setValue leaves the Read's format as it was: another resolution's, or none).
+        file_knob.fromUserText(f"{path} {request.first}-{request.last}")
+    else:
+        file_knob.setValue(path)
+    values: list[tuple[str, object]] = [(name, request.first) for name in ("first", "origfirst")]
     values += [(name, request.last) for name in ("last", "origlast")]
     values += [("frame_mode", "expression"), ("frame", "")]  # our files carry the frame numbers we show
     values += list(read_knobs.items())

@@ -74,7 +74,19 @@ if os.environ.get("FAKE_COMBCN_CHECK_FRAMES"):
         problem = "plate frame(s) missing: %s" % missing
     else:
         read = frames_read(plate, range(first, last + 1), window)
-    if read and "--matte" in args:
+    if read:
+        # The real engine's check (combcn/engine/sequence.py, _check_plate_frame): every plate frame read
+        # has the first one's data and display windows. Frames a fake Nuke rendered say theirs.
+        def window(frame):
+            with open(frame_path(args[1], frame)) as f:
+                found = re.search(r"dataWindow .*", f.read())
+            return found.group(0) if found else None
+        differs = [f for f in read if window(f) != window(read[0])]
+        if differs:
+            problem = "%s: differs from frame %d (size/windows %s vs %s); every plate frame must have " \
+                "the same size and channels" % (frame_path(args[1], differs[0]), read[0],
+                                                window(differs[0]), window(read[0]))
+    if read and not problem and "--matte" in args:
         matte = set(on_disk(args[args.index("--matte") + 1]))
         lacking = [f for f in read if f not in matte]
         if lacking:
@@ -95,8 +107,13 @@ for done, frame in enumerate(range(first, last + 1), start=1):
         time.sleep(delay)
     path = frame_path(output, frame)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:  # the output has the plate's format (display window), as the engine writes it
+        with open(frame_path(args[1], frame)) as f:
+            size = re.search(r"format \d+ \d+", f.read())
+    except OSError:
+        size = None
     with open(path, "w") as f:
-        f.write("fake inpainted frame %d\n" % frame)
+        f.write("fake inpainted frame %d%s\n" % (frame, " " + size.group(0) if size else ""))
     print(json.dumps({"event": "frame", "frame": frame, "done": done, "total": total}), flush=True)
 print(json.dumps({"event": "done", "written": total, "skipped": 0}), flush=True)
 """
@@ -239,8 +256,44 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
     class String_Knob(Knob):
         default = ""
 
-    class File_Knob(String_Knob):
-        pass
+    class EvalString_Knob(String_Knob):
+        """Nuke ref, EvalString_Knob: value() is the text as typed; evaluate() "performs substitutions"
+        (TCL). The fake expands the two forms a path uses for the environment, ``$env(NAME)`` and
+        ``[getenv NAME]`` (Nuke user guide, "Using environment variables in file paths")."""
+
+        def evaluate(self, *args: Any) -> str:
+            text = str(self._value or "")
+            text = re.sub(r"\$env\((\w+)\)", lambda m: os.environ.get(m.group(1), ""), text)
+            return re.sub(r"\[getenv (\w+)\]", lambda m: os.environ.get(m.group(1), ""), text)
+
+    class File_Knob(EvalString_Knob):
+        def fromUserText(self, text: str) -> None:
+            """Nuke ref, File_Knob.fromUserText: "Assign string to knob, parses frame range off the end
+            and opens file to get set the format" (setValue does neither). The fake's frame files are
+            text: a ``format W H`` in the first frame's text is its format."""
+            match = re.match(r"^(.*\S)\s+(-?\d+)-(-?\d+)$", text)
+            path = match.group(1) if match else text
+            self._value = path
+            node = self.owner
+            if node is None:
+                return
+            if match:
+                first, last = int(match.group(2)), int(match.group(3))
+                for name, value in (("first", first), ("origfirst", first)) + (
+                    ("last", last),
+                    ("origlast", last),
+                ):
+                    if node.knob(name) is not None:
+                        node[name].setValue(value)
+            else:
+                first = int(node["first"].value()) if node.knob("first") is not None else 1
+            try:
+                with open(frame_file(self.evaluate(), first)) as f:
+                    found = re.search(r"format (\d+) (\d+)", f.read())
+            except OSError:
+                found = None
+            if found and node.knob("format") is not None:
+                node["format"].setValue(f"{found.group(1)} {found.group(2)}")
 
     class Tab_Knob(Knob):
         pass
@@ -314,8 +367,23 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
     default_knobs: dict[str, list[Knob]] = {}
 
     def knobs_for(cls: str) -> list[Knob]:
+        knobs = [] if cls in ("Dot", "Input", "Output", "Root") else [Boolean_Knob("disable")]
+        return knobs + class_knobs(cls)
+
+    def class_knobs(cls: str) -> list[Knob]:
+        if cls == "Crop":
+            # Nuke ref guide, Crop: box (x, y, r, t); reformat (off: keep the input's format; on: the
+            # box becomes the format); intersect (off: the output bbox is the box, even beyond the
+            # input's); crop = "black outside" (on by default).
+            return [
+                Knob("box", value=[0, 0, 0, 0]),
+                Boolean_Knob("reformat"),
+                Boolean_Knob("intersect"),
+                Boolean_Knob("crop", value=True),
+            ]
         if cls == "Read":
             return [
+                String_Knob("format", value=""),  # "W H"; empty: the project's format
                 File_Knob("file"),
                 File_Knob("proxy"),
                 Int_Knob("first", value=1),
@@ -414,6 +482,59 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
         def parent(self) -> Group | None:
             return self._parent
 
+        def upstream(self) -> Node | None:
+            """What feeds this node's image: its input 0; for a Group's Input node, the Group's input of
+            that number (Input nodes are numbered in creation order, as Nuke numbers them)."""
+            parent = self._parent
+            if self._class == "Input" and parent is not None:
+                inputs = [n for n in parent._children if n.Class() == "Input"]
+                return parent.input(inputs.index(self))
+            return self.input(0)
+
+        def format(self) -> Format:
+            """Nuke ref, Node.format: the format of the node's output (a Read's from its file, a Crop's
+            box when it reformats, else the input's; with no input, the project's)."""
+            if self._class == "Crop" and self["reformat"].value():
+                x, y, r, t = self["box"].value()
+                return Format(r - x, t - y)
+            if self.knob("format") is not None and str(self["format"].value()).strip():
+                width, height = (int(v) for v in str(self["format"].value()).split())
+                return Format(width, height)
+            above = self.upstream()
+            return above.format() if above is not None else root_node.format()
+
+        def data_window(self, frame: int) -> tuple[int, int, int, int]:
+            """The bounding box at ``frame`` (x, y, r, t). A test sets ``bbox_at`` (frame -> box) on a
+            node whose bbox moves; a Crop gives its box (intersect off) or the box within its input's
+            (on); disabled nodes, Dots and nodes without a bbox of their own pass their input's on."""
+            if self._class == "Crop":
+                x, y, r, t = self["box"].value()
+                if not self["intersect"].value() and self.upstream() is not None:
+                    return (x, y, r, t)
+                above = self.upstream()
+                ax, ay, ar, at = above.data_window(frame) if above is not None else (x, y, r, t)
+                return (max(x, ax), max(y, ay), min(r, ar), min(t, at))
+            moving = getattr(self, "bbox_at", None)
+            if moving is not None and not (self.knob("disable") and self["disable"].value()):
+                return tuple(moving(frame))  # type: ignore[return-value]
+            above = self.upstream()
+            if above is not None and self._class != "Read":
+                return above.data_window(frame)
+            size = self.format()
+            return (0, 0, size.width(), size.height())
+
+    class Format:
+        """Nuke ref, nuke.Format: width(), height() of a format whose image starts at 0, 0."""
+
+        def __init__(self, width: int, height: int) -> None:
+            self._size = (width, height)
+
+        def width(self) -> int:
+            return self._size[0]
+
+        def height(self) -> int:
+            return self._size[1]
+
     class Group(Node):
         def __init__(self, cls: str = "Group", name: str | None = None, parent: Group | None = None) -> None:
             self._children: list[Node] = []
@@ -447,9 +568,17 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
             for knob in (Boolean_Knob("proxy"), String_Knob("floatLut", value="linear")):
                 self.addKnob(knob)
             self.addKnob(String_Knob("logLut", value="Cineon"))
+            # Project Settings: the format new nodes get, and the folder relative file paths are taken
+            # from (Nuke user guide, Project Settings > Root > project directory).
+            self.addKnob(String_Knob("format", value="1920 1080"))
+            self.addKnob(File_Knob("project_directory"))
 
         def name(self) -> str:
             return self.script or "Root"
+
+        def format(self) -> Format:
+            width, height = (int(v) for v in str(self["format"].value()).split())
+            return Format(width, height)
 
         def firstFrame(self) -> int:
             return self.first_frame
@@ -527,15 +656,17 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
 
     def filename(node: Node, i: int = 0) -> str | None:
         """Nuke ref, nuke.filename: the node's file, the PROXY file when proxy mode is on and one is set."""
-        value = node["file"].value()
+        value = node["file"].evaluate()  # the path Nuke opens: expressions and $env(...) expanded
         proxy = node.knob("proxy")
         if root_node["proxy"].value() and proxy is not None and proxy.value():
-            value = proxy.value()
+            value = proxy.evaluate()
         return re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", value) if value else None
 
     def execute(node: Node, start: int, end: int, incr: int = 1, views: list[str] | None = None) -> None:
         """Render a Write: one small text file per frame, naming what fed the Write (and, as Nuke ref's
-        proxy mode does, the proxy scale when proxy mode is on)."""
+        proxy mode does, the proxy scale when proxy mode is on), its channels, and the frame's bounding
+        box as ``dataWindow x y r t``: Nuke's EXR writer stores the bbox as the data window (Nuke user
+        guide, Write > exr: only "autocrop", off by default, would shrink it further)."""
         nuke.executed.append((node.name(), start, end))  # type: ignore[attr-defined]
         nuke.executed_views.append(views)  # type: ignore[attr-defined]
         upstream = node.input(0)
@@ -548,6 +679,10 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
             with open(path, "w") as f:
                 source = upstream.name() if upstream else None
                 f.write(f"{source} frame {frame} channels {node['channels'].value()} {scale}\n")
+                if upstream is not None:
+                    size = upstream.format()
+                    window = " ".join(str(v) for v in upstream.data_window(frame))
+                    f.write(f"dataWindow {window} format {size.width()} {size.height()}\n")
 
     def views() -> list[str]:
         """Nuke ref, nuke.views: the script's views (Project Settings > Views); ["main"] by default."""

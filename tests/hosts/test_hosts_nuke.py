@@ -586,3 +586,275 @@ class TestViews:
         group.setInput(0, plate)
         _render_and_wait(combcn_nuke, nuke, group)
         assert len(fake_runs(nuke.runs_log)) == 1 and nuke.messages == []
+
+
+def _engine_inputs(combcn_nuke: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Record the temporary inputs (pre-rendered or linked frames) the engine is given: they are
+    removed after the run, so they are read when the engine starts."""
+    seen: dict[str, str] = {}
+    real_start = combcn_nuke.combcn_host.EngineProcess.start
+
+    def start(proc: Any) -> None:
+        request = proc.request
+        for folder in {Path(request.source).parent, Path(request.matte or request.source).parent}:
+            seen.update({p.name: p.read_text() for p in folder.iterdir() if p.is_file()})
+        real_start(proc)
+
+    monkeypatch.setattr(combcn_nuke.combcn_host.EngineProcess, "start", start)
+    return seen
+
+
+class TestPreRender:
+    """What a pre-render writes (fake Write: one text file per frame naming its channels, data window
+    and format, as tests/hosts/fakes.py's ``execute`` cites)."""
+
+    def test_moving_bbox_gives_every_frame_the_format_as_data_window(
+        self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        seen = _engine_inputs(combcn_nuke, monkeypatch)
+        nuke.root()["format"].setValue("2048 858")
+        grade = nuke.nodes.Grade(name="Grade1")
+        grade.bbox_at = lambda f: (f - 1000, 10, 900 + f - 1000, 400)  # a bbox that moves every frame
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, grade)
+        _render_and_wait(combcn_nuke, nuke, group)
+
+        # the fake engine refuses plate frames whose data windows differ, as the real one does
+        assert nuke.messages == [] and "rendered 3 frame(s)" in group["status"].value()
+        sources = [text for name, text in seen.items() if name.startswith("source.")]
+        assert sources and all("dataWindow 0 0 2048 858 format 2048 858" in t for t in sources)
+        assert not any(n.name().startswith("CombCNCrop") for n in group.nodes())  # removed again
+
+    def test_without_the_crop_the_engine_would_refuse(self, nuke: ModuleType, tmp_path: Path) -> None:
+        """The control: the same moving bbox written by a Write straight from the Grade gives frames the
+        (fake, as the real) engine refuses."""
+        combcn_nuke = _module("combcn_nuke")
+        grade = nuke.nodes.Grade(name="Grade1")
+        grade.bbox_at = lambda f: (f - 1000, 10, 900 + f - 1000, 400)
+        write = nuke.nodes.Write(name="W", file=str(tmp_path / "raw" / "plate.####.exr"))
+        write.setInput(0, grade)
+        nuke.execute(write, 1001, 1010)
+        request = combcn_nuke.combcn_host.InpaintRequest(
+            str(tmp_path / "raw" / "plate.####.exr"), str(tmp_path / "o.####.exr"), 1001, 1003
+        )
+        with pytest.raises(combcn_nuke.combcn_host.EngineFailed, match="differs from frame 1001"):
+            combcn_nuke.combcn_host.run_inpaint(request)
+
+    @pytest.mark.parametrize(
+        ("matte_channel", "matte_written"), [("alpha", "alpha"), ("red", "rgb"), ("blue", "rgb")]
+    )
+    def test_only_the_channels_the_engine_reads(
+        self,
+        nuke: ModuleType,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        matte_channel: str,
+        matte_written: str,
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        seen = _engine_inputs(combcn_nuke, monkeypatch)
+        group = _group(combcn_nuke, tmp_path, 1001, 1002)
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))
+        group.setInput(1, nuke.nodes.Roto(name="Roto1"))
+        group["matte_channel"].setValue(matte_channel)
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert all(" channels rgb " in t for n, t in seen.items() if n.startswith("source."))
+        assert all(f" channels {matte_written} " in t for n, t in seen.items() if n.startswith("matte."))
+        argv = fake_runs(nuke.runs_log)[0]["argv"]
+        assert argv[argv.index("--matte-channel") + 1] == combcn_nuke.MATTE_CHANNELS[matte_channel]
+
+    def test_source_without_a_matte_keeps_its_alpha(
+        self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        seen = _engine_inputs(combcn_nuke, monkeypatch)
+        group = _group(combcn_nuke, tmp_path, 1001, 1002)
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))  # no Matte input: the alpha is the matte
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert seen and all(" channels rgba " in t for t in seen.values())
+
+
+class TestPassThrough:
+    def test_dots_noops_and_disabled_nodes_lead_to_the_read(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, roto = _plate_reads(nuke, tmp_path)
+        dot = nuke.nodes.Dot(name="Dot1")
+        dot.setInput(0, plate)
+        grade = nuke.nodes.Grade(name="Grade1", disable=True)  # disabled: passes its input 0 on
+        grade.setInput(0, dot)
+        noop = nuke.nodes.NoOp(name="NoOp1")
+        noop.setInput(0, grade)
+        matte_dot = nuke.nodes.Dot(name="Dot2")
+        matte_dot.setInput(0, roto)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, noop)
+        group.setInput(1, matte_dot)
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert nuke.executed == []  # nothing pre-rendered: the Reads' own files
+        argv = fake_runs(nuke.runs_log)[0]["argv"]
+        assert argv[1] == str(tmp_path / "plate.%04d.exr")
+        assert argv[argv.index("--matte") + 1] == str(tmp_path / "roto.%04d.exr")
+        assert group.node("Result")["colorspace"].value() == "ACES - ACEScg"  # the Read's, through the Dot
+
+    def test_an_enabled_grade_is_pre_rendered(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, _ = _plate_reads(nuke, tmp_path)
+        grade = nuke.nodes.Grade(name="Grade1")
+        grade.setInput(0, plate)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, grade)
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert [name for name, _, _ in nuke.executed] == ["CombCNUpstreamSource"]
+
+    def test_a_disabled_read_is_not_its_files(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, _ = _plate_reads(nuke, tmp_path)
+        plate["disable"].setValue(True)  # Nuke shows black, not the files
+        assert combcn_nuke.read_sequence(combcn_nuke.upstream_read(plate)) is None
+
+
+class TestFailuresClearTheJob:
+    """Every failure is one line and leaves the node free to render again."""
+
+    def test_unwritable_output_folder(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        (tmp_path / "notafolder").write_text("a file where the output folder should be\n")
+        group = _group(combcn_nuke, tmp_path, 1001, 1002)
+        group["output"].setValue(str(tmp_path / "notafolder" / "clean.####.exr"))
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))  # pre-rendered beside the output: mkdir fails
+        assert combcn_nuke.render(group) is None
+        (text,) = nuke.messages
+        assert text.startswith("CombCN: cannot write or link") and "notafolder" in text and "\n" not in text
+        assert combcn_nuke._jobs == {} and nuke.executed == []
+
+        group["output"].setValue(str(tmp_path / "out" / "clean.####.exr"))  # fixed: renders, not "already"
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert len(nuke.messages) == 1 and "rendered 2 frame(s)" in group["status"].value()
+
+    def test_failed_link(self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        combcn_nuke = _module("combcn_nuke")
+
+        def no_links(*args: Any) -> None:
+            raise PermissionError(13, "Permission denied", str(args[-1]))
+
+        for name in ("symlink", "link"):
+            monkeypatch.setattr(combcn_nuke.os, name, no_links)
+        monkeypatch.setattr(combcn_nuke.shutil, "copyfile", no_links)
+        _files(tmp_path / "plate.####.exr", range(1, 21))
+        read = nuke.nodes.Read(name="Plate", file=str(tmp_path / "plate.####.exr"), first=1, last=20)
+        read["frame_mode"].setValue("start at")
+        read["frame"].setValue("1001")  # linked, not used as it is
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, read)
+        assert combcn_nuke.render(group) is None
+        (text,) = nuke.messages
+        assert "Permission denied" in text and "source.1001.exr" in text and "\n" not in text
+        assert combcn_nuke._jobs == {} and not (tmp_path / "out" / ".combcn-upstream").exists()
+
+    def test_unexpected_error_in_the_worker(
+        self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+
+        pids: list[int] = []
+
+        def broken(self: Any, *args: Any, **kwargs: Any) -> None:
+            pids.append(self.pid)
+            raise OSError(28, "No space left on device", "/shots/out/clean.1001.exr")
+
+        monkeypatch.setattr(combcn_nuke.combcn_host.EngineProcess, "wait", broken)
+        plate, _ = _plate_reads(nuke, tmp_path)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        _render_and_wait(combcn_nuke, nuke, group)
+        (text,) = nuke.messages
+        assert "No space left on device" in text and "Traceback" not in text
+        assert group["status"].value().startswith("failed: cannot write or link /shots/out/clean.1001.exr")
+        assert combcn_nuke._jobs == {}
+        assert len(pids) == 1 and gone_soon(pids[0])  # the engine the worker started is not left running
+
+
+class TestPaths:
+    def test_output_and_weights_are_evaluated(
+        self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Nuke ref, EvalString_Knob.evaluate: expressions and $env(...) expanded; a relative path is
+        taken from the project directory (fake knobs cite both)."""
+        combcn_nuke = _module("combcn_nuke")
+        monkeypatch.setenv("COMBCN_TEST_SHOTS", str(tmp_path / "shots"))
+        nuke.root()["project_directory"].setValue(str(REPO / "combcn"))
+        plate, _ = _plate_reads(nuke, tmp_path)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        group["output"].setValue("$env(COMBCN_TEST_SHOTS)/clean/plate.####.exr")
+        group["weights"].setValue("weights/combcn_default.pt")  # relative: from the project directory
+        _render_and_wait(combcn_nuke, nuke, group)
+        argv = fake_runs(nuke.runs_log)[0]["argv"]
+        assert argv[argv.index("-o") + 1] == str(tmp_path / "shots" / "clean" / "plate.####.exr")
+        assert argv[argv.index("--weights") + 1] == WEIGHTS
+        assert (tmp_path / "shots" / "clean" / "plate.1003.exr").is_file()
+
+    def test_read_path_from_the_environment(
+        self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        monkeypatch.setenv("COMBCN_TEST_PLATES", str(tmp_path))
+        _files(tmp_path / "plate.####.exr", range(1001, 1004))
+        plate = nuke.nodes.Read(name="Plate", file="[getenv COMBCN_TEST_PLATES]/plate.####.exr", first=1001,
+                                last=1003)  # fmt: skip
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert fake_runs(nuke.runs_log)[0]["argv"][1] == str(tmp_path / "plate.%04d.exr")
+
+
+class TestFramesQuery:
+    """Which frames the engine reads is asked of its own Python: shown as a progress task, cancellable."""
+
+    def test_shown_as_a_progress_task(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = _group(combcn_nuke, tmp_path, 1001, 1002)
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))  # pre-rendered: its frames are asked for
+        _render_and_wait(combcn_nuke, nuke, group)
+        query = nuke.tasks[0]
+        assert query.messages[0].startswith("asking combcn which frames it reads")
+        assert query.progress[-1] == 100 and query.progress == sorted(query.progress)
+        assert nuke.tasks[-1].messages[-1] == "frame 1002 (2/2)"  # then the engine's own task
+
+    def test_cancel_while_asking(
+        self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        release = __import__("threading").Event()
+
+        def slow_query(*args: Any, **kwargs: Any) -> list[int]:
+            release.wait(20)  # the engine's Python still starting
+            return [1001, 1002]
+
+        monkeypatch.setattr(combcn_nuke.combcn_host, "frames_read", slow_query)
+        monkeypatch.setattr(nuke.ProgressTask, "isCancelled", lambda self: len(self.progress) >= 2)
+        group = _group(combcn_nuke, tmp_path, 1001, 1002)
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))
+        started = time.monotonic()
+        assert combcn_nuke.render(group) is None
+        release.set()
+        assert time.monotonic() - started < 5
+        assert nuke.messages == ["CombCN: cancelled while asking combcn which frames it reads"]
+        assert nuke.executed == [] and fake_runs(nuke.runs_log) == [] and combcn_nuke._jobs == {}
+
+
+def test_result_read_takes_the_format_of_its_files(nuke: ModuleType, tmp_path: Path) -> None:
+    """Nuke ref, File_Knob.fromUserText opens the file to set the format (setValue does not): the
+    Result has the plate's 2048x858, not the project's 1920x1080."""
+    combcn_nuke = _module("combcn_nuke")
+    _files(tmp_path / "plate.####.exr", range(1001, 1004), text="plate format 2048 858\n")
+    plate = nuke.nodes.Read(name="Plate", file=str(tmp_path / "plate.####.exr"), first=1001, last=1003)
+    group = _group(combcn_nuke, tmp_path, 1001, 1003)
+    group.setInput(0, plate)
+    assert group.node("Result").format().width() == 1920  # the project's, before a render
+    _render_and_wait(combcn_nuke, nuke, group)
+    result = group.node("Result")
+    assert (result.format().width(), result.format().height()) == (2048, 858)
+    assert result["file"].value() == str(tmp_path / "out" / "clean.####.exr")
+    assert (result["first"].value(), result["last"].value()) == (1001, 1003)
