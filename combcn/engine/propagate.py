@@ -514,10 +514,30 @@ def _trace(
     )
 
 
-def _exposure_gain(target: np.ndarray, warped: np.ndarray) -> np.ndarray:
+def _gain_bounds(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The range an exposure gain is clamped to, per channel, given the ratio of the target frame's
+    level to the source's (ndarray[3]): [2/3, 3/2] while the frames' levels are within that of each
+    other, else stretched to 2/3 and 3/2 of that ratio, so that the gain follows a single bright or
+    dark frame (a flash, a strobe) or a fade, while a ring whose median lies is still held near 1."""
+    ratio = np.where((levels >= 2.0 / 3.0) & (levels <= 1.5), 1.0, levels).astype(np.float32)
+    low: np.ndarray = np.float32(2.0 / 3.0) * np.minimum(ratio, np.float32(1.0))
+    high: np.ndarray = np.float32(1.5) * np.maximum(ratio, np.float32(1.0))
+    return low, high
+
+
+def _level(small: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """A frame's exposure level, per channel: the mean of its known proxy pixels (ndarray[3])."""
+    if not known.any():
+        return np.ones(3, np.float32)
+    out: np.ndarray = np.maximum(small[known].mean(0), 1e-3).astype(np.float32)
+    return out
+
+
+def _exposure_gain(target: np.ndarray, warped: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
     """Per-channel gain that matches ``warped`` ring values (ndarray[N, 3]) to ``target``'s: the median
     of the per-point ratios (robust to ring points that landed on another surface), clamped to
-    [2/3, 3/2]; 1 where the ring is too small to tell or the change is below half a percent."""
+    :func:`_gain_bounds` of ``levels`` (the target frame's level over the source's; None: alike, so
+    [2/3, 3/2]); 1 where the ring is too small to tell or the change is below half a percent."""
     valid = (np.abs(warped) > 1e-3).all(1) & (np.abs(target) > 1e-3).all(1)
     if valid.sum() < 16:
         return np.ones(3, np.float32)
@@ -528,7 +548,8 @@ def _exposure_gain(target: np.ndarray, warped: np.ndarray) -> np.ndarray:
     else:
         middle = np.partition(ratios, (half - 1, half), axis=1)
         gain = (middle[:, half - 1] + middle[:, half]) / 2
-    gain = np.clip(gain, 2.0 / 3.0, 1.5)
+    low, high = _gain_bounds(np.ones(3, np.float32) if levels is None else levels)
+    gain = np.clip(gain, low, high)
     out: np.ndarray = np.where(np.abs(gain - 1.0) < 0.005, 1.0, gain).astype(np.float32)
     return out
 
@@ -583,6 +604,8 @@ class Propagator:
         edge = np.ones((2 * EDGE + 1, 2 * EDGE + 1), np.uint8)
         known = [~(cv2.dilate(m.astype(np.uint8), edge) > 0) for m in small_holes]
         small_rgb = [cv2.resize(x, self.size, interpolation=cv2.INTER_AREA) for x in rgb]
+        # each frame's exposure: the gain between two frames may follow it (a flash, a fade)
+        levels = [_level(x, k) for x, k in zip(small_rgb, known, strict=True)]
         out = Propagated(self.region, {}, {}, {}, {}, motion.locked_off)
         # with two layers, a layer's point is known only where that layer is what the frame shows
         layer_known = [known]
@@ -614,12 +637,12 @@ class Propagator:
                 (fwd, fwd_witness), (bwd, bwd_witness) = (
                     _trace(forward, backward, static, own, t, xs, ys, is_ring, d) for d in (1, -1)
                 )
-                near = [_candidates(rgb, small_rgb, pixels, t, xs, ys, tr) for tr in (fwd, bwd)]
+                near = [_candidates(rgb, small_rgb, levels, pixels, t, xs, ys, tr) for tr in (fwd, bwd)]
                 # where the two nearest sources disagree, two more looks along the same traces
                 spread = _disagreement(*near)  # inf where a side has no source: nothing to settle there
                 disputed = np.flatnonzero(np.isfinite(spread) & (spread > AGREE))
                 witnesses = [
-                    _candidates(rgb, small_rgb, pixels, t, xs, ys, tr, disputed)
+                    _candidates(rgb, small_rgb, levels, pixels, t, xs, ys, tr, disputed)
                     for tr in (fwd_witness, bwd_witness)
                 ]
                 hypotheses.append(_blend(near[0], near[1], spread, witnesses))
@@ -723,6 +746,7 @@ _Fill = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def _candidates(
     rgb: list[np.ndarray],
     small_rgb: list[np.ndarray],
+    levels: list[np.ndarray],
     pixels: _Pixels,
     t: int,
     xs: np.ndarray,
@@ -737,7 +761,8 @@ def _candidates(
     points that reached the same source, interpolated bilinearly from those points alone (weights
     renormalised where a neighbour went to another source), plus the shift that best aligns the ring
     of known pixels around the hole with the source (:func:`_align`); its value is the source frame's
-    plate pixels there, bicubic, times the exposure gain between the frames.
+    plate pixels there, bicubic, times the exposure gain between the frames (bounded by
+    :func:`_gain_bounds` of the frames' ``levels``, ndarray[3] per frame: see :func:`_level`).
     """
     sx, sy = pixels.scale
     count = len(pixels.hy)
@@ -768,11 +793,12 @@ def _candidates(
         # (target colour against the source colour they moved to)
         ring_idx, ring_x, ring_y = trace.ring_at.get(s, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
         ring_target = small_rgb[t][ys[ring_idx], xs[ring_idx]]
-        shift_x, shift_y = _align(small_rgb[s], ring_x, ring_y, ring_target)
+        exposure = levels[t] / levels[s]
+        shift_x, shift_y = _align(small_rgb[s], ring_x, ring_y, ring_target, exposure)
         ring_x, ring_y, dx, dy = ring_x + shift_x, ring_y + shift_y, dx + shift_x, dy + shift_y
         sampled = _sample(rgb[s], pixels.gx[mine] + dx / sx, pixels.gy[mine] + dy / sy, cv2.INTER_CUBIC)
         ring_source = _sample(small_rgb[s], ring_x, ring_y)
-        gain = _exposure_gain(ring_target, ring_source)
+        gain = _exposure_gain(ring_target, ring_source, exposure)
         carried = sampled * gain
         dist[mine] = abs(s - t)
         src_of[mine] = s
@@ -803,7 +829,11 @@ def _candidates(
 
 
 def _align(
-    source: np.ndarray, ring_x: np.ndarray, ring_y: np.ndarray, target: np.ndarray
+    source: np.ndarray,
+    ring_x: np.ndarray,
+    ring_y: np.ndarray,
+    target: np.ndarray,
+    levels: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """The shift (proxy pixels) that, added to where the trace put the ring points in the source,
     best matches their colours in the target: Gauss-Newton on the grey level, exposure matched, the
@@ -817,6 +847,7 @@ def _align(
         source (ndarray[h, w, 3]): the source frame's proxy.
         ring_x, ring_y (ndarray[N]): the ring points' traced positions in it.
         target (ndarray[N, 3]): their colours in the target frame.
+        levels (ndarray[3]): the target frame's exposure level over the source's (None: alike).
     """
     count = len(ring_x)
     if count < ALIGN_POINTS:
@@ -824,7 +855,7 @@ def _align(
     if count > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure two numbers
         every = np.linspace(0, count - 1, ALIGN_SAMPLE).astype(np.int64)
         ring_x, ring_y, target, count = ring_x[every], ring_y[every], target[every], ALIGN_SAMPLE
-    gain = _exposure_gain(target, _sample(source, ring_x, ring_y))
+    gain = _exposure_gain(target, _sample(source, ring_x, ring_y), levels)
     grey_target = target.mean(-1)
     keep = int(0.8 * count)
     offsets = np.array([[0, 0], [0.5, 0], [-0.5, 0], [0, 0.5], [0, -0.5]], np.float32)
