@@ -31,11 +31,14 @@ No inpainting happens in Resolve's process: the engine is the ``combcn`` program
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,6 +61,10 @@ if TYPE_CHECKING:
     )
 
 SEQUENCE_EXTENSIONS = (".exr", ".dpx")
+# Clip attributes that say how Resolve reads a clip's colours (colour-managed and ACES projects).
+COLOUR_PROPERTIES = ("Input Color Space", "IDT")
+UPSTREAM_FOLDER = ".combcn-upstream"
+CONSOLE_STEP = 10  # a console line per this many percent of the frames
 MATTE_SUFFIX = "_matte"
 OUTPUT_SUFFIX = "_combcn"
 ENV_CONFIG = "COMBCN_RESOLVE_CONFIG"
@@ -304,8 +311,16 @@ def _number(value: object) -> float | None:
         return None
 
 
-def source_frames(layer: Layer, fps: float) -> tuple[int, int]:
-    """The file frames (first, last) the timeline item shows; refuses a retimed item (one line)."""
+def clip_start(clip: MediaPoolItem, sequence: Sequence) -> int:
+    """The clip's first frame in its own numbering: its ``Start`` clip property (an image sequence's
+    first file frame), or the sequence's first file frame when Resolve gives no number."""
+    start = _number(clip.GetClipProperty("Start"))
+    return int(start) if start is not None else sequence.first
+
+
+def check_timing(layer: Layer, fps: float) -> None:
+    """Refuse (one line) an item whose timeline frames are not its files' frames: retimed, or a clip
+    rate other than the timeline's."""
     clip_fps = _number(layer.clip.GetClipProperty("FPS"))
     if clip_fps is not None and abs(clip_fps - fps) > 1e-3:
         raise combcn_host.HostError(
@@ -319,13 +334,34 @@ def source_frames(layer: Layer, fps: float) -> tuple[int, int]:
             f"Resolve reports no source frames for {layer.describe()} (a timeline imported from XML?); "
             "place the clip from the media pool and run again"
         )
-    if end - start != duration:  # the source span is the speed witness (file frames per record frame)
+    # Only the span is used (source frames per record frame: the speed witness), never the numbers.
+    if end - start != duration:
         raise combcn_host.HostError(
             f"{layer.describe()} is retimed ({end - start} source frames over {duration} timeline frames); "
             "inpaint the clip at 100% speed and retime the result"
         )
-    first = layer.sequence.first + start  # the source start is counted from the head of the file
-    return first, first + duration - 1
+
+
+def first_shown(layer: Layer) -> int:
+    """The frame the item shows at its first record frame: the clip's ``Start`` + the item's
+    ``GetLeftOffset()``. This is the convention of production Resolve pipelines (AYON/OpenPype: an
+    image sequence's media reference starts at ``Start``, its first file frame, and the item's source
+    range at the left offset), used here for reading and for placing alike."""
+    return clip_start(layer.clip, layer.sequence) + int(layer.item.GetLeftOffset(False))
+
+
+def source_frames(layer: Layer, fps: float) -> tuple[int, int]:
+    """The file frames (first, last) the timeline item shows; refuses a retimed item (one line)."""
+    check_timing(layer, fps)
+    first = first_shown(layer)
+    return first, first + int(layer.item.GetDuration(False)) - 1
+
+
+def matte_shift(plate: Layer, matte: Layer) -> int:
+    """Matte file frame minus plate file frame for what shows at the same record frame."""
+    return (first_shown(matte) - int(matte.item.GetStart(False))) - (
+        first_shown(plate) - int(plate.item.GetStart(False))
+    )
 
 
 def free_track_above(timeline: Timeline, lowest: int, start: float, end: float) -> int:
@@ -368,6 +404,234 @@ def say(text: str) -> None:
     print(f"CombCN: {text}", flush=True)
 
 
+def place_result(
+    timeline: Timeline, media_pool: MediaPool, info: MediaPoolClipInfo, frames: int
+) -> TimelineItem:
+    """Append ``info`` and check what Resolve placed: its start, end and track, and that it shows
+    ``frames`` frames. A wrong item is taken off the timeline again; either way one line says why."""
+    name = info["mediaPoolItem"].GetName()
+    track, record = info["trackIndex"], info["recordFrame"]
+    # fusionscript-stubs 21.0.0 declares the clip-info form after a non-@overload def, so only the
+    # MediaPoolItem form type-checks; the README documents this list-of-dicts form.
+    placed = media_pool.AppendToTimeline([info])  # type: ignore[arg-type]
+    if not placed:
+        raise combcn_host.HostError(f"imported {name} but Resolve did not place it on video track {track}")
+    item = placed[0]
+    # Resolve may answer with an item whose getters all return None (AYON's loader checks for it).
+    start, end, duration = item.GetStart(False), item.GetEnd(False), item.GetDuration(False)
+    if start is None or end is None or duration is None:
+        raise combcn_host.HostError(
+            f"imported {name}, but Resolve placed nothing usable on video track {track} (the placed item "
+            "has no position); place it by hand from the media pool"
+        )
+    on_track = any(
+        other.GetStart(False) == start and other.GetEnd(False) == end
+        for other in timeline.GetItemListInTrack("video", track) or []
+    )
+    problem = ""
+    if int(duration) != frames or int(end) - int(start) != frames:
+        problem = (
+            f"Resolve placed {int(duration)} frame(s) of {name} where {frames} were rendered (its "
+            "frame numbering differs from the one CombCN uses: the clip's Start + the item's left offset)"
+        )
+    elif int(start) != record or not on_track:
+        problem = f"Resolve placed {name} at record frame {start}, not {record} on video track {track}"
+    if problem:
+        delete: Callable[[list[TimelineItem]], bool] | None = getattr(timeline, "DeleteClips", None)
+        removed = delete is not None and bool(delete([item]))
+        raise combcn_host.HostError(
+            problem
+            + ("; it was taken off the timeline" if removed else "; delete that item")
+            + ": place the clip by hand from the media pool"
+        )
+    return item
+
+
+def copy_colour(plate: MediaPoolItem, result: MediaPoolItem) -> list[str]:
+    """Give ``result`` the plate's colour clip attributes (input colour space, IDT); returns the ones
+    Resolve refused (the README: some are read-only in some projects; check SetClipProperty)."""
+    refused = []
+    for key in COLOUR_PROPERTIES:
+        value = plate.GetClipProperty(key)
+        if not isinstance(value, str) or not value or result.GetClipProperty(key) == value:
+            continue
+        if not result.SetClipProperty(key, value):
+            refused.append(f"{key} = {value}")
+    return refused
+
+
+def link_matte(matte: Sequence, shift: int, plate: Sequence, folder: str) -> str:
+    """A matte pattern numbered like the plate: links (symbolic, else hard, else copies) in
+    ``folder`` to the matte files ``shift`` frames on from each plate frame. Returns the pattern."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    pattern = os.path.join(folder, "matte.%04d" + matte.extension)
+    for frame in range(plate.first, plate.last + 1):
+        if not matte.first <= frame + shift <= matte.last:
+            continue  # no matte there: the engine says so if it reads that frame
+        source = matte.pattern % (frame + shift)
+        link = pattern % frame
+        try:
+            os.symlink(os.path.abspath(source), link)
+        except OSError:
+            try:
+                os.link(source, link)
+            except OSError:
+                shutil.copyfile(source, link)
+    return pattern
+
+
+def remove_links(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = os.path.dirname(folder)
+    if os.path.isdir(parent) and not os.listdir(parent):
+        os.rmdir(parent)
+
+
+# Engines this script started and has not seen end: stopped when the script's Python exits.
+_running: set[combcn_host.EngineProcess] = set()
+
+
+@atexit.register
+def stop_running() -> None:
+    """End every engine still running (the script was stopped, or Resolve's Python is exiting)."""
+    for proc in list(_running):
+        proc.cancel(grace_s=1.0)
+        _running.discard(proc)
+
+
+class Console:
+    """Progress in Workspace > Console: a line every ``CONSOLE_STEP`` percent; no cancel."""
+
+    def __init__(self) -> None:
+        self._step = -1
+
+    def line(self, progress: combcn_host.Progress) -> None:
+        step = progress.percent // CONSOLE_STEP
+        if step != self._step or progress.done == progress.total:
+            self._step = step
+            say(f"frame {progress.frame} ({progress.done}/{progress.total}, {progress.percent}%)")
+
+    def follow(self, proc: combcn_host.EngineProcess) -> combcn_host.Result:
+        self._step = -1
+        return proc.wait(on_progress=self.line)
+
+    def message(self, text: str) -> None:
+        """Shown where the artist looks (the console line is printed by the caller)."""
+
+
+class Window(Console):
+    """A progress window with a Cancel button (Fusion's UIManager, which Resolve's scripts get through
+    ``fusion``/``fu``/``app`` and ``bmd``), besides the console lines."""
+
+    def __init__(self, ui: Any, bmd: Any) -> None:
+        super().__init__()
+        self.ui = ui
+        self.disp = bmd.UIDispatcher(ui)
+
+    def _window(self, wid: str, text: str, button: str) -> Any:
+        ui = self.ui
+        return self.disp.AddWindow(
+            {"ID": wid, "WindowTitle": "CombCN Inpaint", "Geometry": [400, 300, 520, 120]},
+            ui.VGroup(
+                [
+                    ui.Label({"ID": "Status", "Text": text, "WordWrap": True}),
+                    ui.HGroup([ui.HGap(0, 1), ui.Button({"ID": button, "Text": button})]),
+                ]
+            ),
+        )
+
+    def follow(self, proc: combcn_host.EngineProcess) -> combcn_host.Result:
+        self._step = -1
+        state: dict[str, Any] = {}
+        cancel = threading.Event()
+
+        def work() -> None:
+            try:
+                state["result"] = proc.wait(
+                    on_progress=lambda p: state.__setitem__("progress", p), should_cancel=cancel.is_set
+                )
+            except BaseException as exc:  # re-raised in this thread below
+                state["error"] = exc
+
+        win = self._window("CombCNProgress", "starting combcn ...", "Cancel")
+        status = win.Find("Status")
+        timer = self.ui.Timer({"ID": "CombCNTick", "Interval": 200})
+        worker = threading.Thread(target=work, name="combcn engine", daemon=True)
+
+        def on_cancel(ev: Any) -> None:
+            cancel.set()
+            status.Text = "cancelling ..."
+
+        def tick(ev: Any) -> None:
+            progress = state.pop("progress", None)
+            if progress is not None and not cancel.is_set():
+                done = f"{progress.done} of {progress.total} ({progress.percent}%)"
+                status.Text = f"frame {progress.frame}: {done}"
+                self.line(progress)
+            if not worker.is_alive():
+                self.disp.ExitLoop()
+
+        win.On.Cancel.Clicked = on_cancel
+        win.On.CombCNProgress.Close = on_cancel
+        self.disp.On.Timeout = tick
+        worker.start()
+        win.Show()
+        timer.Start()
+        try:
+            self.disp.RunLoop()
+        finally:
+            timer.Stop()
+            win.Hide()
+            if worker.is_alive():  # the loop ended another way: stop the engine, then wait for it
+                cancel.set()
+            worker.join()
+        if "error" in state:
+            raise state["error"]
+        result: combcn_host.Result = state["result"]
+        return result
+
+    def message(self, text: str) -> None:
+        win = self._window("CombCNMessage", text, "OK")
+
+        def close(ev: Any) -> None:
+            self.disp.ExitLoop()
+
+        win.On.OK.Clicked = close
+        win.On.CombCNMessage.Close = close
+        win.Show()
+        self.disp.RunLoop()
+        win.Hide()
+
+
+def feedback_for(script_globals: dict[str, Any] | None) -> Console:
+    """A progress window when the script has Fusion's UIManager, else console lines only."""
+    found = script_globals or {}
+    bmd = found.get("bmd")
+    for name in ("fusion", "fu", "app"):
+        ui = getattr(found.get(name), "UIManager", None)
+        if ui is not None and bmd is not None:
+            try:
+                return Window(ui, bmd)
+            except Exception as exc:  # an older UIManager: the console still shows the progress
+                say(f"no progress window ({exc}); progress in this console")
+                break
+    return Console()
+
+
+def run_engine(request: combcn_host.InpaintRequest, feedback: Console) -> combcn_host.Result:
+    """Run ``combcn inpaint`` as a child process, followed by ``feedback``; the child never outlives
+    this call (it is stopped on any error, a cancel or the script being stopped)."""
+    proc = combcn_host.EngineProcess(request)
+    _running.add(proc)
+    try:
+        proc.start()
+        return feedback.follow(proc)
+    finally:
+        proc.cancel()  # a no-op once the engine has exited
+        _running.discard(proc)
+
+
 @dataclass
 class Outcome:
     """What a run did: the request it ran, the imported clip and the track it was placed on (or None)."""
@@ -377,8 +641,31 @@ class Outcome:
     track: int | None
 
 
-def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
+def _matte_pattern(
+    plate: Layer, matte_clip: MediaPoolItem, layers: list[Layer], fps: float, folder: str
+) -> tuple[str, str | None]:
+    """The matte pattern numbered like the plate's files, and the links folder made for it (or None).
+
+    A matte on the timeline under the playhead is mapped through its own item (its Start + left
+    offset against its record frames), so a slipped matte or one numbered from 1 lines up; a matte
+    found only in the media pool is taken to share the plate's frame numbers.
+    """
+    matte = clip_sequence(matte_clip, "matte")
+    wanted = matte_clip.GetUniqueId()
+    item = next((layer for layer in layers if layer.clip.GetUniqueId() == wanted), None)
+    if item is None:
+        return matte.pattern, None
+    check_timing(item, fps)
+    shift = matte_shift(plate, item)
+    if shift == 0:
+        return matte.pattern, None
+    say(f"the matte shows file frame N{shift:+d} where the plate shows N: linked, numbered like the plate")
+    return link_matte(matte, shift, plate.sequence, folder), folder
+
+
+def inpaint_current_clip(resolve: Resolve, options: Options, feedback: Console | None = None) -> Outcome:
     """Inpaint the plate under the playhead and bring the result back (see the module docstring)."""
+    feedback = feedback or Console()
     project = resolve.GetProjectManager().GetCurrentProject()
     if not project:
         raise combcn_host.HostError("open a project first")
@@ -387,9 +674,8 @@ def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
         raise combcn_host.HostError("open a timeline first")
     media_pool = project.GetMediaPool()
     fps = timeline_rate(timeline)
-    plate, matte_clip, matte_origin = pick_plate(
-        media_pool, layers_at(timeline, playhead_frame(timeline)), options.plate_track
-    )
+    layers = layers_at(timeline, playhead_frame(timeline))
+    plate, matte_clip, matte_origin = pick_plate(media_pool, layers, options.plate_track)
     source = plate.sequence
     if matte_clip is None:
         raise combcn_host.HostError(
@@ -397,7 +683,6 @@ def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
             f"{plate.stem}{MATTE_SUFFIX}.[first-last]{source.extension} "
             "or put the matte clip on the track right above the plate"
         )
-    matte = clip_sequence(matte_clip, "matte")
     say(f"plate {plate.describe()}, matte {matte_clip.GetName()} (from the {matte_origin})")
 
     shown = source_frames(plate, fps)
@@ -409,26 +694,32 @@ def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
     stem = name[: token.start()].rstrip("._-")
     output = os.path.join(output_dir, f"{stem}{OUTPUT_SUFFIX}.{token.group(0)}{source.extension}")
 
-    request = combcn_host.InpaintRequest(
-        source=source.pattern,
-        output=output,
-        first=first,
-        last=last,
-        matte=matte.pattern,
-        matte_channel=options.matte_channel,
-        invert=options.invert,
-        expand=options.expand,
-        feather=options.feather,
-        shaper=options.shaper,
-        device=options.device,
-        weights=options.weights,
-        track=options.track,
-        overwrite=options.overwrite,
-    )
-    say(f"inpainting {source.pattern} frames {first}-{last} -> {output}")
-    result = combcn_host.run_inpaint(
-        request, on_progress=lambda p: say(f"frame {p.frame} ({p.done}/{p.total}, {p.percent}%)")
-    )
+    links: str | None = None
+    try:
+        matte, links = _matte_pattern(
+            plate, matte_clip, layers, fps, os.path.join(output_dir, UPSTREAM_FOLDER, stem)
+        )
+        request = combcn_host.InpaintRequest(
+            source=source.pattern,
+            output=output,
+            first=first,
+            last=last,
+            matte=matte,
+            matte_channel=options.matte_channel,
+            invert=options.invert,
+            expand=options.expand,
+            feather=options.feather,
+            shaper=options.shaper,
+            device=options.device,
+            weights=options.weights,
+            track=options.track,
+            overwrite=options.overwrite,
+        )
+        say(f"inpainting {source.pattern} frames {first}-{last} -> {output}")
+        result = run_engine(request, feedback)
+    finally:
+        if links is not None:
+            remove_links(links)
     say(f"wrote {result.written} frame(s), skipped {result.skipped}")
 
     folder = folder_of(media_pool, plate.clip)
@@ -444,19 +735,16 @@ def inpaint_current_clip(resolve: Resolve, options: Options) -> Outcome:
         raise combcn_host.HostError(f"Resolve did not import {output} ({first}-{last}); import it by hand")
     clip = imported[0]
     say(f"imported {clip.GetName()}")
+    refused = copy_colour(plate.clip, clip)
+    if refused:
+        say(f"Resolve kept its own {', '.join(refused)} on {clip.GetName()}; set them in Clip Attributes")
 
     track: int | None = None
     if options.place_on_track:
         start, end = plate.item.GetStart(False), plate.item.GetEnd(False)
         track = free_track_above(timeline, plate.track + 1, start, end)
         info = placement(clip, (first, last), shown, int(start), track)
-        # fusionscript-stubs 21.0.0 declares the clip-info form after a non-@overload def, so only the
-        # MediaPoolItem form type-checks; the README documents this list-of-dicts form.
-        placed = media_pool.AppendToTimeline([info])  # type: ignore[arg-type]
-        if not placed:
-            raise combcn_host.HostError(
-                f"imported {clip.GetName()} but Resolve did not place it on track {track}"
-            )
+        place_result(timeline, media_pool, info, info["endFrame"] - info["startFrame"])
         say(f"placed on video track {track} at record frame {info['recordFrame']}")
     return Outcome(request, clip, track)
 
@@ -500,16 +788,23 @@ def launch(script_globals: dict[str, Any] | None = None, executable: str | None 
     """Entry point of the installed menu script. Returns 0 on success, 1 on a reported failure."""
     if executable:
         combcn_host.set_installed_executable(executable)
+    feedback = feedback_for(script_globals)
     try:
-        outcome = inpaint_current_clip(connect(script_globals), load_options())
+        outcome = inpaint_current_clip(connect(script_globals), load_options(), feedback)
     except combcn_host.HostError as exc:
-        say(f"error: {exc}")
-        return 1
+        text = f"error: {exc}"
     except AttributeError as exc:  # a scripting call this Resolve does not have
-        say(f"error: this Resolve's scripting API lacks a call CombCN uses ({exc}); use Resolve 18 or later")
-        return 1
-    say(f"done: {outcome.imported.GetName()}")
-    return 0
+        text = (
+            f"error: this Resolve's scripting API lacks a call CombCN uses ({exc}); use Resolve 18 or newer"
+        )
+    except OSError as exc:  # the output folder or the matte links
+        text = f"error: cannot write {exc.filename or ''}: {exc.strerror or exc}"
+    else:
+        say(f"done: {outcome.imported.GetName()}")
+        return 0
+    say(text)
+    feedback.message(f"CombCN: {text}")
+    return 1
 
 
 if __name__ == "__main__":

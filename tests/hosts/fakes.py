@@ -767,6 +767,11 @@ class FakeMediaPoolItem:
         self.name = name
         self.path = path
         self.fps = fps
+        # Clip attributes a test sets (colour: "Input Color Space", "IDT"), and those Resolve refuses to
+        # set (Resolve README, "Project and Clip properties": some are read-only in some projects, e.g.
+        # custom colour spaces in an ACES workflow; SetClipProperty then returns False).
+        self.props: dict[str, str] = {}
+        self.read_only: set[str] = set()
 
     def GetName(self) -> str:
         return self.name
@@ -788,8 +793,17 @@ class FakeMediaPoolItem:
             "End": str(span[1]),
             "Frames": str(span[1] - span[0] + 1),
             "FPS": self.fps,
+            "Input Color Space": "",
+            "IDT": "",
         }
+        props.update(self.props)
         return props if key is None else props.get(key, "")
+
+    def SetClipProperty(self, key: str, value: str) -> bool:
+        if key in self.read_only or key not in self.GetClipProperty():
+            return False
+        self.props[key] = value
+        return True
 
 
 class FakeFolder:
@@ -910,6 +924,12 @@ class FakeTimeline:
         assert track_type == "video"
         return list(self.tracks[index])
 
+    def DeleteClips(self, items: list[FakeTimelineItem], ripple: bool = False) -> bool:
+        """Resolve README, Timeline.DeleteClips([timelineItems], Bool): removes the items."""
+        for item in items:
+            self.tracks[item.track].remove(item)
+        return True
+
     def AddTrack(self, track_type: str, sub_track_type: Any = None) -> bool:
         assert track_type == "video" and sub_track_type is None
         self.tracks[len(self.tracks) + 1] = []
@@ -923,6 +943,11 @@ class FakeMediaPool:
         self.timeline = timeline
         self.imports: list[tuple[str, list[Any]]] = []
         self.appends: list[dict[str, Any]] = []
+        # Test handles for what other Resolve builds are reported to do: "inclusive" counts endFrame
+        # as the last frame shown (AYON's loader passes the clip's End, its last frame, as endFrame);
+        # "hollow" answers with an item whose getters all return None (AYON's loader, create_timeline_
+        # item: "Adding the item may fail whilst Resolve will still return a TimelineItem").
+        self.append_mode = "exclusive"
 
     def GetRootFolder(self) -> FakeFolder:
         return self.root
@@ -964,11 +989,20 @@ class FakeMediaPool:
             start, end = info["startFrame"], info["endFrame"]
             if span is None or start < span[0] or end > span[1] + 1 or end <= start:
                 return []
-            item = FakeTimelineItem(
-                clip, info["trackIndex"], info["recordFrame"], end - start, start - span[0]
-            )
+            if self.append_mode == "hollow":
+                placed.append(_HollowItem())
+                continue
+            duration = end - start + (1 if self.append_mode == "inclusive" else 0)
+            item = FakeTimelineItem(clip, info["trackIndex"], info["recordFrame"], duration, start - span[0])
             placed.append(self.timeline.add(item))
         return placed
+
+
+class _HollowItem:
+    """A TimelineItem whose getters return None (see FakeMediaPool.append_mode)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
 
 
 class FakeResolve:
@@ -978,3 +1012,137 @@ class FakeResolve:
         project = types.SimpleNamespace(GetCurrentTimeline=lambda: timeline, GetMediaPool=lambda: media_pool)
         manager = types.SimpleNamespace(GetCurrentProject=lambda: project)
         self.GetProjectManager = lambda: manager
+
+
+# ---------------------------------------------------------------------------------------------------
+# fake Fusion UIManager (Resolve scripts' windows)
+
+
+class FakeUI:
+    """Fusion's UIManager as Resolve's scripts use it (the UI Manager examples Blackmagic ships under
+    Fusion/Scripts, and the We Suck Less "UI Manager" guide): ``ui.VGroup/HGroup/Label/Button/HGap``
+    build elements from a dict of properties, ``bmd.UIDispatcher(ui).AddWindow(props, layout)`` makes a
+    window whose ``Find(ID)`` element has a settable ``Text``, ``win.On.<ID>.Clicked``/``Close`` and
+    ``disp.On.Timeout`` (for ``ui.Timer``) take handlers, ``disp.RunLoop()`` delivers events until
+    ``disp.ExitLoop()``.
+
+    Test handles: ``texts`` (every Text a Status label showed), ``press`` (a callable given each shown
+    text; returning a button ID clicks it), ``windows`` (IDs of windows shown).
+    """
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.windows: list[str] = []
+        self.press: Callable[[str], str | None] = lambda text: None
+
+    def _element(self, props: dict[str, Any] | None = None, children: Any = None) -> types.SimpleNamespace:
+        return types.SimpleNamespace(props=dict(props or {}), children=children)
+
+    def VGroup(self, children: list[Any]) -> types.SimpleNamespace:
+        return self._element(None, children)
+
+    def HGroup(self, children: list[Any]) -> types.SimpleNamespace:
+        return self._element(None, children)
+
+    def HGap(self, *args: Any) -> types.SimpleNamespace:
+        return self._element()
+
+    def Label(self, props: dict[str, Any]) -> types.SimpleNamespace:
+        return self._element(props)
+
+    def Button(self, props: dict[str, Any]) -> types.SimpleNamespace:
+        return self._element(props)
+
+    def Timer(self, props: dict[str, Any]) -> types.SimpleNamespace:
+        state = {"running": False}
+        self.timer = state
+        return types.SimpleNamespace(
+            Start=lambda: state.update(running=True), Stop=lambda: state.update(running=False)
+        )
+
+    def dispatcher(self) -> FakeDispatcher:
+        return FakeDispatcher(self)
+
+
+class _Handlers:
+    """``win.On.<ID>.Clicked = f`` / ``disp.On.Timeout = f``: names not set yet read as a nested slot."""
+
+    def __getattr__(self, name: str) -> Any:
+        slot = _Handlers()
+        object.__setattr__(self, name, slot)
+        return slot
+
+
+class _Label:
+    def __init__(self, ui: FakeUI, text: str) -> None:
+        self.__dict__["ui"] = ui
+        self.__dict__["Text"] = text
+        ui.texts.append(text)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__[name] = value
+        if name == "Text":
+            self.ui.texts.append(value)
+
+
+class FakeWindow:
+    def __init__(self, ui: FakeUI, props: dict[str, Any], layout: Any) -> None:
+        self.ui, self.id = ui, props["ID"]
+        self.On = _Handlers()
+        self.labels: dict[str, _Label] = {}
+        self.buttons: list[str] = []
+        stack = [layout]
+        while stack:
+            element = stack.pop()
+            stack.extend(element.children or [])
+            if "Text" in element.props and "ID" in element.props:
+                if element.props["ID"] == element.props["Text"]:  # a Button: ID and Text alike here
+                    self.buttons.append(element.props["ID"])
+                else:
+                    self.labels[element.props["ID"]] = _Label(ui, element.props["Text"])
+        self.shown = False
+
+    def Find(self, wid: str) -> _Label:
+        return self.labels[wid]
+
+    def Show(self) -> None:
+        self.shown = True
+        self.ui.windows.append(self.id)
+
+    def Hide(self) -> None:
+        self.shown = False
+
+
+class FakeDispatcher:
+    def __init__(self, ui: FakeUI) -> None:
+        self.ui = ui
+        self.On = _Handlers()
+        self.window: FakeWindow | None = None
+        self.running = False
+
+    def AddWindow(self, props: dict[str, Any], layout: Any) -> FakeWindow:
+        self.window = FakeWindow(self.ui, props, layout)
+        return self.window
+
+    def ExitLoop(self) -> None:
+        self.running = False
+
+    def RunLoop(self) -> None:
+        """Deliver events until ExitLoop: a Timeout every 10 ms while a timer runs, and a click on the
+        button ``press`` names for the text shown."""
+        self.running = True
+        deadline = time.monotonic() + 60
+        while self.running and time.monotonic() < deadline:
+            window = self.window
+            assert window is not None
+            pressed = self.ui.press(self.ui.texts[-1]) if self.ui.texts else None
+            if pressed in window.buttons:
+                getattr(window.On, pressed).Clicked(None)
+            if getattr(self.ui, "timer", {}).get("running") and callable(self.On.Timeout):
+                self.On.Timeout(None)
+            time.sleep(0.01)
+
+
+def fake_bmd(ui: FakeUI) -> types.SimpleNamespace:
+    """``bmd`` as a Resolve script gets it: ``bmd.UIDispatcher(ui)``."""
+    return types.SimpleNamespace(UIDispatcher=lambda manager: manager.dispatcher())

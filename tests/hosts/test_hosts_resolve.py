@@ -100,8 +100,8 @@ def _project(
     root.subfolders = [plates, mattes]
     timeline = FakeTimeline(tracks)
     item = timeline.add(FakeTimelineItem(plate, 1, 86400, duration, left_offset))
-    if matte == "track":
-        timeline.add(FakeTimelineItem(roto, 2, 86390, 20))
+    if matte == "track":  # lined up: at record frame 86400 both show file frame 1001 + left_offset
+        timeline.add(FakeTimelineItem(roto, 2, 86400 - left_offset, 10))
     pool = FakeMediaPool(root, timeline)
     return SimpleNamespace(
         resolve=FakeResolve(pool, timeline), pool=pool, timeline=timeline, item=item, plates=plates, root=root
