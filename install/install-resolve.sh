@@ -70,6 +70,22 @@ else launch="combcn_resolve.launch(globals())"; fi
     printf -- '-- removed by install/uninstall-resolve.sh. The code is in %s/plugin/resolve.\n' "$repo"
     [ -z "$created" ] || printf -- '-- combcn-created-dir: %s\n' "$created"
     cat <<LUA
+-- One line in Workspace > Console, and the same text in a window (Fusion's UIManager) when there is one.
+local function show(text)
+    print(text)
+    pcall(function()
+        local ui = (fu or fusion or app).UIManager
+        local disp = bmd.UIDispatcher(ui)
+        local win = disp:AddWindow({ ID = "CombCNMessage", WindowTitle = "CombCN Inpaint", Geometry = { 400, 300, 520, 120 } },
+            ui:VGroup({ ui:Label({ ID = "Status", Text = text, WordWrap = true }),
+                ui:HGroup({ ui:HGap(0, 1), ui:Button({ ID = "OK", Text = "OK" }) }) }))
+        function win.On.OK.Clicked(ev) disp:ExitLoop() end
+        function win.On.CombCNMessage.Close(ev) disp:ExitLoop() end
+        win:Show()
+        disp:RunLoop()
+        win:Hide()
+    end)
+end
 local host = (app and app.GetResolve and app:GetResolve()) or resolve
 local product, version = "", ""
 if host then
@@ -80,16 +96,34 @@ local major, minor = string.match(version, "^(%d+)%.(%d+)")
 major, minor = tonumber(major) or 0, tonumber(minor) or 0
 -- Resolve 21.1 runs Python scripts in the Studio edition only.
 if not string.find(product, "Studio", 1, true) and (major > 21 or (major == 21 and minor >= 1)) then
-    print("CombCN: error: the free DaVinci Resolve " .. major .. "." .. minor .. " runs no Python scripts; "
+    show("CombCN: error: the free DaVinci Resolve " .. major .. "." .. minor .. " runs no Python scripts; "
         .. "CombCN Inpaint needs DaVinci Resolve Studio, or the free edition up to 21.0 (docs/HOSTS.md)")
     return
 end
-local runner = fusion or fu or app
-runner:Execute([==[!Py3: import sys
+-- The Python part's first act is to create this file: if it is not there afterwards, no Python 3 ran.
+local marker = os.tmpname()
+os.remove(marker)
+local code = [==[!Py3: open(r'@MARKER@', 'w').close()
+import sys
 sys.path[:0] = ['$repo/plugin/resolve', '$repo/plugin/common']
-import combcn_resolve
-$launch
-]==])
+try:
+    import combcn_resolve
+except Exception as exc:
+    print('CombCN: error: cannot load the script from $repo/plugin (%s); re-run install/install-resolve.sh' % exc)
+else:
+    $launch
+]==]
+code = string.gsub(code, "@MARKER@", function() return marker end)
+local runner = fusion or fu or app
+local ok, answer = pcall(function() return runner:Execute(code) end)
+local ran = io.open(marker, "r")
+if ran then
+    ran:close()
+    os.remove(marker)
+else
+    show("CombCN: error: Resolve started no Python 3 for CombCN Inpaint (Execute gave " .. tostring(answer)
+        .. "); install Python 3 as Resolve's scripting README says for your system, restart Resolve and run it again")
+end
 LUA
 } >"$tmp"
 mv -f "$tmp" "$script"

@@ -2,8 +2,10 @@
 
 Nuke cannot run here. ``mypy --strict`` checks plugin/nuke against the published ``types-nuke`` stubs;
 behaviour is tested with the minimal fake ``nuke`` module of tests/hosts/fakes.py (nodes, groups,
-knobs, menus, execute, ProgressTask, a main-thread queue), and a fake ``combcn`` program that speaks the
-engine's JSON progress protocol and writes one small file per frame. The real engine runs through the
+knobs, menus, execute, ProgressTask, a main-thread queue, Crop, formats and bounding boxes, evaluated file
+knobs), each behaviour citing Foundry's reference in tests/hosts/fakes.py, and a fake ``combcn`` program
+that speaks the engine's JSON progress protocol, writes one small file per frame and refuses what the
+real engine refuses (missing frames, plate frames whose data windows differ). The real engine runs through the
 shared adapter module in test_hosts_common.py.
 """
 

@@ -2,8 +2,10 @@
 
 DaVinci Resolve cannot run here. ``mypy --strict`` checks plugin/resolve against the published
 ``fusionscript-stubs``; behaviour is tested with the minimal fake Resolve object graph of
-tests/hosts/fakes.py (project, timeline, tracks, media pool, folders, ImportMedia, AppendToTimeline)
-and a fake ``combcn`` program that speaks the engine's JSON progress protocol and writes the frames.
+tests/hosts/fakes.py (project, timeline, tracks, media pool, folders, ImportMedia, AppendToTimeline,
+clip properties, Fusion's UIManager), each behaviour citing its public source there (Blackmagic's
+scripting README, AYON's Resolve integration, published measurements), and a fake ``combcn`` program
+that speaks the engine's JSON progress protocol and writes the frames.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -27,9 +30,12 @@ from fakes import (
     FakeResolve,
     FakeTimeline,
     FakeTimelineItem,
+    FakeUI,
     check_frames_env,
+    fake_bmd,
     fake_runs,
     frame_file,
+    gone_soon,
     write_fake_combcn,
 )
 
@@ -290,7 +296,9 @@ def test_installed_lua_launcher_runs_end_to_end(
     assert (
         'not string.find(product, "Studio", 1, true) and (major > 21 or (major == 21 and minor >= 1))' in lua
     )
-    assert "runs no Python scripts" in lua and "runner:Execute([==[!Py3: " in lua
+    assert "runs no Python scripts" in lua and "runner:Execute(code)" in lua
+    # No Python 3 (Execute runs nothing): the launcher says so, as its Python part never made the marker.
+    assert "local ran = io.open(marker" in lua and 'show("CombCN: error: Resolve started no Python 3' in lua
     for name in ("combcn_resolve", "combcn_host"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.delenv("COMBCN_EXECUTABLE", raising=False)
@@ -300,10 +308,11 @@ def test_installed_lua_launcher_runs_end_to_end(
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(sys, "path", list(sys.path))
     p = _project(tmp_path)
-    exec(
-        compile(_lua_payload(lua), "CombCN Inpaint.lua", "exec"),
-        {"app": SimpleNamespace(GetResolve=lambda: p.resolve)},
-    )
+    marker = tmp_path / "lua_marker"
+    payload = _lua_payload(lua).replace("@MARKER@", str(marker))  # as the Lua's string.gsub does
+    script_globals = {"app": SimpleNamespace(GetResolve=lambda: p.resolve)}
+    exec(compile(payload, "CombCN Inpaint.lua", "exec"), script_globals)
+    assert marker.is_file()  # what tells the Lua that Python 3 ran
     out = capsys.readouterr().out
     assert "CombCN: frame 1005 (3/3, 100%)" in out and "CombCN: done: plate_combcn.[1003-1005].exr" in out
     assert len(p.timeline.tracks) == 2
@@ -433,3 +442,234 @@ def test_missing_api_call_is_one_line(
     assert adapter.launch({"resolve": p.resolve}) == 1
     out = capsys.readouterr().out
     assert "lacks a call CombCN uses" in out and "GetSourceStartFrame" in out and "Traceback" not in out
+
+
+def _lined_up_result(p: SimpleNamespace) -> None:
+    """The placed result shows, at every record frame, the file frame the plate shows there (both read
+    as the clip's Start + the item's left offset)."""
+    plate = p.item
+    (placed,) = p.timeline.tracks[2]
+    assert (placed.GetStart(), placed.GetEnd()) == (plate.GetStart(), plate.GetEnd())
+    start = int(placed.clip.GetClipProperty("Start"))
+    assert start + placed.GetLeftOffset() == int(plate.clip.GetClipProperty("Start")) + plate.GetLeftOffset()
+
+
+class TestNumbering:
+    """One convention for reading and placing: the clip's Start + the item's GetLeftOffset()."""
+
+    @pytest.mark.parametrize("source_origin", ["file head", "clip Start"])
+    def test_frames_do_not_depend_on_what_source_start_counts_from(
+        self, adapter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source_origin: str
+    ) -> None:
+        """The README does not say where GetSourceStartFrame counts from (measured: the file's head);
+        only its span (the retime witness) is used, so either origin gives the same frames."""
+        if source_origin == "clip Start":
+            monkeypatch.setattr(FakeTimelineItem, "GetSourceStartFrame", lambda self: 1001 + self.source)
+            monkeypatch.setattr(
+                FakeTimelineItem, "GetSourceEndFrame", lambda self: 1001 + self.source + self.duration
+            )
+        p = _project(tmp_path, left_offset=4, duration=5)
+        adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        argv = fake_runs(tmp_path / "runs.jsonl")[0]["argv"]
+        assert argv[argv.index("--frames") + 1] == "1005-1009"  # Start 1001 + left offset 4, 5 frames
+        _lined_up_result(p)
+
+    def test_whole_clip_placed_from_its_start(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = _project(tmp_path, left_offset=3, duration=4)
+        adapter.inpaint_current_clip(p.resolve, adapter.Options(whole_clip=True))
+        (info,) = p.pool.appends
+        assert (info["startFrame"], info["endFrame"]) == (1004, 1008)  # result clip 1001-1010, Start 1001
+        _lined_up_result(p)
+
+    def test_a_resolve_counting_differently_is_caught_and_its_clip_taken_off(
+        self, adapter: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        p = _project(tmp_path)
+        p.pool.append_mode = "inclusive"  # endFrame read as the last frame: one frame too many
+        assert adapter.launch({"resolve": p.resolve}) == 1
+        out = capsys.readouterr().out
+        (line,) = [text for text in out.splitlines() if text.startswith("CombCN: error:")]
+        assert "placed 4 frame(s)" in line and "where 3 were rendered" in line
+        assert "taken off the timeline" in line and "by hand" in line
+        assert p.timeline.tracks[2] == []  # no wrong clip left behind
+        assert len(p.plates.clips) == 2  # the imported result stays in the media pool
+
+    def test_an_item_without_position_is_not_success(
+        self, adapter: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        p = _project(tmp_path)
+        p.pool.append_mode = "hollow"  # AppendToTimeline answers, but every getter gives None
+        assert adapter.launch({"resolve": p.resolve}) == 1
+        out = capsys.readouterr().out
+        assert "placed nothing usable on video track 2" in out and "CombCN: done" not in out
+
+    def test_placed_elsewhere_is_caught(
+        self, adapter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        p = _project(tmp_path)
+        append = p.pool.AppendToTimeline
+
+        def late(infos: list[dict[str, Any]]) -> list[FakeTimelineItem]:
+            return append([{**info, "recordFrame": info["recordFrame"] + 1} for info in infos])
+
+        monkeypatch.setattr(p.pool, "AppendToTimeline", late)
+        with pytest.raises(adapter.combcn_host.HostError, match="at record frame 86401, not 86400"):
+            adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert p.timeline.tracks[2] == []
+
+
+class TestMatteTiming:
+    """The matte is mapped through its own timeline item to the plate's frames."""
+
+    def _slipped(self, tmp_path: Path, record: int, left: int) -> SimpleNamespace:
+        p = _project(tmp_path, matte="none", tracks=2)
+        _sequence(tmp_path / "roto" / "roto.%04d.exr", range(1, 21))  # numbered from 1
+        roto = FakeMediaPoolItem("roto.[0001-0020].exr", str(tmp_path / "roto" / "roto.[0001-0020].exr"))
+        p.root.clips.append(roto)
+        p.roto = p.timeline.add(FakeTimelineItem(roto, 2, record, 10, left))
+        return p
+
+    def test_matte_numbered_otherwise_and_slipped_is_linked(
+        self, adapter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # plate: file 1003 at record 86400; matte: its item starts at 86398 on its file 4 (left offset
+        # 3), so it shows file 6 at 86400
+        p = self._slipped(tmp_path, 86398, 3)
+        seen: dict[str, str] = {}
+        real_start = adapter.combcn_host.EngineProcess.start
+
+        def start(proc: Any) -> None:  # the links exist while the engine runs
+            folder = Path(proc.request.matte).parent
+            seen.update({path.name: path.read_text() for path in folder.iterdir()})
+            real_start(proc)
+
+        monkeypatch.setattr(adapter.combcn_host.EngineProcess, "start", start)
+        adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        (run,) = fake_runs(tmp_path / "runs.jsonl")
+        links = tmp_path / "plates" / "combcn" / ".combcn-upstream" / "plate"
+        assert run["argv"][run["argv"].index("--matte") + 1] == str(links / "matte.%04d.exr")
+        assert seen["matte.1003.exr"] == "roto.%04d.exr 6\n"  # what the matte shows over plate frame 1003
+        assert seen["matte.1001.exr"] == "roto.%04d.exr 4\n" and len(seen) == 10  # every plate frame
+        assert not links.parent.exists()  # removed after the run
+
+    def test_lined_up_matte_is_given_as_it_is(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = self._slipped(tmp_path, 86398, 0)  # file 3 at 86400, over plate frame 1003: a shift of 1000
+        adapter.inpaint_current_clip(p.resolve, adapter.Options(place_on_track=False))
+        argv = fake_runs(tmp_path / "runs.jsonl")[0]["argv"]
+        assert ".combcn-upstream" in argv[argv.index("--matte") + 1]  # other numbers: still linked
+        p2 = _project(tmp_path / "same", matte="track", tracks=2)  # same numbers, lined up: as it is
+        adapter.inpaint_current_clip(p2.resolve, adapter.Options(place_on_track=False))
+        argv = fake_runs(tmp_path / "runs.jsonl")[1]["argv"]
+        assert argv[argv.index("--matte") + 1] == str(tmp_path / "same" / "plates" / "plate_matte.%04d.exr")
+
+    def test_retimed_matte_is_refused(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = self._slipped(tmp_path, 86398, 3)
+        p.roto.speed = 2.0
+        with pytest.raises(adapter.combcn_host.HostError, match=r"roto\.\[0001-0020\]\.exr on V2 is retimed"):
+            adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert fake_runs(tmp_path / "runs.jsonl") == []
+
+
+class TestColour:
+    def test_plate_colour_attributes_copied_to_the_result(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = _project(tmp_path)
+        p.item.clip.props.update({"Input Color Space": "ACEScg", "IDT": "ACEScg - CSC"})
+        outcome = adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert outcome.imported.GetClipProperty("Input Color Space") == "ACEScg"
+        assert outcome.imported.GetClipProperty("IDT") == "ACEScg - CSC"
+
+    def test_a_refused_attribute_is_one_line(
+        self,
+        adapter: ModuleType,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        p = _project(tmp_path)
+        p.item.clip.props["IDT"] = "ACEScg - CSC"
+        real_import = p.pool.ImportMedia
+
+        def import_read_only(items: list[Any]) -> list[FakeMediaPoolItem]:
+            clips = real_import(items)
+            for clip in clips:
+                clip.read_only.add("IDT")
+            return clips
+
+        monkeypatch.setattr(p.pool, "ImportMedia", import_read_only)
+        outcome = adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert outcome.track == 2  # still placed
+        assert "Resolve kept its own IDT = ACEScg - CSC on plate_combcn" in capsys.readouterr().out
+
+
+class TestProgress:
+    def _globals(self, p: SimpleNamespace, ui: FakeUI) -> dict[str, Any]:
+        return {"resolve": p.resolve, "fusion": SimpleNamespace(UIManager=ui), "bmd": fake_bmd(ui)}
+
+    def test_window_shows_progress_and_the_console_a_line_per_step(
+        self, adapter: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        ui = FakeUI()
+        p = _project(tmp_path, left_offset=0, duration=10)
+        assert adapter.launch(self._globals(p, ui)) == 0
+        assert ui.windows == ["CombCNProgress"]
+        assert "frame 1010: 10 of 10 (100%)" in ui.texts
+        assert "CombCN: frame 1010 (10/10, 100%)" in capsys.readouterr().out
+
+    def test_console_lines_every_tenth(self, adapter: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+        console = adapter.Console()
+        for done in range(1, 101):
+            console.line(adapter.combcn_host.Progress(1000 + done, done, 100))
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 11 and lines[-1] == "CombCN: frame 1100 (100/100, 100%)"
+
+    def test_cancel_in_the_window_stops_the_engine(
+        self,
+        adapter: ModuleType,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        monkeypatch.setenv("FAKE_COMBCN_DELAY", "60")  # frame 1 at once, then a minute per frame
+        monkeypatch.setenv("FAKE_COMBCN_CHILD", "1")
+        ui = FakeUI()
+        ui.press = lambda text: (
+            "Cancel" if text.startswith("frame ") else "OK" if text.startswith("CombCN") else None
+        )
+        p = _project(tmp_path)
+        started = time.monotonic()
+        assert adapter.launch(self._globals(p, ui)) == 1
+        assert time.monotonic() - started < 20
+        (run,) = fake_runs(tmp_path / "runs.jsonl")
+        assert gone_soon(run["pid"]) and gone_soon(run["child"])  # the engine's whole process group
+        out = capsys.readouterr().out
+        assert "CombCN: error: cancelled after 1 frame(s)" in out
+        assert ui.windows == ["CombCNProgress", "CombCNMessage"]  # the error shown where one looks
+        assert p.pool.imports == [] and adapter._running == set()
+
+    def test_engine_ended_when_the_script_stops(
+        self, adapter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("FAKE_COMBCN_DELAY", "60")
+        pids: list[int] = []
+
+        def interrupted(self: Any, proc: Any) -> None:
+            pids.append(proc.pid)
+            raise KeyboardInterrupt  # the script stopped while the engine runs
+
+        monkeypatch.setattr(adapter.Console, "follow", interrupted)
+        p = _project(tmp_path)
+        with pytest.raises(KeyboardInterrupt):
+            adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert pids and gone_soon(pids[0]) and adapter._running == set()
+
+    def test_engines_still_running_are_stopped_at_exit(
+        self, adapter: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("FAKE_COMBCN_DELAY", "60")
+        proc = adapter.combcn_host.EngineProcess(
+            adapter.combcn_host.InpaintRequest("p.%04d.exr", str(tmp_path / "o.%04d.exr"), 1, 3)
+        )
+        proc.start()
+        adapter._running.add(proc)
+        adapter.stop_running()  # registered with atexit when the module is imported
+        assert gone_soon(proc.pid) and adapter._running == set()
