@@ -26,6 +26,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -128,6 +129,17 @@ def scalar_rows(fn: Callable[[], object]) -> object:
         torch.ops.combcn._cpu_simd(1 if before == "avx512" else 0)
 
 
+def fused_unavailable(device: torch.device) -> str | None:
+    """Why the native op has no kernel in use for ``device`` in this process (None: it has one); then
+    "fused" would time the pure-PyTorch reference, so the benchmark refuses to run."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "--device cuda was asked for, but no CUDA GPU is visible here"
+    state = backends()["cpu" if device.type == "cpu" else "cuda"]
+    if not state["active"]:
+        return f"the native op's {device.type} kernel is not in use ({state['note']})"
+    return None
+
+
 def machine() -> str:
     model = platform.processor() or "?"
     try:
@@ -172,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    problem = fused_unavailable(device)
+    if problem is not None:
+        print(f"bench_op: {problem}: refusing to time the reference as 'fused'", file=sys.stderr)
+        return 1
     # The bare convolution gets the op's precision: torch's cuDNN TF32 default would flatter it in float32.
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.manual_seed(0)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,148 @@ def test_fma_peak_builds_and_reports(tmp_path: Path) -> None:
     rates = re.search(r"\(vdpbf16ps zmm\) (\d+) GFLOP/s, float32 FMA \(zmm\) (\d+) GFLOP/s", out)
     assert rates is not None, out
     assert all(float(rate) > 0 for rate in rates.groups()), out
+
+
+GPU_CHECK = BENCH / "gpu_check.sh"
+#: What a top-level line of gpu_check.sh may run outside ``step`` (which puts ``timeout`` on it): shell
+#: builtins and commands that return at once.
+INSTANT = {"step", "skipped", "echo", "mkdir", "cd", "set", "export", "trap", "exit", "tee", ":", "[", "if"}
+INSTANT |= {"then", "else", "fi", "!"}
+LEADERS = {"&&", "||", "|", ";", "if", "then", "else", "!"}
+
+
+def _logical_lines(text: str) -> list[str]:
+    """The script's lines with heredoc bodies left out and backslash continuations joined."""
+    lines, heredoc, pending = [], None, ""
+    for raw in text.splitlines():
+        if heredoc is not None:
+            if raw.strip() == heredoc:
+                heredoc = None
+            continue
+        found = re.search(r"<<-?'?(\w+)'?", raw)
+        if found:
+            heredoc = found.group(1)
+        if raw.rstrip().endswith("\\"):
+            pending += raw.rstrip()[:-1] + " "
+            continue
+        lines.append(pending + raw)
+        pending = ""
+    return lines
+
+
+def _functions_and_top_level(text: str) -> tuple[dict[str, list[str]], list[str]]:
+    functions: dict[str, list[str]] = {}
+    top: list[str] = []
+    current = None
+    for line in _logical_lines(text):
+        defined = re.match(r"^(\w+)\(\) \{", line)
+        if defined:
+            current = defined.group(1)
+            functions[current] = []
+        elif current is not None and line == "}":
+            current = None
+        elif current is not None:
+            functions[current].append(line)
+        elif line.strip() and not line.lstrip().startswith("#"):
+            top.append(line.strip())
+    return functions, top
+
+
+def test_gpu_check_parses() -> None:
+    subprocess.run(["bash", "-n", str(GPU_CHECK)], check=True, capture_output=True, text=True, timeout=30)
+
+
+def test_gpu_check_runs_every_command_under_a_time_limit() -> None:
+    functions, top = _functions_and_top_level(GPU_CHECK.read_text())
+    assert any(
+        re.match(r'timeout --kill-after="\$GRACE" "\$limit" "\$@"', line.strip())
+        for line in functions["step"]
+    )
+    for line in top:
+        for substituted in re.findall(r"\$\((?!\()\s*\"?([^\s\")]+)", line):
+            assert substituted in {"mktemp", "nproc", "dirname"}, f"$({substituted} ...) in: {line}"
+        if re.match(r"^\w+=", line) or line.startswith(("export ", "trap ")):
+            continue  # assignments: their $(...) are instant (above)
+        words = list(shlex.shlex(line, posix=True, punctuation_chars=True))
+        # the words in a command's place: the first, and each after a separator or a keyword
+        firsts = [words[0]] + [w for before, w in zip(words, words[1:], strict=False) if before in LEADERS]
+        for first in firsts:
+            assert first in INSTANT, f"runs {first!r} without a time limit: {line}"
+    # top-level commands are instant (above), so a function runs only as `step ... bash -c FUNCTION`
+    runs = [line for line in top if "bash -c " in line]
+    assert all(re.match(r'^step "[^"]+" "\$L_\w+" "[^"]+" bash -c \w+$', line) for line in runs), runs
+    for name in set(functions) - {"step", "skipped"}:
+        assert any(line.endswith(f"bash -c {name}") for line in runs), f"{name} never runs as a step"
+    assert any("bash -c cuda_backend" in line for line in top), "the backend query must be a step"
+
+
+def test_gpu_check_limits_sum_under_eight_minutes() -> None:
+    text = GPU_CHECK.read_text()
+    limits = {name: int(value) for name, value in re.findall(r"^(L_\w+)=(\d+)$", text, re.M)}
+    grace = int(re.search(r"^GRACE=(\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    steps = int(re.search(r"^STEPS=(\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    _, top = _functions_and_top_level(text)
+    used = [re.match(r'^step "[^"]+" "\$(L_\w+)"', line) for line in top if line.startswith("step ")]
+    assert all(used), "every step's limit is one of the L_* limits"
+    names = [m.group(1) for m in used if m]
+    assert sorted(names) == sorted(limits) and len(names) == steps, "each limit is one step's, once"
+    summed = re.search(r"^LIMITS=\$\(\((.*)\)\)$", text, re.M)
+    assert summed is not None and sorted(summed.group(1).replace(" ", "").split("+")) == sorted(limits)
+    assert sum(limits.values()) + steps * grace < 480, f"{sum(limits.values())} s + {steps} x {grace} s"
+
+
+def test_gpu_check_without_a_working_python_fails_fast_and_removes_a_stale_lock(tmp_path: Path) -> None:
+    """With a python that fails at once (as a broken CUDA build would leave the op), every step ends
+    at once, the CUDA steps are skipped (nothing named 'fused' is timed), the exit status is non-zero,
+    and the stale build lock is gone; the summary says what the limits sum to."""
+    lock = tmp_path / "ext/py312_cu124/combcn_ops/lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "OUT": str(tmp_path / "out"),
+        "PYTHON": "false",
+        "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext"),
+        "COMBCN_CACHE": str(tmp_path / "cache"),
+    }
+    run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert not lock.exists()
+    summary = (tmp_path / "out/summary.md").read_text()
+    limits = re.match(r"gpu_check: 9 steps, time limits summing to (\d+) s \((\d+) s with", summary)
+    assert limits is not None and int(limits.group(2)) < 480, summary
+    assert "- build: FAILED" in summary and "- benchmark: SKIPPED" in summary, summary
+    assert "gpu_check: FAILED" in run.stderr
+    for name in ("machine.txt", "build.log", "tests.log", "bench.md", "render.md", "summary.md"):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert "removing a stale build lock" in (tmp_path / "out/build.log").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: there is nothing to refuse")
+def test_bench_op_refuses_cuda_without_a_gpu() -> None:
+    run = subprocess.run(
+        [sys.executable, str(BENCH / "bench_op.py"), "--device", "cuda", "-r", "1", "-l", "L1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "refusing to time the reference" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert "| L1" not in run.stdout
+
+
+def test_bench_op_refuses_a_cuda_kernel_that_did_not_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU, but the op's CUDA build failed (the CPU kernel only): 'fused' would be the reference."""
+    bench_op = load_bench_op()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    note = "CUDA build failed (RuntimeError: nvcc died): CPU kernel only"
+    monkeypatch.setattr(
+        bench_op, "backends", lambda: {"cuda": {"compiled": False, "active": False, "note": note}}
+    )
+    problem = bench_op.fused_unavailable(torch.device("cuda"))
+    assert problem is not None and note in problem
+    monkeypatch.setattr(
+        bench_op, "backends", lambda: {"cuda": {"compiled": True, "active": True, "note": ""}}
+    )
+    assert bench_op.fused_unavailable(torch.device("cuda")) is None
