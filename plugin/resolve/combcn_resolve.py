@@ -1,9 +1,11 @@
 """CombCN Inpaint for DaVinci Resolve (Workspace > Scripts > CombCN Inpaint).
 
 Takes the plate under the playhead on the current timeline (an EXR or DPX sequence), finds its
-matte, runs ``combcn inpaint ... --progress json`` (progress printed to Workspace > Console), imports
-the result into the media-pool folder that holds the plate and, unless turned off, places it on a
-free video track above the plate, at the same record frames.
+matte, runs ``combcn inpaint ... --progress json`` as a child process (progress in a window with a
+Cancel button when Fusion's UIManager is there, and in Workspace > Console), imports the result into
+the media-pool folder that holds the plate, gives it the plate's colour clip attributes and, unless
+turned off, places it on a free video track above the plate, at the same record frames, checking
+what Resolve placed.
 
 Which clip is the plate: every video track is walked at the playhead (not
 ``GetCurrentVideoItem``, which answers with the top-most item, often the matte or an earlier
@@ -18,9 +20,10 @@ Matte convention, first match wins:
    ``plate.[1001-1100].exr`` -> ``plate_matte.[1001-1100].exr`` (extension and frame range may differ);
 2. the image sequence on the video track directly above the plate, under the playhead.
 
-Frames: the part of the sequence the timeline item shows, from the clip's own frame numbers (the
-item's source start, file-relative, and its length), or the whole sequence with
-``"whole_clip": true``. A retimed item (speed change, or a clip rate other than the timeline's) is
+Frames: the part of the sequence the timeline item shows, in one numbering for reading and placing:
+the clip's ``Start`` property + the item's ``GetLeftOffset()``, for its length (AYON's convention), or
+the whole sequence with ``"whole_clip": true``. A matte on the timeline is mapped through its own item
+the same way (linked, numbered like the plate, when it is slipped or numbered otherwise). A retimed item (speed change, or a clip rate other than the timeline's) is
 refused: its timeline frames are not its files' frames. Output:
 ``<plate folder>/combcn/<stem>_combcn.%04d.<ext>`` unless ``output_dir`` is set. Options come from
 ``$XDG_CONFIG_HOME/combcn/resolve.json`` (``~/.config/combcn/resolve.json``) or the file named by
