@@ -260,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
         baseline_method,
         evaluate_groups,
         example_sheet,
+        expected_table,
         gaps_table,
         markdown_table,
         paired_gaps,
@@ -389,6 +390,11 @@ def run(args: argparse.Namespace) -> int:
         printed += section
         for key in ("hole_mae", "temporal_error", "detail"):
             section += f"\n### {METRICS[key][0]} per clip\n\n{per_clip_table(result, key)}"
+        said = expected_table(result)
+        if said:
+            section += (
+                f"\n### The error the engine expected (probe holes) against the error measured\n\n{said}"
+            )
         # Is a gap real? Every row against the main model, paired over the same windows.
         gaps: dict[str, dict[str, dict[str, float]]] = {}
         if args.name in result.rows and len(result.windows) > 1:

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from combcn.engine import probe
 from combcn.engine.matte import bbox
+from combcn.engine.probe import Verdict
 from combcn.engine.propagate import Propagated, PropagationSettings, Propagator, membrane_fill, region_around
 from combcn.engine.shaper import Shaper
 from combcn.engine.windows import Crop, Window, plan_crop, plan_windows
@@ -43,6 +45,9 @@ class FrameFill:
         revealed (ndarray[y1-y0, x1-x0] bool | None): pixels whose value another frame showed
             (propagated at plate resolution); the rest was synthesised by the network.
         offset (ndarray[y1-y0, x1-x0] float32 | None): the frame offset a revealed pixel came from.
+        expected_error: the synthesised pixels' hole MAE (0-255 of the working range) measured on
+            probe holes cut into the plate's known pixels, or None where nothing was synthesised or
+            it could not be measured.
     """
 
     box: Box | None
@@ -50,6 +55,7 @@ class FrameFill:
     alpha: np.ndarray | None
     revealed: np.ndarray | None = None
     offset: np.ndarray | None = None
+    expected_error: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,11 +67,15 @@ class RenderSettings:
         margin: spatial context around the hole, as a fraction of the hole box's longer side.
         context: frames beyond the written ones that may be read (None = as many as the window
             grid needs, which makes chunked renders identical to a single render).
+        probe: measure the synthesis on holes of the matte's shape cut into known pixels beside it,
+            fill what no frame shows with the candidate that scores best there (the network or
+            Telea), and report its error (:mod:`combcn.engine.probe`).
     """
 
     overlap: int | None = None
     margin: float = 0.5
     context: int | None = None
+    probe: bool = True
 
 
 def composite(plate_rgb: np.ndarray, frame_fill: FrameFill) -> np.ndarray:
@@ -113,19 +123,37 @@ class _Accumulator:
         self.revealed = np.zeros((y1 - y0, x1 - x0), np.float32)
         self.offset = np.zeros((y1 - y0, x1 - x0), np.float32)
         self.best = -1.0
+        self.expected = 0.0
+        self.expected_weight = 0.0
 
-    def add(self, weight: float, fill: np.ndarray, revealed: np.ndarray, offset: np.ndarray) -> None:
+    def add(
+        self,
+        weight: float,
+        fill: np.ndarray,
+        revealed: np.ndarray,
+        offset: np.ndarray,
+        expected: float | None,
+    ) -> None:
         self.total += weight * fill
         self.weight += weight
         self.revealed += weight * revealed
+        if expected is not None:
+            self.expected += weight * expected
+            self.expected_weight += weight
         if weight > self.best:
             self.best = weight
             self.offset = offset
 
     def result(self) -> FrameFill:
         revealed = self.revealed / self.weight >= 0.5
+        expected = self.expected / self.expected_weight if self.expected_weight > 0 else None
         return FrameFill(
-            self.box, self.total / self.weight, self.alpha, revealed, np.where(revealed, self.offset, 0.0)
+            self.box,
+            self.total / self.weight,
+            self.alpha,
+            revealed,
+            np.where(revealed, self.offset, 0.0),
+            expected,
         )
 
 
@@ -201,6 +229,7 @@ class _WindowFill:
     fill: np.ndarray
     revealed: np.ndarray
     offset: np.ndarray
+    expected: float | None = None
 
 
 class _Window:
@@ -234,6 +263,9 @@ class _Window:
         self.positions = list(range(window.start, window.end))
         self.ran_model = False
         self.lo = window.start
+        #: what the probe holes chose for the synthesised pixels, and their expected error (None: not
+        #: measured: nothing synthesised, probing off, or no free place to cut a probe)
+        self.verdict: Verdict | None = None
 
     def hole_in(self, position: int, region: Box) -> np.ndarray:
         """ndarray[h, w] bool: the frame's hole (alpha > 0) over ``region``."""
@@ -258,16 +290,24 @@ class _Window:
             if propagated is not None and p - self.lo in propagated.revealed:
                 hole = hole & ~propagated.get("revealed", p - self.lo, box)
             unresolved[p] = hole
-        synthesised = (
-            self._synthesise(unresolved, propagated) if any(u.any() for u in unresolved.values()) else {}
-        )
+        synthesised: dict[int, tuple[np.ndarray, Crop]] = {}
+        if any(u.any() for u in unresolved.values()):
+            self.verdict = self._probe(unresolved, propagated) if self.settings.probe else None
+            synthesised = self._synthesise(unresolved, propagated)
+            if self.verdict is not None and self.verdict.method == "telea":
+                synthesised = self._telea(synthesised, unresolved, propagated)
         keys: dict[int, _WindowFill] = {}
         if propagated is not None and len(synthesised) > 2:
             keys = self._carry_key_frames(unresolved, propagated, synthesised)
-        return {
+        fills = {
             p: keys[p] if p in keys else self._join(p, unresolved[p], propagated, synthesised.get(p))
             for p in unresolved
         }
+        if self.verdict is not None:
+            for p, fill in fills.items():
+                if unresolved[p].any():
+                    fill.expected = self.verdict.expected
+        return fills
 
     def _carry_key_frames(
         self,
@@ -335,6 +375,14 @@ class _Window:
     ) -> dict[int, tuple[np.ndarray, Crop]]:
         """The network's fill (plate units, over each frame's crop) of the pixels no frame showed; the
         pixels propagation recovered are known to it, like the rest of the plate."""
+        crop = self._crop_around(self._unresolved_box(unresolved))
+        masks = {p: self._over(crop, self.infos[p][0], hole) for p, hole in unresolved.items()}
+        out, _ = self._network(crop, masks, propagated)
+        self.ran_model = True
+        return {p: (values, crop) for p, values in out.items() if unresolved[p].any()}
+
+    def _unresolved_box(self, unresolved: dict[int, np.ndarray]) -> Box:
+        """The plate box of every frame's unresolved pixels (there must be some)."""
         boxes = []
         for p, hole in unresolved.items():
             if hole.any():
@@ -348,27 +396,47 @@ class _Window:
                         bx0 + int(xs.max()) + 1,
                     )
                 )
+        return _union(boxes)
+
+    def _crop_around(self, box: Box) -> Crop:
         resolution = int(getattr(self.model, "resolution", 128))
-        crop = plan_crop(
-            _union(boxes), self.height, self.width, resolution=resolution, margin=self.settings.margin
-        )
+        return plan_crop(box, self.height, self.width, resolution=resolution, margin=self.settings.margin)
+
+    @staticmethod
+    def _over(crop: Crop, box: Box | None, hole: np.ndarray, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """ndarray[crop h, crop w] bool: ``hole`` (laid over ``box``, moved by ``shift``) inside the crop."""
+        out = np.zeros((crop.y1 - crop.y0, crop.x1 - crop.x0), bool)
+        if box is None:
+            return out
+        y0, y1, x0, x1 = box[0] + shift[0], box[1] + shift[0], box[2] + shift[1], box[3] + shift[1]
+        cy0, cy1, cx0, cx1 = max(y0, crop.y0), min(y1, crop.y1), max(x0, crop.x0), min(x1, crop.x1)
+        if cy1 > cy0 and cx1 > cx0:
+            out[cy0 - crop.y0 : cy1 - crop.y0, cx0 - crop.x0 : cx1 - crop.x0] = hole[
+                cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0
+            ]
+        return out
+
+    def _network(
+        self, crop: Crop, masks: dict[int, np.ndarray], propagated: Propagated | None
+    ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+        """Run the model on the window over ``crop``, with the hole ``masks`` (crop pixels, per frame
+        position; frames not in it have none there) and the propagated pixels of those frames pasted.
+
+        Returns:
+            (per frame of ``masks``: the network's values over the crop in plate units, per frame of
+            ``masks``: the plate rows it saw, propagated pixels pasted, in plate units).
+        """
         working = []
         holes = []
+        rows_of = {}
         for p in self.positions:
             rows = np.array(self.rgb_at(p, (crop.y0, crop.y1, crop.x0, crop.x1)), dtype=np.float32, copy=True)
-            box, _ = self.infos[p]
             hole = np.zeros((crop.y1 - crop.y0, crop.x1 - crop.x0), np.float32)
-            if box is not None and p in unresolved:
+            if p in masks:
                 if propagated is not None and p - self.lo in propagated.revealed:
                     self._paste(rows, crop, propagated, p)
-                y0, y1, x0, x1 = box
-                cy0, cy1, cx0, cx1 = max(y0, crop.y0), min(y1, crop.y1), max(x0, crop.x0), min(x1, crop.x1)
-                if (
-                    cy1 > cy0 and cx1 > cx0
-                ):  # unresolved pixels all lie in the crop; the rest of the box may not
-                    hole[cy0 - crop.y0 : cy1 - crop.y0, cx0 - crop.x0 : cx1 - crop.x0] = unresolved[p][
-                        cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0
-                    ]
+                hole[masks[p]] = 1.0
+                rows_of[p] = rows
             working.append(_to_working(rows, crop, self.shaper))
             t = torch.from_numpy(hole)[None]
             if crop.scaled:
@@ -379,20 +447,96 @@ class _Window:
         with torch.inference_mode():
             out = self.model(frames[None].to(self.device), torch.stack(holes, 1)[None].to(self.device))[0]
         out = out.float().cpu()
-        self.ran_model = True
         result = {}
         crop_h, crop_w = crop.y1 - crop.y0, crop.x1 - crop.x0
         for i, p in enumerate(self.positions):
-            if p not in unresolved or not unresolved[p].any():
+            if p not in masks:
                 continue
             frame_out = out[:, i]
             if crop.scaled:
                 frame_out = F.interpolate(
                     frame_out[None], size=(crop_h, crop_w), mode="bilinear", align_corners=False
                 )[0]
-            values = self.shaper.decode(np.clip(frame_out.permute(1, 2, 0).numpy(), 0.0, 1.0))
-            result[p] = (values, crop)
-        return result
+            result[p] = self.shaper.decode(np.clip(frame_out.permute(1, 2, 0).numpy(), 0.0, 1.0))
+        return result, rows_of
+
+    def _probe(self, unresolved: dict[int, np.ndarray], propagated: Propagated | None) -> Verdict | None:
+        """Cut the unresolved pixels' shape into pixels beside them that no frame's matte touches, fill
+        it with each candidate (the network, Telea), and score each against the plate (:mod:`probe`).
+
+        Returns:
+            the verdict, or None where no such place exists (the matte covers too much).
+        """
+        union = self._unresolved_box(unresolved)
+
+        def free(box: Box) -> bool:
+            for p in self.positions:
+                hole_box, alpha = self.infos[p]
+                if hole_box is None or alpha is None:
+                    continue
+                y0, y1 = max(box[0], hole_box[0]), min(box[1], hole_box[1])
+                x0, x1 = max(box[2], hole_box[2]), min(box[3], hole_box[3])
+                if (
+                    y1 > y0
+                    and x1 > x0
+                    and (
+                        alpha[y0 - hole_box[0] : y1 - hole_box[0], x0 - hole_box[2] : x1 - hole_box[2]] > 0
+                    ).any()
+                ):
+                    return False
+            return True
+
+        shifts = probe.placements(union, self.height, self.width, free)
+        if not shifts:
+            return None
+        filled = [p for p in sorted(unresolved) if unresolved[p].any()]
+        step = max(1, len(filled) // probe.PROBE_FRAMES)
+        scored = filled[::step][: probe.PROBE_FRAMES]
+        results: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {
+            "network": ([], [], []),
+            "telea": ([], [], []),
+        }
+        for shift in shifts:
+            crop = self._crop_around(
+                (union[0] + shift[0], union[1] + shift[0], union[2] + shift[1], union[3] + shift[1])
+            )
+            cut = {p: self._over(crop, self.infos[p][0], unresolved[p], shift) for p in filled}
+            masks = {
+                p: cut.get(p, np.zeros((crop.y1 - crop.y0, crop.x1 - crop.x0), bool))
+                | self._over(crop, self.infos[p][0], unresolved[p])
+                for p in unresolved
+            }
+            out, rows = self._network(crop, masks, propagated)
+            for p in scored:
+                truth = self._encode(rows[p])
+                joined = _clone_to_border(self._encode(out[p]), truth, masks[p])
+                candidates = {"network": joined, "telea": probe.telea(truth, masks[p])}
+                for name, fill in candidates.items():
+                    results[name][0].append(fill)
+                    results[name][1].append(truth)
+                    results[name][2].append(cut[p])
+        scores = {name: probe.score(*lists) for name, lists in results.items()}
+        return probe.choose(scores, len(shifts))
+
+    def _encode(self, values: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.clip(self.shaper.encode(values), 0.0, 1.0)
+        return out
+
+    def _telea(
+        self,
+        synthesised: dict[int, tuple[np.ndarray, Crop]],
+        unresolved: dict[int, np.ndarray],
+        propagated: Propagated | None,
+    ) -> dict[int, tuple[np.ndarray, Crop]]:
+        """Telea's fill of the unresolved pixels, frame by frame, over the same crops as the network's."""
+        out = {}
+        for p, (_, crop) in synthesised.items():
+            rows = np.array(self.rgb_at(p, (crop.y0, crop.y1, crop.x0, crop.x1)), dtype=np.float32, copy=True)
+            if propagated is not None and p - self.lo in propagated.revealed:
+                self._paste(rows, crop, propagated, p)
+            hole = self._over(crop, self.infos[p][0], unresolved[p])
+            out[p] = (self.shaper.decode(probe.telea(self._encode(rows), hole)), crop)
+        return out
 
     def _paste(self, rows: np.ndarray, crop: Crop, propagated: Propagated, p: int) -> None:
         """Write the propagated values of frame ``p`` into its crop pixels."""
@@ -453,22 +597,31 @@ class _Window:
         known_values[inner][revealed] = fill[revealed]
         todo = np.zeros(known_values.shape[:2], bool)
         todo[inner] = unresolved
-        known = (~todo).astype(np.float32)
-        ones = np.ones((3, 3), np.float32)
-        count = cv2.filter2D(known, -1, ones, borderType=cv2.BORDER_CONSTANT)
-        total = cv2.filter2D(known_values * known[..., None], -1, ones, borderType=cv2.BORDER_CONSTANT)
-        edge = todo & (count > 0)  # synthesised pixels with a known neighbour
         net = np.zeros(known_values.shape, np.float32)
         cy0, cy1, cx0, cx1 = max(g[0], crop.y0), min(g[1], crop.y1), max(g[2], crop.x0), min(g[3], crop.x1)
         net[cy0 - g[0] : cy1 - g[0], cx0 - g[2] : cx1 - g[2]] = values[
             cy0 - crop.y0 : cy1 - crop.y0, cx0 - crop.x0 : cx1 - crop.x0
         ]
-        if not edge.any():
-            return net[inner]
-        difference = np.zeros_like(net)
-        difference[edge] = total[edge] / count[edge][:, None] - net[edge]
-        out: np.ndarray = (net + membrane_fill(difference, edge))[inner]
+        out: np.ndarray = _clone_to_border(net, known_values, todo)[inner]
         return out
+
+
+def _clone_to_border(net: np.ndarray, known_values: np.ndarray, todo: np.ndarray) -> np.ndarray:
+    """``net`` (ndarray[h, w, 3]) at ``todo`` (bool[h, w]) moved by a smooth correction so that it meets
+    ``known_values`` (the same grid) around it: the difference, on the ``todo`` pixels that touch a known
+    one, between the mean of those known neighbours and ``net``, interpolated as a membrane over the
+    rest (the Poisson solve's stand-in). Pixels outside ``todo`` are ``net``'s, unchanged."""
+    known = (~todo).astype(np.float32)
+    ones = np.ones((3, 3), np.float32)
+    count = cv2.filter2D(known, -1, ones, borderType=cv2.BORDER_CONSTANT)
+    total = cv2.filter2D(known_values * known[..., None], -1, ones, borderType=cv2.BORDER_CONSTANT)
+    edge = todo & (count > 0)  # synthesised pixels with a known neighbour
+    if not edge.any():
+        return net
+    difference = np.zeros_like(net)
+    difference[edge] = total[edge] / count[edge][:, None] - net[edge]
+    out: np.ndarray = net + membrane_fill(difference, edge)
+    return out
 
 
 def render_windows(
@@ -514,6 +667,7 @@ def render_windows(
     tracking = bool(getattr(getattr(model, "config", None), "track", False))
     run_windows = tracked_windows = 0
     hole_pixels = revealed_pixels = 0
+    verdicts: list[Verdict] = []
 
     def alpha_info(position: int) -> tuple[Box | None, np.ndarray | None]:
         if position not in alphas:
@@ -543,6 +697,18 @@ def render_windows(
             device=device,
         )
         fills = work.run()
+        if work.verdict is not None:
+            verdicts.append(work.verdict)
+            log.info(
+                "window %d-%d: what no frame shows, measured on %d probe hole(s) of its shape: %s; filled by "
+                "%s, expected error %.2f (0-255 of the working range)",
+                window.start,
+                window.end - 1,
+                work.verdict.probes,
+                ", ".join(f"{n} {v.mae:.2f} (detail {v.detail:.2f})" for n, v in work.verdict.scores.items()),
+                work.verdict.method,
+                work.verdict.expected,
+            )
         if work.ran_model:
             run_windows += 1
             last = getattr(model, "last_tracked", None)
@@ -556,7 +722,11 @@ def render_windows(
             if acc is None:
                 acc = accumulators[p] = _Accumulator(box, alpha)
             acc.add(
-                window.weight(p), frame_fill.fill, frame_fill.revealed.astype(np.float32), frame_fill.offset
+                window.weight(p),
+                frame_fill.fill,
+                frame_fill.revealed.astype(np.float32),
+                frame_fill.offset,
+                frame_fill.expected,
             )
         # Frames before the next window are final.
         final_before = windows[k + 1].start if k + 1 < len(windows) else n
@@ -585,6 +755,15 @@ def render_windows(
             "propagation: %.1f%% of the hole pixels came from other frames at plate resolution; the network "
             "synthesised the rest",
             100.0 * revealed_pixels / hole_pixels,
+        )
+    if verdicts:
+        chosen = sorted({v.method for v in verdicts})
+        log.info(
+            "synthesis: expected error %.2f (0-255 of the working range) on what no frame shows, measured on "
+            "probe holes in %d window(s); filled by %s",
+            sum(v.expected for v in verdicts) / len(verdicts),
+            len(verdicts),
+            " and ".join(chosen),
         )
     if tracking and run_windows:
         log.info(

@@ -46,13 +46,14 @@ def matte_options(options: dict[str, Any]) -> MatteOptions:
 
 
 def render_settings(options: dict[str, Any]) -> RenderSettings:
-    """Pop the window keywords (overlap, margin, context) out of ``options``."""
+    """Pop the window keywords (overlap, margin, context, probe) out of ``options``."""
     context = options.pop("context", None)
     overlap = options.pop("overlap", None)
     settings = RenderSettings(
         overlap=None if overlap is None else int(overlap),
         margin=float(options.pop("margin", 0.5)),
         context=None if context is None else int(context),
+        probe=bool(options.pop("probe", True)),
     )
     if (
         (settings.overlap or 0) < 0
@@ -173,7 +174,11 @@ class Engine:
         return int(getattr(self.model, "resolution", 128))
 
     def inpaint(self, frames: Any, matte: Any, **options: Any) -> Any:
-        """Inpaint frames held in memory.
+        """Inpaint frames held in memory (:meth:`inpaint_with_report`, without the report)."""
+        return self.inpaint_with_report(frames, matte, **options)[0]
+
+    def inpaint_with_report(self, frames: Any, matte: Any, **options: Any) -> tuple[Any, dict[int, float]]:
+        """Inpaint frames held in memory, and say how good the fill of what no frame shows should be.
 
         Args:
             frames (ndarray | Tensor [T, H, W, C], float32 or float16): channels 0-2 are RGB; other
@@ -182,11 +187,15 @@ class Engine:
                 True = remove.
             **options: ``shaper`` (default acescct), ``threshold`` (0.5), ``invert``, ``expand`` (px),
                 ``feather`` (px), ``overlap`` (frames, window/4), ``margin`` (0.5), ``propagate``
-                (True: carry what other frames show at full resolution first), ``reach`` (0 frames).
+                (True: carry what other frames show at full resolution first), ``reach`` (0 frames),
+                ``probe`` (True: score the network and Telea on holes of the matte's shape cut into
+                known pixels, fill what no frame shows with the better, log its expected error).
 
         Returns:
-            Same type, dtype and shape as ``frames``; where the (feathered) matte is 0 the values are
-            bit-exact copies of the input.
+            (the frames: same type, dtype and shape as ``frames``; where the (feathered) matte is 0 the
+            values are bit-exact copies of the input; per frame index whose fill synthesised pixels
+            and could measure them: the expected hole MAE of those pixels, 0-255 of the working
+            range, from the probe holes (``probe`` option)).
 
         Raises:
             InputError: bad shapes or types, NaN/Inf in RGB, a frame entirely under the matte.
@@ -227,6 +236,7 @@ class Engine:
             if alpha.min() > 0:
                 raise InputError("the matte covers the whole frame: nothing is left to fill from", frame=i)
         result = plate.copy()
+        expected: dict[int, float] = {}
         if not any(a.max() > 0 for a in alphas):
             log.warning("the matte is empty: returning the frames unchanged")
         else:
@@ -237,6 +247,8 @@ class Engine:
                     plate[position, :, :, :3].astype(np.float32), fill, path=None, frame=position
                 )
                 result[position, :, :, :3] = composite(plate[position, :, :, :3], fill)
+                if fill.expected_error is not None:
+                    expected[position] = fill.expected_error
 
             with self.threads_for_call():
                 render_windows(
@@ -253,4 +265,4 @@ class Engine:
                 )
             if guard.pixels:
                 log.warning("%s", guard.warning())
-        return torch.from_numpy(result).to(frames.device) if is_torch else result
+        return (torch.from_numpy(result).to(frames.device) if is_torch else result), expected

@@ -11,6 +11,7 @@ and two renders writing the same frames at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import hashlib
 import json
@@ -97,7 +98,7 @@ class FillGuard:
         self.frames += 1
         self.clamped.append(frame)
         clamped = np.where(outside[..., None], np.clip(fill, lo, hi), fill).astype(np.float32)
-        return FrameFill(frame_fill.box, clamped, frame_fill.alpha, frame_fill.revealed, frame_fill.offset)
+        return dataclasses.replace(frame_fill, fill=clamped)
 
     def warning(self) -> str | None:
         """The one warning of a render (None when nothing was clamped)."""

@@ -446,6 +446,9 @@ class _OpenFrames:
 
 
 QC_CHANNELS = ("fill.revealed", "fill.offset")
+#: output metadata: the hole MAE (0-255 of the working range) that probe holes cut into the plate's
+#: known pixels measured for what no frame shows (written where the frame's fill synthesised any)
+EXPECTED_ERROR_ATTRIBUTE = "combcn:expectedError"
 
 
 def with_qc(data: ImageData, frame_fill: FrameFill) -> ImageData:
@@ -540,7 +543,11 @@ def stream(
         frame = seq[position]
         data = opened.get(frame)
         frame_fill = guard.check(rgb_of(data, plan.rgb), frame_fill, path=plan.out.path(frame), frame=frame)
-        out = ImageData(pixels=data.pixels.copy(), spec=data.spec, part=data.part, parts=data.parts)
+        spec = data.spec
+        if frame_fill.expected_error is not None:  # what the probe holes measured (docs/ENGINE.md)
+            spec = oiio.ImageSpec(spec)
+            spec.attribute(EXPECTED_ERROR_ATTRIBUTE, float(frame_fill.expected_error))
+        out = ImageData(pixels=data.pixels.copy(), spec=spec, part=data.part, parts=data.parts)
         out.pixels[..., plan.rgb] = composite(data.pixels[..., plan.rgb], frame_fill)
         if opts.qc:
             out = with_qc(out, frame_fill)

@@ -33,7 +33,9 @@ from combcn.precision import cpu_has_fast_bf16
 
 log = logging.getLogger("combcn.eval")
 
-Rows = dict[str, tuple[Tensor, Tensor]]
+#: row name -> (output, hole), or (output, hole, the hole MAE the method expects of its own fill: the
+#: engine's probe holes)
+Rows = dict[str, tuple[Tensor, Tensor] | tuple[Tensor, Tensor, float]]
 Method = Callable[[Tensor, Tensor], Rows]
 
 #: metric key -> (column title, goal: "high", "low" or "one" (closest to 1.0 is best))
@@ -238,8 +240,10 @@ def engine_method(engine: Any, name: str, options: dict[str, Any] | None = None)
     def run(frames: Tensor, hole: Tensor) -> Rows:
         plate = frames[0].permute(1, 2, 3, 0).contiguous().numpy()  # [T, H, W, 3] float32
         matte = hole[0, 0].numpy()
-        filled = engine.inpaint(plate, matte, **opts)
+        filled, expected = engine.inpaint_with_report(plate, matte, **opts)
         out = torch.from_numpy(filled).permute(3, 0, 1, 2)[None].clamp(0.0, 1.0)
+        if expected:
+            return {name: (out, hole, sum(expected.values()) / len(expected))}
         return {name: (out, hole)}
 
     return run
@@ -338,6 +342,24 @@ def gaps_table(gaps: dict[str, dict[str, float]], reference: str, metric: str = 
     return "\n".join(lines) + "\n"
 
 
+def expected_table(result: EvalResult) -> str:
+    """Per window, the error a method expected of its fill (the engine's probe holes) against the hole
+    MAE measured, and their ratio; empty where no method said. The engine's figure is for the pixels
+    it synthesised; on a hole other frames partly show, the measured MAE also counts propagated ones."""
+    lines = []
+    for w in result.windows:
+        for row, expected in w.get("expected", {}).items():
+            measured = w["scores"][row]["hole_mae"]
+            ratio = expected / measured if measured > 0 else math.nan
+            lines.append(
+                f"| {w['clip']}:{w['start']} | {row} | {expected:.2f} | {measured:.2f} | {ratio:.2f} |"
+            )
+    if not lines:
+        return ""
+    head = "| window | method | expected MAE | measured hole MAE | expected ÷ measured |\n"
+    return head + "|---|---|---:|---:|---:|\n" + "\n".join(lines) + "\n"
+
+
 def per_clip_table(result: EvalResult, metric: str = "hole_mae") -> str:
     """A markdown table of one metric's mean per clip (columns) and row (rows)."""
     clips = list(dict.fromkeys(w["clip"] for w in result.windows))
@@ -407,7 +429,9 @@ def evaluate_groups(
             t0 = time.perf_counter()
             rows = method(frames, win.hole)
             result.seconds[name] += time.perf_counter() - t0
-            for row, (output, row_hole) in rows.items():
+            for row, (output, row_hole, *said) in rows.items():
+                if said:
+                    entry.setdefault("expected", {})[row] = float(said[0])
                 truth = _truth_at(win.truth, output.shape[-2:])
                 entry["scores"][row] = score(output.float(), truth, row_hole)
                 if tuple(output.shape[-2:]) == tuple(win.truth.shape[-2:]):

@@ -1,0 +1,152 @@
+"""Measure synthesis on the shot itself: holes of the matte's shape cut into pixels the plate shows.
+
+What no frame shows must be invented, and how well depends on the shot. The plate's own known pixels
+hold the truth, so a copy of the matte's unresolved shape, moved beside it onto pixels no frame's
+matte touches, can be filled by each candidate and scored against what is really there. The best
+candidate fills the real hole, and its score is the expected error a compositor is told before
+looking.
+
+Scores are hole MAE in the working range (0-255, shaped values: the units of ``combcn eval`` for
+display-referred plates) together with detail (mean |Laplacian| of the fill over the truth's): a
+candidate that wins on MAE by blurring is marked down, as a compositor would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]
+
+#: probe holes cut per window (at most)
+PROBES = 2
+#: frames of the window each probe is scored on (spread evenly)
+PROBE_FRAMES = 4
+#: detail within this band of the truth's costs nothing; outside it the score grows
+DETAIL_BAND = (0.85, 1.2)
+#: how much each unit of detail outside the band adds to the score (as a fraction of the MAE). A flat
+#: fill scores about 0.7x the MAE of the right texture in the wrong phase, so a fill with no detail
+#: must cost well over 1/0.7 of its MAE (here 1.85x) not to win by blurring
+DETAIL_WEIGHT = 1.0
+#: Telea's radius in pixels (OpenCV's)
+TELEA_RADIUS = 3
+
+
+@dataclass(frozen=True)
+class Score:
+    """One candidate's result on the probe holes.
+
+    Attributes:
+        mae: hole MAE, 0-255 of the working range.
+        detail: the fill's |Laplacian| over the truth's (1 = as sharp as the plate).
+    """
+
+    mae: float
+    detail: float
+
+    @property
+    def value(self) -> float:
+        """MAE, raised where the detail is outside :data:`DETAIL_BAND` (lower is better)."""
+        lo, hi = DETAIL_BAND
+        off = max(0.0, lo - self.detail) + max(0.0, self.detail - hi)
+        return self.mae * (1.0 + DETAIL_WEIGHT * off)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the probes chose for a window, and the expected error of its synthesised pixels.
+
+    Attributes:
+        method: ``"network"`` or ``"telea"``.
+        expected: the chosen candidate's hole MAE on the probes (0-255 of the working range).
+        scores: every candidate's score.
+        probes: how many probe holes were cut.
+    """
+
+    method: str
+    expected: float
+    scores: dict[str, Score]
+    probes: int
+
+
+def placements(
+    box: Box, height: int, width: int, free: Callable[[Box], bool], count: int = PROBES
+) -> list[tuple[int, int]]:
+    """Shifts (dy, dx) that move ``box`` beside itself onto free pixels: left, right, above, below,
+    then the diagonals, nearest first; at most ``count``.
+
+    Args:
+        box: the unresolved pixels' box ``(y0, y1, x0, x1)`` in plate pixels.
+        free: says whether a box (plate pixels) is clear of every frame's matte.
+    """
+    y0, y1, x0, x1 = box
+    bh, bw = y1 - y0, x1 - x0
+    gap = max(8, round(0.25 * max(bh, bw)))
+    steps_y, steps_x = bh + gap, bw + gap
+    shifts = [(0, -steps_x), (0, steps_x), (-steps_y, 0), (steps_y, 0)]
+    shifts += [(sy, sx) for sy in (-steps_y, steps_y) for sx in (-steps_x, steps_x)]
+    out = []
+    for dy, dx in shifts:
+        moved = (y0 + dy, y1 + dy, x0 + dx, x1 + dx)
+        if moved[0] < 0 or moved[2] < 0 or moved[1] > height or moved[3] > width:
+            continue
+        grown = (
+            max(0, moved[0] - gap),
+            min(height, moved[1] + gap),
+            max(0, moved[2] - gap),
+            min(width, moved[3] + gap),
+        )
+        if free(grown):
+            out.append((dy, dx))
+        if len(out) == count:
+            break
+    return out
+
+
+def detail_of(values: np.ndarray, hole: np.ndarray) -> float:
+    """Mean |Laplacian| of the grey of ``values`` (ndarray[h, w, 3]) over the hole's interior (the
+    pixels whose four neighbours are in the hole too; the whole hole where it is thinner)."""
+    grey = values.mean(axis=2).astype(np.float32)
+    lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1))
+    inner = cv2.erode(hole.astype(np.uint8), np.ones((3, 3), np.uint8), borderValue=0) > 0
+    where = inner if inner.any() else hole
+    return float(lap[where].mean()) if where.any() else 0.0
+
+
+def score(fills: list[np.ndarray], truths: list[np.ndarray], holes: list[np.ndarray]) -> Score:
+    """Hole MAE (0-255) and detail ratio of fills against their truths, over all frames' holes.
+
+    Args:
+        fills, truths (ndarray[h, w, 3], working units in [0, 1]): per frame, over the same box.
+        holes (ndarray[h, w] bool): the probe's pixels.
+    """
+    errors = [np.abs(f - t)[h] for f, t, h in zip(fills, truths, holes, strict=True) if h.any()]
+    if not errors:
+        return Score(0.0, 1.0)
+    mae = float(np.concatenate(errors).mean()) * 255.0
+    own = sum(detail_of(f, h) for f, h in zip(fills, holes, strict=True))
+    truth = sum(detail_of(t, h) for t, h in zip(truths, holes, strict=True))
+    return Score(mae, own / truth if truth > 0 else 1.0)
+
+
+def telea(values: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """OpenCV's Telea fill of ``hole`` in ``values`` (ndarray[h, w, 3] float32, working units in
+    [0, 1]), each channel on its own in 16 bits (OpenCV's float path overshoots on wide holes, up to
+    twice the values around them; 8 bits would band): ndarray[h, w, 3] float32."""
+    mask = hole.astype(np.uint8)
+    top = 65535.0
+    out = np.empty(values.shape, np.float32)
+    for c in range(values.shape[2]):
+        channel = np.rint(np.clip(values[..., c], 0.0, 1.0) * top).astype(np.uint16)
+        out[..., c] = cv2.inpaint(channel, mask, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32) / top
+    out[~hole] = values[~hole]
+    return out
+
+
+def choose(scores: dict[str, Score], probes: int) -> Verdict:
+    """The candidate with the lowest :attr:`Score.value` (the network on a tie)."""
+    best = min(scores, key=lambda name: (scores[name].value, name != "network"))
+    return Verdict(best, scores[best].mae, scores, probes)

@@ -1,0 +1,123 @@
+"""Probe holes: the matte's unresolved shape cut into known pixels, each candidate scored there, and
+the expected error reported (combcn/engine/probe.py and its use in the engine)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from helpers import one_thread, tiny_model  # noqa: F401
+
+from combcn.engine import Engine, probe
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A plate-like texture: a smooth gradient plus blurred noise, in [0, 1], ndarray[h, w, 3]."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 1.2)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 0.3 + 0.3 * (xs / w)[..., None] + 0.1 * (ys / h)[..., None]
+    return np.clip(base + 0.6 * (noise - noise.mean()), 0.0, 1.0).astype(np.float32)
+
+
+class TestPlacements:
+    def test_smoke(self) -> None:
+        shifts = probe.placements((40, 60, 50, 80), 200, 300, lambda box: True)
+        assert len(shifts) == probe.PROBES
+        for dy, dx in shifts:  # beside the hole, not on it, inside the plate
+            assert (abs(dy) >= 20 or abs(dx) >= 30) and 0 <= 40 + dy and 60 + dy <= 200
+            assert 0 <= 50 + dx and 80 + dx <= 300
+
+    def test_avoids_the_matte(self) -> None:
+        matte_box = (0, 200, 0, 60)  # a second object down the left of the frame
+
+        def free(box: tuple[int, int, int, int]) -> bool:
+            return box[3] <= matte_box[2] or box[2] >= matte_box[3]
+
+        shifts = probe.placements((40, 60, 100, 130), 200, 300, free)
+        assert shifts and all(100 + dx - 8 >= 60 for _, dx in shifts)
+
+    def test_exception_no_room(self) -> None:
+        # a hole as big as the plate leaves nowhere to cut a probe
+        assert probe.placements((10, 90, 10, 90), 100, 100, lambda box: True) == []
+
+
+class TestScore:
+    def test_a_blur_does_not_win_by_blurring(self) -> None:
+        truth = _texture(64, 64)
+        hole = np.zeros((64, 64), bool)
+        hole[16:48, 16:48] = True
+        flat = np.where(hole[..., None], cv2.GaussianBlur(truth, (0, 0), 6.0), truth)  # the truth, blurred
+        other = _texture(64, 64, seed=1)  # the right kind of texture, in the wrong phase
+        textured = np.where(hole[..., None], other, truth)
+        blur, sharp = probe.score([flat], [truth], [hole]), probe.score([textured], [truth], [hole])
+        assert blur.mae < sharp.mae  # MAE alone rewards the blur ...
+        assert blur.detail < 0.2 and 0.85 <= sharp.detail <= 1.2
+        assert probe.choose({"network": blur, "telea": sharp}, 1).method == "telea"  # ... the score does not
+
+    def test_cardinality_exact_fill(self) -> None:
+        truth = _texture(32, 32)
+        hole = np.zeros((32, 32), bool)
+        hole[8:20, 8:20] = True
+        s = probe.score([truth], [truth], [hole])
+        assert s.mae == 0.0 and s.detail == pytest.approx(1.0)
+
+
+class TestTelea:
+    def test_stays_within_the_values_around_it(self) -> None:
+        # OpenCV's float Telea overshoots on wide holes (to twice the values around them): the probe's
+        # Telea must not, and must keep every pixel outside the hole as it was.
+        rng = np.random.default_rng(3)
+        values = (rng.random((120, 200, 3)) * 0.2 + 0.4).astype(np.float32)
+        hole = np.zeros((120, 200), bool)
+        hole[30:90, 50:150] = True
+        out = probe.telea(values, hole)
+        assert out[hole].max() <= values[~hole].max() + 1e-3 and out[hole].min() >= values[~hole].min() - 1e-3
+        assert np.array_equal(out[~hole], values[~hole])
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(device="cpu", model=tiny_model(window=4, resolution=32))
+
+
+class TestEngineProbe:
+    def _shot(self) -> tuple[np.ndarray, np.ndarray]:
+        """A locked-off textured plate with a static box hole: every hole pixel is synthesised."""
+        frame = _texture(96, 160)
+        plate = np.repeat(frame[None], 6, axis=0).copy()
+        matte = np.zeros((6, 96, 160), np.float32)
+        matte[:, 36:60, 68:96] = 1.0
+        return plate, matte
+
+    def test_expected_error_reported_for_every_frame_and_near_the_measured(self, engine: Engine) -> None:
+        plate, matte = self._shot()
+        out, expected = engine.inpaint_with_report(plate, matte, shaper="none")
+        assert sorted(expected) == list(range(6))
+        hole = matte > 0
+        measured = float(np.abs(out - plate)[hole].mean()) * 255.0
+        # the same texture beside the hole: the probe's figure tells the real hole's error
+        assert 0.5 * measured <= expected[0] <= 2.0 * measured
+        assert np.array_equal(out[~hole], plate[~hole])
+
+    def test_probe_off_reports_nothing_and_fills_with_the_network(self, engine: Engine) -> None:
+        plate, matte = self._shot()
+        out, expected = engine.inpaint_with_report(plate, matte, shaper="none", probe=False)
+        assert expected == {}
+        assert np.array_equal(out, engine.inpaint(plate, matte, shaper="none", probe=False))
+
+    def test_the_better_candidate_fills(self, engine: Engine) -> None:
+        # a smooth ramp: Telea continues it almost exactly, an untrained tiny network does not; the probe
+        # must see that and fill the real hole with Telea
+        ys, xs = np.mgrid[0:96, 0:160].astype(np.float32)
+        ramp = np.stack([0.2 + 0.5 * xs / 160, 0.3 + 0.2 * ys / 96, 0.4 + 0.0 * xs], -1).astype(np.float32)
+        plate = np.repeat(ramp[None], 6, axis=0).copy()
+        _, matte = self._shot()
+        with_probe = engine.inpaint(plate, matte, shaper="none")
+        without = engine.inpaint(plate, matte, shaper="none", probe=False)
+        hole = matte > 0
+        error_with = np.abs(with_probe - plate)[hole].mean()
+        error_without = np.abs(without - plate)[hole].mean()
+        assert error_with < 0.5 * error_without
