@@ -146,6 +146,15 @@ def add_parser(subparsers: Any) -> None:
         "at plate resolution, what other frames show (default: propagate)",
     )
     p.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="fill what no frame shows with the network without measuring it first; by default holes of "
+        "the matte's shape are cut into known pixels beside it, the network and Telea are scored there, "
+        "the better fills, and its expected error is logged and written to each output's metadata as "
+        "combcn:expectedError (default: probe)",
+    )
+    p.add_argument(
         "--reach",
         metavar="N",
         type=int,
@@ -300,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
             margin=args.margin,
             propagate=args.propagate,
             reach=args.reach,
+            probe=args.probe,
             qc=args.qc,
             lossy_ok=args.lossy_ok,
         )

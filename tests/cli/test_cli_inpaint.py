@@ -245,3 +245,45 @@ def test_killed_render_resumes_without_a_bad_frame(tmp_path: Path, weights: str)
     for i, f in enumerate(frames):
         out = read_image(out_dir / f"o.{f}.exr").pixels
         np.testing.assert_array_equal(out[matte_values[i] < 0.5], stored[f][matte_values[i] < 0.5])
+
+
+def test_expected_error_written_to_the_metadata(
+    tmp_path: Path, weights: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the probe holes' figure reaches the compositor in each output's header; --no-probe writes none
+    import OpenImageIO as oiio
+
+    from combcn.engine.sequence import EXPECTED_ERROR_ATTRIBUTE
+
+    plate, matte, _ = _shot(tmp_path / "in")
+    probed, plain = str(tmp_path / "a" / "o.####.exr"), str(tmp_path / "b" / "o.####.exr")
+    assert (
+        _run(capsys, plate, "-m", matte, "-o", probed, "-w", weights, "-p", "none", "--no-propagate")[0] == 0
+    )
+    assert (
+        _run(
+            capsys,
+            plate,
+            "-m",
+            matte,
+            "-o",
+            plain,
+            "-w",
+            weights,
+            "-p",
+            "none",
+            "--no-propagate",
+            "--no-probe",
+        )[0]
+        == 0
+    )
+    for frame in FRAMES:
+        spec = oiio.ImageInput.open(str(tmp_path / "a" / f"o.{frame}.exr")).spec()
+        value = spec.getattribute(EXPECTED_ERROR_ATTRIBUTE)
+        assert isinstance(value, float) and 0.0 <= value < 255.0
+        assert (
+            oiio.ImageInput.open(str(tmp_path / "b" / f"o.{frame}.exr"))
+            .spec()
+            .getattribute(EXPECTED_ERROR_ATTRIBUTE)
+            is None
+        )
