@@ -23,8 +23,9 @@ Matte convention, first match wins:
 Frames: the part of the sequence the timeline item shows, in one numbering for reading and placing:
 the clip's ``Start`` property + the item's ``GetLeftOffset()``, for its length (AYON's convention), or
 the whole sequence with ``"whole_clip": true``. A matte on the timeline is mapped through its own item
-the same way (linked, numbered like the plate, when it is slipped or numbered otherwise). A retimed item (speed change, or a clip rate other than the timeline's) is
-refused: its timeline frames are not its files' frames. Output:
+the same way (linked, numbered like the plate, when it is slipped or numbered otherwise). A retimed
+item (speed change, or a clip rate other than the timeline's) is refused: its timeline frames are
+not its files' frames. Output:
 ``<plate folder>/combcn/<stem>_combcn.%04d.<ext>`` unless ``output_dir`` is set. Options come from
 ``$XDG_CONFIG_HOME/combcn/resolve.json`` (``~/.config/combcn/resolve.json``) or the file named by
 ``COMBCN_RESOLVE_CONFIG``; see docs/HOSTS.md.
