@@ -498,7 +498,12 @@ class _Window:
         }
         for shift in shifts:
             crop = self._crop_around(
-                (union[0] + shift[0], union[1] + shift[0], union[2] + shift[1], union[3] + shift[1])
+                (
+                    max(0, union[0] + shift[0]),
+                    min(self.height, union[1] + shift[0]),
+                    max(0, union[2] + shift[1]),
+                    min(self.width, union[3] + shift[1]),
+                )
             )
             cut = {p: self._over(crop, self.infos[p][0], unresolved[p], shift) for p in filled}
             masks = {

@@ -23,6 +23,8 @@ Box = tuple[int, int, int, int]
 
 #: probe holes cut per window (at most)
 PROBES = 2
+#: a probe may reach past the frame's edge (the part inside is scored) if this share of it is inside
+INSIDE = 0.5
 #: frames of the window each probe is scored on (spread evenly)
 PROBE_FRAMES = 4
 #: detail within this band of the truth's costs nothing; outside it the score grows
@@ -76,7 +78,8 @@ def placements(
     box: Box, height: int, width: int, free: Callable[[Box], bool], count: int = PROBES
 ) -> list[tuple[int, int]]:
     """Shifts (dy, dx) that move ``box`` beside itself onto free pixels: left, right, above, below,
-    then the diagonals, nearest first; at most ``count``.
+    then the diagonals, nearest first; at most ``count``. A moved box may reach past the frame's edge
+    where :data:`INSIDE` of it stays inside (wide holes leave no room for a whole copy).
 
     Args:
         box: the unresolved pixels' box ``(y0, y1, x0, x1)`` in plate pixels.
@@ -91,7 +94,9 @@ def placements(
     out = []
     for dy, dx in shifts:
         moved = (y0 + dy, y1 + dy, x0 + dx, x1 + dx)
-        if moved[0] < 0 or moved[2] < 0 or moved[1] > height or moved[3] > width:
+        rows = max(0, min(height, moved[1]) - max(0, moved[0]))
+        columns = max(0, min(width, moved[3]) - max(0, moved[2]))
+        if rows * columns == 0 or rows * columns < INSIDE * bh * bw:
             continue
         grown = (
             max(0, moved[0] - gap),

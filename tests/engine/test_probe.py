@@ -39,6 +39,11 @@ class TestPlacements:
         shifts = probe.placements((40, 60, 100, 130), 200, 300, free)
         assert shifts and all(100 + dx - 8 >= 60 for _, dx in shifts)
 
+    def test_a_wide_hole_is_probed_past_the_frame_edge(self) -> None:
+        # no whole copy of a hole half the frame wide fits beside it; one with half of it inside does
+        shifts = probe.placements((20, 70, 20, 180), 100, 300, lambda box: True)
+        assert shifts and all(180 + dx > 300 for _, dx in shifts if dx > 0)
+
     def test_exception_no_room(self) -> None:
         # a hole as big as the plate leaves nowhere to cut a probe
         assert probe.placements((10, 90, 10, 90), 100, 100, lambda box: True) == []
