@@ -268,12 +268,16 @@ class _Window:
         self.verdict: Verdict | None = None
 
     def hole_in(self, position: int, region: Box) -> np.ndarray:
-        """ndarray[h, w] bool: the frame's hole (alpha > 0) over ``region``."""
+        """ndarray[h, w] bool: the frame's hole (alpha > 0) over ``region`` (any plate box)."""
         out = np.zeros((region[1] - region[0], region[3] - region[2]), bool)
         box, alpha = self.infos[position]
         if box is not None and alpha is not None:
-            y0, y1, x0, x1 = box
-            out[y0 - region[0] : y1 - region[0], x0 - region[2] : x1 - region[2]] = alpha > 0
+            y0, y1 = max(box[0], region[0]), min(box[1], region[1])
+            x0, x1 = max(box[2], region[2]), min(box[3], region[3])
+            if y1 > y0 and x1 > x0:
+                out[y0 - region[0] : y1 - region[0], x0 - region[2] : x1 - region[2]] = (
+                    alpha[y0 - box[0] : y1 - box[0], x0 - box[2] : x1 - box[2]] > 0
+                )
         return out
 
     def run(self) -> dict[int, _WindowFill]:
@@ -293,9 +297,9 @@ class _Window:
         synthesised: dict[int, tuple[np.ndarray, Crop]] = {}
         if any(u.any() for u in unresolved.values()):
             self.verdict = self._probe(unresolved, propagated) if self.settings.probe else None
-            synthesised = self._synthesise(unresolved, propagated)
+            synthesised, rows = self._synthesise(unresolved, propagated)
             if self.verdict is not None and self.verdict.method == "telea":
-                synthesised = self._telea(synthesised, unresolved, propagated)
+                synthesised = self._telea(synthesised, unresolved, rows)
         keys: dict[int, _WindowFill] = {}
         if propagated is not None and len(synthesised) > 2:
             keys = self._carry_key_frames(unresolved, propagated, synthesised)
@@ -372,14 +376,15 @@ class _Window:
 
     def _synthesise(
         self, unresolved: dict[int, np.ndarray], propagated: Propagated | None
-    ) -> dict[int, tuple[np.ndarray, Crop]]:
+    ) -> tuple[dict[int, tuple[np.ndarray, Crop]], dict[int, np.ndarray]]:
         """The network's fill (plate units, over each frame's crop) of the pixels no frame showed; the
-        pixels propagation recovered are known to it, like the rest of the plate."""
+        pixels propagation recovered are known to it, like the rest of the plate. Also the crop's plate
+        rows it saw per frame (propagated pixels pasted), for another candidate to fill from."""
         crop = self._crop_around(self._unresolved_box(unresolved))
         masks = {p: self._over(crop, self.infos[p][0], hole) for p, hole in unresolved.items()}
-        out, _ = self._network(crop, masks, propagated)
+        out, rows = self._network(crop, masks, propagated)
         self.ran_model = True
-        return {p: (values, crop) for p, values in out.items() if unresolved[p].any()}
+        return {p: (values, crop) for p, values in out.items() if unresolved[p].any()}, rows
 
     def _unresolved_box(self, unresolved: dict[int, np.ndarray]) -> Box:
         """The plate box of every frame's unresolved pixels (there must be some)."""
@@ -470,21 +475,7 @@ class _Window:
         union = self._unresolved_box(unresolved)
 
         def free(box: Box) -> bool:
-            for p in self.positions:
-                hole_box, alpha = self.infos[p]
-                if hole_box is None or alpha is None:
-                    continue
-                y0, y1 = max(box[0], hole_box[0]), min(box[1], hole_box[1])
-                x0, x1 = max(box[2], hole_box[2]), min(box[3], hole_box[3])
-                if (
-                    y1 > y0
-                    and x1 > x0
-                    and (
-                        alpha[y0 - hole_box[0] : y1 - hole_box[0], x0 - hole_box[2] : x1 - hole_box[2]] > 0
-                    ).any()
-                ):
-                    return False
-            return True
+            return not any(self.hole_in(p, box).any() for p in self.positions)
 
         shifts = probe.placements(union, self.height, self.width, free)
         if not shifts:
@@ -531,16 +522,14 @@ class _Window:
         self,
         synthesised: dict[int, tuple[np.ndarray, Crop]],
         unresolved: dict[int, np.ndarray],
-        propagated: Propagated | None,
+        rows: dict[int, np.ndarray],
     ) -> dict[int, tuple[np.ndarray, Crop]]:
-        """Telea's fill of the unresolved pixels, frame by frame, over the same crops as the network's."""
+        """Telea's fill of the unresolved pixels, frame by frame, over the same crops and from the same
+        plate rows (propagated pixels pasted) as the network's."""
         out = {}
         for p, (_, crop) in synthesised.items():
-            rows = np.array(self.rgb_at(p, (crop.y0, crop.y1, crop.x0, crop.x1)), dtype=np.float32, copy=True)
-            if propagated is not None and p - self.lo in propagated.revealed:
-                self._paste(rows, crop, propagated, p)
             hole = self._over(crop, self.infos[p][0], unresolved[p])
-            out[p] = (self.shaper.decode(probe.telea(self._encode(rows), hole)), crop)
+            out[p] = (self.shaper.decode(probe.telea(self._encode(rows[p]), hole)), crop)
         return out
 
     def _paste(self, rows: np.ndarray, crop: Crop, propagated: Propagated, p: int) -> None:
