@@ -298,12 +298,16 @@ at::Tensor masked_input_conv(
       std::atomic<int>& ok = g_low_precision_ok[dt == at::kHalf ? 1 : 0];
       if (ok.load() != 0 && low_precision_conv_allowed()) {
         at::Tensor xm = masked_input(x, mask_acc, dt);
-        try {
-          at::Tensor out = at::mkldnn_convolution(xm, weight, std::nullopt, padding, stride, dilation, 1);
-          ok.store(1);
-          return out;
-        } catch (const c10::Error&) {
-          ok.store(0);
+        // oneDNN's AVX512-BF16 kernels (without AMX) carry a NaN input to outputs outside its receptive
+        // field (seen on an AMD EPYC): a plane holding NaN or Inf is convolved in float32 below instead.
+        if (at::isfinite(xm).all().item<bool>()) {
+          try {
+            at::Tensor out = at::mkldnn_convolution(xm, weight, std::nullopt, padding, stride, dilation, 1);
+            ok.store(1);
+            return out;
+          } catch (const c10::Error&) {
+            ok.store(0);
+          }
         }
       }
       at::Tensor xm = masked_input(x, mask_acc, at::kFloat);
