@@ -253,7 +253,7 @@ class TestEngineTrack:
         on = plate_weights(tmp_path / "on.pt", seen=True, keep_seen=True, track=True)
         off = plate_weights(tmp_path / "off.pt", seen=True, keep_seen=True)
         common = ["inpaint", str(tmp_path / "plate.####.exr"), "--matte", str(tmp_path / "matte.####.exr")]
-        # the network's own fill, tracked or not: the probe would let Telea fill instead where it scores better
+        # the network's own fill, tracked or not (the probe would let Telea fill where it scores better)
         common += ["--shaper", "none", "--progress", "none", "--no-probe"]
         outputs = {}
         logs = {}
