@@ -207,6 +207,39 @@ def engine_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def own_process_group() -> dict[str, Any]:
+    """Popen arguments that start a child in a process group of its own, so that stopping it
+    (:func:`stop_process`) stops whatever it started too."""
+    if os.name == "posix":
+        return {"start_new_session": True}
+    return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+
+
+def stop_process(proc: subprocess.Popen[str], grace_s: float = 3.0) -> bool:
+    """End a child started with :func:`own_process_group`: SIGTERM to its process group, SIGKILL after
+    ``grace_s`` seconds; returns once it has exited (reaped). False when it had already ended."""
+    if proc.poll() is not None:
+        return False
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.terminate()
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            if os.name == "posix":
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    except ProcessLookupError:  # it ended between poll and the signal
+        proc.wait()
+    return True
+
+
 def _error_text(stderr_lines: list[str], returncode: int) -> str:
     # The CLI prints user mistakes as one "combcn inpaint: error: ..." line; show that, else the tail.
     errors = [line for line in stderr_lines if "error:" in line]
@@ -242,11 +275,6 @@ class EngineProcess:
     def start(self) -> None:
         """Start the engine (raises EngineNotFound when the program cannot be started)."""
         log.info("running %s", " ".join(self.command))
-        kwargs: dict[str, Any] = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True  # its own process group: cancel stops any children too
-        else:
-            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         try:
             self._proc = subprocess.Popen(
                 self.command,
@@ -256,7 +284,7 @@ class EngineProcess:
                 text=True,
                 bufsize=1,
                 env=engine_environment(),
-                **kwargs,
+                **own_process_group(),
             )
         except OSError as exc:
             raise EngineNotFound(f"cannot start {self.command[0]}: {exc.strerror or exc}") from exc
@@ -284,23 +312,8 @@ class EngineProcess:
         """Stop the engine: SIGTERM to its process group, SIGKILL after ``grace_s`` seconds."""
         self._cancelled.set()
         proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            if os.name == "posix":
-                os.killpg(proc.pid, signal.SIGTERM)
-            else:
-                proc.terminate()
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            if os.name == "posix":
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-            proc.wait()
-        except ProcessLookupError:
-            pass
-        log.info("combcn inpaint cancelled (pid %d)", proc.pid)
+        if proc is not None and stop_process(proc, grace_s):
+            log.info("combcn inpaint cancelled (pid %d)", proc.pid)
 
     def wait(
         self,
@@ -411,6 +424,8 @@ def frames_read(
     settle: bool = False,
     executable: str | None = None,
     timeout_s: float = 300.0,
+    should_cancel: Callable[[], object] | None = None,
+    poll_s: float = 0.1,
 ) -> list[int]:
     """The frames ``combcn inpaint`` reads from a plate holding ``frames`` to write ``targets``.
 
@@ -421,9 +436,12 @@ def frames_read(
         settle: return the frames a plate holding exactly its answer is read for (the answer for a
             plate the host renders itself: the engine then reads every frame of it, and no other).
         executable: the ``combcn`` program (default: :func:`find_executable`).
+        should_cancel: polled every ``poll_s`` seconds while the engine's Python runs; truthy ends
+            that process (and anything it started) before :class:`Cancelled` is raised.
 
     Raises:
         EngineNotFound / EngineFailed: the engine's Python could not be run, or refused (its message).
+        Cancelled: ``should_cancel`` asked for it; the query's process has ended.
     """
     command = engine_python(executable or find_executable())
     query = {
@@ -433,20 +451,38 @@ def frames_read(
         "settle": settle,
     }
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             [*command, "-c", FRAMES_QUERY, json.dumps(query)],
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=engine_environment(),
-            timeout=timeout_s,
+            **own_process_group(),
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except OSError as exc:
         raise EngineNotFound(f"cannot ask {command[0]} which frames a render reads: {exc}") from exc
-    lines = proc.stdout.strip().splitlines()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                stdout, stderr = proc.communicate(timeout=poll_s)  # retried: no output is lost
+                break
+            except subprocess.TimeoutExpired:
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled("cancelled while asking combcn which frames it reads") from None
+                if time.monotonic() > deadline:
+                    raise EngineNotFound(
+                        f"{command[0]} did not say which frames a render reads within {timeout_s:g} s"
+                    ) from None
+    finally:
+        if stop_process(proc, grace_s=1.0):  # cancelled or timed out: the query is not left running
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+    lines = stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        stderr = proc.stderr.splitlines()
-        raise EngineFailed(_error_text(stderr, proc.returncode), proc.returncode, proc.stderr)
+        raise EngineFailed(_error_text(stderr.splitlines(), proc.returncode), proc.returncode, stderr)
     return [int(f) for f in json.loads(lines[-1])]
 
 

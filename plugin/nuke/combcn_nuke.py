@@ -57,6 +57,7 @@ DEFAULT_LUT_KNOBS = {".exr": "floatLut", ".dpx": "logLut"}
 _HASHES = re.compile(r"#+")
 _PRINTF = re.compile(r"%0?(\d*)d")
 _VIEW = re.compile(r"%[Vv]")
+_FRAME_TOKEN = re.compile(r"#+|%0?\d*d")
 
 # Engine runs in flight, by node full name: a second Render on the same node is refused.
 _jobs: dict[str, combcn_host.EngineProcess | None] = {}
@@ -159,20 +160,54 @@ def create_node() -> nuke.Group:
     return group
 
 
+def evaluated(knob: nuke.Knob) -> str:
+    """The text of a file knob as Nuke opens it, frame tokens kept: TCL expressions (``[value
+    root.name]``) and ``$env(NAME)`` expanded (Nuke ref, EvalString_Knob.evaluate), ``####``/``%04d``
+    left as they are (in the ``%04d`` form).
+
+    ``evaluate()`` on a file knob also puts the current frame's number in place of the frame tokens
+    (Nuke ref, nuke.evaluateString: STRING_EXPAND_FILENUMBER), which would make a sequence one file.
+    So the tokens are swapped for words no expansion touches while the knob is evaluated, then put
+    back, and the knob's own text restored (undo off meanwhile), as production submitters do.
+    """
+    if not isinstance(knob, nuke.EvalString_Knob):
+        return str(knob.value() or "")
+    text = str(knob.getText() or "")
+    tokens = _FRAME_TOKEN.findall(text)
+    if not tokens:
+        return str(knob.evaluate() or "")
+    marks = [f"COMBCNFRAMETOKEN{i}X" for i in range(len(tokens))]
+    pieces = _FRAME_TOKEN.split(text)  # one more piece than tokens (no zip(strict=) on Python 3.7 hosts)
+    protected = pieces[0] + "".join(marks[i] + pieces[i + 1] for i in range(len(tokens)))
+    undo = getattr(nuke, "Undo", None)
+    if undo is not None:
+        undo.disable()
+    try:
+        knob.setValue(protected)
+        try:
+            value = str(knob.evaluate() or "")
+        finally:
+            knob.setValue(text)
+    finally:
+        if undo is not None:
+            undo.enable()
+    for i, token in enumerate(tokens):
+        value = value.replace(marks[i], token, 1)
+    return value
+
+
 def knob_path(node: nuke.Node, name: str) -> str:
-    """The path a file knob names, as Nuke would open it: its evaluated value (TCL expressions and
-    ``$env(NAME)`` expanded: Nuke ref, EvalString_Knob.evaluate), a relative path taken from the
-    project directory (Project Settings > project directory) when one is set. Empty when unset."""
-    knob = node[name]
-    text = str(knob.evaluate() if isinstance(knob, nuke.EvalString_Knob) else knob.value() or "")
-    text = text.strip()
+    """The path a file knob names, as Nuke would open it (:func:`evaluated`: expressions and
+    ``$env(NAME)`` expanded, frame tokens kept), a relative path taken from the project directory
+    (Project Settings > project directory) when one is set. Empty when unset."""
+    text = evaluated(node[name]).strip()
     if not text or os.path.isabs(text):
         return text
     project = nuke.root().knob("project_directory")
     if project is not None:
-        folder = project.evaluate() if isinstance(project, nuke.EvalString_Knob) else project.value()
-        if str(folder or "").strip():
-            return os.path.join(str(folder).strip(), text)
+        folder = evaluated(project).strip()
+        if folder:
+            return os.path.join(folder, text)
     return text
 
 
@@ -419,7 +454,8 @@ class _Asker:
     """Asks the engine which frames a render reads, under a progress task the artist can cancel.
 
     The answer comes from the engine's own Python (it imports torch: seconds), so it runs in a
-    thread while this (main) thread keeps a ``nuke.ProgressTask`` showing and polls its Cancel.
+    thread while this (main) thread keeps a ``nuke.ProgressTask`` showing and polls its Cancel; a
+    cancel ends the query's process (combcn_host.frames_read) before Render reports it.
     """
 
     def __init__(self, key: str, targets: list[int], weights: str | None) -> None:
@@ -429,10 +465,13 @@ class _Asker:
 
     def frames_read(self, frames: list[int], settle: bool = False) -> list[int]:
         answer: dict[str, object] = {}
+        cancel = threading.Event()
 
         def ask() -> None:
             try:
-                answer["frames"] = combcn_host.frames_read(frames, self.targets, self.weights, settle=settle)
+                answer["frames"] = combcn_host.frames_read(
+                    frames, self.targets, self.weights, settle=settle, should_cancel=cancel.is_set
+                )
             except Exception as exc:  # handed to the main thread, which reports it
                 answer["error"] = exc
 
@@ -443,7 +482,9 @@ class _Asker:
         percent = 0
         while worker.is_alive():
             worker.join(0.1)
-            if task.isCancelled():  # the query ends on its own; nothing has been written yet
+            if task.isCancelled():
+                cancel.set()  # the worker ends the query's process (SIGKILL after a grace of 1 s)
+                worker.join(5.0)
                 raise combcn_host.Cancelled("cancelled while asking combcn which frames it reads")
             percent = min(percent + 1, 95)
             task.setProgress(percent)
@@ -715,28 +756,30 @@ def _load_result(
         nuke.message(f"CombCN: {key} lost its internal Result/ShowResult nodes; the frames are in {output}")
         return
     path = output.replace(os.sep, "/")
-    file_knob = read["file"]
-    if isinstance(file_knob, nuke.File_Knob):
-        # Nuke ref, File_Knob.fromUserText: parses the frame range off the end and opens the file to
-        # set the format (setValue leaves the Read's format as it was: another resolution's, or none).
-        file_knob.fromUserText(f"{path} {request.first}-{request.last}")
-    else:
-        file_knob.setValue(path)
     values: list[tuple[str, object]] = [(name, request.first) for name in ("first", "origfirst")]
     values += [(name, request.last) for name in ("last", "origlast")]
     values += [("frame_mode", "expression"), ("frame", "")]  # our files carry the frame numbers we show
     values += list(read_knobs.items())
+    name: str = "file"
+    value: object = f"{path} {request.first}-{request.last}"
     try:
+        file_knob = read["file"]
+        if isinstance(file_knob, nuke.File_Knob):
+            # Nuke ref, File_Knob.fromUserText: parses the frame range off the end and opens the file to
+            # set the format (setValue leaves the Read's format as it was: another resolution's, or none).
+            file_knob.fromUserText(str(value))
+        else:
+            file_knob.setValue(path)
         for name, value in values:
             knob = read.knob(name)
             if knob is not None or name in read_knobs:
                 read[name].setValue(value)
                 if name == "colorspace" and str(read[name].value()) != value:
                     raise ValueError(f"it reads {read[name].value()!r}")
-    except (ValueError, TypeError, NameError, RuntimeError) as exc:
+    except Exception as exc:  # a knob Nuke refuses, or a file it cannot open: one line, never a traceback
         text = (
-            f"rendered {written} frame(s) to {output}, but the Result read refused {name} {value!r} ({exc}); "
-            "read them with a Read node set to the plate's colour space"
+            f"rendered {written} frame(s) to {output}, but the Result read refused {name} {value!r} "
+            f"({describe(exc)}); read them with a Read node set to the plate's colour space"
         )
         node["status"].setValue(f"failed: {text}")
         nuke.message(f"CombCN Inpaint {key}: {text}")

@@ -646,18 +646,31 @@ class Outcome:
 
 
 def _matte_pattern(
-    plate: Layer, matte_clip: MediaPoolItem, layers: list[Layer], fps: float, folder: str
+    plate: Layer,
+    matte_clip: MediaPoolItem,
+    layers: list[Layer],
+    fps: float,
+    folder: str,
+    frames: tuple[int, int],
 ) -> tuple[str, str | None]:
     """The matte pattern numbered like the plate's files, and the links folder made for it (or None).
 
     A matte on the timeline under the playhead is mapped through its own item (its Start + left
     offset against its record frames), so a slipped matte or one numbered from 1 lines up; a matte
-    found only in the media pool is taken to share the plate's frame numbers.
+    found only in the media pool is taken to share the plate's frame numbers, and refused in one line
+    when it does not hold the ``frames`` to write (numbered otherwise: only its timeline item can say
+    how it lines up).
     """
     matte = clip_sequence(matte_clip, "matte")
     wanted = matte_clip.GetUniqueId()
     item = next((layer for layer in layers if layer.clip.GetUniqueId() == wanted), None)
     if item is None:
+        if not (matte.first <= frames[0] and frames[1] <= matte.last):
+            raise combcn_host.HostError(
+                f"the matte {matte_clip.GetName()} (media pool) holds frames {matte.first}-{matte.last}, "
+                f"not the plate's {frames[0]}-{frames[1]}; put it on the track above the plate, lined up, "
+                "and run again"
+            )
         return matte.pattern, None
     check_timing(item, fps)
     shift = matte_shift(plate, item)
@@ -701,7 +714,7 @@ def inpaint_current_clip(resolve: Resolve, options: Options, feedback: Console |
     links: str | None = None
     try:
         matte, links = _matte_pattern(
-            plate, matte_clip, layers, fps, os.path.join(output_dir, UPSTREAM_FOLDER, stem)
+            plate, matte_clip, layers, fps, os.path.join(output_dir, UPSTREAM_FOLDER, stem), (first, last)
         )
         request = combcn_host.InpaintRequest(
             source=source.pattern,

@@ -156,6 +156,29 @@ def write_fake_combcn(folder: Path) -> Path:
     return path
 
 
+def write_stalled_engine_python(folder: Path) -> Path:
+    """A ``python3`` beside the fake ``combcn`` in ``folder`` (combcn_host.engine_python takes the one beside
+    the program) that never answers the frames query: it starts a grandchild, writes
+    ``<its pid> <grandchild pid>`` to ``folder/query.pids`` and sleeps, as an engine Python still importing
+    torch does. Returns the pid file."""
+    pids = folder / "query.pids"
+    path = folder / "python3"
+    path.write_text(f'#!/bin/sh\nsleep 60 &\necho "$$ $!" > "{pids}"\nexec sleep 60\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return pids
+
+
+def query_pids(pids: Path, timeout: float = 10.0) -> tuple[int, int]:
+    """The (query, grandchild) pids a stalled engine Python wrote, once it has written them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = pids.read_text().split() if pids.exists() else []
+        if len(text) == 2:
+            return int(text[0]), int(text[1])
+        time.sleep(0.02)
+    raise AssertionError(f"the stalled engine Python wrote no {pids}")
+
+
 def fake_runs(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
@@ -257,16 +280,31 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
         default = ""
 
     class EvalString_Knob(String_Knob):
-        """Nuke ref, EvalString_Knob: value() is the text as typed; evaluate() "performs substitutions"
-        (TCL). The fake expands the two forms a path uses for the environment, ``$env(NAME)`` and
-        ``[getenv NAME]`` (Nuke user guide, "Using environment variables in file paths")."""
+        """Nuke ref, EvalString_Knob: value()/getText() is the text as typed; evaluate() "performs
+        substitutions" (TCL). The fake expands the two forms a path uses for the environment,
+        ``$env(NAME)`` and ``[getenv NAME]`` (Nuke user guide, "Using environment variables in file
+        paths")."""
 
-        def evaluate(self, *args: Any) -> str:
+        def getText(self, oc: Any = None) -> str:
+            return str(self._value or "")
+
+        def expand(self) -> str:
             text = str(self._value or "")
             text = re.sub(r"\$env\((\w+)\)", lambda m: os.environ.get(m.group(1), ""), text)
             return re.sub(r"\[getenv (\w+)\]", lambda m: os.environ.get(m.group(1), ""), text)
 
+        def evaluate(self, *args: Any) -> str:
+            return self.expand()
+
     class File_Knob(EvalString_Knob):
+        def evaluate(self, *args: Any) -> str:
+            """A file knob's evaluate() also puts the current frame's number in place of ``####`` and
+            ``%04d`` (Nuke ref, nuke.evaluateString: STRING_EXPAND_FILENUMBER "%nd and ### sequences are
+            replaced by the frame number"; public Nuke tools note it, e.g. nk2dl's node_pretty_path:
+            "node['file'].evaluate() ... replaces frame number placeholders ... with the actual frame
+            number")."""
+            return frame_file(self.expand(), nuke.frame())  # type: ignore[attr-defined]
+
         def fromUserText(self, text: str) -> None:
             """Nuke ref, File_Knob.fromUserText: "Assign string to knob, parses frame range off the end
             and opens file to get set the format" (setValue does neither). The fake's frame files are
@@ -288,7 +326,7 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
             else:
                 first = int(node["first"].value()) if node.knob("first") is not None else 1
             try:
-                with open(frame_file(self.evaluate(), first)) as f:
+                with open(frame_file(self.expand(), first)) as f:
                     found = re.search(r"format (\d+) (\d+)", f.read())
             except OSError:
                 found = None
@@ -656,10 +694,12 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
 
     def filename(node: Node, i: int = 0) -> str | None:
         """Nuke ref, nuke.filename: the node's file, the PROXY file when proxy mode is on and one is set."""
-        value = node["file"].evaluate()  # the path Nuke opens: expressions and $env(...) expanded
+        # "All expansion of commands and variables is done. However by default it will still have %04d
+        # sequences in it" (Nuke ref, nuke.filename).
+        value = node["file"].expand()
         proxy = node.knob("proxy")
         if root_node["proxy"].value() and proxy is not None and proxy.value():
-            value = proxy.evaluate()
+            value = proxy.expand()
         return re.sub(r"#+", lambda m: "%0" + str(len(m.group(0))) + "d", value) if value else None
 
     def execute(node: Node, start: int, end: int, incr: int = 1, views: list[str] | None = None) -> None:
@@ -708,6 +748,12 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
 
     def thisNode() -> Node:
         return state["this"][-1]
+
+    def frame(f: int | None = None) -> int:
+        """Nuke ref, nuke.frame: the current frame (the timeline's; the fake starts at the root's first)."""
+        if f is not None:
+            state["frame"] = int(f)
+        return int(state.get("frame", root_node.firstFrame()))
 
     def pluginAddPath(path: str, addToSysPath: bool = True) -> None:
         """As Nuke: prepend to the plugin path and sys.path, then run that folder's init.py."""
@@ -769,7 +815,9 @@ class FakeMediaPoolItem:
         self.fps = fps
         # Clip attributes a test sets (colour: "Input Color Space", "IDT"), and those Resolve refuses to
         # set (Resolve README, "Project and Clip properties": some are read-only in some projects, e.g.
-        # custom colour spaces in an ACES workflow; SetClipProperty then returns False).
+        # custom colour spaces in an ACES workflow; SetClipProperty then returns False). Public scripts
+        # read and set "Input Color Space" by these names (e.g. "Project" for the project's default) and
+        # find SetClipProperty returning False for a name the project does not offer.
         self.props: dict[str, str] = {}
         self.read_only: set[str] = set()
 
@@ -829,7 +877,11 @@ class FakeTimelineItem:
     is file-relative and GetSourceEndFrame exclusive when clip and timeline rates match, and their span
     is source frames, so a retimed item (``speed`` != 1) spans duration x speed, while GetLeftOffset
     counts record-side (position / speed). Measured on Resolve Studio 19.1-21.1 by davinci-resolve-mcp
-    (docs/reference/api-limitations.md, "GetSourceStartFrame" and the retime witness calibration).
+    (docs/reference/api-limitations.md, "GetSourceStartFrame" and the retime witness calibration). Other
+    builds report GetSourceStartFrame in the clip's own numbering instead (gyroflow-plugins issue 25:
+    "GetClipProperty('Start') + GetLeftOffset() == GetSourceStartFrame()"; davinci-resolve-mcp issue 147:
+    timecode-absolute on media with a non-zero start): the adapter uses only their span, and Start +
+    GetLeftOffset for the numbers, which both readings agree on.
     """
 
     def __init__(

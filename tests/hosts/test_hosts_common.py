@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +17,15 @@ from types import ModuleType
 import numpy as np
 import OpenImageIO as oiio
 import pytest
-from fakes import PLUGIN, fake_runs, write_fake_combcn
+from fakes import (
+    PLUGIN,
+    alive,
+    fake_runs,
+    gone_soon,
+    query_pids,
+    write_fake_combcn,
+    write_stalled_engine_python,
+)
 
 from combcn.engine import frames_read
 from combcn.engine.core import RenderSettings, needed_windows
@@ -260,3 +269,32 @@ class TestFramesQuery:
             host.frames_read([1, 2], [5], executable=str(ENGINE))
         with pytest.raises(host.EngineFailed, match="weights file not found"):
             host.frames_read(frames, targets, weights="/no/such.pt", executable=str(ENGINE))
+
+    def test_cancel_ends_the_query_process(self, host: ModuleType, tmp_path: Path) -> None:
+        """A cancelled query leaves no process behind: the engine's Python (a real child that never
+        answers) and what it started are gone when frames_read raises Cancelled."""
+        fake = write_fake_combcn(tmp_path)
+        pids = write_stalled_engine_python(tmp_path)
+        seen: list[tuple[int, int]] = []
+
+        def should_cancel() -> bool:
+            if not seen and pids.exists() and len(pids.read_text().split()) == 2:
+                seen.append(query_pids(pids))
+                assert all(alive(pid) for pid in seen[0])  # running until the cancel
+            return bool(seen)
+
+        started = time.monotonic()
+        with pytest.raises(host.Cancelled, match="cancelled while asking"):
+            host.frames_read([1, 2, 3], [2], executable=str(fake), should_cancel=should_cancel)
+        assert time.monotonic() - started < 8
+        query, grandchild = seen[0]
+        assert not alive(query)  # ended and reaped before frames_read returned
+        assert gone_soon(grandchild)  # its process group was signalled too
+
+    def test_a_query_that_never_answers_times_out_and_ends(self, host: ModuleType, tmp_path: Path) -> None:
+        fake = write_fake_combcn(tmp_path)
+        pids = write_stalled_engine_python(tmp_path)
+        with pytest.raises(host.EngineNotFound, match="did not say which frames"):
+            host.frames_read([1, 2, 3], [2], executable=str(fake), timeout_s=1.0)
+        query, grandchild = query_pids(pids)
+        assert not alive(query) and gone_soon(grandchild)

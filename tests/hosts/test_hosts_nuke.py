@@ -31,8 +31,10 @@ from fakes import (
     frame_file,
     gone_soon,
     make_fake_nuke,
+    query_pids,
     shipped_window,
     write_fake_combcn,
+    write_stalled_engine_python,
 )
 
 NUKE_DIR = PLUGIN / "nuke"
@@ -776,13 +778,34 @@ class TestFailuresClearTheJob:
         assert combcn_nuke._jobs == {}
         assert len(pids) == 1 and gone_soon(pids[0])  # the engine the worker started is not left running
 
+    def test_result_read_that_cannot_open_its_file(
+        self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """fromUserText opens the first frame (Nuke ref): a file Nuke cannot open is one line, in the main
+        thread's call, and the output stays on the Source."""
+        combcn_nuke = _module("combcn_nuke")
+
+        def cannot_open(self: Any, text: str) -> None:
+            raise RuntimeError("clean.1001.exr: Read error: No such file or directory")
+
+        monkeypatch.setattr(nuke.File_Knob, "fromUserText", cannot_open)
+        plate, _ = _plate_reads(nuke, tmp_path)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        _render_and_wait(combcn_nuke, nuke, group)  # run_main_thread raises nothing
+        (text,) = nuke.messages
+        assert "rendered 3 frame(s)" in text and "Read error" in text and "\n" not in text.split(":\n")[-1]
+        assert group["status"].value().startswith("failed: rendered 3 frame(s)")
+        assert group.node("ShowResult")["which"].value() == 0 and combcn_nuke._jobs == {}
+
 
 class TestPaths:
     def test_output_and_weights_are_evaluated(
         self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Nuke ref, EvalString_Knob.evaluate: expressions and $env(...) expanded; a relative path is
-        taken from the project directory (fake knobs cite both)."""
+        taken from the project directory (fake knobs cite both). A file knob's evaluate() also puts the
+        current frame in place of ####: the output stays a sequence, and the knob keeps its text."""
         combcn_nuke = _module("combcn_nuke")
         monkeypatch.setenv("COMBCN_TEST_SHOTS", str(tmp_path / "shots"))
         nuke.root()["project_directory"].setValue(str(REPO / "combcn"))
@@ -796,6 +819,10 @@ class TestPaths:
         assert argv[argv.index("-o") + 1] == str(tmp_path / "shots" / "clean" / "plate.####.exr")
         assert argv[argv.index("--weights") + 1] == WEIGHTS
         assert (tmp_path / "shots" / "clean" / "plate.1003.exr").is_file()
+        assert group["output"].getText() == "$env(COMBCN_TEST_SHOTS)/clean/plate.####.exr"
+        assert combcn_nuke.evaluated(group["output"]) == str(tmp_path / "shots" / "clean" / "plate.####.exr")
+        group["output"].setValue("[getenv COMBCN_TEST_SHOTS]/v%03d/plate_%02d.%04d.exr")  # every token kept
+        assert combcn_nuke.knob_path(group, "output") == str(tmp_path / "shots" / "v%03d/plate_%02d.%04d.exr")
 
     def test_read_path_from_the_environment(
         self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -830,8 +857,10 @@ class TestFramesQuery:
         combcn_nuke = _module("combcn_nuke")
         release = __import__("threading").Event()
 
-        def slow_query(*args: Any, **kwargs: Any) -> list[int]:
-            release.wait(20)  # the engine's Python still starting
+        def slow_query(*args: Any, should_cancel: Any = None, **kwargs: Any) -> list[int]:
+            while not release.wait(0.05):  # the engine's Python still starting
+                if should_cancel is not None and should_cancel():
+                    raise combcn_nuke.combcn_host.Cancelled("cancelled while asking")
             return [1001, 1002]
 
         monkeypatch.setattr(combcn_nuke.combcn_host, "frames_read", slow_query)
@@ -843,6 +872,28 @@ class TestFramesQuery:
         release.set()
         assert time.monotonic() - started < 5
         assert nuke.messages == ["CombCN: cancelled while asking combcn which frames it reads"]
+        assert nuke.executed == [] and fake_runs(nuke.runs_log) == [] and combcn_nuke._jobs == {}
+
+    def test_cancel_ends_the_query_process(
+        self, nuke: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The engine's Python asked (a real child process that never answers) is ended by the cancel,
+        with what it started, before Render reports it."""
+        combcn_nuke = _module("combcn_nuke")
+        pids = write_stalled_engine_python(tmp_path)  # beside the fake combcn: the query runs it
+
+        def cancelled(task: Any) -> bool:
+            return pids.exists() and len(pids.read_text().split()) == 2  # once the query process runs
+
+        monkeypatch.setattr(nuke.ProgressTask, "isCancelled", cancelled)
+        group = _group(combcn_nuke, tmp_path, 1001, 1002)
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))
+        started = time.monotonic()
+        assert combcn_nuke.render(group) is None
+        assert time.monotonic() - started < 10
+        assert nuke.messages == ["CombCN: cancelled while asking combcn which frames it reads"]
+        query, grandchild = query_pids(pids)
+        assert not alive(query) and gone_soon(grandchild)
         assert nuke.executed == [] and fake_runs(nuke.runs_log) == [] and combcn_nuke._jobs == {}
 
 

@@ -562,6 +562,22 @@ class TestMatteTiming:
         argv = fake_runs(tmp_path / "runs.jsonl")[1]["argv"]
         assert argv[argv.index("--matte") + 1] == str(tmp_path / "same" / "plates" / "plate_matte.%04d.exr")
 
+    def test_pool_matte_numbered_otherwise_is_one_line(self, adapter: ModuleType, tmp_path: Path) -> None:
+        """A matte found by name only (not on the timeline) has no timing to map it by: numbered 1-20 for a
+        plate 1001-1010, it is refused before the engine runs, saying how to line it up."""
+        p = _project(tmp_path, matte="none")
+        _sequence(tmp_path / "plates" / "plate_matte.%04d.exr", range(1, 21))
+        p.root.clips.append(
+            FakeMediaPoolItem(
+                "plate_matte.[0001-0020].exr", str(tmp_path / "plates" / "plate_matte.[0001-0020].exr")
+            )
+        )
+        with pytest.raises(
+            adapter.combcn_host.HostError, match=r"holds frames 1-20, not the plate's 1003-1005"
+        ):
+            adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert fake_runs(tmp_path / "runs.jsonl") == []
+
     def test_retimed_matte_is_refused(self, adapter: ModuleType, tmp_path: Path) -> None:
         p = self._slipped(tmp_path, 86398, 3)
         p.roto.speed = 2.0
