@@ -878,10 +878,10 @@ class FakeTimelineItem:
     is source frames, so a retimed item (``speed`` != 1) spans duration x speed, while GetLeftOffset
     counts record-side (position / speed). Measured on Resolve Studio 19.1-21.1 by davinci-resolve-mcp
     (docs/reference/api-limitations.md, "GetSourceStartFrame" and the retime witness calibration). Other
-    builds report GetSourceStartFrame in the clip's own numbering instead (gyroflow-plugins issue 25:
-    "GetClipProperty('Start') + GetLeftOffset() == GetSourceStartFrame()"; davinci-resolve-mcp issue 147:
-    timecode-absolute on media with a non-zero start): the adapter uses only their span, and Start +
-    GetLeftOffset for the numbers, which both readings agree on.
+    builds report GetSourceStartFrame in the clip's own numbering instead (a gyroflow-plugins report on
+    subclips: "GetClipProperty('Start') + GetLeftOffset() == GetSourceStartFrame()"; davinci-resolve-mcp
+    found it timecode-absolute on media with a non-zero start timecode): the adapter uses only their
+    span, and Start + GetLeftOffset for the numbers, which both readings agree on.
     """
 
     def __init__(
