@@ -1,8 +1,10 @@
-"""The arithmetic behind the benchmark tables (bench/): numbers quoted in BENCHMARKS.md rest on it."""
+"""The arithmetic and the report formats behind the benchmark tables (bench/): the numbers quoted in
+BENCHMARKS.md rest on them."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shlex
 import shutil
@@ -196,3 +198,98 @@ def test_bench_op_refuses_a_cuda_kernel_that_did_not_build(monkeypatch: pytest.M
         bench_op, "backends", lambda: {"cuda": {"compiled": True, "active": True, "note": ""}}
     )
     assert bench_op.fused_unavailable(torch.device("cuda")) is None
+
+
+def load_bench_engine():
+    spec = importlib.util.spec_from_file_location("bench_engine", BENCH / "bench_engine.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestBenchEngine:
+    def test_sizes(self) -> None:
+        bench = load_bench_engine()
+        assert bench.parse_size("1080p") == (1920, 1080)
+        assert bench.parse_size("4K") == (3840, 2160)
+        assert bench.parse_size("96x64") == (96, 64)
+        with pytest.raises(Exception, match="use 1080p, 4k or WxH"):
+            bench.parse_size("big")
+
+    @pytest.mark.parametrize("matte", ["ellipse", "strokes", "objects"])
+    def test_mattes_move_and_cover_part_of_the_frame(self, matte: str) -> None:
+        bench = load_bench_engine()
+        holes = bench.MATTE_MAKERS[matte](6, 96, 64)
+        assert holes.shape == (6, 64, 96) and holes.dtype == bool
+        assert 0.005 < holes.mean() < 0.5
+        assert all(frame.any() for frame in holes)
+        assert not (holes[0] == holes[-1]).all(), "the matte moves"
+
+    def test_breakdown_restores_what_it_wraps(self) -> None:
+        bench = load_bench_engine()
+        import combcn.engine.propagate as propagate
+        import combcn.engine.sequence as sequence
+
+        before = (propagate._trace, propagate.Propagator.fill, sequence.to_unit, sequence.ThreadPoolExecutor)
+        breakdown = bench.Breakdown()
+        breakdown.install()
+        try:
+            assert propagate._trace is not before[0] and sequence.to_unit is not before[2]
+            assert propagate.Propagator.__dict__["fill"] is not before[1]
+        finally:
+            breakdown.uninstall()
+        after = (propagate._trace, propagate.Propagator.fill, sequence.to_unit, sequence.ThreadPoolExecutor)
+        assert after == before
+
+    @pytest.mark.slow
+    def test_speed_reports_every_matte_and_every_part(self) -> None:
+        """A tiny plate, two frames, each matte: the table and the JSON carry every figure and every
+        part of the breakdown (no assertion on speed)."""
+        bench = load_bench_engine()
+        run = subprocess.run(
+            [sys.executable, str(BENCH / "bench_engine.py"), "speed", "-s", "64x48", "-f", "2"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        lines = run.stdout.strip().splitlines()
+        result = json.loads(lines[-1])
+        parts = [*bench.PARTS, "other"]
+        assert set(parts) >= {"motion", "tracing", "sampling/blending", "synthesis", "I/O", "guards"}
+        assert [r["matte"] for r in result["runs"]] == ["ellipse", "strokes", "objects"]
+        for r in result["runs"]:
+            assert r["size"] == "64x48" and r["frames"] == 2
+            for key in ("engine_s_per_frame", "engine_cpu_s_per_frame", "copy_through_s_per_frame"):
+                assert r[key] > 0, key
+            for key in ("ratio_vs_copy", "cpu_ratio_vs_copy", "peak_rss_mb", "load_avg_at_start"):
+                assert isinstance(r[key], (int, float)), key
+            assert list(r["breakdown"]["parts"]) == parts
+            for name, part in r["breakdown"]["parts"].items():
+                assert set(part) == {"wall_s", "share", "thread_s"}, name
+                assert all(v >= 0 for v in part.values()), name
+            shares = sum(p["share"] for p in r["breakdown"]["parts"].values())
+            assert shares == pytest.approx(1.0, abs=0.02)
+            assert r["breakdown"]["functions_per_frame"]["combcn.engine.propagate:_trace"]["calls"] > 0
+        text = "\n".join(lines[:-1])
+        for header in ("| plate | matte (area) |", "| plate, matte | " + " | ".join(parts) + " |"):
+            assert header in text
+        assert text.count("| 64x48, ") == 6  # two breakdown rows per run
+        cpu = result["machine"]["cpu"]
+        assert cpu["model"]
+        assert set(cpu["flags"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+
+    @pytest.mark.slow
+    def test_memory_reports_each_length(self) -> None:
+        run = subprocess.run(
+            [sys.executable, str(BENCH / "bench_engine.py"), "memory", "-l", "2", "3", "-s", "64x48"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        assert [r["frames"] for r in result["runs"]] == [2, 3]
+        assert [r["written"] for r in result["runs"]] == [2, 3]
+        assert result["peak_ratio_longest_vs_shortest"] > 0
