@@ -27,6 +27,7 @@ No inpainting happens in Nuke's process: the engine is the ``combcn`` program (s
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -62,6 +63,16 @@ _FRAME_TOKEN = re.compile(r"#+|%0?\d*d")
 # Engine runs in flight, by node full name: a second Render on the same node is refused.
 _jobs: dict[str, combcn_host.EngineProcess | None] = {}
 _jobs_lock = threading.Lock()
+
+
+@atexit.register
+def stop_running() -> None:
+    """End every engine a Render started that is still running, when Nuke's Python exits (the render
+    threads are daemons: without this, quitting Nuke mid-render would leave the engine running)."""
+    with _jobs_lock:
+        running = [proc for proc in _jobs.values() if proc is not None]
+    for proc in running:
+        proc.cancel(grace_s=1.0)
 
 
 def set_installed_executable(path: str) -> None:

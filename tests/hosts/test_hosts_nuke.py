@@ -326,6 +326,27 @@ class TestRender:
         assert group.node("ShowResult")["which"].value() == 0
         assert combcn_nuke._jobs == {}
 
+    def test_engine_stopped_when_nuke_exits(
+        self, nuke: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Quitting Nuke mid-render: the at-exit handler ends the engine (the render thread is a daemon)."""
+        combcn_nuke = _module("combcn_nuke")
+        monkeypatch.setenv("FAKE_COMBCN_DELAY", "60")
+        monkeypatch.setenv("FAKE_COMBCN_CHILD", "1")
+        plate, _ = _plate_reads(nuke, tmp_path)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        worker = combcn_nuke.render(group)
+        assert worker is not None
+        deadline = time.monotonic() + 20
+        while not (nuke.tasks and nuke.tasks[-1].progress) and time.monotonic() < deadline:
+            time.sleep(0.05)  # frame 1 written: the engine runs
+        (run,) = fake_runs(nuke.runs_log)
+        combcn_nuke.stop_running()  # registered with atexit when the module is imported
+        assert gone_soon(run["pid"]) and gone_soon(run["child"])
+        worker.join(15)
+        assert not worker.is_alive() and combcn_nuke._jobs == {}
+
 
 def test_installed_executable_from_the_init_block(
     nuke: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
