@@ -226,12 +226,15 @@ class Breakdown:
     """Time of each of :data:`PARTS`, measured by wrapping their functions where the engine finds them
     (module attributes and class attributes; nothing in the engine is edited).
 
-    Two sums per part, each function's time less that of nested parts' functions (exclusive):
+    Three sums per part, each function's time less that of nested parts' functions (exclusive):
 
-    - ``thread``: seconds summed over every thread (propagation's workers and the writer included):
-      what the part costs the machine;
     - ``wall``: the main thread's seconds, its waits for propagation's workers shared out by what the
-      workers did in them (tracing or sampling): these sum, with ``other``, to the render's wall time.
+      workers did in them (tracing or sampling): these sum, with ``other``, to the render's wall time;
+    - ``thread``: wall seconds summed over every thread (propagation's workers and the writer
+      included), a thread's time waiting for a core on a loaded machine included;
+    - ``cpu``: CPU seconds of the threads that called the part's functions (``time.thread_time``), what
+      the part costs the machine whatever its load; the pools that torch, OpenCV and OpenImageIO run
+      inside a call are not counted (the process's CPU time less these sums is ``other``'s).
 
     Per function: its inclusive thread-seconds and calls.
     """
@@ -240,6 +243,7 @@ class Breakdown:
         self.lock = threading.Lock()
         self.local = threading.local()
         self.thread: dict[str, float] = dict.fromkeys(PARTS, 0.0)
+        self.cpu: dict[str, float] = dict.fromkeys(PARTS, 0.0)
         self.wall: dict[str, float] = dict.fromkeys([*PARTS, _WAIT], 0.0)
         self.workers: dict[str, float] = dict.fromkeys(PARTS, 0.0)  # propagation's workers only
         self.functions: dict[str, list[float]] = {}
@@ -256,24 +260,27 @@ class Breakdown:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             stack = self._stack()
-            frame = [time.perf_counter(), 0.0]  # start, nested parts' seconds
+            frame = [time.perf_counter(), 0.0, time.thread_time(), 0.0]  # start, nested: wall, CPU
             stack.append(frame)
             try:
                 return fn(*args, **kwargs)
             finally:
                 stack.pop()
                 elapsed = time.perf_counter() - frame[0]
+                cpu = time.thread_time() - frame[2]
                 if stack:
                     stack[-1][1] += elapsed
-                self._add(part, name, elapsed, elapsed - frame[1])
+                    stack[-1][3] += cpu
+                self._add(part, name, elapsed, elapsed - frame[1], cpu - frame[3])
 
         return wrapper
 
-    def _add(self, part: str, name: str, elapsed: float, exclusive: float) -> None:
+    def _add(self, part: str, name: str, elapsed: float, exclusive: float, cpu: float) -> None:
         thread = threading.current_thread()
         with self.lock:
             if part != _WAIT:
                 self.thread[part] += exclusive
+                self.cpu[part] += cpu
                 entry = self.functions.setdefault(name, [0.0, 0])
                 entry[0] += elapsed
                 entry[1] += 1
@@ -365,14 +372,17 @@ class Breakdown:
         return Writer
 
     # -- reporting
-    def report(self, wall_total: float, frames: int) -> dict[str, object]:
-        """Per part: wall and thread seconds a frame, and its share of the wall time."""
+    def report(self, wall_total: float, cpu_total: float, frames: int) -> dict[str, object]:
+        """Per part: wall seconds a frame and its share of the wall time, thread and CPU seconds a frame;
+        ``other``: the wall and the process's CPU time no part accounts for."""
         other = max(0.0, wall_total - sum(self.wall[p] for p in PARTS))
+        other_cpu = max(0.0, cpu_total - sum(self.cpu[p] for p in PARTS))
         parts = {
             part: {
                 "wall_s": round(self.wall[part] / frames, 3),
                 "share": round(self.wall[part] / wall_total, 3) if wall_total else 0.0,
                 "thread_s": round(self.thread[part] / frames, 3),
+                "cpu_s": round(self.cpu[part] / frames, 3),
             }
             for part in PARTS
         }
@@ -380,6 +390,7 @@ class Breakdown:
             "wall_s": round(other / frames, 3),
             "share": round(other / wall_total, 3) if wall_total else 0.0,
             "thread_s": round(other / frames, 3),
+            "cpu_s": round(other_cpu / frames, 3),
         }
         functions = {
             name: {"s": round(seconds / frames, 4), "calls": int(calls)}
@@ -414,9 +425,10 @@ def speed_child(args: argparse.Namespace) -> dict[str, object]:
         t0, c0 = time.perf_counter(), _cpu_s()
         combcn.inpaint_sequence(plate, matte, str(folder / "out/o.####.exr"), engine=engine)
         wall = time.perf_counter() - t0
-        engine_cpu = (_cpu_s() - c0) / len(frames)
+        cpu = _cpu_s() - c0
     finally:
         breakdown.uninstall()
+    engine_cpu = cpu / len(frames)
     engine_s = wall / len(frames)
     return {
         "engine_s_per_frame": round(engine_s, 3),
@@ -429,7 +441,7 @@ def speed_child(args: argparse.Namespace) -> dict[str, object]:
         "peak_rss_mb": round(_rss_mb(), 1),
         "load_avg_at_start": round(load_start, 2),
         "load_avg_at_end": round(os.getloadavg()[0], 2),
-        "breakdown": breakdown.report(wall, len(frames)),
+        "breakdown": breakdown.report(wall, cpu, len(frames)),
     }
 
 
@@ -474,7 +486,8 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    """The runs as Markdown: one row per run, then each run's breakdown (wall s a frame and share)."""
+    """The runs as Markdown: one row per run, then each run's breakdown: wall s a frame (share of the
+    wall time), then CPU s a frame."""
     lines = [
         "| plate | matte (area) | frames | engine wall s | CPU s | copy-through wall s | CPU s "
         "| ratio wall / CPU | peak RSS MB | load start-end |",
@@ -495,10 +508,10 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"{p['wall_s']} ({p['share']:.0%})" for p in (r["breakdown"]["parts"][name] for name in parts)
         ]
         lines.append(f"| {r['size']}, {r['matte']} | " + " | ".join(cells) + " |")
-    lines += ["", "| plate, matte (thread s a frame) | " + " | ".join(parts[:-1]) + " |"]
-    lines.append("|---|" + "---:|" * (len(parts) - 1))
+    lines += ["", "| plate, matte (CPU s a frame) | " + " | ".join(parts) + " |"]
+    lines.append("|---|" + "---:|" * len(parts))
     for r in runs:
-        cells = [str(r["breakdown"]["parts"][name]["thread_s"]) for name in parts[:-1]]
+        cells = [str(r["breakdown"]["parts"][name]["cpu_s"]) for name in parts]
         lines.append(f"| {r['size']}, {r['matte']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

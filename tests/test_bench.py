@@ -267,7 +267,7 @@ class TestBenchEngine:
                 assert isinstance(r[key], (int, float)), key
             assert list(r["breakdown"]["parts"]) == parts
             for name, part in r["breakdown"]["parts"].items():
-                assert set(part) == {"wall_s", "share", "thread_s"}, name
+                assert set(part) == {"wall_s", "share", "thread_s", "cpu_s"}, name
                 assert all(v >= 0 for v in part.values()), name
             shares = sum(p["share"] for p in r["breakdown"]["parts"].values())
             assert shares == pytest.approx(1.0, abs=0.02)
