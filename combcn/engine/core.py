@@ -298,8 +298,14 @@ class _Window:
         if any(u.any() for u in unresolved.values()):
             self.verdict = self._probe(unresolved, propagated) if self.settings.probe else None
             synthesised, rows = self._synthesise(unresolved, propagated)
-            if self.verdict is not None and self.verdict.method == "telea":
+            method = "network" if self.verdict is None else self.verdict.method
+            if method.startswith("telea"):
                 synthesised = self._telea(synthesised, unresolved, rows)
+            if method == "patch":
+                synthesised = self._patch(synthesised, unresolved, rows, propagated)
+            elif method.endswith("+texture"):
+                patched = self._patch(synthesised, unresolved, rows, propagated)
+                synthesised = self._textured(synthesised, patched)
         keys: dict[int, _WindowFill] = {}
         if propagated is not None and len(synthesised) > 2:
             keys = self._carry_key_frames(unresolved, propagated, synthesised)
@@ -467,7 +473,8 @@ class _Window:
 
     def _probe(self, unresolved: dict[int, np.ndarray], propagated: Propagated | None) -> Verdict | None:
         """Cut the unresolved pixels' shape into pixels beside them that no frame's matte touches, fill
-        it with each candidate (the network, Telea), and score each against the plate (:mod:`probe`).
+        it with each candidate (the network, Telea, a shift-map copy of the plate), and score each
+        against the plate (:mod:`probe`).
 
         Returns:
             the verdict, or None where no such place exists (the matte covers too much).
@@ -484,8 +491,7 @@ class _Window:
         step = max(1, len(filled) // probe.PROBE_FRAMES)
         scored = filled[::step][: probe.PROBE_FRAMES]
         results: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {
-            "network": ([], [], []),
-            "telea": ([], [], []),
+            name: ([], [], []) for name in probe.METHODS
         }
         for shift in shifts:
             crop = self._crop_around(
@@ -503,10 +509,22 @@ class _Window:
                 for p in unresolved
             }
             out, rows = self._network(crop, masks, propagated)
+            # one shift-map search per probe, on its middle frame, for the holes of every frame (as
+            # :meth:`_patch` fills the real hole)
+            every_hole = np.logical_or.reduce([masks[p] for p in filled])
+            offsets = probe.patch_offsets(self._encode(rows[filled[len(filled) // 2]]), every_hole)
             for p in scored:
                 truth = self._encode(rows[p])
                 joined = _clone_to_border(self._encode(out[p]), truth, masks[p])
-                candidates = {"network": joined, "telea": probe.telea(truth, masks[p])}
+                patched = _clone_to_border(probe.patch(truth, masks[p], offsets), truth, masks[p])
+                smooth = probe.telea(truth, masks[p])
+                candidates = {
+                    "network": joined,
+                    "telea": smooth,
+                    "patch": patched,
+                    "network+texture": probe.add_texture(joined, patched, masks[p]),
+                    "telea+texture": probe.add_texture(smooth, patched, masks[p]),
+                }
                 for name, fill in candidates.items():
                     results[name][0].append(fill)
                     results[name][1].append(truth)
@@ -530,6 +548,50 @@ class _Window:
         for p, (_, crop) in synthesised.items():
             hole = self._over(crop, self.infos[p][0], unresolved[p])
             out[p] = (self.shaper.decode(probe.telea(self._encode(rows[p]), hole)), crop)
+        return out
+
+    def _patch(
+        self,
+        synthesised: dict[int, tuple[np.ndarray, Crop]],
+        unresolved: dict[int, np.ndarray],
+        rows: dict[int, np.ndarray],
+        propagated: Propagated | None,
+    ) -> dict[int, tuple[np.ndarray, Crop]]:
+        """The shift-map fill of the unresolved pixels (:func:`probe.patch_offsets`): one search on the
+        window's middle frame for the union of every frame's unresolved pixels, so that each source is
+        known in every frame; the plate pixels are then copied along those offsets at plate resolution
+        (the plate's own detail and grain). A moving camera's frames each copy their own pixels (the
+        copy moves with the background); a locked-off window copies the median of its frames at each
+        source, so that what passes through the source does not pass through the fill. Same crops and
+        plate rows (propagated pixels pasted) as the network's; the join to each frame's border
+        (:meth:`_meet_border`) follows its changes of light."""
+        order = sorted(synthesised)
+        crop = synthesised[order[0]][1]
+        holes = {p: self._over(crop, self.infos[p][0], unresolved[p]) for p in order}
+        union = np.logical_or.reduce([holes[p] for p in order])
+        offsets = probe.patch_offsets(self._encode(rows[order[len(order) // 2]]), union)
+        still = None
+        if propagated is not None and propagated.locked_off and len(rows) > 2:
+            still = np.median(np.stack([rows[p] for p in sorted(rows)]), axis=0).astype(np.float32)
+        out = {}
+        for p in order:
+            source = rows[p] if still is None else np.where(union[..., None], rows[p], still)
+            values, missing = probe.apply_offsets(source, holes[p], offsets)
+            if missing.any():
+                values[missing] = self.shaper.decode(probe.telea(self._encode(values), missing))[missing]
+            out[p] = (values.astype(np.float32), synthesised[p][1])
+        return out
+
+    def _textured(
+        self, smooth: dict[int, tuple[np.ndarray, Crop]], patched: dict[int, tuple[np.ndarray, Crop]]
+    ) -> dict[int, tuple[np.ndarray, Crop]]:
+        """Each frame's smooth fill with the shift-map copy's fine detail (:func:`probe.add_texture`),
+        over the whole crop (only the unresolved pixels are used)."""
+        out = {}
+        for p, (values, crop) in smooth.items():
+            everywhere = np.ones(values.shape[:2], bool)
+            textured = probe.add_texture(self._encode(values), self._encode(patched[p][0]), everywhere)
+            out[p] = (self.shaper.decode(np.clip(textured, 0.0, 1.0)).astype(np.float32), crop)
         return out
 
     def _paste(self, rows: np.ndarray, crop: Crop, propagated: Propagated, p: int) -> None:
@@ -746,8 +808,8 @@ def render_windows(
         raise AssertionError(f"frames at positions {missing[:5]} were never rendered")
     if propagation.enabled and hole_pixels:
         log.info(
-            "propagation: %.1f%% of the hole pixels came from other frames at plate resolution; the network "
-            "synthesised the rest",
+            "propagation: %.1f%% of the hole pixels came from other frames at plate resolution; the rest was "
+            "synthesised",
             100.0 * revealed_pixels / hole_pixels,
         )
     if verdicts:

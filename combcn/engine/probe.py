@@ -35,6 +35,14 @@ DETAIL_BAND = (0.85, 1.2)
 DETAIL_WEIGHT = 1.0
 #: Telea's radius in pixels (OpenCV's)
 TELEA_RADIUS = 3
+#: the shift-map search runs on the crop scaled down by a whole factor until its hole has at most this
+#: many pixels (its graph cut grows faster than the hole: 20-40 s for a 400x200 hole at full size); the
+#: offsets it finds are applied at plate resolution, so the fill keeps the plate's own detail
+PATCH_PIXELS = 6000
+#: the candidates, in the order a tie is broken
+METHODS = ("network", "telea", "patch", "network+texture", "telea+texture")
+#: the scale (Gaussian sigma, pixels) that splits a fill into its smooth part and its texture
+TEXTURE_SIGMA = 1.5
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,8 @@ class Verdict:
     """What the probes chose for a window, and the expected error of its synthesised pixels.
 
     Attributes:
-        method: ``"network"`` or ``"telea"``.
+        method: ``"network"``, ``"telea"``, ``"patch"``, or one of the first two with the texture of
+            the third (``"network+texture"``, ``"telea+texture"``: :func:`add_texture`).
         expected: the chosen candidate's hole MAE on the probes (0-255 of the working range).
         scores: every candidate's score.
         probes: how many probe holes were cut.
@@ -151,7 +160,96 @@ def telea(values: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return out
 
 
+def patch_offsets(values: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Where each hole pixel copies its value from: a shift-map completion (OpenCV xphoto's
+    ``INPAINT_SHIFTMAP``: the dominant offsets between similar patches of the image, arranged by a
+    graph cut into regions that join with the least seam), searched at a scale where the hole holds at
+    most :data:`PATCH_PIXELS` pixels and read back as offsets at full size.
+
+    Args:
+        values (ndarray[h, w, 3] float32): the crop, working units in [0, 1].
+        hole (ndarray[h, w] bool): the pixels to fill.
+
+    Returns:
+        ndarray[h, w, 2] int32: (dy, dx) per pixel, 0 outside the hole; a hole pixel whose source
+        ``(y + dy, x + dx)`` is in the hole or equal to itself has no source (:func:`apply_offsets`).
+    """
+    h, w = hole.shape
+    offsets = np.zeros((h, w, 2), np.int32)
+    if not hole.any():
+        return offsets
+    s = max(1, int(np.ceil(np.sqrt(hole.sum() / PATCH_PIXELS))))
+    hs, ws = h // s, w // s
+    if hs < 3 or ws < 3:
+        return offsets
+    small = cv2.resize(values[: hs * s, : ws * s], (ws, hs), interpolation=cv2.INTER_AREA)
+    # a low-resolution pixel is hole where any of its block is, grown by one so that every full-size
+    # hole pixel's block is hole and every source block is wholly known
+    block = np.asarray(hole[: hs * s, : ws * s].reshape(hs, s, ws, s).any(axis=(1, 3)), np.uint8)
+    small_hole = cv2.dilate(block, np.ones((3, 3), np.uint8)) > 0
+    if small_hole.all():
+        return offsets
+    # a tiny value unique to each known pixel makes the copy it ends up in say where it came from
+    # (fixed seed: the same crop gives the same fill, as farm chunks must)
+    noise = np.asarray(np.random.default_rng(0).uniform(0.0, 1e-4, size=small.shape), np.float32)
+    src = np.ascontiguousarray(np.clip(small, 0.0, 1.0) + noise, dtype=np.float32)
+    src[small_hole] = 0.0
+    out = np.zeros_like(src)
+    cv2.xphoto.inpaint(src, (~small_hole).astype(np.uint8) * 255, out, cv2.xphoto.INPAINT_SHIFTMAP)
+    ky, kx = np.nonzero(~small_hole)
+    where = {src[y, x].tobytes(): (y, x) for y, x in zip(ky.tolist(), kx.tolist(), strict=True)}
+    small_offsets = np.zeros((hs, ws, 2), np.int32)
+    for y, x in zip(*np.nonzero(small_hole), strict=True):
+        found = where.get(out[y, x].tobytes())
+        if found is not None:
+            small_offsets[y, x] = (found[0] - y, found[1] - x)
+    ys, xs = np.nonzero(hole)
+    by, bx = np.minimum(ys // s, hs - 1), np.minimum(xs // s, ws - 1)
+    offsets[ys, xs] = small_offsets[by, bx] * s
+    return offsets
+
+
+def apply_offsets(values: np.ndarray, hole: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (ndarray[h, w, C]) with each ``hole`` pixel copied from ``(y + dy, x + dx)``
+    (:func:`patch_offsets`). Returns (the filled copy, bool[h, w]: hole pixels left without a known
+    source, unchanged in the copy)."""
+    out = values.copy()
+    h, w = hole.shape
+    ys, xs = np.nonzero(hole)
+    sy = np.clip(ys + offsets[ys, xs, 0], 0, h - 1)
+    sx = np.clip(xs + offsets[ys, xs, 1], 0, w - 1)
+    good = ~hole[sy, sx]
+    out[ys[good], xs[good]] = values[sy[good], sx[good]]
+    missing = np.zeros_like(hole)
+    missing[ys[~good], xs[~good]] = True
+    return out, missing
+
+
+def patch(values: np.ndarray, hole: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
+    """The shift-map fill of ``hole`` in ``values`` (ndarray[h, w, 3] float32, working units in
+    [0, 1]) at full resolution, from ``offsets`` (found on these values where not given); pixels left
+    without a source get Telea's fill: ndarray[h, w, 3] float32."""
+    if offsets is None:
+        offsets = patch_offsets(values, hole)
+    out, missing = apply_offsets(values, hole, offsets)
+    if missing.any():
+        out[missing] = telea(out, missing)[missing]
+    return out
+
+
+def add_texture(smooth: np.ndarray, patched: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """``smooth``'s fill of ``hole`` with its fine detail replaced by ``patched``'s: the part of each
+    below :data:`TEXTURE_SIGMA` (the shape and level: a smooth fill's error is lowest there) plus the
+    part of the plate's copy above it (the texture a smooth fill lacks). Both ndarray[h, w, 3] float32
+    over the same pixels, working units; pixels outside the hole are ``smooth``'s."""
+    low = cv2.GaussianBlur(smooth, (0, 0), TEXTURE_SIGMA)
+    fine = patched - cv2.GaussianBlur(patched, (0, 0), TEXTURE_SIGMA)
+    out: np.ndarray = np.where(hole[..., None], low + fine, smooth).astype(np.float32)
+    return out
+
+
 def choose(scores: dict[str, Score], probes: int) -> Verdict:
-    """The candidate with the lowest :attr:`Score.value` (the network on a tie)."""
-    best = min(scores, key=lambda name: (scores[name].value, name != "network"))
+    """The candidate with the lowest :attr:`Score.value` (on a tie, the first of :data:`METHODS`)."""
+    order = {name: i for i, name in enumerate(METHODS)}
+    best = min(scores, key=lambda name: (scores[name].value, order.get(name, len(order))))
     return Verdict(best, scores[best].mae, scores, probes)

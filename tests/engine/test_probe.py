@@ -83,6 +83,77 @@ class TestTelea:
         assert np.array_equal(out[~hole], values[~hole])
 
 
+def _tiles(h: int, w: int, period: int = 16, seed: int = 0) -> np.ndarray:
+    """A repeating pattern (one random tile of ``period`` pixels, tiled): ndarray[h, w, 3] in [0, 1].
+    Whatever a hole in it hides is shown again one period away."""
+    rng = np.random.default_rng(seed)
+    tile = cv2.GaussianBlur(rng.random((period, period, 3)).astype(np.float32), (0, 0), 0.8)
+    reps = (h // period + 1, w // period + 1, 1)
+    return np.asarray(np.tile(tile, reps)[:h, :w], np.float32)
+
+
+class TestPatch:
+    def test_a_repeating_pattern_is_restored_sharp(self) -> None:
+        # a hole large enough to be searched at a lower scale (more than PATCH_PIXELS pixels): the
+        # offsets found there, applied at full size, must still land on the pattern, not blur it
+        values = _tiles(240, 320)
+        hole = np.zeros((240, 320), bool)
+        hole[60:180, 100:220] = True
+        assert hole.sum() > probe.PATCH_PIXELS
+        out = probe.patch(values, hole)
+        assert np.array_equal(out[~hole], values[~hole])
+        patch_score = probe.score([out], [values], [hole])
+        telea_score = probe.score([probe.telea(values, hole)], [values], [hole])
+        assert 0.85 <= patch_score.detail <= 1.2 and telea_score.detail < 0.5
+        assert patch_score.mae < 0.5 * telea_score.mae
+
+    def test_offsets_point_outside_the_hole_and_are_repeatable(self) -> None:
+        values = _texture(96, 128)
+        hole = np.zeros((96, 128), bool)
+        hole[30:70, 40:90] = True
+        offsets = probe.patch_offsets(values, hole)
+        assert np.array_equal(offsets, probe.patch_offsets(values, hole))  # farm chunks rely on it
+        assert not offsets[~hole].any()
+        ys, xs = np.nonzero(hole)
+        sy, sx = ys + offsets[ys, xs, 0], xs + offsets[ys, xs, 1]
+        inside = (sy >= 0) & (sy < 96) & (sx >= 0) & (sx < 128)
+        assert inside.all() and not hole[sy, sx].any()
+
+    def test_a_source_in_the_hole_is_reported_missing(self) -> None:
+        values = _texture(32, 32)
+        hole = np.zeros((32, 32), bool)
+        hole[10:20, 10:20] = True
+        offsets = np.zeros((32, 32, 2), np.int32)
+        offsets[hole] = (0, 12)  # right of the hole: known, except where it lands on the hole again
+        offsets[12, 12] = (2, 2)  # into the hole
+        out, missing = probe.apply_offsets(values, hole, offsets)
+        assert missing.sum() == 1 and missing[12, 12]
+        assert np.array_equal(out[15, 15], values[15, 27]) and np.array_equal(out[~hole], values[~hole])
+        filled = probe.patch(values, hole, offsets)
+        assert np.isfinite(filled).all() and not np.array_equal(filled[12, 12], values[12, 12])
+
+
+class TestTexture:
+    def test_level_from_the_smooth_fill_detail_from_the_copy(self) -> None:
+        hole = np.zeros((64, 64), bool)
+        hole[16:48, 16:48] = True
+        smooth = np.full((64, 64, 3), 0.5, np.float32)
+        ys, xs = np.mgrid[0:64, 0:64]
+        checker = (((ys // 2 + xs // 2) % 2) * 0.2 - 0.1).astype(np.float32)[..., None]
+        patched = np.where(hole[..., None], 0.3 + checker, smooth).astype(np.float32)  # wrong level
+        out = probe.add_texture(smooth, patched, hole)
+        assert np.array_equal(out[~hole], smooth[~hole])
+        inner = np.zeros_like(hole)
+        inner[20:44, 20:44] = True  # away from the edge, where the copy's level step blurs in
+        assert abs(float(out[inner].mean()) - 0.5) < 0.01  # the smooth fill's level, not the copy's 0.3
+        assert probe.detail_of(out, inner) == pytest.approx(probe.detail_of(patched, inner), rel=0.25)
+
+    def test_a_tie_goes_to_the_network(self) -> None:
+        same = probe.Score(10.0, 1.0)
+        scores = {name: same for name in reversed(probe.METHODS)}
+        assert probe.choose(scores, 1).method == "network"
+
+
 @pytest.fixture(scope="module")
 def engine() -> Engine:
     return Engine(device="cpu", model=tiny_model(window=4, resolution=32))
@@ -106,6 +177,21 @@ class TestEngineProbe:
         # the same texture beside the hole: the probe's figure tells the real hole's error
         assert 0.5 * measured <= expected[0] <= 2.0 * measured
         assert np.array_equal(out[~hole], plate[~hole])
+
+    def test_a_pattern_is_filled_by_the_patch_copy_the_same_in_every_frame(self, engine: Engine) -> None:
+        # a locked-off plate of a repeating pattern: the shift-map copy restores it exactly where the
+        # network and Telea blur it; the probe must choose it, and the fill must not flicker
+        plate = np.repeat(_tiles(96, 160)[None], 6, axis=0).copy()
+        _, matte = self._shot()
+        out, expected = engine.inpaint_with_report(plate, matte, shaper="none")
+        hole = matte > 0
+        assert np.array_equal(out[~hole], plate[~hole])
+        measured = float(np.abs(out - plate)[hole].mean()) * 255.0
+        telea_error = float(np.abs(probe.telea(plate[0], hole[0]) - plate[0])[hole[0]].mean()) * 255.0
+        assert measured < 0.5 * telea_error
+        # (two windows overlap: their weighted sum may differ from frame to frame in the last bit)
+        assert all(np.allclose(out[0][hole[0]], out[t][hole[t]], rtol=0, atol=1e-5) for t in range(1, 6))
+        assert expected[0] < 0.5 * telea_error
 
     def test_probe_off_reports_nothing_and_fills_with_the_network(self, engine: Engine) -> None:
         plate, matte = self._shot()
