@@ -17,7 +17,16 @@ from torch import Tensor
 
 from combcn.model.prefill import check_clip, cleanplate_fill, pushpull_fill
 
-__all__ = ["BASELINES", "telea", "navier_stokes", "temporal_median", "cleanplate", "pushpull", "composite"]
+__all__ = [
+    "BASELINES",
+    "telea",
+    "navier_stokes",
+    "shift_map",
+    "temporal_median",
+    "cleanplate",
+    "pushpull",
+    "composite",
+]
 
 #: Neighbourhood radius (px) of OpenCV's inpainting, the value OpenCV's own examples use.
 INPAINT_RADIUS = 3
@@ -82,6 +91,33 @@ def navier_stokes(frames: Tensor, hole: Tensor) -> Tensor:
         Tensor[N, 3, T, H, W]: composited fill.
     """
     return _per_frame(frames, hole, cv2.INPAINT_NS)
+
+
+def shift_map(frames: Tensor, hole: Tensor) -> Tensor:
+    """A shift-map copy of each frame's own pixels into its hole (OpenCV xphoto's
+    ``INPAINT_SHIFTMAP``, searched at reduced scale and applied at full size, as the engine's patch
+    candidate does: :func:`combcn.engine.probe.patch`), each frame on its own: the classical
+    exemplar fill (what content-aware fills do).
+
+    Args:
+        frames (Tensor[N, 3, T, H, W]): clip in [0, 1].
+        hole (Tensor[N, 1, T, H, W]): 1 = hole.
+
+    Returns:
+        Tensor[N, 3, T, H, W]: composited fill.
+    """
+    from combcn.engine.probe import patch
+
+    check_clip(frames, hole)
+    plate = frames.detach().cpu().float().permute(0, 2, 3, 4, 1).numpy()  # [N, T, H, W, 3]
+    holes = (hole.detach().cpu()[:, 0] > 0.5).numpy()
+    fill = plate.copy()
+    for n in range(plate.shape[0]):
+        for t in range(plate.shape[1]):
+            if holes[n, t].any():
+                fill[n, t] = patch(np.ascontiguousarray(plate[n, t]), holes[n, t])
+    fill_t = torch.from_numpy(fill).permute(0, 4, 1, 2, 3).to(frames.device)
+    return composite(fill_t, frames, hole)
 
 
 def temporal_median(frames: Tensor, hole: Tensor) -> Tensor:
@@ -172,6 +208,10 @@ def tracked_plate(frames: Tensor, hole: Tensor) -> Tensor:
 BASELINES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], str]] = {
     "telea": (telea, f"OpenCV Telea per frame (radius {INPAINT_RADIUS}, 8-bit)"),
     "navier_stokes": (navier_stokes, f"OpenCV Navier-Stokes per frame (radius {INPAINT_RADIUS}, 8-bit)"),
+    "shift_map": (
+        shift_map,
+        "OpenCV xphoto shift-map per frame (searched at reduced scale, offsets applied at full size)",
+    ),
     "temporal_median": (
         temporal_median,
         "per-pixel median of the window's known values; never-known pixels: Telea on the median frame",
