@@ -307,7 +307,9 @@ class _Window:
                 patched = self._patch(synthesised, unresolved, rows, propagated)
                 synthesised = self._textured(synthesised, patched)
         keys: dict[int, _WindowFill] = {}
-        if propagated is not None and len(synthesised) > 2:
+        # (a copy of the plate needs no carry: each frame copies its own pixels, or the window's median)
+        copy = self.verdict is not None and self.verdict.method == "patch"
+        if propagated is not None and len(synthesised) > 2 and not copy:
             keys = self._carry_key_frames(unresolved, propagated, synthesised)
         fills = {
             p: keys[p] if p in keys else self._join(p, unresolved[p], propagated, synthesised.get(p))
@@ -515,15 +517,19 @@ class _Window:
             offsets = probe.patch_offsets(self._encode(rows[filled[len(filled) // 2]]), every_hole)
             for p in scored:
                 truth = self._encode(rows[p])
-                joined = _clone_to_border(self._encode(out[p]), truth, masks[p])
-                patched = _clone_to_border(probe.patch(truth, masks[p], offsets), truth, masks[p])
-                smooth = probe.telea(truth, masks[p])
-                candidates = {
-                    "network": joined,
+                hole, network = masks[p], self._encode(out[p])
+                copied, smooth = probe.patch(truth, hole, offsets), probe.telea(truth, hole)
+                sigma = probe.TEXTURE_SIGMA
+                candidates = {  # each joined to the border as the real hole's fill is (:meth:`_meet_border`)
+                    "network": _clone_to_border(network, truth, hole),
                     "telea": smooth,
-                    "patch": patched,
-                    "network+texture": probe.add_texture(joined, patched, masks[p]),
-                    "telea+texture": probe.add_texture(smooth, patched, masks[p]),
+                    "patch": _clone_to_border(copied, truth, hole, sigma),
+                    "network+texture": _clone_to_border(
+                        probe.add_texture(network, copied, hole), truth, hole, sigma
+                    ),
+                    "telea+texture": _clone_to_border(
+                        probe.add_texture(smooth, copied, hole), truth, hole, sigma
+                    ),
                 }
                 for name, fill in candidates.items():
                     results[name][0].append(fill)
@@ -658,15 +664,25 @@ class _Window:
         net[cy0 - g[0] : cy1 - g[0], cx0 - g[2] : cx1 - g[2]] = values[
             cy0 - crop.y0 : cy1 - crop.y0, cx0 - crop.x0 : cx1 - crop.x0
         ]
-        out: np.ndarray = _clone_to_border(net, known_values, todo)[inner]
+        # a copy of the plate carries texture up to the border: only its level is matched there
+        copied = self.verdict is not None and self.verdict.method in probe.COPIES
+        sigma = probe.TEXTURE_SIGMA if copied else None
+        out: np.ndarray = _clone_to_border(net, known_values, todo, sigma)[inner]
+        if copied:  # a bright grain lifted to a bright border's level stays within what the crop shows
+            out = np.clip(out, values.min(axis=(0, 1)), values.max(axis=(0, 1)))
         return out
 
 
-def _clone_to_border(net: np.ndarray, known_values: np.ndarray, todo: np.ndarray) -> np.ndarray:
+def _clone_to_border(
+    net: np.ndarray, known_values: np.ndarray, todo: np.ndarray, sigma: float | None = None
+) -> np.ndarray:
     """``net`` (ndarray[h, w, 3]) at ``todo`` (bool[h, w]) moved by a smooth correction so that it meets
     ``known_values`` (the same grid) around it: the difference, on the ``todo`` pixels that touch a known
     one, between the mean of those known neighbours and ``net``, interpolated as a membrane over the
-    rest (the Poisson solve's stand-in). Pixels outside ``todo`` are ``net``'s, unchanged."""
+    rest (the Poisson solve's stand-in). Pixels outside ``todo`` are ``net``'s, unchanged. With
+    ``sigma``, the difference is taken from ``net`` blurred by that Gaussian: the level is matched and
+    the texture at the border kept (a copy's grain would otherwise be cancelled there and its extremes
+    spread inwards)."""
     known = (~todo).astype(np.float32)
     ones = np.ones((3, 3), np.float32)
     count = cv2.filter2D(known, -1, ones, borderType=cv2.BORDER_CONSTANT)
@@ -675,7 +691,8 @@ def _clone_to_border(net: np.ndarray, known_values: np.ndarray, todo: np.ndarray
     if not edge.any():
         return net
     difference = np.zeros_like(net)
-    difference[edge] = total[edge] / count[edge][:, None] - net[edge]
+    level = net if sigma is None else cv2.GaussianBlur(net, (0, 0), sigma)
+    difference[edge] = total[edge] / count[edge][:, None] - level[edge]
     out: np.ndarray = net + membrane_fill(difference, edge)
     return out
 

@@ -41,6 +41,8 @@ TELEA_RADIUS = 3
 PATCH_PIXELS = 6000
 #: the candidates, in the order a tie is broken
 METHODS = ("network", "telea", "patch", "network+texture", "telea+texture")
+#: the candidates that copy the plate's texture (joined to the border by their level only)
+COPIES = ("patch", "network+texture", "telea+texture")
 #: the scale (Gaussian sigma, pixels) that splits a fill into its smooth part and its texture
 TEXTURE_SIGMA = 1.5
 
@@ -241,10 +243,13 @@ def add_texture(smooth: np.ndarray, patched: np.ndarray, hole: np.ndarray) -> np
     """``smooth``'s fill of ``hole`` with its fine detail replaced by ``patched``'s: the part of each
     below :data:`TEXTURE_SIGMA` (the shape and level: a smooth fill's error is lowest there) plus the
     part of the plate's copy above it (the texture a smooth fill lacks). Both ndarray[h, w, 3] float32
-    over the same pixels, working units; pixels outside the hole are ``smooth``'s."""
+    over the same pixels, working units; pixels outside the hole are ``smooth``'s. The sum stays within
+    the range of values the two show (a dark grain over a dark level would otherwise go past black)."""
     low = cv2.GaussianBlur(smooth, (0, 0), TEXTURE_SIGMA)
     fine = patched - cv2.GaussianBlur(patched, (0, 0), TEXTURE_SIGMA)
-    out: np.ndarray = np.where(hole[..., None], low + fine, smooth).astype(np.float32)
+    lo = np.minimum(smooth.min(axis=(0, 1)), patched.min(axis=(0, 1)))
+    hi = np.maximum(smooth.max(axis=(0, 1)), patched.max(axis=(0, 1)))
+    out: np.ndarray = np.where(hole[..., None], np.clip(low + fine, lo, hi), smooth).astype(np.float32)
     return out
 
 

@@ -138,6 +138,8 @@ class TestTexture:
         hole = np.zeros((64, 64), bool)
         hole[16:48, 16:48] = True
         smooth = np.full((64, 64, 3), 0.5, np.float32)
+        smooth[:8] = 0.1  # the range the known pixels show: 0.1-0.9
+        smooth[-8:] = 0.9
         ys, xs = np.mgrid[0:64, 0:64]
         checker = (((ys // 2 + xs // 2) % 2) * 0.2 - 0.1).astype(np.float32)[..., None]
         patched = np.where(hole[..., None], 0.3 + checker, smooth).astype(np.float32)  # wrong level
