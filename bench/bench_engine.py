@@ -8,7 +8,7 @@ camera track included):
 
 - ``ellipse``: one ellipse over 10 % of the frame, moving left to right;
 - ``strokes``: brush strokes carried along a path, as ``combcn eval --holes strokes`` draws them
-  (:func:`combcn.holes.moving_stroke_hole`), over about 10 % of the frame;
+  (:func:`combcn.holes.moving_stroke_hole`), over 6-14 % of the frame (eval draws 1-20 %);
 - ``objects``: two object silhouettes moving across the frame, as ``combcn eval --holes objects`` draws
   them (:func:`combcn.holes.silhouette_hole`), from the bundled sample's object matte (a dog jumping).
 
@@ -17,11 +17,12 @@ first the baseline: copying the same plate through OpenImageIO (read every chann
 the render, timed from the outside (nothing in the engine changes): each part of
 :data:`PARTS` is the time spent in its functions, a nested part's time left to that part.
 
-Memory (``memory``): peak RSS of a child process that renders N frames of a small plate, with the
-model loaded before the baseline is taken; run for 100 and 1000 frames, the peak must not grow with N.
+Memory (``memory``): peak RSS of a child process that renders N frames of a plate (written by the
+parent beforehand) with a narrow random model, loaded before the baseline is taken; run for 100 and
+1000 frames, the peak must not grow with N.
 
     python bench/bench_engine.py speed [--size 1080p 4k] [--matte ellipse strokes objects] [--frames 40]
-    python bench/bench_engine.py memory [--lengths 100 1000] [--size 128x72] [--width 0.125]
+    python bench/bench_engine.py memory [--lengths 100 1000] [--size 128x72] [--width 0.125] [--matte ellipse]
     python bench/bench_engine.py plate OUT_FOLDER [--size 1080p] [--matte strokes] [--frames 40]
 """
 
@@ -521,37 +522,47 @@ def memory_child(args: argparse.Namespace) -> dict[str, object]:
     from combcn.engine import Engine
     from combcn.model import Inpainter, ModelConfig, to_channels_last
 
-    width, height = args.size[0]
-    with tempfile.TemporaryDirectory(prefix="combcn-bench-mem-") as tmp:
-        plate, matte, _ = make_plate(Path(tmp) / "in", args.child_frames, width, height)
-        torch.manual_seed(0)
-        model = to_channels_last(Inpainter(ModelConfig(width=args.width))).eval()
-        engine = Engine(model=model, device="cpu")
-        with torch.inference_mode():  # one small window so oneDNN's buffers count in the baseline
-            engine.model(torch.rand(1, 3, 4, 64, 64), torch.zeros(1, 1, 4, 64, 64))
-        baseline = _rss_mb()
-        t0 = time.perf_counter()
-        report = combcn.inpaint_sequence(plate, matte, str(Path(tmp) / "out/o.####.exr"), engine=engine)
-        return {
-            "frames": args.child_frames,
-            "written": len(report.written),
-            "baseline_rss_mb": round(baseline, 1),
-            "peak_rss_mb": round(_rss_mb(), 1),
-            "growth_mb": round(_rss_mb() - baseline, 1),
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
+    folder = Path(args.child)
+    torch.manual_seed(0)
+    model = to_channels_last(Inpainter(ModelConfig(width=args.width))).eval()
+    engine = Engine(model=model, device="cpu")
+    with torch.inference_mode():  # one small window so oneDNN's buffers count in the baseline
+        engine.model(torch.rand(1, 3, 4, 64, 64), torch.zeros(1, 1, 4, 64, 64))
+    baseline = _rss_mb()
+    t0 = time.perf_counter()
+    report = combcn.inpaint_sequence(
+        str(folder / "in/plate.####.exr"),
+        str(folder / "in/matte.####.exr"),
+        str(folder / "out/o.####.exr"),
+        engine=engine,
+    )
+    return {
+        "frames": args.child_frames,
+        "written": len(report.written),
+        "baseline_rss_mb": round(baseline, 1),
+        "peak_rss_mb": round(_rss_mb(), 1),
+        "growth_mb": round(_rss_mb() - baseline, 1),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def memory(args: argparse.Namespace) -> dict[str, object]:
+    """Each length in its own child process, its plate written here first (so that the child's peak
+    RSS is the render's)."""
     size = _size_name(args.size[0])
     runs = []
     for n in args.lengths:
-        cmd = [sys.executable, __file__, "memory", "--child-frames", str(n), "--size", size]
-        proc = subprocess.run([*cmd, "--width", str(args.width)], capture_output=True, text=True, check=True)
+        with tempfile.TemporaryDirectory(prefix="combcn-bench-mem-") as tmp:
+            make_plate(Path(tmp) / "in", n, args.size[0][0], args.size[0][1], matte=args.matte)
+            cmd = [sys.executable, __file__, "memory", "--child", tmp, "--child-frames", str(n)]
+            proc = subprocess.run([*cmd, "--width", str(args.width)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr)
+                raise SystemExit(f"the {n}-frame run failed (exit {proc.returncode})")
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return {
         "bench": "memory",
-        "plate": f"{size} half RGBA EXR, matte 10% (the property is growth with length)",
+        "plate": f"{size} half RGBA EXR, {args.matte} matte (the property is growth with length)",
         "model": f"Inpainter width={args.width} (window 32, resolution 128), random init",
         "runs": runs,
         "peak_ratio_longest_vs_shortest": round(runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"], 3),
@@ -576,6 +587,8 @@ def main() -> None:
     m.add_argument("-l", "--lengths", type=int, nargs="+", default=[100, 1000], help="frames per run")
     m.add_argument("-s", "--size", type=parse_size, nargs=1, default=[(128, 72)], help="1080p, 4k or WxH")
     m.add_argument("-w", "--width", type=float, default=0.125, help="the random model's width multiplier")
+    m.add_argument("-m", "--matte", choices=MATTES, default="ellipse")
+    m.add_argument("--child", default=None, help=argparse.SUPPRESS)
     m.add_argument("--child-frames", type=int, default=None, help=argparse.SUPPRESS)
     p = sub.add_parser("plate", help="write the synthetic plate and matte only", formatter_class=defaults)
     p.add_argument("folder", type=Path)
@@ -592,7 +605,7 @@ def main() -> None:
             args.folder, args.frames, args.size[0], args.size[1], matte=args.matte
         )
         result = {"plate": plate, "matte": matte, "matte_area": round(area, 4)}
-    elif args.child_frames is not None:
+    elif args.child is not None:
         result = memory_child(args)
     else:
         result = memory(args)
