@@ -21,11 +21,19 @@ For one temporal window (plus ``reach`` frames either side), on the region aroun
 3. **Sampling.** Its value is sampled, at plate resolution, from those frames' plate pixels (bicubic),
    where the trace put it plus the small shift that aligns the ring of known pixels around the hole
    with the target (the chained flow's drift), with an exposure gain between the frames measured on
-   that ring, plus the smooth shading the gain leaves there. The nearest source before and after
-   are blended by how well each fits that ring (by temporal distance where it is too small to
-   tell); where they disagree and a second look further along each trace sides with one, that one.
+   that ring, plus the smooth shading the gain leaves there. Where the nearest source before and
+   the nearest after agree, they are blended by how well each fits that ring (by temporal distance
+   where it is too small to tell). Where they disagree, never: a second look further along each
+   trace decides where it sides with one; else each connected region of such pixels takes the one
+   source that fits the ring better over it (something under the hole moved on its own: one pose,
+   not two translucent ones).
 4. **Choosing the motion.** Each hypothesis is weighed, per patch of pixels, by how well its sources
-   agree and fit the ring near them; the pixel takes their weighted fill.
+   agree and fit the ring near them; the pixel takes their weighted fill, or the heaviest alone
+   where their values disagree.
+5. **Locked-off floor.** On a locked-off window, each hole pixel some frame shows is held at least
+   as good as a temporal median of the frames that show it (those that fit the ring near it, where
+   any does): the median where the sources disagreed, where it fits the ring better, and where
+   nothing was recovered; the still background's value where its sources and the median agree.
 
 Everything is deterministic (no random state), so chunked farm renders equal a single render.
 """
@@ -35,7 +43,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -64,6 +72,13 @@ EDGE = 1
 #: A forward and a backward source that differ by more than this (relative, in plate units) disagree:
 #: witnesses, else each source's misfit, decide between them (a plain blend would ghost).
 AGREE = 0.15
+#: Where two sources disagree and no witness settles it, the regions of such pixels within this many
+#: proxy pixels of each other are one region, which takes one source (:func:`_blend`): the two poses
+#: of a limb that moved meet at its joint, and each side of it must show the same one.
+REGION_GAP = 2
+#: Two motion hypotheses' values that disagree are never blended (:func:`_combine`): where one that
+#: weighs at least this differs from the heaviest, the heaviest is taken alone.
+VISIBLE = 0.01
 #: A source's misfit and shading on the ring are interpolated into the hole on cells of this many
 #: proxy pixels.
 SPREAD_CELL = 4
@@ -645,8 +660,12 @@ class Propagator:
                     _candidates(rgb, small_rgb, levels, pixels, t, xs, ys, tr, disputed)
                     for tr in (fwd_witness, bwd_witness)
                 ]
-                hypotheses.append(_blend(near[0], near[1], spread, witnesses))
-            value, source = _combine(hypotheses, pixels, motion.locked_off)
+                hypotheses.append(_blend(near[0], near[1], spread, witnesses, pixels))
+            fill = _combine(hypotheses, pixels, motion.locked_off)
+            if motion.locked_off and scene:  # (the key frames' carry moves invented content: no floor)
+                small = (small_rgb, known, levels)
+                fill = _floor(rgb, holes, small, t, pixels, (ys[is_ring], xs[is_ring]), fill, hypotheses[0])
+            value, source = fill.value, fill.source
             box = pixels.box
             got = source >= 0
             y, x = pixels.hy[got] - box[0], pixels.hx[got] - box[2]
@@ -738,9 +757,28 @@ class _Pixels:
 #: carried along the same motion, differs from the target on the ring of known pixels near the hole
 #: (relative, interpolated in from the ring; nan: not measured).
 _Candidate = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-#: One motion hypothesis' fill per hole pixel (:func:`_blend`): value, source frame, doubt, whether
-#: it had a source on both sides, distance to its main source.
-_Fill = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+class _Fill(NamedTuple):
+    """One motion hypothesis' fill per hole pixel (:func:`_blend`).
+
+    Attributes:
+        value (ndarray[N, 3]): the value.
+        source (ndarray[N]): the frame it (mostly) came from (-1: nothing recovered).
+        doubt (ndarray[N]): the disagreement left between the two sources plus their misfit.
+        two_sided (ndarray[N] bool): it had a source on both sides.
+        distance (ndarray[N]): how many frames away its main source lies.
+        misfit (ndarray[N]): the misfit of what was taken (nan: not measured).
+        disputed (ndarray[N] bool): its two sources disagreed (by more than ``AGREE``).
+    """
+
+    value: np.ndarray
+    source: np.ndarray
+    doubt: np.ndarray
+    two_sided: np.ndarray
+    distance: np.ndarray
+    misfit: np.ndarray
+    disputed: np.ndarray
 
 
 def _candidates(
@@ -931,7 +969,7 @@ def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
     return out
 
 
-def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> tuple[np.ndarray, np.ndarray]:
+def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fill:
     """Per hole pixel, the motion hypotheses' fills, each weighted by how well it fits there.
 
     ``hypotheses`` are the background layers, then, where there are movers, the scene flow; each is
@@ -940,29 +978,32 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> tupl
     on the known ring near the pixel (its misfit); the doubt counts both. Averaged over a ``PATCH`` of
     the pixels a hypothesis recovered (neighbours move alike: no salt and pepper of motions), it
     weighs ``exp(-(doubt - least) / CHOICE_SOFTNESS)``, counted only where it recovered the pixel:
-    nearly a choice of one motion per patch, soft where two fit alike. The dominant background
-    recovers a pixel wherever :func:`_blend` did; another motion where it had a source on both
-    sides, or, with a source on one side only, where the background recovered the pixel too from a
-    source at least as far away (one far source of a second plane pasted blocks of sky into a dog on
-    the bundled sample); on a locked-off shot only where its doubt is also below
+    nearly a choice of one motion per patch, soft where two fit alike. Where the values of two
+    hypotheses that weigh anything (``VISIBLE``) disagree (by more than ``AGREE``), the heaviest is
+    taken alone: two motions carry two poses, and their blend would be a double exposure. The
+    dominant background recovers a pixel wherever :func:`_blend` did; another motion where it had a
+    source on both sides, or, with a source on one side only, where the background recovered the
+    pixel too from a source at least as far away (one far source of a second plane pasted blocks of
+    sky into a dog on the bundled sample); on a locked-off shot only where its doubt is also below
     ``ALTERNATIVE_FIT``. (Measured on held-out clips against a hard choice that kept the dominant
     background unless another motion's sources agreed clearly better: lower on moving holes, most
     where a mover is under the hole, since the background's sources there agree as well as the
     mover's; see docs/RESULTS.md.)
 
     Returns:
-        per hole pixel: the value (ndarray[N, 3]) and the frame its heaviest hypothesis mostly took
-        it from (ndarray[N], -1: no hypothesis recovered it).
+        per hole pixel, the combined fill: the value; the frame its heaviest hypothesis mostly took
+        it from (-1: no hypothesis recovered it); that hypothesis' doubt, sides, distance, misfit and
+        whether its sources disagreed.
     """
-    values = np.stack([h[0] for h in hypotheses])
-    sources = np.stack([h[1] for h in hypotheses])
-    score = np.stack([h[2] for h in hypotheses])
+    values = np.stack([h.value for h in hypotheses])
+    sources = np.stack([h.source for h in hypotheses])
+    score = np.stack([h.doubt for h in hypotheses])
     recovered = sources >= 0
     # another motion than the dominant background's recovers a pixel where it shows it twice (before
     # and after), or competes with the background's value from a source no farther away; on a
     # locked-off shot only where it also fits well
-    two_sided = np.stack([h[3] for h in hypotheses])
-    distance = np.stack([h[4] for h in hypotheses])
+    two_sided = np.stack([h.two_sided for h in hypotheses])
+    distance = np.stack([h.distance for h in hypotheses])
     recovered[1:] &= two_sided[1:] | (recovered[0] & (distance[1:] <= distance[0]))
     if locked_off:
         recovered[1:] &= score[1:] < ALTERNATIVE_FIT
@@ -979,31 +1020,52 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> tupl
     weight = np.where(recovered, np.exp(-np.maximum(score - least, 0.0) / CHOICE_SOFTNESS), 0.0)
     total = weight.sum(0)
     weight /= np.maximum(total, 1e-12)
-    value = (weight[..., None] * values).sum(0)
     heaviest = np.argmax(weight, 0)
-    source = np.where(total > 0, sources[heaviest, np.arange(len(heaviest))], -1)
-    return value.astype(np.float32), source
+    every = np.arange(len(heaviest))
+    if len(hypotheses) > 1:  # two poses are never blended: the heaviest alone where another differs
+        apart = (weight >= VISIBLE) & (_apart(values, values[heaviest, every][None]) > AGREE)
+        alone = np.flatnonzero(apart.any(0))
+        weight[:, alone] = 0.0
+        weight[heaviest[alone], alone] = 1.0
+    value = (weight[..., None] * values).sum(0).astype(np.float32)
+    source = np.where(total > 0, sources[heaviest, every], -1)
+
+    def heaviest_of(kind: int) -> np.ndarray:
+        out: np.ndarray = np.stack([h[kind] for h in hypotheses])[heaviest, every]
+        return out
+
+    return _Fill(value, source, *(heaviest_of(k) for k in range(2, len(_Fill._fields))))
 
 
-def _blend(fwd: _Candidate, bwd: _Candidate, spread: np.ndarray, witnesses: list[_Candidate]) -> _Fill:
-    """Blend each hole pixel's forward and backward sources as two measurements of one value: each
-    weighted by the inverse square of its misfit (how well it fits the known pixels around the hole;
-    the one with half the other's misfit weighs 0.8), by temporal distance where the misfit was not
-    measured (too small a ring to tell). Where they disagree (``spread``, their
-    :func:`_disagreement`, above ``AGREE``) and both witnesses (later looks along the same traces)
-    side with one of them, take that one alone: a mover seen in one source frame must not ghost into
-    the fill. (Measured on held-out clips: blending by the misfit lowers the error against taking the
-    nearer source, and leaves fewer doubled edges; its inverse square lower than its inverse, and
-    lower than temporal distance where the two agree.) Where no source fits (misfit above
-    ``MISFIT``), nothing is recovered: the network fills the pixel.
+def _blend(
+    fwd: _Candidate, bwd: _Candidate, spread: np.ndarray, witnesses: list[_Candidate], pixels: _Pixels
+) -> _Fill:
+    """Blend each hole pixel's forward and backward sources as two measurements of one value where
+    they agree; where they disagree, take one of them, never a blend of both.
+
+    Where the two agree (``spread``, their :func:`_disagreement`, at most ``AGREE``), each is weighted
+    by the inverse square of its misfit (how well it fits the known pixels around the hole; the one
+    with half the other's misfit weighs 0.8), by temporal distance where the misfit was not measured
+    (too small a ring to tell). Where they disagree and both witnesses (later looks along the same
+    traces) side with one of them, that one is taken alone: a mover seen in one source frame must not
+    ghost into the fill. Where they disagree and no witness settles it, something under the hole
+    moved on its own between the two frames (a hand, a leg): each connected region of such pixels
+    (regions within ``REGION_GAP`` proxy pixels of each other joined) takes the one source the blend
+    would have weighed more over the region as a whole (the better fit to the ring, else the nearer
+    in time): one pose, solid, rather than two translucent ones. (Measured on held-out clips:
+    blending agreeing sources by the misfit lowers the error against taking the nearer source; its
+    inverse square lower than its inverse, and lower than temporal distance.) Where no source fits
+    (misfit above ``MISFIT``), nothing is recovered: the network fills the pixel; where a region's
+    source does not fit at a pixel, neither does the other's pose: nothing is recovered there either.
 
     Returns:
-        per hole pixel: the value (ndarray[N, 3]), the index of the frame it mostly came from
-        (ndarray[N], -1: none) and how doubtful the value is (ndarray[N]): the disagreement left
-        between the two sources (none where they agree within ``AGREE`` or the witnesses settled it,
-        ``ONE_SIDED`` where there is one source) plus their misfit, weighted as they were blended
-        (``UNMEASURED`` where neither was measured); whether it had a source on both sides
-        (ndarray[N] bool); and how many frames away the source it mostly came from lies (ndarray[N]).
+        per hole pixel (:class:`_Fill`): the value, the index of the frame it mostly came from (-1:
+        none), how doubtful the value is (the disagreement left between the two sources, none where
+        they agree within ``AGREE`` or the witnesses settled it, ``ONE_SIDED`` where there is one
+        source, plus their misfit weighted as they were taken, ``UNMEASURED`` where neither was
+        measured), whether it had a source on both sides, how many frames away the source it mostly
+        came from lies, the misfit of what was taken (nan: not measured) and whether the two sources
+        disagreed.
     """
     (vf, df, sf, ef), (vb, db, sb, eb) = fwd, bwd
     both = (sf >= 0) & (sb >= 0)
@@ -1012,28 +1074,197 @@ def _blend(fwd: _Candidate, bwd: _Candidate, spread: np.ndarray, witnesses: list
     measured = both & np.isfinite(ef) & np.isfinite(eb) & (ef + eb > 1e-6)
     weight_f = np.where(measured, eb**2 / np.where(measured, ef**2 + eb**2, 1.0), weight_f)
     doubt = np.where(both, np.where(spread > AGREE, spread, 0.0), ONE_SIDED)
-    disputed = np.flatnonzero(both & (spread > AGREE))
-    if len(disputed):
+    disputed = both & (spread > AGREE)
+    unsettled = disputed.copy()
+    at_dispute = np.flatnonzero(disputed)
+    if len(at_dispute):
 
         def at(c: _Candidate) -> _Candidate:
-            return c[0][disputed], c[1][disputed], c[2][disputed], c[3][disputed]
+            return c[0][at_dispute], c[1][at_dispute], c[2][at_dispute], c[3][at_dispute]
 
         votes_f = sum((_disagreement(at(fwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
         votes_b = sum((_disagreement(at(bwd), at(w)) < AGREE).astype(np.int32) for w in witnesses)
         settled = np.abs(votes_f - votes_b) >= 2
-        weight_f[disputed] = np.where(settled, votes_f > votes_b, weight_f[disputed])
-        doubt[disputed[settled]] = 0.0
+        weight_f[at_dispute] = np.where(settled, votes_f > votes_b, weight_f[at_dispute])
+        doubt[at_dispute[settled]] = 0.0
+        unsettled[at_dispute[settled]] = False
+    if unsettled.any():
+        weight_f[unsettled] = _one_side_per_region(weight_f, unsettled, pixels)
     blended = weight_f[..., None] * vf + (1.0 - weight_f[..., None]) * vb
     # a source fits if its misfit was not measured (too small a ring to tell) or is small
     fits_f = (sf >= 0) & ~(ef > MISFIT)
     fits_b = (sb >= 0) & ~(eb > MISFIT)
-    got = fits_f | fits_b
+    got = np.where(unsettled, np.where(weight_f >= 0.5, fits_f, fits_b), fits_f | fits_b)
     nearer = np.where(got, np.where(weight_f >= 0.5, sf, sb), -1)
     # the misfit of what was taken: each side's as blended, the other's where one was not measured
     mf_, mb_ = np.where(np.isnan(ef), eb, ef), np.where(np.isnan(eb), ef, eb)
-    misfit = weight_f * np.nan_to_num(mf_, nan=UNMEASURED) + (1.0 - weight_f) * np.nan_to_num(
-        mb_, nan=UNMEASURED
-    )
+    misfit = weight_f * mf_ + (1.0 - weight_f) * mb_
     distance = np.where(weight_f >= 0.5, df, db)
     value = np.where(got[..., None], blended, 0.0).astype(np.float32)
-    return value, nearer, doubt + misfit, both, distance
+    return _Fill(
+        value, nearer, doubt + np.nan_to_num(misfit, nan=UNMEASURED), both, distance, misfit, disputed
+    )
+
+
+def _one_side_per_region(weight_f: np.ndarray, unsettled: np.ndarray, pixels: _Pixels) -> np.ndarray:
+    """The forward source's weight (1 or 0) at the ``unsettled`` pixels: per connected region of them
+    (joined across gaps of up to ``REGION_GAP`` proxy pixels), the side ``weight_f`` (ndarray[N], the
+    forward source's share of a blend) favours on average over the region."""
+    gap = max(1, int(round(REGION_GAP / min(pixels.scale))))
+    grid = cv2.dilate(pixels.grid(unsettled.astype(np.uint8)), np.ones((2 * gap + 1, 2 * gap + 1), np.uint8))
+    _, labels = cv2.connectedComponents(grid, connectivity=8)
+    label = pixels.of(labels)[unsettled]
+    share = np.bincount(label, weights=weight_f[unsettled]) / np.maximum(np.bincount(label), 1)
+    out: np.ndarray = (share[label] >= 0.5).astype(weight_f.dtype)
+    return out
+
+
+def _floor(
+    rgb: list[np.ndarray],
+    holes: list[np.ndarray],
+    small: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]],
+    t: int,
+    pixels: _Pixels,
+    ring: tuple[np.ndarray, np.ndarray],
+    fill: _Fill,
+    still: _Fill,
+) -> _Fill:
+    """On a locked-off window, the fill of frame ``t`` held at least as good as a temporal median.
+
+    Per hole pixel, the *median* (:func:`_temporal_median`) of the frames that show it and fit the
+    target around it, or of every frame that shows it where none fits. It replaces the fill where
+    the fill's two sources disagreed (something moved on its own under the hole: many frames outvote
+    two), where it fits the ring better (the median of its frames' misfits below the fill's), and
+    where nothing was recovered (measured on the locked-off held-out clip: the network scored a
+    third worse than the median there). And where the still background's two sources agree with
+    each other and with the median (three looks at one still point), another motion's value gives
+    way to the still background's (a scene flow interpolated from a mover beside the hole carries
+    it over background that did not move).
+
+    Args:
+        rgb (list of ndarray[h, w, 3]): the frames.
+        holes (list of ndarray[h, w] bool): their holes.
+        small: per frame, the proxy (ndarray[h', w', 3]), the proxy pixels known to a trace
+            (ndarray[h', w'] bool) and the exposure level (ndarray[3], :func:`_level`).
+        ring: the ring's proxy points ``(ys, xs)``.
+        fill: the combined fill (:func:`_combine`).
+        still: the still background's own fill (:func:`_blend` of the zero motion).
+    """
+    frames = [s for s in range(len(rgb)) if s != t]
+    if not frames or len(ring[0]) < 16:  # too small a ring to tell
+        return fill
+    gains, misfit = _misfits(small, t, frames, pixels, ring)
+    shows = np.stack([~holes[s][pixels.hy, pixels.hx] for s in frames], -1)
+    value, fit, taken = _temporal_median(rgb, frames, pixels, gains, misfit, shows)
+    settled = still.two_sided & (still.source >= 0) & ~still.disputed & (taken >= 0)
+    settled &= (_apart(still.value, value) <= AGREE) & np.any(still.value != fill.value, -1)
+    fill = fill._replace(
+        value=np.where(settled[:, None], still.value, fill.value),
+        source=np.where(settled, still.source, fill.source),
+        misfit=np.where(settled, still.misfit, fill.misfit),
+    )
+    better = (taken >= 0) & ~settled & (fill.disputed | (fill.source < 0) | (fit < fill.misfit))
+    return fill._replace(
+        value=np.where(better[:, None], value, fill.value).astype(np.float32),
+        source=np.where(better, taken, fill.source),
+        misfit=np.where(better, fit, fill.misfit),
+    )
+
+
+def _misfits(
+    small: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]],
+    t: int,
+    frames: list[int],
+    pixels: _Pixels,
+    ring: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """How well each of ``frames`` (a still shot: no motion) fits frame ``t`` around each hole pixel,
+    as a source's misfit: the exposure gain on the ring (ndarray[F, 3]) and the relative difference
+    left on it, interpolated into the hole (ndarray[N, F]; inf where too few ring points are known
+    in that frame to tell)."""
+    small_rgb, known, levels = small
+    ry, rx = ring
+    target = small_rgb[t][ry, rx]
+    scale = np.maximum(_largest(np.abs(target)), 0.05)
+    gains, left, seen = [], [], []
+    for s in frames:
+        on_ring = known[s][ry, rx]
+        source = small_rgb[s][ry, rx]
+        gain = _exposure_gain(target[on_ring], source[on_ring], levels[t] / levels[s])
+        gains.append(gain)
+        left.append(_largest(np.abs(target - source * gain)) / scale)
+        seen.append(on_ring if on_ring.sum() >= 16 else np.zeros_like(on_ring))
+    (oy, ox), (bh, bw) = pixels.origin, pixels.span
+    misfit = np.empty((len(pixels.hy), len(frames)), np.float32)
+    for j in range(0, len(frames), 4):  # (OpenCV resizes at most 4 channels at once)
+        cells = _smooth(
+            np.stack(left[j : j + 4], -1), ry - oy, rx - ox, (bh, bw), np.stack(seen[j : j + 4], -1)
+        )
+        misfit[:, j : j + 4] = _at(cells, pixels.px, pixels.py)
+    misfit[:, [not s.any() for s in seen]] = np.inf
+    return np.stack(gains), misfit
+
+
+def _temporal_median(
+    rgb: list[np.ndarray],
+    frames: list[int],
+    pixels: _Pixels,
+    gains: np.ndarray,
+    misfit: np.ndarray,
+    shows: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per hole pixel, the temporal median of its values in the ``frames`` that show it (``shows``,
+    ndarray[N, F] bool) and fit the target around it (``misfit`` (ndarray[N, F]) at most ``MISFIT``;
+    exposure matched by ``gains``, ndarray[F, 3]): a frame whose surroundings differ shows something
+    else there, a newcomer that stays, a passer-by, which a median over every frame would take in.
+    Where none fits, of every frame that shows it, exposure unmatched (a ring that fits no frame
+    tells nothing of exposure). Per channel; but where the two middle values of an even count
+    disagree (by more than ``AGREE``), the one frame's value nearest the median: their average would
+    be a translucent mix.
+
+    Returns:
+        per hole pixel: the value (ndarray[N, 3]), the median misfit of the frames it was taken over
+        (ndarray[N]) and the frame whose value is nearest it (ndarray[N], -1: no frame shows it).
+    """
+    fits = shows & (misfit <= MISFIT)
+    some_fit = np.any(fits, axis=1, keepdims=True)
+    member = np.where(some_fit, fits, shows)
+    count = len(pixels.hy)
+    value = np.zeros((count, 3), np.float32)
+    fit = np.full(count, np.inf, np.float32)
+    taken = np.full(count, -1, np.int64)
+    step = max(1, 2**22 // (3 * len(frames)))  # a few million values at a time
+    for i in range(0, count, step):
+        part = slice(i, i + step)
+        use = member[part]
+        values = np.stack([rgb[s][pixels.hy[part], pixels.hx[part]] for s in frames], 1)
+        values *= np.where(some_fit[part, :, None], gains[None], np.float32(1.0))
+        low, high = _middle(values, use)
+        median = (low + high) / 2
+        rows = np.arange(len(use))
+        nearest = np.argmin(np.where(use, np.abs(values - median[:, None]).sum(-1), np.inf), 1)
+        value[part] = np.where((_apart(low, high) > AGREE)[:, None], values[rows, nearest], median)
+        fit_low, fit_high = _middle(misfit[part][..., None], use)
+        fit[part] = (fit_low + fit_high)[:, 0] / 2
+        taken[part] = np.where(use.any(1), np.asarray(frames)[nearest], -1)
+    return value, fit, taken
+
+
+def _apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How far two values (ndarray[N, 3]) differ, relative to their level, as :func:`_disagreement`."""
+    level = np.maximum(_largest(np.maximum(np.abs(a), np.abs(b))), 0.05)
+    out: np.ndarray = _largest(np.abs(a - b)) / level
+    return out
+
+
+def _middle(values: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, per channel, the two middle values of ``values`` (ndarray[N, F, C]) over the columns
+    it ``use``s (ndarray[N, F] bool): one value twice for an odd count (their mean is the median);
+    ndarray[N, C] each, 0 where a row uses none."""
+    ordered = np.sort(np.where(use[..., None], values, np.inf), 1)
+    count = use.sum(1)
+    rows = np.arange(len(values))
+    none = (count == 0)[:, None]
+    low = np.where(none, 0.0, ordered[rows, np.maximum(count - 1, 0) // 2])
+    high = np.where(none, 0.0, ordered[rows, np.minimum(count // 2, values.shape[1] - 1)])
+    return low, high
