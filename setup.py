@@ -36,7 +36,7 @@ REQUIREMENTS = [
     "pyyaml>=6",
     "tqdm>=4.60",
     "ninja>=1.11",
-    "opencv-contrib-python-headless>=4.8",
+    "opencv-python-headless>=4.8",
     "matplotlib>=3.7",
 ]
 TORCH = "torch>=2.13"

@@ -44,12 +44,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     # An editable install compiles nothing (the op is JIT-built below); --no-build-isolation spares
     # fetching a second torch into a throwaway build environment just to run setup.py.
     "$py" -m pip install -q "setuptools>=68" wheel
-    # combcn needs OpenCV's contrib build (its xphoto module); the plain wheel installs the same
-    # cv2 package, so the two must never sit side by side in one environment.
-    if "$py" -m pip show -q opencv-python-headless >/dev/null 2>&1; then
-        # both removed: the contrib wheel comes back whole with combcn below
-        "$py" -m pip uninstall -q -y opencv-python-headless opencv-contrib-python-headless
-    fi
     "$py" -m pip install -q --no-build-isolation -e "$repo[dev]"
     printf '%s' "$want" >"$stamp"
 fi

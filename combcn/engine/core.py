@@ -266,6 +266,8 @@ class _Window:
         #: what the probe holes chose for the synthesised pixels, and their expected error (None: not
         #: measured: nothing synthesised, probing off, or no free place to cut a probe)
         self.verdict: Verdict | None = None
+        #: where the shift-map copy's regions meet (:func:`probe.seams`), once :meth:`_patch` ran
+        self.seam: np.ndarray | None = None
 
     def hole_in(self, position: int, region: Box) -> np.ndarray:
         """ndarray[h, w] bool: the frame's hole (alpha > 0) over ``region`` (any plate box)."""
@@ -515,6 +517,7 @@ class _Window:
             # :meth:`_patch` fills the real hole)
             every_hole = np.logical_or.reduce([masks[p] for p in filled])
             offsets = probe.patch_offsets(self._encode(rows[filled[len(filled) // 2]]), every_hole)
+            seam = probe.seams(offsets)
             for p in scored:
                 truth = self._encode(rows[p])
                 hole, network = masks[p], self._encode(out[p])
@@ -525,10 +528,10 @@ class _Window:
                     "telea": smooth,
                     "patch": _clone_to_border(copied, truth, hole, sigma),
                     "network+texture": _clone_to_border(
-                        probe.add_texture(network, copied, hole), truth, hole, sigma
+                        probe.add_texture(network, copied, hole, seam), truth, hole, sigma
                     ),
                     "telea+texture": _clone_to_border(
-                        probe.add_texture(smooth, copied, hole), truth, hole, sigma
+                        probe.add_texture(smooth, copied, hole, seam), truth, hole, sigma
                     ),
                 }
                 for name, fill in candidates.items():
@@ -576,6 +579,7 @@ class _Window:
         holes = {p: self._over(crop, self.infos[p][0], unresolved[p]) for p in order}
         union = np.logical_or.reduce([holes[p] for p in order])
         offsets = probe.patch_offsets(self._encode(rows[order[len(order) // 2]]), union)
+        self.seam = probe.seams(offsets)
         still = None
         if propagated is not None and propagated.locked_off and len(rows) > 2:
             still = np.median(np.stack([rows[p] for p in sorted(rows)]), axis=0).astype(np.float32)
@@ -596,7 +600,9 @@ class _Window:
         out = {}
         for p, (values, crop) in smooth.items():
             everywhere = np.ones(values.shape[:2], bool)
-            textured = probe.add_texture(self._encode(values), self._encode(patched[p][0]), everywhere)
+            textured = probe.add_texture(
+                self._encode(values), self._encode(patched[p][0]), everywhere, self.seam
+            )
             out[p] = (self.shaper.decode(np.clip(textured, 0.0, 1.0)).astype(np.float32), crop)
         return out
 

@@ -36,9 +36,16 @@ DETAIL_WEIGHT = 1.0
 #: Telea's radius in pixels (OpenCV's)
 TELEA_RADIUS = 3
 #: the shift-map search runs on the crop scaled down by a whole factor until its hole has at most this
-#: many pixels (its graph cut grows faster than the hole: 20-40 s for a 400x200 hole at full size); the
-#: offsets it finds are applied at plate resolution, so the fill keeps the plate's own detail
+#: many pixels; the offsets it finds are applied at plate resolution, so the fill keeps the plate's
+#: own detail
 PATCH_PIXELS = 6000
+#: the patch side (pixels, at the search's scale) whose matches give the dominant offsets
+PATCH = 8
+#: how many of the most frequent offsets a hole pixel chooses from
+OFFSETS = 40
+#: the cost of a seam between two copies (squared working units), beside their disagreement there:
+#: fewer, larger copied regions
+SEAM = 0.2
 #: the candidates, in the order a tie is broken
 METHODS = ("network", "telea", "patch", "network+texture", "telea+texture")
 #: the candidates that copy the plate's texture (joined to the border by their level only)
@@ -163,10 +170,12 @@ def telea(values: np.ndarray, hole: np.ndarray) -> np.ndarray:
 
 
 def patch_offsets(values: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """Where each hole pixel copies its value from: a shift-map completion (OpenCV xphoto's
-    ``INPAINT_SHIFTMAP``: the dominant offsets between similar patches of the image, arranged by a
-    graph cut into regions that join with the least seam), searched at a scale where the hole holds at
-    most :data:`PATCH_PIXELS` pixels and read back as offsets at full size.
+    """Where each hole pixel copies its value from: a shift-map completion after He and Sun's
+    statistics of patch offsets. Similar patches of the known pixels are matched, the offsets that
+    occur most often between them are kept (:func:`dominant_offsets`: the shot's own repetitions),
+    and each hole pixel takes one of them, chosen so that neighbouring copies agree where they meet
+    and the copies continue the pixels around the hole (:func:`arrange_offsets`). Searched at a scale
+    where the hole holds at most :data:`PATCH_PIXELS` pixels, applied at full size. Deterministic.
 
     Args:
         values (ndarray[h, w, 3] float32): the crop, working units in [0, 1].
@@ -184,31 +193,145 @@ def patch_offsets(values: np.ndarray, hole: np.ndarray) -> np.ndarray:
     hs, ws = h // s, w // s
     if hs < 3 or ws < 3:
         return offsets
-    small = cv2.resize(values[: hs * s, : ws * s], (ws, hs), interpolation=cv2.INTER_AREA)
+    small = np.clip(cv2.resize(values[: hs * s, : ws * s], (ws, hs), interpolation=cv2.INTER_AREA), 0.0, 1.0)
     # a low-resolution pixel is hole where any of its block is, grown by one so that every full-size
     # hole pixel's block is hole and every source block is wholly known
     block = np.asarray(hole[: hs * s, : ws * s].reshape(hs, s, ws, s).any(axis=(1, 3)), np.uint8)
     small_hole = cv2.dilate(block, np.ones((3, 3), np.uint8)) > 0
     if small_hole.all():
         return offsets
-    # a tiny value unique to each known pixel makes the copy it ends up in say where it came from
-    # (fixed seed: the same crop gives the same fill, as farm chunks must)
-    noise = np.asarray(np.random.default_rng(0).uniform(0.0, 1e-4, size=small.shape), np.float32)
-    src = np.ascontiguousarray(np.clip(small, 0.0, 1.0) + noise, dtype=np.float32)
-    src[small_hole] = 0.0
-    out = np.zeros_like(src)
-    cv2.xphoto.inpaint(src, (~small_hole).astype(np.uint8) * 255, out, cv2.xphoto.INPAINT_SHIFTMAP)
-    ky, kx = np.nonzero(~small_hole)
-    where = {src[y, x].tobytes(): (y, x) for y, x in zip(ky.tolist(), kx.tolist(), strict=True)}
-    small_offsets = np.zeros((hs, ws, 2), np.int32)
-    for y, x in zip(*np.nonzero(small_hole), strict=True):
-        found = where.get(out[y, x].tobytes())
-        if found is not None:
-            small_offsets[y, x] = (found[0] - y, found[1] - x)
+    # the shot's dominant offsets, and the shifts that reach past the hole's box on each side (the
+    # middle of a wide hole has no source a short offset away)
+    hy, hx = np.nonzero(small_hole)
+    bh, bw = int(hy.max() - hy.min()) + 1, int(hx.max() - hx.min()) + 1
+    beside = [(dy, dx) for dy in (-bh, 0, bh) for dx in (-bw, 0, bw) if (dy, dx) != (0, 0)]
+    dominant = dominant_offsets(small, small_hole)
+    # and the strongest offsets repeated until they reach past the hole (a pattern's period, carried)
+    for dy, dx in dominant[:4].tolist():
+        reach = max(bh, bw) // max(1, abs(dy), abs(dx)) + 1
+        beside += [(k * dy, k * dx) for k in range(2, min(reach, 12) + 1)]
+    candidates = np.unique(np.concatenate([dominant, np.array(beside, np.int32)]), axis=0)
+    small_offsets = arrange_offsets(small, small_hole, candidates)
     ys, xs = np.nonzero(hole)
     by, bx = np.minimum(ys // s, hs - 1), np.minimum(xs // s, ws - 1)
     offsets[ys, xs] = small_offsets[by, bx] * s
     return offsets
+
+
+def dominant_offsets(values: np.ndarray, hole: np.ndarray, count: int = OFFSETS) -> np.ndarray:
+    """The offsets that occur most often between a known patch and its most similar known patch
+    (at least a patch away): ndarray[k, 2] int32 (dy, dx), most frequent first, k <= ``count``.
+
+    Patches of :data:`PATCH` pixels on a grid of half that step, compared on their 2x2-block means;
+    the offsets' histogram is smoothed and its local peaks kept."""
+    h, w = hole.shape
+    p, step = PATCH, max(1, PATCH // 2)
+    known = ~hole
+    # top-left corners of wholly known patches (an integral image counts the hole pixels in each)
+    counts = cv2.integral(hole.astype(np.uint8))
+    ys, xs = np.mgrid[0 : h - p + 1 : step, 0 : w - p + 1 : step]
+    ys, xs = ys.ravel(), xs.ravel()
+    inside = counts[ys + p, xs + p] - counts[ys, xs + p] - counts[ys + p, xs] + counts[ys, xs]
+    ys, xs = ys[inside == 0], xs[inside == 0]
+    if len(ys) < 2 or not known.any():
+        return np.zeros((0, 2), np.int32)
+    # each patch as its 2x2-block means: a quarter of the numbers, most of what tells patches apart
+    coarse = cv2.resize(values, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    half = p // 2
+    features = np.stack(
+        [coarse[y // 2 : y // 2 + half, x // 2 : x // 2 + half].ravel() for y, x in zip(ys, xs, strict=True)]
+    ).astype(np.float32)
+    norms = (features**2).sum(axis=1)
+    near = np.empty(len(features), np.int64)
+    for i in range(0, len(features), 1024):
+        part = features[i : i + 1024]
+        d = norms[i : i + 1024, None] + norms[None] - 2.0 * part @ features.T
+        close = (np.abs(ys[i : i + 1024, None] - ys[None]) < p) & (
+            np.abs(xs[i : i + 1024, None] - xs[None]) < p
+        )
+        d[close] = np.inf
+        # among equally close matches (a repeating pattern), the nearest
+        d += 1e-6 * ((ys[i : i + 1024, None] - ys[None]) ** 2 + (xs[i : i + 1024, None] - xs[None]) ** 2)
+        near[i : i + 1024] = np.argmin(d, axis=1)
+    dy, dx = ys[near] - ys, xs[near] - xs
+    histogram = np.zeros((2 * h + 1, 2 * w + 1), np.float32)
+    np.add.at(histogram, (dy + h, dx + w), 1.0)
+    histogram = cv2.GaussianBlur(histogram, (0, 0), np.sqrt(2.0))
+    peaks = (histogram == cv2.dilate(histogram, np.ones((3, 3), np.uint8))) & (histogram > 0)
+    py, px = np.nonzero(peaks)
+    order = np.lexsort((px, py, -histogram[py, px]))[:count]
+    return np.stack([py[order] - h, px[order] - w], axis=1).astype(np.int32)
+
+
+def arrange_offsets(
+    values: np.ndarray, hole: np.ndarray, candidates: np.ndarray, sweeps: int = 3
+) -> np.ndarray:
+    """One of ``candidates`` (ndarray[k, 2]) per hole pixel of ``values`` (ndarray[h, w, 3]): the copy
+    whose source is known and that agrees best with its four neighbours, the known ones (the copy
+    continues them) and the filled ones (where two copies meet, both sources should show the same
+    thing on both sides of the seam). Filled from the hole's edge inwards, one ring at a time, then
+    ``sweeps`` passes of the same choice over a checkerboard. Returns ndarray[h, w, 2] int32."""
+    h, w = hole.shape
+    ys, xs = np.nonzero(hole)
+    n = len(ys)
+    index = np.full((h, w), -1, np.int64)
+    index[ys, xs] = np.arange(n)
+    # each candidate's source for each hole pixel, and whether it is a known pixel
+    sy = ys[:, None] + candidates[None, :, 0]
+    sx = xs[:, None] + candidates[None, :, 1]
+    valid = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+    sy, sx = np.clip(sy, 0, h - 1), np.clip(sx, 0, w - 1)
+    valid &= ~hole[sy, sx]
+    copies = values[sy, sx]  # [n, k, 3]
+    steps = ((-1, 0), (1, 0), (0, -1), (0, 1))
+    labels = np.full(n, -1, np.int64)
+
+    def costs(which: np.ndarray) -> np.ndarray:
+        """Cost of each candidate for the hole pixels ``which`` (indices), given the labels so far."""
+        total = np.where(valid[which], 0.0, np.inf)
+        for dy, dx in steps:
+            qy, qx = ys[which] + dy, xs[which] + dx
+            onto = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+            qy, qx = np.clip(qy, 0, h - 1), np.clip(qx, 0, w - 1)
+            q = index[qy, qx]
+            # a known neighbour: the copy's pixel beside the source should be that neighbour
+            ny = np.clip(sy[which] + dy, 0, h - 1)
+            nx = np.clip(sx[which] + dx, 0, w - 1)
+            beside = values[ny, nx]  # [m, k, 3]
+            is_known = onto & (q < 0)
+            err = ((beside - values[qy, qx][:, None]) ** 2).sum(-1)
+            total += np.where(is_known[:, None], err, 0.0)
+            # a filled neighbour with label b: the two copies should agree at both pixels
+            labelled = onto & (q >= 0)
+            b = np.where(labelled, labels[np.maximum(q, 0)], -1)
+            has = labelled & (b >= 0)
+            if has.any():
+                rows = np.nonzero(has)[0]
+                bb = b[rows]
+                qq = q[rows]
+                here = ((copies[which[rows]] - copies[which[rows], bb][:, None]) ** 2).sum(-1)
+                there = ((copies[qq] - copies[qq, bb][:, None]) ** 2).sum(-1)
+                pair = here + there + SEAM
+                pair[~valid[qq, bb]] = SEAM
+                pair[np.arange(len(rows)), bb] = 0.0  # the same copy on both sides: no seam
+                total[rows] += pair
+        return total
+
+    def choose(which: np.ndarray) -> None:
+        if len(which):
+            labels[which] = np.argmin(costs(which), axis=1)
+
+    distance = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L1, 3)[ys, xs]
+    for ring in np.unique(distance):
+        choose(np.nonzero(distance == ring)[0])
+    parity = (ys + xs) % 2
+    for _ in range(sweeps):
+        for colour in (0, 1):
+            choose(np.nonzero(parity == colour)[0])
+    out = np.zeros((h, w, 2), np.int32)
+    ok = valid[np.arange(n), labels]
+    out[ys[ok], xs[ok]] = candidates[labels[ok]]
+    return out
 
 
 def apply_offsets(values: np.ndarray, hole: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +362,19 @@ def patch(values: np.ndarray, hole: np.ndarray, offsets: np.ndarray | None = Non
     return out
 
 
-def add_texture(smooth: np.ndarray, patched: np.ndarray, hole: np.ndarray) -> np.ndarray:
+def seams(offsets: np.ndarray) -> np.ndarray:
+    """Where two copies meet (:func:`patch_offsets`): ndarray[h, w] float32, 1 on the pixels either
+    side of a change of offset, 0 elsewhere. A copy's detail there is the seam's edge, not texture."""
+    change = np.zeros(offsets.shape[:2], np.uint8)
+    change[1:] |= (offsets[1:] != offsets[:-1]).any(axis=-1)
+    change[:, 1:] |= (offsets[:, 1:] != offsets[:, :-1]).any(axis=-1)
+    out: np.ndarray = cv2.dilate(change, np.ones((3, 3), np.uint8)).astype(np.float32)
+    return out
+
+
+def add_texture(
+    smooth: np.ndarray, patched: np.ndarray, hole: np.ndarray, seam: np.ndarray | None = None
+) -> np.ndarray:
     """``smooth``'s fill of ``hole`` with its fine detail replaced by ``patched``'s: the part of each
     below :data:`TEXTURE_SIGMA` (the shape and level: a smooth fill's error is lowest there) plus the
     part of the plate's copy above it (the texture a smooth fill lacks). Both ndarray[h, w, 3] float32
@@ -247,6 +382,8 @@ def add_texture(smooth: np.ndarray, patched: np.ndarray, hole: np.ndarray) -> np
     the range of values the two show (a dark grain over a dark level would otherwise go past black)."""
     low = cv2.GaussianBlur(smooth, (0, 0), TEXTURE_SIGMA)
     fine = patched - cv2.GaussianBlur(patched, (0, 0), TEXTURE_SIGMA)
+    if seam is not None:  # (:func:`seams`)
+        fine = fine * (1.0 - seam[..., None])
     lo = np.minimum(smooth.min(axis=(0, 1)), patched.min(axis=(0, 1)))
     hi = np.maximum(smooth.max(axis=(0, 1)), patched.max(axis=(0, 1)))
     out: np.ndarray = np.where(hole[..., None], np.clip(low + fine, lo, hi), smooth).astype(np.float32)

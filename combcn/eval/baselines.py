@@ -94,10 +94,10 @@ def navier_stokes(frames: Tensor, hole: Tensor) -> Tensor:
 
 
 def shift_map(frames: Tensor, hole: Tensor) -> Tensor:
-    """A shift-map copy of each frame's own pixels into its hole (OpenCV xphoto's
-    ``INPAINT_SHIFTMAP``, searched at reduced scale and applied at full size, as the engine's patch
-    candidate does: :func:`combcn.engine.probe.patch`), each frame on its own: the classical
-    exemplar fill (what content-aware fills do).
+    """A shift-map copy of each frame's own pixels into its hole (the engine's patch candidate,
+    :func:`combcn.engine.probe.patch`: the shot's dominant patch offsets, searched at reduced scale
+    and applied at full size), each frame on its own: the classical exemplar fill (what
+    content-aware fills do).
 
     Args:
         frames (Tensor[N, 3, T, H, W]): clip in [0, 1].
@@ -210,7 +210,7 @@ BASELINES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], str]] = {
     "navier_stokes": (navier_stokes, f"OpenCV Navier-Stokes per frame (radius {INPAINT_RADIUS}, 8-bit)"),
     "shift_map": (
         shift_map,
-        "OpenCV xphoto shift-map per frame (searched at reduced scale, offsets applied at full size)",
+        "shift-map per frame: dominant patch offsets (He and Sun), searched at reduced scale",
     ),
     "temporal_median": (
         temporal_median,
