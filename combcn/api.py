@@ -52,7 +52,11 @@ def inpaint(
         **options: ``shaper`` (``acescct`` default / ``log`` / ``none``), ``threshold`` (0.5),
             ``invert``, ``expand`` (px), ``feather`` (px), ``overlap`` (window/4 frames), ``margin`` (0.5),
             ``propagate`` (True: carry what other frames show, at full resolution, before the network
-            fills the rest), ``reach`` (0: frames beyond each window also searched).
+            fills the rest), ``reach`` (0: frames beyond each window also searched), ``references``
+            ({frame index: that frame with its hole filled by hand, [H, W, C >= 3]}: carried along the
+            motion to the other frames ahead of synthesis; only its RGB inside that frame's matte is
+            used), ``reference_wins`` (False: a frame that shows the point itself, nearer in time than
+            the reference, wins; True: the reference wins wherever it reaches).
 
     Returns:
         Same type, dtype and shape as ``frames``; outside the (feathered) matte bit-exact copies.
@@ -84,7 +88,9 @@ def inpaint_sequence(
         frames: frames to write, e.g. ``"1001-1100"`` or ``"1001-1100x2"`` (None = all on disk).
         **options: see :func:`combcn.engine.render_sequence` (``matte_channel``, ``part``, ``shaper``,
             ``threshold``, ``invert``, ``expand``, ``feather``, ``context``, ``overlap``, ``margin``,
-            ``propagate``, ``reach``, ``qc`` (QC channels in the output),
+            ``propagate``, ``reach``, ``qc`` (QC channels in the output), ``references``
+            (``{frame number: file}`` of frames the artist cleaned, or a pattern ``clean.####.exr``),
+            ``reference_wins``,
             ``resume``, ``overwrite``, ``compression``, ``pixel_type``, ``weights``, ``device``,
             ``model``, ``engine``, ``threads``, ``track``, ``progress``).
 

@@ -84,6 +84,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--silhouettes", item]
     if args.no_model:
         parts.append("--no-model")
+    if args.reference_middle:
+        parts.append("--reference-middle")
     defaults = {
         "baselines": DEFAULT_BASELINES,
         "resolution": "128",
@@ -210,9 +212,13 @@ def _add_model(
         engine_ctor, inpaint_options = split_engine_options(engine_options)
         engine = Engine(weights, device, **engine_ctor)
         check_inpaint_options(engine, inpaint_options)
-        methods["native"][name] = engine_method(engine, name, inpaint_options)
+        methods["native"][name] = engine_method(
+            engine, name, inpaint_options, reference_middle=args.reference_middle
+        )
         config = model.config if model is not None else engine.model.config
         text = f"{config.variant}, width {config.width:g}, {config.conv} conv; through Engine.inpaint"
+        if args.reference_middle:
+            text += ", given the true middle frame as a reference"
         descriptions["native"][name] = text
     for resolution in squares:
         config = model.config
@@ -282,6 +288,10 @@ def run(args: argparse.Namespace) -> int:
     engine_options = parse_engine_options(args.engine_option or [])
     if args.no_model and not baselines:
         raise ConfigError("nothing to evaluate: --no-model and --baselines none")
+    if args.reference_middle and ("native" not in resolutions or args.no_model):
+        raise ConfigError(
+            "--reference-middle gives the engine a reference frame: it needs a model at --resolution native"
+        )
     clash = sorted(({args.name} | set(compare)) & set(baselines)) + (
         [args.name] if args.name in compare else []
     )
@@ -598,6 +608,12 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         help="also write examples.png (examples_<resolution>_<holes>.png for several): the middle frame of "
         "the first N windows, every method side by side",
+    )
+    p.add_argument(
+        "--reference-middle",
+        action="store_true",
+        help="give the engine (at --resolution native) the true frame at each window's middle as a "
+        "reference frame, as an artist's cleaned frame; the baselines get nothing (default: off)",
     )
     p.add_argument("--progress", choices=["bar", "none"], default="bar", help="progress display")
     p.set_defaults(func=run)

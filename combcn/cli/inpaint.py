@@ -25,6 +25,7 @@ examples:
   combcn inpaint plate.####.exr --matte roto.####.exr -o clean/plate.####.exr
   combcn inpaint plate.%04d.exr --matte-channel matte.A -o clean/plate.%04d.exr --frames 1001-1050
   combcn inpaint shot.mov --matte shot_matte.####.png -o clean/shot.####.png --shaper none
+  combcn inpaint plate.####.exr -m roto.####.exr -o clean/plate.####.exr --reference 1012=paint.1012.exr
 
 Frames outside --frames are read for temporal context but never written, so a farm can split a shot
 into chunks; with --context unset, chunked renders are bit-identical to a single render. Outputs are
@@ -163,10 +164,28 @@ def add_parser(subparsers: Any) -> None:
         "written; chunked renders still equal a single render) (default: 0)",
     )
     p.add_argument(
+        "-R",
+        "--reference",
+        metavar="FRAME=FILE|PATTERN",
+        action="append",
+        default=None,
+        help="a frame the artist cleaned (the plate's frame with the hole painted) or a clean plate, "
+        "placed at FRAME: its pixels inside that frame's matte are carried along the motion to the "
+        "other frames, ahead of synthesis. Repeatable; a pattern (clean.####.exr) gives every frame "
+        "on disk. Chunked renders read each reference they need (default: none)",
+    )
+    p.add_argument(
+        "--reference-wins",
+        action="store_true",
+        help="the reference wins wherever it reaches (default: a frame that shows the point itself, "
+        "nearer in time than the reference, wins)",
+    )
+    p.add_argument(
         "--qc",
         action="store_true",
-        help="add channels fill.revealed (1 where the value came from another frame, 0 where the "
-        "network made it) and fill.offset (the frame offset it came from) to each output EXR",
+        help="add channels fill.revealed (1 where the value came from another frame, 2 from a "
+        "reference frame, 0 where the network made it) and fill.offset (the frame offset it came "
+        "from) to each output EXR",
     )
     p.add_argument(
         "--margin",
@@ -312,6 +331,8 @@ def run(args: argparse.Namespace) -> int:
             probe=args.probe,
             qc=args.qc,
             lossy_ok=args.lossy_ok,
+            references=args.reference,
+            reference_wins=args.reference_wins,
         )
     finally:
         if bar is not None:

@@ -9,6 +9,7 @@ the frames in flight, never the sequence.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -48,6 +49,8 @@ class FrameFill:
         expected_error: the synthesised pixels' hole MAE (0-255 of the working range) measured on
             probe holes cut into the plate's known pixels, or None where nothing was synthesised or
             it could not be measured.
+        referenced (ndarray[y1-y0, x1-x0] bool | None): revealed pixels whose value came mostly from
+            a reference frame (:class:`References`).
     """
 
     box: Box | None
@@ -56,6 +59,39 @@ class FrameFill:
     revealed: np.ndarray | None = None
     offset: np.ndarray | None = None
     expected_error: float | None = None
+    referenced: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class References:
+    """Frames the artist filled by hand (or a clean plate placed at a frame): inside each such frame's
+    hole their pixels are known, and propagation carries them along the motion to the other frames.
+
+    Attributes:
+        positions: sequence positions that have a reference, ascending.
+        rgb_at: (position, (y0, y1, x0, x1)) -> the reference's RGB over that box, ndarray[h, w, 3]
+            float32 in plate units (a new array); only its pixels inside that frame's hole are used.
+        wins: the reference wins wherever it reaches; False: a frame that shows the point itself,
+            nearer in time than the reference, wins (each trace stops at the nearest frame that knows
+            the point, the reference included).
+    """
+
+    positions: tuple[int, ...]
+    rgb_at: Callable[[int, Box], np.ndarray]
+    wins: bool = False
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """:func:`reference_span` of these references."""
+        return reference_span(self.positions, lo, hi)
+
+
+def reference_span(positions: Iterable[int], lo: int, hi: int) -> tuple[int, int]:
+    """The frames ``[lo, hi)`` of a window (plus reach) widened to the nearest reference position before
+    and after it, with the frames between (the motion is chained frame by frame)."""
+    ordered = sorted(positions)
+    before = [p for p in ordered if p < lo]
+    after = [p for p in ordered if p >= hi]
+    return (before[-1] if before else lo), (after[0] + 1 if after else hi)
 
 
 @dataclass(frozen=True)
@@ -122,6 +158,7 @@ class _Accumulator:
         self.weight = 0.0
         self.revealed = np.zeros((y1 - y0, x1 - x0), np.float32)
         self.offset = np.zeros((y1 - y0, x1 - x0), np.float32)
+        self.referenced = np.zeros((y1 - y0, x1 - x0), np.float32)
         self.best = -1.0
         self.expected = 0.0
         self.expected_weight = 0.0
@@ -133,10 +170,13 @@ class _Accumulator:
         revealed: np.ndarray,
         offset: np.ndarray,
         expected: float | None,
+        referenced: np.ndarray | None = None,
     ) -> None:
         self.total += weight * fill
         self.weight += weight
         self.revealed += weight * revealed
+        if referenced is not None:
+            self.referenced += weight * referenced
         if expected is not None:
             self.expected += weight * expected
             self.expected_weight += weight
@@ -154,6 +194,7 @@ class _Accumulator:
             revealed,
             np.where(revealed, self.offset, 0.0),
             expected,
+            revealed & (self.referenced / self.weight >= 0.5),
         )
 
 
@@ -206,6 +247,18 @@ def needed_windows(
     return windows, (first, last)
 
 
+def span(
+    window: Window, n: int, propagation: PropagationSettings, references: References | None
+) -> tuple[int, int]:
+    """The positions ``[lo, hi)`` a window reads: itself, its reach, and with references the nearest
+    reference before and after it and the frames between."""
+    reach = propagation.reach if propagation.enabled else 0
+    lo, hi = max(0, window.start - reach), min(n, window.end + reach)
+    if references is not None and references.positions and propagation.enabled:
+        lo, hi = references.span(lo, hi)
+    return lo, hi
+
+
 def _union(boxes: list[Box]) -> Box:
     return (
         min(b[0] for b in boxes),
@@ -230,6 +283,7 @@ class _WindowFill:
     revealed: np.ndarray
     offset: np.ndarray
     expected: float | None = None
+    referenced: np.ndarray | None = None
 
 
 class _Window:
@@ -249,6 +303,7 @@ class _Window:
         settings: RenderSettings,
         propagation: PropagationSettings,
         device: torch.device,
+        references: References | None = None,
     ):
         self.model = model
         self.window = window
@@ -263,6 +318,9 @@ class _Window:
         self.positions = list(range(window.start, window.end))
         self.ran_model = False
         self.lo = window.start
+        self.references = references if references is not None and references.positions else None
+        #: the frames propagation reads: the window, its reach, and the nearest references either side
+        self.span = span(window, n, propagation, self.references)
         #: what the probe holes chose for the synthesised pixels, and their expected error (None: not
         #: measured: nothing synthesised, probing off, or no free place to cut a probe)
         self.verdict: Verdict | None = None
@@ -321,6 +379,10 @@ class _Window:
             for p, fill in fills.items():
                 if unresolved[p].any():
                     fill.expected = self.verdict.expected
+        if self.references is not None:
+            for p, fill in fills.items():
+                source = p + np.rint(fill.offset).astype(np.int64)
+                fill.referenced = fill.revealed & np.isin(source, self.references.positions)
         return fills
 
     def _carry_key_frames(
@@ -374,15 +436,83 @@ class _Window:
     def _propagate(self, union: Box) -> Propagated | None:
         if not self.propagation.enabled:
             return None
-        reach = self.propagation.reach
-        self.lo, hi = max(0, self.window.start - reach), min(self.n, self.window.end + reach)
+        self.lo, hi = self.span
+        referenced = self._referenced()
+        if referenced:  # the references' own holes are where their pixels will be needed
+            union = _union([union] + [self.infos[p][0] for p in referenced])  # type: ignore[misc]
         region = region_around(union, self.height, self.width)
         frames = [self.rgb_at(p, region) for p in range(self.lo, hi)]
         holes = [self.hole_in(p, region) for p in range(self.lo, hi)]
         targets = [p - self.lo for p in self.positions if self.infos[p][0] is not None]
+        # the motion is measured on the plate as shot (the references' holes still hide the object)
         self.propagator = Propagator(frames, holes, self.propagation, region=region)
+        if not referenced:
+            self.frames, self.holes = frames, holes
+            return self.propagator.fill(frames, holes, targets)
+        return self._propagate_references(frames, holes, targets, referenced)
+
+    def _referenced(self) -> list[int]:
+        """The positions of the span with a reference and a hole (a reference without a hole adds
+        nothing: the frame is known there already)."""
+        if self.references is None:
+            return []
+        lo, hi = self.span
+        return [p for p in self.references.positions if lo <= p < hi and self.infos[p][0] is not None]
+
+    def _propagate_references(
+        self, frames: list[np.ndarray], holes: list[np.ndarray], targets: list[int], referenced: list[int]
+    ) -> Propagated:
+        """Propagation with the references' pixels known: each reference frame is a source whose hole
+        holds the artist's pixels (pasted into the window's copy of that frame, its hole cleared), so
+        the same tracing, alignment and exposure match carry them to the other frames. A reference
+        frame's own fill is its reference. With ``references.wins``, each other frame is traced again
+        with only the references known, and what reaches a reference takes its value."""
+        assert self.references is not None
+        region = self.propagator.region
+        for p in referenced:
+            i = p - self.lo
+            hole = holes[i]
+            frames[i][hole] = self.references.rgb_at(p, region)[hole]
+            holes[i] = np.zeros_like(hole)
         self.frames, self.holes = frames, holes
-        return self.propagator.fill(frames, holes, targets)
+        own = {p - self.lo for p in referenced}
+        others = [t for t in targets if t not in own]
+        out = self.propagator.fill(frames, holes, others)
+        if self.references.wins:
+            for t in others:
+                self._reference_wins(out, frames, holes, t, own)
+        for p in referenced:
+            box, alpha = self.infos[p]
+            assert box is not None and alpha is not None
+            i = p - self.lo
+            if i not in targets:
+                continue
+            out.boxes[i] = box
+            out.values[i] = self.references.rgb_at(p, box).astype(np.float32)
+            out.revealed[i] = alpha > 0
+            out.offset[i] = np.zeros(alpha.shape, np.float32)
+        return out
+
+    def _reference_wins(
+        self, out: Propagated, frames: list[np.ndarray], holes: list[np.ndarray], t: int, own: set[int]
+    ) -> None:
+        """Trace target ``t`` with every frame but the references (and ``t`` itself) unknown, and let
+        what reaches a reference replace ``out``'s value of ``t`` there."""
+        only = [h if s in own or s == t else np.ones_like(h) for s, h in enumerate(holes)]
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # the levels of frames with nothing known
+            carried = self.propagator.fill(frames, only, [t])
+        if t not in carried.boxes:
+            return
+        if t not in out.boxes:
+            out.boxes[t], out.values[t] = carried.boxes[t], carried.values[t]
+            out.revealed[t], out.offset[t] = carried.revealed[t], carried.offset[t]
+            return
+        box = out.boxes[t]
+        use = carried.get("revealed", t, box)
+        out.values[t] = np.where(use[..., None], carried.get("values", t, box), out.values[t])
+        out.offset[t] = np.where(use, carried.get("offset", t, box), out.offset[t])
+        out.revealed[t] = out.revealed[t] | use
 
     def _synthesise(
         self, unresolved: dict[int, np.ndarray], propagated: Propagated | None
@@ -715,6 +845,7 @@ def render_windows(
     settings: RenderSettings,
     device: torch.device,
     propagation: PropagationSettings | None = None,
+    references: References | None = None,
 ) -> None:
     """Inpaint the frames at ``targets`` (sequence positions ``0 .. n-1``), window by window.
 
@@ -732,8 +863,14 @@ def render_windows(
         device: where the model runs.
         propagation: carry pixels other frames show at plate resolution first (None: off; the network
             fills every hole pixel). Frames up to ``propagation.reach`` beyond a window are read.
+        references: frames the artist filled, carried along the motion (they need propagation); each
+            window also reads the nearest reference before and after it, and the frames between.
     """
     propagation = propagation or PropagationSettings(enabled=False)
+    if references is not None and references.positions and not propagation.enabled:
+        raise ConfigError(
+            "reference frames are carried by propagation; drop --no-propagate (propagate=False)"
+        )
     wanted = sorted(set(targets))
     windows, _ = needed_windows(n, wanted, int(getattr(model, "window", 32)), settings)
     reach = propagation.reach if propagation.enabled else 0
@@ -757,11 +894,7 @@ def render_windows(
         return alphas[position]
 
     for k, window in enumerate(windows):
-        lo, hi = (
-            (max(0, window.start - reach), min(n, window.end + reach))
-            if reach
-            else (window.start, window.end)
-        )
+        lo, hi = span(window, n, propagation, references)
         infos = {p: alpha_info(p) for p in range(lo, hi)}
         work = _Window(
             model,
@@ -774,6 +907,7 @@ def render_windows(
             settings=settings,
             propagation=propagation,
             device=device,
+            references=references,
         )
         fills = work.run()
         if work.verdict is not None:
@@ -806,6 +940,7 @@ def render_windows(
                 frame_fill.revealed.astype(np.float32),
                 frame_fill.offset,
                 frame_fill.expected,
+                None if frame_fill.referenced is None else frame_fill.referenced.astype(np.float32),
             )
         # Frames before the next window are final.
         final_before = windows[k + 1].start if k + 1 < len(windows) else n

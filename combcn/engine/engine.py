@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from combcn.engine.core import RenderSettings, composite, render_windows
+from combcn.engine.core import References, RenderSettings, composite, render_windows
 from combcn.engine.guards import FillGuard
 from combcn.engine.matte import MatteOptions, shape_matte
 from combcn.engine.propagate import propagation_settings
@@ -98,6 +98,50 @@ def _as_array(value: Any, name: str) -> np.ndarray:
         return np.asarray(value)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} is not an array ({exc})") from None
+
+
+def _references(given: Any, wins: Any, plate: np.ndarray, alphas: list[np.ndarray]) -> References | None:
+    """The ``references`` option of :meth:`Engine.inpaint`: {frame index: the frame with its hole
+    filled, ndarray | Tensor [H, W, C >= 3]}; only RGB inside that frame's (shaped) matte is used.
+
+    Raises:
+        InputError: an index outside the frames, another size, NaN/Inf inside the hole.
+        ConfigError: not a mapping, or ``reference_wins`` not a bool.
+    """
+    if not isinstance(wins, bool | np.bool_):
+        raise ConfigError(f"reference_wins must be True or False, got {wins!r}")
+    if given is None or (isinstance(given, dict) and not given):
+        return None
+    if not isinstance(given, dict):
+        raise ConfigError(
+            f"references must be a dict {{frame index: frame array}}, got {type(given).__name__}"
+        )
+    t, h, w = plate.shape[:3]
+    arrays: dict[int, np.ndarray] = {}
+    for index, value in given.items():
+        if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < t:
+            raise InputError(
+                f"reference frame index {index!r} is not a frame of the {t} given (0 to {t - 1}); "
+                "key each reference by its frame index"
+            )
+        ref = _as_array(value, f"references[{index}]")
+        if ref.ndim != 3 or ref.shape[:2] != (h, w) or ref.shape[2] < 3:
+            raise InputError(
+                f"the reference is {ref.shape}, the frames are {h}x{w}: "
+                f"give (H, W, C >= 3) = ({h}, {w}, ...)",
+                frame=int(index),
+            )
+        if not np.issubdtype(ref.dtype, np.floating):
+            raise InputError(f"the reference is {ref.dtype}; give float32 or float16", frame=int(index))
+        rgb = ref[..., :3].astype(np.float32)
+        if not np.isfinite(rgb[alphas[int(index)] > 0]).all():
+            raise InputError("the reference has NaN or Inf inside the hole; fix it first", frame=int(index))
+        arrays[int(index)] = rgb
+    return References(
+        tuple(sorted(arrays)),
+        lambda p, b: arrays[p][b[0] : b[1], b[2] : b[3]].copy(),
+        bool(wins),
+    )
 
 
 class Engine:
@@ -189,7 +233,11 @@ class Engine:
                 ``feather`` (px), ``overlap`` (frames, window/4), ``margin`` (0.5), ``propagate``
                 (True: carry what other frames show at full resolution first), ``reach`` (0 frames),
                 ``probe`` (True: score the network and Telea on holes of the matte's shape cut into
-                known pixels, fill what no frame shows with the better, log its expected error).
+                known pixels, fill what no frame shows with the better, log its expected error),
+                ``references`` ({frame index: that frame with its hole filled, [H, W, C >= 3]}: carried
+                along the motion to the other frames, ahead of synthesis; only its RGB inside that
+                frame's matte is used), ``reference_wins`` (False: a frame that shows the point itself,
+                nearer in time than the reference, wins; True: the reference wins wherever it reaches).
 
         Returns:
             (the frames: same type, dtype and shape as ``frames``; where the (feathered) matte is 0 the
@@ -224,6 +272,7 @@ class Engine:
         m_opts = matte_options(opts)
         settings = render_settings(opts)
         propagation = propagation_settings(opts)
+        given_references, reference_wins = opts.pop("references", None), opts.pop("reference_wins", False)
         if opts:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(opts))}")
         t = plate.shape[0]
@@ -235,6 +284,7 @@ class Engine:
         for i, alpha in enumerate(alphas):
             if alpha.min() > 0:
                 raise InputError("the matte covers the whole frame: nothing is left to fill from", frame=i)
+        references = _references(given_references, reference_wins, plate, alphas)
         result = plate.copy()
         expected: dict[int, float] = {}
         if not any(a.max() > 0 for a in alphas):
@@ -262,6 +312,7 @@ class Engine:
                     settings=settings,
                     device=self.device,
                     propagation=propagation,
+                    references=references,
                 )
             if guard.pixels:
                 log.warning("%s", guard.warning())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -31,7 +32,15 @@ from typing import Any
 import numpy as np
 import OpenImageIO as oiio
 
-from combcn.engine.core import FrameFill, RenderSettings, composite, needed_windows, render_windows
+from combcn.engine.core import (
+    FrameFill,
+    References,
+    RenderSettings,
+    composite,
+    needed_windows,
+    reference_span,
+    render_windows,
+)
 from combcn.engine.engine import Engine, matte_options, render_settings
 from combcn.engine.guards import FillGuard, OutputLock, lossy_reason, remove_stale_locks
 from combcn.engine.matte import MatteOptions, shape_matte
@@ -145,6 +154,13 @@ class SequenceOptions:
         qc: add ``fill.revealed`` and ``fill.offset`` channels to each output (EXR only).
         lossy_ok: accept an output format or compression that changes pixels outside the matte
             (JPEG, DWAA/DWAB/B44 EXR, ...); refused otherwise.
+        references: frames the artist filled (the plate's frame with the hole painted, or a clean
+            plate placed at a frame): ``{frame number: file}``, a pattern of cleaned frames
+            (``clean.####.exr``: every frame on disk), ``"1012=clean.exr"``, or a list of these. Only
+            the RGB inside that frame's matte is used; it is carried along the motion to the other
+            frames, ahead of synthesis.
+        reference_wins: the reference wins wherever it reaches (default: a frame that shows the
+            point itself, nearer in time than the reference, wins).
     """
 
     matte_channel: str | None = None
@@ -158,6 +174,8 @@ class SequenceOptions:
     check: bool = True
     qc: bool = False
     lossy_ok: bool = False
+    references: Any = None
+    reference_wins: bool = False
 
 
 @dataclass
@@ -175,6 +193,7 @@ class Plan:
         shaper: the shaper's name.
         windows: the number of temporal windows that will run.
         warnings: warnings raised while planning (also logged).
+        references: per reference frame number, where its image is (its reader and the frame to read).
     """
 
     plate: Plate
@@ -190,6 +209,7 @@ class Plan:
     shaper: str
     windows: int
     warnings: list[str] = field(default_factory=list)
+    references: dict[int, tuple[Plate, int]] = field(default_factory=dict)
 
     @property
     def matte_source(self) -> Plate:
@@ -280,6 +300,113 @@ def _check_lossless(
     return None if stored is None else channel_types(stored)
 
 
+_NUMBERED = re.compile(r"^(-?\d+)=(.+)$")
+
+
+def _reference_files(given: Any, plate: Plate) -> dict[int, tuple[Plate, int]]:
+    """Where each reference frame's image is: ``{frame number: file}``, ``"FRAME=FILE"``, a pattern of
+    cleaned frames (every frame on disk), or a list of these.
+
+    Raises:
+        InputError: a reference without a frame number, of a frame the plate does not have, or one
+            that cannot be found; ConfigError: a frame given twice or a value of another kind.
+    """
+    if given is None:
+        return {}
+    items = list(given.items()) if isinstance(given, dict) else None
+    if items is None:
+        items = []
+        for entry in given if isinstance(given, list | tuple) else [given]:
+            if isinstance(entry, dict):
+                items.extend(entry.items())
+            elif isinstance(entry, str | Path):
+                numbered = _NUMBERED.match(str(entry))
+                if numbered:
+                    items.append((int(numbered.group(1)), numbered.group(2)))
+                else:
+                    items.append((None, entry))
+            else:
+                raise ConfigError(f"a reference is a file with its frame number, or a pattern; got {entry!r}")
+    out: dict[int, tuple[Plate, int]] = {}
+
+    def add(frame: int, reader: Plate) -> None:
+        if frame in out:
+            raise ConfigError(
+                f"frame {frame} is given two references ({out[frame][0].file(frame)} and "
+                f"{reader.file(frame)}); give one"
+            )
+        if frame not in set(plate.frames):
+            raise InputError(
+                f"the reference is for frame {frame}, which the plate does not have "
+                f"({FrameSet(plate.frames)}); number it as the plate frame it cleans",
+                path=reader.file(frame),
+                frame=frame,
+            )
+        out[frame] = (reader, frame)
+
+    for frame, path in items:
+        if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int | np.integer)):
+            raise ConfigError(f"a reference's frame number must be a whole number, got {frame!r}")
+        if frame is not None:
+            reader = Plate(path, what="reference")
+            if reader.pattern is not None and reader.pattern.has_token:
+                reader_frames = reader.frames
+                if int(frame) not in reader_frames:
+                    raise InputError(
+                        "the reference pattern has no file for this frame", path=reader.file(int(frame))
+                    )
+            add(int(frame), reader)
+            continue
+        if not SequencePattern(path).has_token:
+            raise InputError(
+                "the reference has no frame number; give it as FRAME=FILE (e.g. 1012=clean.1012.exr) "
+                "or as a pattern of cleaned frames (clean.####.exr)",
+                path=path,
+            )
+        reader = Plate(path, what="reference")
+        for f in reader.frames:
+            add(f, reader)
+    return out
+
+
+def load_references(plan: Plan, wins: bool = False) -> References | None:
+    """Read every reference once (RGB, on the plate's data window): display window equal to the plate's,
+    RGB finite.
+
+    Raises:
+        InputError: with the reference's file and frame.
+    """
+    if not plan.references:
+        return None
+    positions = {f: i for i, f in enumerate(plan.seq)}
+    arrays: dict[int, np.ndarray] = {}
+    for frame, (reader, number) in sorted(plan.references.items()):
+        data = reader.read(number)
+        path = reader.file(number)
+        if windows_of(data.spec)[1] != windows_of(plan.first_spec)[1]:
+            raise InputError(
+                f"the reference is {data.spec.full_width}x{data.spec.full_height} but the plate is "
+                f"{plan.first_spec.full_width}x{plan.first_spec.full_height}; give the plate's frame with "
+                "the hole painted, at the plate's resolution",
+                path=path,
+                frame=frame,
+            )
+        channels = rgb_channels(data.spec, path) if data.spec.nchannels >= 3 else [0, 0, 0]
+        rgb = np.stack(
+            [align_matte(to_unit(data.pixels[..., c]), data.spec, plan.first_spec) for c in channels], -1
+        )
+        if not np.isfinite(rgb).all():
+            raise InputError(
+                "the reference has NaN or Inf pixels in R, G or B; fix them first", path=path, frame=frame
+            )
+        arrays[positions[frame]] = rgb
+    return References(
+        tuple(sorted(arrays)),
+        lambda p, b: arrays[p][b[0] : b[1], b[2] : b[3]].copy(),
+        bool(wins),
+    )
+
+
 def plan(
     source: str | Path,
     matte: str | Path | None,
@@ -301,6 +428,7 @@ def plan(
     plate = Plate(source, part=opts.part, what="plate")
     matte_src = Plate(matte, part=opts.matte_part, what="matte") if matte is not None else None
     targets = _targets(plate, frames)
+    references = _reference_files(opts.references, plate)
     out = _check_output_pattern(str(output), plate, matte_src, targets)
     check_writable_folder(out.path(targets[0]))
     written_spec = plate.header(targets[0])
@@ -318,6 +446,11 @@ def plan(
     positions = {f: i for i, f in enumerate(seq)}
     windows, (first, last) = needed_windows(len(seq), [positions[f] for f in to_write], window, settings)
     first, last = max(0, first - reach), min(len(seq), last + reach)
+    for w in windows:  # each window also reads the nearest reference either side (core.reference_span)
+        lo, hi = reference_span(
+            [positions[f] for f in references], max(0, w.start - reach), min(len(seq), w.end + reach)
+        )
+        first, last = min(first, lo), max(last, hi)
     read_frames = seq[first:last]
     step = reduce(math.gcd, [b - a for a, b in zip(seq, seq[1:], strict=False)], 0) or 1
     gaps = _missing_in(read_frames, step)
@@ -360,6 +493,7 @@ def plan(
         shaper,
         len(windows),
         warnings,
+        references,
     )
 
 
@@ -446,21 +580,28 @@ class _OpenFrames:
 
 
 QC_CHANNELS = ("fill.revealed", "fill.offset")
+#: ``fill.revealed`` of a pixel whose value came from a reference frame (1: another frame of the plate)
+QC_REFERENCED = 2.0
 #: output metadata: the hole MAE (0-255 of the working range) that probe holes cut into the plate's
 #: known pixels measured for what no frame shows (written where the frame's fill synthesised any)
 EXPECTED_ERROR_ATTRIBUTE = "combcn:expectedError"
 
 
 def with_qc(data: ImageData, frame_fill: FrameFill) -> ImageData:
-    """``data`` plus the two QC channels (float): 1 in ``fill.revealed`` where the fill came from another
-    frame, and that frame's offset in ``fill.offset``; 0 elsewhere. Every other channel is untouched."""
+    """``data`` plus the two QC channels (float): in ``fill.revealed`` 1 where the fill came from another
+    frame, ``QC_REFERENCED`` (2) where it came from a reference frame, 0 elsewhere; the source frame's
+    offset in ``fill.offset`` (0 elsewhere, and on a reference frame itself). Every other channel is
+    untouched."""
     h, w = data.pixels.shape[:2]
     revealed = np.zeros((h, w), np.float32)
     offset = np.zeros((h, w), np.float32)
     if frame_fill.box is not None and frame_fill.revealed is not None and frame_fill.offset is not None:
         y0, y1, x0, x1 = frame_fill.box
         inside = frame_fill.alpha is not None and frame_fill.alpha > 0
-        revealed[y0:y1, x0:x1] = np.where(inside, frame_fill.revealed, 0.0)
+        marked = frame_fill.revealed.astype(np.float32)
+        if frame_fill.referenced is not None:
+            marked = np.where(frame_fill.referenced, QC_REFERENCED, marked)
+        revealed[y0:y1, x0:x1] = np.where(inside, marked, 0.0)
         offset[y0:y1, x0:x1] = np.where(inside, frame_fill.offset, 0.0)
     spec = qc_spec(data.spec)
     stored = data.pixels.dtype
@@ -496,6 +637,7 @@ def stream(
     report: Report,
     progress: ProgressCallback | None,
     guard: FillGuard,
+    references: References | None = None,
 ) -> None:
     """Render window by window and write each frame atomically as soon as it is final, each fill
     checked by ``guard`` first. The output folder exists (made before the lock is taken).
@@ -576,6 +718,7 @@ def stream(
             settings=settings,
             device=engine.device,
             propagation=propagation,
+            references=references,
         )
         written(0)
     finally:
@@ -608,8 +751,9 @@ def render_sequence(
         progress: called with ``{"event": "start", "total"}`` before rendering, then
             ``{"event": "frame", "frame", "done", "total"}`` per written frame.
         options: a :class:`SequenceOptions`; its fields may also be given as keywords.
-        **keywords: :class:`SequenceOptions` fields; threshold, invert, expand, feather (matte);
-            overlap, margin, context (windows); propagate, reach (propagation); the engine keywords.
+        **keywords: :class:`SequenceOptions` fields (``references``, ``reference_wins``, ...);
+            threshold, invert, expand, feather (matte); overlap, margin, context (windows); propagate,
+            reach (propagation); the engine keywords.
 
     Returns:
         Report: frames written and skipped, timings, warnings.
@@ -627,6 +771,8 @@ def render_sequence(
     propagation = propagation_settings(rest)
     if rest:
         raise ConfigError(f"unknown option(s): {', '.join(sorted(rest))}")
+    if opts.references and not propagation.enabled:
+        raise ConfigError("reference frames are carried by propagation; drop --no-propagate")
     if engine is not None and make_engine.get("track") is not None:
         raise ConfigError("pass track= to the Engine you give, not to render_sequence")
     if engine is None:
@@ -649,6 +795,7 @@ def render_sequence(
             message = "the matte is empty in every frame read: the plate is copied through unchanged"
             log.warning(message)
             report.warnings.append(message)
+        references = load_references(the_plan, opts.reference_wins)
         log.info(
             "inpainting %d frame(s) of %s (reading %d-%d, %d window(s), shaper %s, propagation %s) -> %s",
             len(the_plan.to_write),
@@ -665,7 +812,7 @@ def render_sequence(
         lock.acquire()
         report.warnings.extend(lock.warnings)
         with engine.threads_for_call():
-            stream(the_plan, engine, opts, m_opts, settings, propagation, report, progress, guard)
+            stream(the_plan, engine, opts, m_opts, settings, propagation, report, progress, guard, references)
     finally:
         if lock is not None:
             lock.release()

@@ -4,6 +4,7 @@ A *method* maps one window's input to one or more scored *rows*: ``method(frames
 frames Tensor[1, 3, T, H, W] (hole pixels zeroed, so nothing can leak the truth) and hole
 Tensor[1, 1, T, H, W] returns ``{row_name: (output, row_hole)}``; output is Tensor[1, 3, T, h, w] for
 (h, w) = (H, W) or half that (the 3DCN's own resolution, scored against the area-downsampled truth).
+A :class:`ReferenceMethod` is also given the true middle frame, as an artist's cleaned frame.
 
 Windows come in *groups*, one per (resolution, hole family) (:class:`combcn.eval.clips.Window`); each
 group gets its own scores and table, and each resolution its own methods: at a square size the model
@@ -37,6 +38,18 @@ log = logging.getLogger("combcn.eval")
 #: engine's probe holes)
 Rows = dict[str, tuple[Tensor, Tensor] | tuple[Tensor, Tensor, float]]
 Method = Callable[[Tensor, Tensor], Rows]
+
+
+@dataclass(frozen=True)
+class ReferenceMethod:
+    """A method that is also given the window's true middle frame (Tensor[1, 3, H, W]) as a reference
+    frame: ``fill(frames, hole, reference)``. Called as a plain method, it gets no reference."""
+
+    fill: Callable[[Tensor, Tensor, Tensor | None], Rows]
+
+    def __call__(self, frames: Tensor, hole: Tensor, reference: Tensor | None = None) -> Rows:
+        return self.fill(frames, hole, reference)
+
 
 #: metric key -> (column title, goal: "high", "low" or "one" (closest to 1.0 is best))
 METRICS: dict[str, tuple[str, str]] = {
@@ -223,7 +236,9 @@ def model_method(
     return run
 
 
-def engine_method(engine: Any, name: str, options: dict[str, Any] | None = None) -> Method:
+def engine_method(
+    engine: Any, name: str, options: dict[str, Any] | None = None, *, reference_middle: bool = False
+) -> Method:
     """A :class:`combcn.engine.Engine` as a method: ``engine.inpaint`` on the window's frames as arrays,
     exactly what a user's plate goes through (crop around the hole, the model at its working size,
     the fill scaled back and composited).
@@ -234,19 +249,24 @@ def engine_method(engine: Any, name: str, options: dict[str, Any] | None = None)
         options: keyword options of :meth:`combcn.engine.Engine.inpaint`; ``shaper`` defaults to
             ``none`` (the clips are display-referred, sRGB-encoded in [0, 1], what the shipped
             weights were trained on).
+        reference_middle: a :class:`ReferenceMethod`: the engine gets the true frame at the window's
+            middle (the truth under its hole) as a reference frame, as an artist's cleaned frame.
     """
     opts = {"shaper": "none", **(options or {})}
 
-    def run(frames: Tensor, hole: Tensor) -> Rows:
+    def run(frames: Tensor, hole: Tensor, reference: Tensor | None = None) -> Rows:
         plate = frames[0].permute(1, 2, 3, 0).contiguous().numpy()  # [T, H, W, 3] float32
         matte = hole[0, 0].numpy()
-        filled, expected = engine.inpaint_with_report(plate, matte, **opts)
+        given = dict(opts)
+        if reference is not None:
+            given["references"] = {plate.shape[0] // 2: reference[0].permute(1, 2, 0).numpy()}
+        filled, expected = engine.inpaint_with_report(plate, matte, **given)
         out = torch.from_numpy(filled).permute(3, 0, 1, 2)[None].clamp(0.0, 1.0)
         if expected:
             return {name: (out, hole, sum(expected.values()) / len(expected))}
         return {name: (out, hole)}
 
-    return run
+    return ReferenceMethod(run) if reference_middle else run
 
 
 def _truth_at(truth: Tensor, shape: Sequence[int]) -> Tensor:
@@ -427,7 +447,10 @@ def evaluate_groups(
         for name, method in chosen.items():
             bar.set_postfix_str(f"{win.resolution} {win.family} {win.clip}:{win.start} {name}")
             t0 = time.perf_counter()
-            rows = method(frames, win.hole)
+            if isinstance(method, ReferenceMethod):
+                rows = method(frames, win.hole, win.truth[:, :, mid])
+            else:
+                rows = method(frames, win.hole)
             result.seconds[name] += time.perf_counter() - t0
             for row, (output, row_hole, *said) in rows.items():
                 if said:
