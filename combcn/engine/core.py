@@ -804,9 +804,10 @@ class _Window:
         copied = self.verdict is not None and self.verdict.method in probe.COPIES
         sigma = probe.TEXTURE_SIGMA if copied else None
         out: np.ndarray = _clone_to_border(net, known_values, todo, sigma)[inner]
-        if copied:  # a bright grain lifted to a bright border's level stays within what the crop shows
-            out = np.clip(out, values.min(axis=(0, 1)), values.max(axis=(0, 1)))
-        return out
+        # the correction may carry a fill past what the crop shows (a dark fill lowered to meet a dark
+        # edge goes below black; a bright grain lifted to a bright edge): kept within the crop's range
+        lo, hi = np.minimum(values.min(axis=(0, 1)), 0.0), values.max(axis=(0, 1))
+        return np.clip(out, lo, hi)
 
 
 def _clone_to_border(
@@ -882,7 +883,7 @@ def render_windows(
     wanted_set = set(wanted)
     tracking = bool(getattr(getattr(model, "config", None), "track", False))
     run_windows = tracked_windows = 0
-    hole_pixels = revealed_pixels = 0
+    hole_pixels = revealed_pixels = referenced_pixels = 0
     verdicts: list[Verdict] = []
 
     def alpha_info(position: int) -> tuple[Box | None, np.ndarray | None]:
@@ -957,6 +958,8 @@ def render_windows(
                 assert result.alpha is not None and result.revealed is not None
                 hole_pixels += int((result.alpha > 0).sum())
                 revealed_pixels += int((result.revealed & (result.alpha > 0)).sum())
+                if result.referenced is not None:
+                    referenced_pixels += int((result.referenced & (result.alpha > 0)).sum())
                 emit(p, result)
             emitted.add(p)
         for p in [p for p in alphas if p < final_before - reach]:
@@ -969,6 +972,12 @@ def render_windows(
             "propagation: %.1f%% of the hole pixels came from other frames at plate resolution; the rest was "
             "synthesised",
             100.0 * revealed_pixels / hole_pixels,
+        )
+    if references is not None and references.positions and hole_pixels:
+        log.info(
+            "reference frames: %.1f%% of the hole pixels came from the %d reference frame(s)",
+            100.0 * referenced_pixels / hole_pixels,
+            len(references.positions),
         )
     if verdicts:
         chosen = sorted({v.method for v in verdicts})
