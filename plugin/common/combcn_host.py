@@ -115,6 +115,9 @@ class InpaintRequest:
         track: let the clean plate follow the camera (the weights' setting; False = ``--no-track``,
             the locked-off plate).
         overwrite: replace output frames that already exist (a re-render).
+        references: frames the artist cleaned, as (frame number, file) pairs in the plate's numbering
+            (``--reference FRAME=FILE`` each): their pixels inside the hole are carried along the
+            motion through the shot, ahead of synthesis.
     """
 
     source: str
@@ -131,6 +134,7 @@ class InpaintRequest:
     weights: str | None = None
     track: bool = True
     overwrite: bool = False
+    references: tuple[tuple[int, str], ...] = ()
 
     def command(self, executable: str) -> list[str]:
         """The argument vector of the run (``--progress json`` always)."""
@@ -157,6 +161,8 @@ class InpaintRequest:
             cmd.append("--no-track")
         if self.overwrite:
             cmd.append("--overwrite")
+        for frame, path in self.references:
+            cmd += ["--reference", f"{int(frame)}={path}"]
         cmd += ["--progress", "json"]
         return cmd
 
@@ -369,6 +375,9 @@ class EngineProcess:
 
 # Runs in the engine's interpreter: the frames a render reads (combcn.engine.windows.frames_read), for the
 # model window of the weights in use; with "settle", the frames read from a plate that holds exactly those.
+# With references, the read run is widened to the nearest reference before and after it, with the frames
+# between (the engine's rule, combcn.engine.core.reference_span: each window reads the nearest reference
+# either side; over the contiguous run of windows that is the nearest either side of the run).
 FRAMES_QUERY = """
 import json, sys
 from combcn.errors import CombcnError
@@ -382,10 +391,19 @@ try:
         path = q.get("weights") or (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None)
         config = read_weights(path)["config"] if path else {}
         window = ModelConfig.from_dict(config, where="weights config").window
+    refs = sorted(q.get("references") or [])
+
+    def widen(plate, read):
+        if not read or not refs:
+            return read
+        lo = max([r for r in refs if r < read[0]] or [read[0]])
+        hi = min([r for r in refs if r > read[-1]] or [read[-1]])
+        return [f for f in plate if lo <= f <= hi]
+
     frames = q["frames"]
-    read = frames_read(frames, q["targets"], window)
+    read = widen(frames, frames_read(frames, q["targets"], window))
     while q.get("settle") and read != frames:
-        frames, read = read, frames_read(read, q["targets"], window)
+        frames, read = read, widen(read, frames_read(read, q["targets"], window))
 except CombcnError as exc:
     print("combcn frames: error: %s" % exc, file=sys.stderr)
     sys.exit(2)
@@ -426,6 +444,7 @@ def frames_read(
     timeout_s: float = 300.0,
     should_cancel: Callable[[], object] | None = None,
     poll_s: float = 0.1,
+    references: list[int] | None = None,
 ) -> list[int]:
     """The frames ``combcn inpaint`` reads from a plate holding ``frames`` to write ``targets``.
 
@@ -438,6 +457,8 @@ def frames_read(
         executable: the ``combcn`` program (default: :func:`find_executable`).
         should_cancel: polled every ``poll_s`` seconds while the engine's Python runs; truthy ends
             that process (and anything it started) before :class:`Cancelled` is raised.
+        references: frame numbers given a reference (``--reference``): the engine also reads from
+            the nearest reference before and after the frames it reads, and every frame between.
 
     Raises:
         EngineNotFound / EngineFailed: the engine's Python could not be run, or refused (its message).
@@ -449,6 +470,7 @@ def frames_read(
         "targets": sorted(set(targets)),
         "weights": weights,
         "settle": settle,
+        "references": sorted(set(int(f) for f in references or [])),
     }
     try:
         proc = subprocess.Popen(

@@ -1,8 +1,8 @@
 """The "CombCN Inpaint" node for Nuke: a Group that runs ``combcn inpaint`` and reads the result back.
 
-The node (Nodes menu > CombCN > CombCN Inpaint) has a Source and a Matte input and these knobs:
-first/last frame, matte channel, invert, expand, feather, shaper, device, weights, output and a
-Render button. Render:
+The node (Nodes menu > CombCN > CombCN Inpaint) has a Source, a Matte and an optional Reference input
+and these knobs: first/last frame, matte channel, invert, expand, feather, shaper, device, weights,
+track camera, reference frame, output and a Render button. Render:
 
 1. asks the engine which frames it will read for the frame range (temporal windows reach beyond
    it) and finds them: an upstream Read of an EXR/DPX sequence is used as it is (or, when its frame
@@ -10,7 +10,9 @@ Render button. Render:
    exactly those files, looked for through Dots, NoOps and disabled nodes); anything else is first
    rendered (main thread, an internal Crop to the format, a Write and ``nuke.execute``) to a
    temporary EXR sequence beside the output, for exactly those frames and only the channels the
-   engine reads (rgb, and the matte's channel);
+   engine reads (rgb, and the matte's channel). A connected Reference input (the plate with the hole
+   painted clean, e.g. through a RotoPaint) is always rendered, for its one frame (the reference
+   frame knob), in the colour the engine reads the plate in, and passed as ``--reference N=file``;
 2. runs ``combcn inpaint ... --progress json`` in a background thread with a ``nuke.ProgressTask``
    whose Cancel stops the engine process;
 3. points the Group's internal Read at the written EXR sequence, in the colour space of what was
@@ -103,6 +105,7 @@ def create_node() -> nuke.Group:
             nuke.delete(default)
         source = nuke.nodes.Input(name="Source")  # created first: input 0
         matte = nuke.nodes.Input(name="Matte")  # input 1
+        reference = nuke.nodes.Input(name="Reference")  # input 2 (optional)
         result = nuke.nodes.Read(name="Result")  # the written EXRs, read back at full resolution
         switch = nuke.nodes.Switch(name="ShowResult")
         switch.setInput(0, source)
@@ -111,6 +114,7 @@ def create_node() -> nuke.Group:
         output = nuke.nodes.Output(name="Output")
         output.setInput(0, switch)
         matte.setXYpos(source.xpos() + 150, source.ypos())
+        reference.setXYpos(source.xpos() + 300, source.ypos())
 
     root = nuke.root()
     _add(group, nuke.Tab_Knob("combcn", "CombCN"), "")
@@ -157,6 +161,22 @@ def create_node() -> nuke.Group:
         "build the clean plate through a track of the camera (off: the locked-off plate, for a shot "
         "where the track goes wrong)",
     )
+    reference_frame = nuke.Int_Knob("reference_frame", "reference frame")
+    reference_frame.setValue(root.firstFrame())
+    _add(
+        group,
+        reference_frame,
+        "the frame the Reference input shows clean (the plate's frame with the hole painted, e.g. "
+        "with RotoPaint, or a clean plate placed at this frame); its pixels inside the hole are carried "
+        "along the motion through the shot. Unused while the Reference input is not connected",
+    )
+    current = nuke.PyScript_Knob(
+        "reference_from_current",
+        "current frame",
+        "import combcn_nuke; combcn_nuke.reference_from_current(nuke.thisNode())",
+    )
+    current.clearFlag(nuke.STARTLINE)
+    _add(group, current, "set the reference frame to the timeline's current frame")
     _add(
         group,
         nuke.File_Knob("output", "output"),
@@ -230,6 +250,11 @@ def range_from_input(node: nuke.Node) -> None:
         return
     node["first"].setValue(upstream.firstFrame())
     node["last"].setValue(upstream.lastFrame())
+
+
+def reference_from_current(node: nuke.Node) -> None:
+    """Set the reference frame to the current frame (the frame painted is usually the one shown)."""
+    node["reference_frame"].setValue(nuke.frame())
 
 
 def printf_pattern(path: str) -> str:
@@ -353,6 +378,8 @@ class Plan:
         links: (Read sequence, pattern) to fill with links to the frames read.
         renders: (input name, channels, pattern) to pre-render for the frames read.
         read: the frames the engine reads (Nuke frame numbers).
+        reference: (frame, pattern, Write colour knobs) of the Reference input's one frame to
+            pre-render, or None.
     """
 
     request: combcn_host.InpaintRequest
@@ -361,15 +388,23 @@ class Plan:
     links: list[tuple[ReadSequence, str]] = field(default_factory=list)
     renders: list[tuple[str, str, str]] = field(default_factory=list)
     read: list[int] = field(default_factory=list)
+    reference: tuple[int, str, dict[str, object]] | None = None
 
 
 def _render_upstream(
-    group: nuke.Group, input_name: str, channels: str, pattern: str, frames: list[int]
+    group: nuke.Group,
+    input_name: str,
+    channels: str,
+    pattern: str,
+    frames: list[int],
+    colour: dict[str, object] | None = None,
 ) -> None:
     """Render the group's input ``input_name`` for ``frames`` (a run) to ``pattern`` (main thread).
 
     A Crop to the input's format comes first: the EXR Write stores each frame's bounding box as its
     data window, and the engine refuses a plate whose frames' data windows differ (a moving bbox).
+    ``colour`` are Write knobs (raw, colorspace) for files that must hold the values a plate Read's
+    files hold; None = raw (working-space values).
     """
     with group:
         node_input = group.node(input_name)
@@ -388,6 +423,8 @@ def _render_upstream(
             write["channels"].setValue(channels)
             write["datatype"].setValue("32 bit float")
             write["raw"].setValue(True)  # working-space values, as the Result Read reads them back (raw)
+            for name, value in (colour or {}).items():  # or the plate's file values (its colour space)
+                write[name].setValue(value)
             nuke.execute(write, frames[0], frames[-1], 1, views=nuke.views()[:1])
         finally:
             nuke.delete(write)
@@ -469,10 +506,13 @@ class _Asker:
     cancel ends the query's process (combcn_host.frames_read) before Render reports it.
     """
 
-    def __init__(self, key: str, targets: list[int], weights: str | None) -> None:
+    def __init__(
+        self, key: str, targets: list[int], weights: str | None, references: list[int] | None = None
+    ) -> None:
         self.key = key
         self.targets = targets
         self.weights = weights
+        self.references = references or []
 
     def frames_read(self, frames: list[int], settle: bool = False) -> list[int]:
         answer: dict[str, object] = {}
@@ -481,7 +521,12 @@ class _Asker:
         def ask() -> None:
             try:
                 answer["frames"] = combcn_host.frames_read(
-                    frames, self.targets, self.weights, settle=settle, should_cancel=cancel.is_set
+                    frames,
+                    self.targets,
+                    self.weights,
+                    settle=settle,
+                    should_cancel=cancel.is_set,
+                    references=self.references,
                 )
             except Exception as exc:  # handed to the main thread, which reports it
                 answer["error"] = exc
@@ -506,6 +551,30 @@ class _Asker:
         found = answer["frames"]
         assert isinstance(found, list)
         return found
+
+
+def _check_reference_frame(
+    frame: int, source: nuke.Node, plate: ReadSequence | None, targets: list[int]
+) -> None:
+    """Refuse (one line) a reference frame the plate the engine reads does not have: outside the
+    Source's frames (a pre-rendered input: its range and the frame range), or missing on disk."""
+    if plate is None:
+        lo, hi = min(source.firstFrame(), targets[0]), max(source.lastFrame(), targets[-1])
+        where = f"the Source input's frames {lo}-{hi}"
+    else:
+        shown = plate.nuke_frames()
+        lo, hi = shown[0], shown[-1]
+        where = f"{plate.node}'s frames {lo}-{hi}"
+    if not lo <= frame <= hi:
+        raise combcn_host.HostError(
+            f"the reference frame {frame} is outside {where}; set the reference frame knob to the frame "
+            "the Reference input shows clean"
+        )
+    if plate is not None and frame - plate.offset not in set(frames_on_disk(plate.pattern)):
+        raise combcn_host.HostError(
+            f"{plate.node}: {plate.file(frame)} (the reference frame {frame}) is missing; render or copy it, "
+            "or choose another reference frame"
+        )
 
 
 def _plan_plate(
@@ -595,13 +664,21 @@ def _prepare(group: nuke.Group) -> Plan:
     if source_node is None:
         raise combcn_host.HostError("connect a plate to the Source input")
     matte_node = group.input(1)
+    reference_node = group.input(2)
     inputs = [source_node] + ([matte_node] if matte_node is not None else [])
     _check_proxy()  # first: nuke.filename gives proxy files in proxy mode
     reads = [upstream_read(node) for node in inputs]
     direct = [read_sequence(node) for node in reads]
-    _check_views(reads, direct)
+    painted = [upstream_read(reference_node)] if reference_node is not None else []
+    _check_views(reads + painted, direct + [None for _ in painted])  # the reference is always rendered
+    targets = list(range(first, last + 1))
+    reference_frame: int | None = None
+    if reference_node is not None:
+        reference_frame = int(group["reference_frame"].value())
+        _check_reference_frame(reference_frame, source_node, direct[0], targets)
     weights = knob_path(group, "weights") or None
-    asker = _Asker(group.fullName(), list(range(first, last + 1)), weights)
+    references = [reference_frame] if reference_frame is not None else []
+    asker = _Asker(group.fullName(), targets, weights, references)
     temp = os.path.join(os.path.dirname(os.path.abspath(output)), UPSTREAM_FOLDER, group.name())
     plan = Plan(combcn_host.InpaintRequest(source="", output=output, first=first, last=last), {})
     matte_choice = str(group["matte_channel"].value())
@@ -613,6 +690,12 @@ def _prepare(group: nuke.Group) -> Plan:
     if matte_node is not None:
         channels = MATTE_RENDER_CHANNELS[matte_choice]
         matte = _plan_matte(plan, direct[1], as_is, channels, asker, temp)
+
+    reference: tuple[tuple[int, str], ...] = ()
+    if reference_frame is not None:  # one frame, in the colour the engine reads the plate in
+        pattern = os.path.join(temp, "reference.####.exr")
+        plan.reference = (reference_frame, pattern, dict(plan.read_knobs))
+        reference = ((reference_frame, frame_path(pattern, reference_frame)),)
 
     def choice(name: str) -> str | None:
         value = str(group[name].value())
@@ -633,8 +716,9 @@ def _prepare(group: nuke.Group) -> Plan:
         weights=weights,
         track=bool(group["track"].value()),
         overwrite=True,  # Render means render again; the engine still refuses to overwrite its input
+        references=reference,
     )
-    if plan.links or plan.renders:
+    if plan.links or plan.renders or plan.reference:
         plan.temp = temp
         _materialise(group, plan)
     return plan
@@ -650,6 +734,9 @@ def _materialise(group: nuke.Group, plan: Plan) -> None:
             _link_frames(sequence, plan.read, pattern)
         for input_name, channels, pattern in plan.renders:
             _render_upstream(group, input_name, channels, pattern, plan.read)
+        if plan.reference is not None:
+            frame, pattern, colour = plan.reference
+            _render_upstream(group, "Reference", "rgb", pattern, [frame], colour)
     except BaseException:
         _remove_temp(plan.temp)
         raise

@@ -70,10 +70,25 @@ if os.environ.get("FAKE_COMBCN_CHECK_FRAMES"):
     window = int(os.environ["FAKE_COMBCN_CHECK_FRAMES"])
     plate = on_disk(args[1])
     missing = [f for f in range(first, last + 1) if f not in plate]
+    # The engine's reference checks (combcn/engine/sequence.py, _reference_files): FRAME=FILE, a frame
+    # the plate has, a file that exists; and its reading rule (core.reference_span): the frames read
+    # reach to the nearest reference before and after them, with every frame between.
+    refs = {}
+    for i, arg in enumerate(args):
+        if arg == "--reference":
+            number, _, path = args[i + 1].partition("=")
+            if int(number) not in plate:
+                problem = "the reference is for frame %s, which the plate does not have" % number
+            elif not os.path.isfile(path):
+                problem = "%s: the reference is missing" % path
+            refs[int(number)] = path
     if missing:
         problem = "plate frame(s) missing: %s" % missing
-    else:
+    elif not problem:
         read = frames_read(plate, range(first, last + 1), window)
+        lo = max([r for r in refs if r < read[0]] or [read[0]])
+        hi = min([r for r in refs if r > read[-1]] or [read[-1]])
+        read = [f for f in plate if lo <= f <= hi]
     if read:
         # The real engine's check (combcn/engine/sequence.py, _check_plate_frame): every plate frame read
         # has the first one's data and display windows. Frames a fake Nuke rendered say theirs.
@@ -94,6 +109,8 @@ if os.environ.get("FAKE_COMBCN_CHECK_FRAMES"):
 if log:
     with open(log, "a") as f:
         entry = {"argv": args, "pid": os.getpid(), "child": child.pid if child else None, "read": read}
+        given = [args[i + 1].partition("=") for i, a in enumerate(args) if a == "--reference"]
+        entry["references"] = {n: open(p).read() for n, _, p in given if os.path.isfile(p)}  # what they held
         f.write(json.dumps(entry) + "\n")
 print("combcn: INFO: fake engine starting", file=sys.stderr, flush=True)
 if problem or os.environ.get("FAKE_COMBCN_FAIL"):
@@ -144,10 +161,12 @@ def check_frames_env() -> dict[str, str]:
 def write_fake_combcn(folder: Path) -> Path:
     """Write an executable fake ``combcn`` that speaks the progress protocol and writes text frames.
 
-    Environment: FAKE_COMBCN_LOG (file to append {"argv", "pid", "child", "read"} to), FAKE_COMBCN_DELAY
+    Environment: FAKE_COMBCN_LOG (file to append {"argv", "pid", "child", "read", "references"} to;
+    "references": what each ``--reference FRAME=FILE`` file held when the engine started), FAKE_COMBCN_DELAY
     (seconds between frames), FAKE_COMBCN_FAIL (error message; exit 2), FAKE_COMBCN_CHILD (start a
     grandchild), FAKE_COMBCN_CHECK_FRAMES (the model window: refuse as the real engine does when a target
-    frame or a matte frame the windows read is missing; "read" is then the frames the windows read; see
+    frame or a matte frame the windows read is missing, or a reference's frame or file; "read" is then the
+    frames the windows and references read; see
     :func:`check_frames_env`).
     """
     path = folder / "combcn"
@@ -442,6 +461,7 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
                 String_Knob("channels", value="rgb"),
                 String_Knob("datatype", value="16 bit half"),
                 Boolean_Knob("raw"),
+                Colorspace_Knob("colorspace"),  # Nuke ref, Write node: the colour space written to (raw off)
             ]
         if cls == "Switch":
             return [Int_Knob("which")]
@@ -723,6 +743,8 @@ def make_fake_nuke(script_path: str = "") -> types.ModuleType:
                     size = upstream.format()
                     window = " ".join(str(v) for v in upstream.data_window(frame))
                     f.write(f"dataWindow {window} format {size.width()} {size.height()}\n")
+                # Nuke ref, Write node: raw writes the working-space values; else converted to colorspace.
+                f.write(f"raw {node['raw'].value()} colorspace {node['colorspace'].value()}\n")
 
     def views() -> list[str]:
         """Nuke ref, nuke.views: the script's views (Project Settings > Views); ["main"] by default."""

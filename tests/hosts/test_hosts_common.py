@@ -115,6 +115,10 @@ def test_command_line(host: ModuleType) -> None:
     ]  # fmt: skip
     with pytest.raises(host.HostError, match="empty"):
         host.InpaintRequest("p", "o", 5, 4).command("c")
+    painted = host.InpaintRequest("p", "o", 1, 2, references=((1, "/a/ref.0001.exr"), (9, "/a/r b.exr")))
+    assert painted.command("c")[7:] == [
+        "--reference", "1=/a/ref.0001.exr", "--reference", "9=/a/r b.exr", "--progress", "json"
+    ]  # fmt: skip
 
 
 def test_parse_event(host: ModuleType) -> None:
@@ -269,6 +273,33 @@ class TestFramesQuery:
             host.frames_read([1, 2], [5], executable=str(ENGINE))
         with pytest.raises(host.EngineFailed, match="weights file not found"):
             host.frames_read(frames, targets, weights="/no/such.pt", executable=str(ENGINE))
+
+    def test_references_widen_as_the_engine_reads(self, host: ModuleType) -> None:
+        """With references, the answer is the engine's own plan (combcn/engine/sequence.py): each window
+        also reads the nearest reference before and after it, and the frames between."""
+        from combcn.engine.core import RenderSettings, needed_windows, reference_span
+        from combcn.model.config import ModelConfig
+        from combcn.model.weights import DEFAULT_WEIGHTS, read_weights
+
+        window = ModelConfig.from_dict(read_weights(DEFAULT_WEIGHTS)["config"]).window
+        frames, targets = list(range(1001, 1201)), list(range(1090, 1101))
+
+        def engine_plan(references: list[int]) -> list[int]:
+            windows, (first, last) = needed_windows(
+                len(frames), [t - 1001 for t in targets], window, RenderSettings()
+            )
+            for w in windows:
+                lo, hi = reference_span([r - 1001 for r in references], w.start, w.end)
+                first, last = min(first, lo), max(last, hi)
+            return frames[first:last]
+
+        for references in ([1010], [1190], [1010, 1190], [1095], [1020, 1030, 1170]):
+            got = host.frames_read(frames, targets, references=references, executable=str(ENGINE))
+            assert got == engine_plan(references), references
+        settled = host.frames_read(frames, targets, settle=True, references=[1190], executable=str(ENGINE))
+        assert settled[-1] == 1190 and settled == sorted(settled)
+        again = host.frames_read(settled, targets, references=[1190], executable=str(ENGINE))
+        assert again == settled  # a plate of exactly these is read whole
 
     def test_cancel_ends_the_query_process(self, host: ModuleType, tmp_path: Path) -> None:
         """A cancelled query leaves no process behind: the engine's Python (a real child that never

@@ -932,3 +932,128 @@ def test_result_read_takes_the_format_of_its_files(nuke: ModuleType, tmp_path: P
     assert (result.format().width(), result.format().height()) == (2048, 858)
     assert result["file"].value() == str(tmp_path / "out" / "clean.####.exr")
     assert (result["first"].value(), result["last"].value()) == (1001, 1003)
+
+
+class TestReference:
+    """The optional Reference input: one frame the artist painted clean, rendered and given to the engine
+    as ``--reference N=file`` (the engine carries it along the motion)."""
+
+    def test_input_and_knobs(self, nuke: ModuleType) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = combcn_nuke.create_node()
+        assert [n.name() for n in group.nodes()][:3] == ["Source", "Matte", "Reference"]  # input 2
+        assert group["reference_frame"].Class() == "Int_Knob"
+        assert group["reference_frame"].value() == 1001  # the script's first frame
+        nuke.frame(1007)  # the frame the artist painted, shown in the viewer
+        group["reference_from_current"].execute()
+        assert group["reference_frame"].value() == 1007
+
+    def test_connected_renders_that_frame_in_the_plates_colour(
+        self, nuke: ModuleType, tmp_path: Path
+    ) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, roto = _plate_reads(nuke, tmp_path)
+        paint = nuke.nodes.RotoPaint(name="RotoPaint1")
+        paint.setInput(0, plate)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        group.setInput(1, roto)
+        group.setInput(2, paint)
+        group["reference_frame"].setValue(1002)
+        _render_and_wait(combcn_nuke, nuke, group)
+
+        assert nuke.messages == []
+        assert nuke.executed == [("CombCNUpstreamReference", 1002, 1002)]  # that one frame, nothing else
+        (run,) = fake_runs(nuke.runs_log)
+        argv = run["argv"]
+        temp = Path(group["output"].value()).parent / ".combcn-upstream" / "CombCNInpaint"
+        assert argv[1] == str(tmp_path / "plate.%04d.exr")  # the plate Read still used as it is
+        assert argv[argv.index("--reference") + 1] == f"1002={temp / 'reference.1002.exr'}"
+        assert argv.count("--reference") == 1
+        (painted,) = run["references"].values()
+        assert "CombCNCropReference frame 1002 channels rgb " in painted
+        # the plate's file values (the engine reads the plate's files as they are), not working space
+        assert "raw False colorspace ACES - ACEScg" in painted
+        assert not temp.parent.exists()  # removed after the run
+        assert not any(n.name().startswith("CombCN") for n in group.nodes())
+        assert group.node("ShowResult")["which"].value() == 1
+
+    def test_widens_what_a_pre_rendered_plate_holds(self, nuke: ModuleType, tmp_path: Path) -> None:
+        """A reference beyond the frames the windows read: the engine reads from it to them, so the
+        Source and Matte are pre-rendered that far (asked of the engine's Python), raw."""
+        combcn_nuke = _module("combcn_nuke")
+        root = nuke.root()
+        root.first_frame, root.last_frame = 1001, 1100
+        group = _group(combcn_nuke, tmp_path, 1001, 1002)
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))
+        group.setInput(1, nuke.nodes.Roto(name="Roto1"))
+        group.setInput(2, nuke.nodes.RotoPaint(name="RotoPaint1"))
+        group["reference_frame"].setValue(1090)
+        _render_and_wait(combcn_nuke, nuke, group)
+
+        assert nuke.messages == []
+        without = max(_expected_read(range(1001, 1101), range(1001, 1003)))
+        assert without < 1090  # the windows alone would not reach the reference
+        assert nuke.executed == [
+            ("CombCNUpstreamSource", 1001, 1090),
+            ("CombCNUpstreamMatte", 1001, 1090),
+            ("CombCNUpstreamReference", 1090, 1090),
+        ]
+        (run,) = fake_runs(nuke.runs_log)
+        assert run["read"] == list(range(1001, 1091))  # the fake engine's own reading: all there
+        (painted,) = run["references"].values()
+        assert "raw True " in painted  # working-space values, as the pre-rendered plate
+
+    def test_not_connected_passes_no_reference(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, roto = _plate_reads(nuke, tmp_path)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        group.setInput(1, roto)
+        group["reference_frame"].setValue(5000)  # unused without the input
+        _render_and_wait(combcn_nuke, nuke, group)
+        assert nuke.messages == [] and nuke.executed == []
+        (run,) = fake_runs(nuke.runs_log)
+        assert "--reference" not in run["argv"]
+
+    @pytest.mark.parametrize("frame", [990, 1004])
+    def test_frame_outside_the_plate_is_refused(self, nuke: ModuleType, tmp_path: Path, frame: int) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, roto = _plate_reads(nuke, tmp_path)
+        group = _group(combcn_nuke, tmp_path, 1001, 1003)
+        group.setInput(0, plate)
+        group.setInput(1, roto)
+        group.setInput(2, nuke.nodes.RotoPaint(name="RotoPaint1"))
+        group["reference_frame"].setValue(frame)
+        assert combcn_nuke.render(group) is None
+        assert nuke.messages == [
+            f"CombCN: the reference frame {frame} is outside Plate's frames 1001-1003; set the reference "
+            "frame knob to the frame the Reference input shows clean"
+        ]
+        assert nuke.executed == [] and fake_runs(nuke.runs_log) == [] and combcn_nuke._jobs == {}
+        assert not (Path(group["output"].value()).parent / ".combcn-upstream").exists()
+
+    def test_frame_outside_a_pre_rendered_source_is_refused(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        group = _group(combcn_nuke, tmp_path, 1001, 1002)
+        group.setInput(0, nuke.nodes.Grade(name="Grade1"))
+        group.setInput(2, nuke.nodes.RotoPaint(name="RotoPaint1"))
+        group["reference_frame"].setValue(1011)
+        assert combcn_nuke.render(group) is None
+        (message,) = nuke.messages
+        assert "the reference frame 1011 is outside the Source input's frames 1001-1010" in message
+        assert nuke.executed == [] and fake_runs(nuke.runs_log) == []
+
+    def test_reference_frame_missing_on_disk_is_refused(self, nuke: ModuleType, tmp_path: Path) -> None:
+        combcn_nuke = _module("combcn_nuke")
+        plate, roto = _plate_reads(nuke, tmp_path)
+        os.remove(frame_file(str(tmp_path / "plate.####.exr"), 1002))
+        group = _group(combcn_nuke, tmp_path, 1003, 1003)
+        group.setInput(0, plate)
+        group.setInput(1, roto)
+        group.setInput(2, nuke.nodes.RotoPaint(name="RotoPaint1"))
+        group["reference_frame"].setValue(1002)
+        assert combcn_nuke.render(group) is None
+        (message,) = nuke.messages
+        assert "(the reference frame 1002) is missing" in message and "plate.1002.exr" in message
+        assert nuke.executed == [] and fake_runs(nuke.runs_log) == []
