@@ -9,16 +9,24 @@ what Resolve placed.
 
 Which clip is the plate: every video track is walked at the playhead (not
 ``GetCurrentVideoItem``, which answers with the top-most item, often the matte or an earlier
-result). Image sequences named ``*_matte`` or ``*_combcn`` (our results) are never plates; of the
-rest, the lowest one is the plate and the clip on the track right above it is its matte (unless the
-media pool has a named matte). Two plates under the playhead are ambiguous: the run stops and says
-which tracks, and ``"plate_track": N`` in the options file chooses.
+result). Image sequences named ``*_matte``, ``*_reference`` or ``*_combcn`` (our results) are never
+plates; of the rest, the lowest one is the plate and the clip on the track right above it is its
+matte (unless the media pool has a named matte). Two plates under the playhead are ambiguous: the
+run stops and says which tracks, and ``"plate_track": N`` in the options file chooses.
 
 Matte convention, first match wins:
 
 1. a media-pool clip (any folder) named like the plate with ``_matte`` added to its stem:
    ``plate.[1001-1100].exr`` -> ``plate_matte.[1001-1100].exr`` (extension and frame range may differ);
-2. the image sequence on the video track directly above the plate, under the playhead.
+2. the image sequence on the video track directly above the plate, under the playhead (never a
+   ``*_reference`` clip).
+
+Reference frames (optional): a media-pool clip (any folder) named like the plate with ``_reference``
+added to its stem, ``plate_reference.1012.exr`` (one frame) or ``plate_reference.[1012-1013].exr``
+(several), holds frames the artist cleaned (the plate's frame with the hole painted, or a clean plate).
+Each is given to the engine as ``--reference N=file`` at the frame its own file number says: number a
+cleaned frame like the plate's file it cleans (its timeline position plays no part). A number the
+plate's files do not have is refused in one line before the engine runs.
 
 Frames: the part of the sequence the timeline item shows, in one numbering for reading and placing:
 the clip's ``Start`` property + the item's ``GetLeftOffset()``, for its length (AYON's convention), or
@@ -70,9 +78,11 @@ COLOUR_PROPERTIES = ("Input Color Space", "IDT")
 UPSTREAM_FOLDER = ".combcn-upstream"
 CONSOLE_STEP = 10  # a console line per this many percent of the frames
 MATTE_SUFFIX = "_matte"
+REFERENCE_SUFFIX = "_reference"
 OUTPUT_SUFFIX = "_combcn"
 ENV_CONFIG = "COMBCN_RESOLVE_CONFIG"
 _BRACKETS = re.compile(r"^(?P<head>.*?)\[(?P<first>\d+)-(?P<last>\d+)\](?P<tail>[^\[\]]*)$")
+_FILE_NUMBER = re.compile(r"(?:^|[._-])(?P<frame>\d+)(?P<ext>\.[A-Za-z0-9]+)$")
 _STEM = re.compile(r"^(?P<stem>.*?)[._-]*(\[\d+-\d+\]|\d+)?(\.[A-Za-z0-9]+)?$")
 
 
@@ -199,6 +209,51 @@ def matte_by_name(media_pool: MediaPool, source: MediaPoolItem) -> MediaPoolItem
     return None
 
 
+def reference_by_name(media_pool: MediaPool, source: MediaPoolItem) -> MediaPoolItem | None:
+    """A media-pool clip whose stem is the source's stem + ``_reference`` (frames the artist cleaned)."""
+    wanted = clip_stem(source.GetName()) + REFERENCE_SUFFIX
+    for folder in walk_folders(media_pool.GetRootFolder()):
+        for clip in folder.GetClipList() or []:
+            if clip_stem(clip.GetName()) == wanted:
+                return clip
+    return None
+
+
+def reference_files(clip: MediaPoolItem, plate: Sequence) -> tuple[tuple[int, str], ...]:
+    """(frame, file) of every frame of a reference clip, at the frame its file number says (the
+    plate's file numbering): ``plate_reference.[1012-1013].exr`` or one file ``plate_reference.1012.exr``.
+
+    Raises:
+        HostError: no file path, no frame number, not EXR/DPX, or a number the plate's files lack.
+    """
+    path = clip.GetClipProperty("File Path")
+    name = clip.GetName()
+    if not isinstance(path, str) or not path:
+        raise combcn_host.HostError(f"the reference clip {name} has no file path (is it offline?)")
+    if _BRACKETS.match(path):
+        sequence = parse_sequence_path(path)
+        frames = [(f, sequence.pattern % f) for f in range(sequence.first, sequence.last + 1)]
+        extension = sequence.extension
+    else:
+        match = _FILE_NUMBER.search(os.path.basename(path))
+        if match is None:
+            raise combcn_host.HostError(
+                f"the reference clip {name} has no frame number in its file name; name it like the "
+                f"plate's frame it cleans (e.g. {clip_stem(name)}.1012{os.path.splitext(path)[1]})"
+            )
+        frames = [(int(match["frame"]), path)]
+        extension = match["ext"].lower()
+    if extension not in SEQUENCE_EXTENSIONS:
+        raise combcn_host.HostError(f"the reference clip {name} is not EXR or DPX ({path})")
+    outside = [f for f, _ in frames if not plate.first <= f <= plate.last]
+    if outside:
+        raise combcn_host.HostError(
+            f"the reference clip {name} is numbered {outside[0]}, but the plate's files are "
+            f"{plate.first}-{plate.last}; number each cleaned frame like the plate's file it cleans"
+        )
+    return tuple(frames)
+
+
 def timecode_frames(timecode: str, fps: float) -> int:
     """``01:00:00:00`` (``;`` before the frames: drop-frame) -> frames counted from 00:00:00:00."""
     parts = re.split(r"[:;.,]", timecode.strip())
@@ -271,7 +326,7 @@ def pick_plate(
 
     def plate_like(layer: Layer) -> bool:
         return layer.sequence.extension in SEQUENCE_EXTENSIONS and not layer.stem.endswith(
-            (MATTE_SUFFIX, OUTPUT_SUFFIX)
+            (MATTE_SUFFIX, REFERENCE_SUFFIX, OUTPUT_SUFFIX)
         )
 
     if plate_track is not None:
@@ -304,7 +359,11 @@ def pick_plate(
     named = matte_by_name(media_pool, plate.clip)
     if named is not None:
         return plate, named, "media pool"
-    above = [layer for layer in layers if layer.track == plate.track + 1]
+    above = [
+        layer
+        for layer in layers
+        if layer.track == plate.track + 1 and not layer.stem.endswith(REFERENCE_SUFFIX)
+    ]
     return plate, (above[0].clip if above else None), "track above"
 
 
@@ -701,6 +760,11 @@ def inpaint_current_clip(resolve: Resolve, options: Options, feedback: Console |
             "or put the matte clip on the track right above the plate"
         )
     say(f"plate {plate.describe()}, matte {matte_clip.GetName()} (from the {matte_origin})")
+    reference_clip = reference_by_name(media_pool, plate.clip)
+    references = reference_files(reference_clip, source) if reference_clip is not None else ()
+    if reference_clip is not None:
+        numbers = ", ".join(str(f) for f, _ in references)
+        say(f"reference {reference_clip.GetName()} at frame(s) {numbers}")
 
     shown = source_frames(plate, fps)
     first, last = (source.first, source.last) if options.whole_clip else shown
@@ -731,6 +795,7 @@ def inpaint_current_clip(resolve: Resolve, options: Options, feedback: Console |
             weights=options.weights,
             track=options.track,
             overwrite=options.overwrite,
+            references=references,
         )
         say(f"inpainting {source.pattern} frames {first}-{last} -> {output}")
         result = run_engine(request, feedback)

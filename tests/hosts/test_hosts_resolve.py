@@ -689,3 +689,82 @@ class TestProgress:
         adapter._running.add(proc)
         adapter.stop_running()  # registered with atexit when the module is imported
         assert gone_soon(proc.pid) and adapter._running == set()
+
+
+class TestReference:
+    """A ``<plate>_reference`` media-pool clip: frames the artist cleaned, given as ``--reference N=file``
+    at the frame each file's number says (the plate's file numbering)."""
+
+    def _reference(self, p: SimpleNamespace, tmp_path: Path, name: str, frames: range | None = None) -> Any:
+        folder = tmp_path / "paint"
+        folder.mkdir(exist_ok=True)
+        if frames is None:  # one file, its frame number in its name
+            (folder / name).write_text(f"painted {name}\n")
+        else:
+            _sequence(folder / name.replace("####", "%04d"), frames)
+            name = name.replace("####", f"[{frames[0]:04d}-{frames[-1]:04d}]")
+        clip = FakeMediaPoolItem(name, str(folder / name))
+        p.root.subfolders.append(FakeFolder("Paint", [clip]))  # any folder of the media pool
+        return clip
+
+    def test_one_cleaned_frame(
+        self, adapter: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        p = _project(tmp_path)
+        self._reference(p, tmp_path, "plate_reference.1008.exr")  # beyond the 3 frames written: carried
+        outcome = adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        (run,) = fake_runs(tmp_path / "runs.jsonl")
+        argv = run["argv"]
+        assert (
+            argv[argv.index("--reference") + 1] == f"1008={tmp_path / 'paint' / 'plate_reference.1008.exr'}"
+        )
+        assert argv.count("--reference") == 1 and argv[argv.index("--frames") + 1] == "1003-1005"
+        assert run["read"][-1] >= 1008  # the fake engine reads from the frames written to the reference
+        assert outcome.request.references == ((1008, str(tmp_path / "paint" / "plate_reference.1008.exr")),)
+        assert "reference plate_reference.1008.exr at frame(s) 1008" in capsys.readouterr().out
+
+    def test_a_sequence_of_cleaned_frames(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = _project(tmp_path)
+        self._reference(p, tmp_path, "plate_reference.####.exr", range(1002, 1004))
+        adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        argv = fake_runs(tmp_path / "runs.jsonl")[0]["argv"]
+        given = [argv[i + 1] for i, a in enumerate(argv) if a == "--reference"]
+        pattern = str(tmp_path / "paint" / "plate_reference.%04d.exr")
+        assert given == [f"1002={pattern % 1002}", f"1003={pattern % 1003}"]
+
+    def test_none_passes_no_reference(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = _project(tmp_path)
+        self._reference(p, tmp_path, "other_reference.1004.exr")  # another plate's
+        adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert "--reference" not in fake_runs(tmp_path / "runs.jsonl")[0]["argv"]
+
+    @pytest.mark.parametrize(
+        ("name", "says"),
+        [
+            ("plate_reference.0012.exr", r"numbered 12, but the plate's files are 1001-1010"),
+            ("plate_reference.exr", "has no frame number in its file name"),
+            ("plate_reference.1004.png", "is not EXR or DPX"),
+        ],
+    )
+    def test_bad_reference_is_one_line_and_nothing_runs(
+        self, adapter: ModuleType, tmp_path: Path, name: str, says: str
+    ) -> None:
+        p = _project(tmp_path)
+        self._reference(p, tmp_path, name)
+        with pytest.raises(adapter.combcn_host.HostError, match=says):
+            adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert fake_runs(tmp_path / "runs.jsonl") == []
+
+    def test_on_the_timeline_it_is_neither_plate_nor_matte(self, adapter: ModuleType, tmp_path: Path) -> None:
+        p = _project(tmp_path, matte="none", tracks=2)
+        clip = self._reference(p, tmp_path, "plate_reference.####.exr", range(1003, 1004))
+        p.timeline.add(FakeTimelineItem(clip, 2, 86400, 1))  # right above the plate, under the playhead
+        with pytest.raises(adapter.combcn_host.HostError, match="no matte for plate"):
+            adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        p.root.subfolders[1].clips.append(
+            FakeMediaPoolItem(
+                "plate_matte.[1001-1010].exr", str(tmp_path / "plates" / "plate_matte.[1001-1010].exr")
+            )
+        )
+        outcome = adapter.inpaint_current_clip(p.resolve, adapter.Options())
+        assert outcome.request.references == ((1003, str(tmp_path / "paint" / "plate_reference.1003.exr")),)
