@@ -607,8 +607,8 @@ class _Window:
 
     def _probe(self, unresolved: dict[int, np.ndarray], propagated: Propagated | None) -> Verdict | None:
         """Cut the unresolved pixels' shape into pixels beside them that no frame's matte touches, fill
-        it with each candidate (the network, Telea, a shift-map copy of the plate), and score each
-        against the plate (:mod:`probe`).
+        it with each candidate (the network, Telea, a shift-map copy of the plate, and the first two
+        with the copy's texture: :data:`probe.METHODS`), and score each against the plate (:mod:`probe`).
 
         Returns:
             the verdict, or None where no such place exists (the matte covers too much).
