@@ -72,6 +72,34 @@ def test_chunked_render_equals_single_render_bit_exact(shot: tuple, engine: Engi
         np.testing.assert_array_equal(a, b)
 
 
+def test_check_pass_frames_are_decoded_once_and_render_the_same_bits(
+    shot: tuple, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check pass keeps the first ``window + 4`` frames it decoded (plate and matte) and each frame's
+    range outside its hole for the render; the output equals a render without the check pass, whose
+    every read and guard scan is the render's own."""
+    from combcn.io.plate import Plate
+
+    plate, matte_pattern, _, _ = shot
+    combcn.inpaint_sequence(plate, matte_pattern, str(tmp_path / "a/o.####.exr"), engine=engine, check=False)
+    reads: dict[tuple[str, int], int] = {}
+    real = Plate.read
+
+    def counted(self: Plate, frame: int, **kwargs: bool) -> ImageData:
+        reads[(self.what, frame)] = reads.get((self.what, frame), 0) + 1
+        return real(self, frame, **kwargs)
+
+    monkeypatch.setattr(Plate, "read", counted)
+    combcn.inpaint_sequence(plate, matte_pattern, str(tmp_path / "b/o.####.exr"), engine=engine)
+    kept = engine.window + 4
+    for what in ("plate", "matte"):
+        assert [reads[(what, f)] for f in FRAMES] == [1] * kept + [2] * (len(FRAMES) - kept)
+    for f in FRAMES:
+        a = read_image(tmp_path / f"a/o.{f:04d}.exr")
+        b = read_image(tmp_path / f"b/o.{f:04d}.exr")
+        assert a.pixels.tobytes() == b.pixels.tobytes() and a.spec.serialize() == b.spec.serialize()
+
+
 def test_frame_set_with_step_writes_only_those_frames(shot: tuple, engine: Engine, tmp_path: Path) -> None:
     plate, matte_pattern, _, _ = shot
     report = combcn.inpaint_sequence(

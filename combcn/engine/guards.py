@@ -2,7 +2,8 @@
 and two renders writing the same frames at once.
 
 - :class:`FillGuard` refuses a fill with NaN or Inf (broken weights) and clamps fill values far
-  outside what the frame shows elsewhere (a hole too large for the model), counting what it clamped.
+  outside what the frame shows elsewhere (a hole too large for the model), counting what it clamped;
+  the range outside the hole's box can be measured once, when the frame is read (:func:`outside_range`).
 - :func:`lossy_reason` says why an output format or compression cannot keep pixels outside the matte
   bit-exact (None when it can).
 - :class:`OutputLock` is a lock file beside the outputs, one per output pattern and frame set.
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 import OpenImageIO as oiio
 
-from combcn.engine.core import FrameFill
+from combcn.engine.core import Box, FrameFill
 from combcn.errors import CombcnError, ModelError, OutputError
 from combcn.io.frames import FrameSet
 from combcn.io.image import LOSSY_COMPRESSIONS, LOSSY_FORMATS, round_trip
@@ -57,17 +58,27 @@ class FillGuard:
     clamped: list[int] = field(default_factory=list)
 
     def check(
-        self, plate_rgb: np.ndarray, frame_fill: FrameFill, *, path: str | Path | None, frame: int
+        self,
+        plate_rgb: np.ndarray,
+        frame_fill: FrameFill,
+        *,
+        path: str | Path | None,
+        frame: int,
+        outside: Outside | None = None,
     ) -> FrameFill:
         """The fill of one frame, with values far outside the frame's known range clamped into it.
 
         Args:
-            plate_rgb (ndarray[H, W, 3] float32): the frame's colour in plate units.
+            plate_rgb (ndarray[H, W, 3] float32): the frame's colour in plate units; with ``outside``,
+                only the fill's box (ndarray[y1-y0, x1-x0, 3]).
             frame_fill: its fill (``fill`` in plate units over ``box``).
             path, frame: the output file and frame number, for the message.
+            outside: the frame's range outside ``frame_fill.box``, measured when the frame was read
+                (:func:`outside_range`): only the box is scanned here.
 
         Raises:
             ModelError: the fill holds NaN or Inf (nothing of this frame is to be written).
+            ValueError: ``outside`` was measured around another box.
         """
         if frame_fill.box is None or frame_fill.fill is None or frame_fill.alpha is None:
             return frame_fill
@@ -81,7 +92,14 @@ class FillGuard:
                 path=path,
                 frame=frame,
             )
-        span = known_range(plate_rgb, frame_fill.box, frame_fill.alpha <= 0)
+        if outside is None:
+            span = known_range(plate_rgb, frame_fill.box, frame_fill.alpha <= 0)
+        else:
+            if outside.box != frame_fill.box:
+                raise ValueError(
+                    f"the range was measured around {outside.box}, the fill is over {frame_fill.box}"
+                )
+            span = _with_box(outside.span, plate_rgb, frame_fill.alpha <= 0)
         if span is None:
             return frame_fill
         lo, hi = span
@@ -90,14 +108,14 @@ class FillGuard:
         # Only what is composited counts. Pixels marked revealed are checked too: after the cross-fade
         # of windows they can still hold network values.
         inside = frame_fill.alpha > 0
-        outside = ((fill < lo) | (fill > hi)).any(axis=-1) & inside
-        count = int(outside.sum())
+        beyond = ((fill < lo) | (fill > hi)).any(axis=-1) & inside
+        count = int(beyond.sum())
         if count == 0:
             return frame_fill
         self.pixels += count
         self.frames += 1
         self.clamped.append(frame)
-        clamped = np.where(outside[..., None], np.clip(fill, lo, hi), fill).astype(np.float32)
+        clamped = np.where(beyond[..., None], np.clip(fill, lo, hi), fill).astype(np.float32)
         return dataclasses.replace(frame_fill, fill=clamped)
 
     def warning(self) -> str | None:
@@ -112,8 +130,29 @@ class FillGuard:
         )
 
 
+@dataclass(frozen=True)
+class Outside:
+    """A frame's per-channel range outside its hole's box: the part of its known range that no fill can
+    change, so it can be measured once, when the frame is read, and the box alone scanned at the guard.
+
+    Attributes:
+        box: ``(y0, y1, x0, x1)``, the hole's bounding box.
+        span: (min, max), each ndarray[3], of the pixels outside ``box`` (None: the box is the frame).
+    """
+
+    box: Box
+    span: tuple[np.ndarray, np.ndarray] | None
+
+
+def outside_range(pixels: np.ndarray, box: Box) -> Outside:
+    """The per-channel range of ``pixels`` (ndarray[H, W, C]) outside ``box``, NaN in a channel that holds
+    NaN (so a non-finite frame shows in the result)."""
+    parts = _outside(pixels, box)
+    return Outside(box, _union([channel_range(p) for p in parts]) if parts else None)
+
+
 def known_range(
-    plate_rgb: np.ndarray, box: tuple[int, int, int, int], known_in_box: np.ndarray
+    plate_rgb: np.ndarray, box: Box, known_in_box: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-channel (min, max) of a frame's finite pixels outside the hole, or None when there are none.
 
@@ -123,17 +162,11 @@ def known_range(
         known_in_box (ndarray[y1-y0, x1-x0] bool): the pixels of the box outside the hole.
     """
     y0, y1, x0, x1 = box
-    # the frame around the box in four slices (no full-frame copy), then the known pixels in the box
-    parts = [plate_rgb[:y0], plate_rgb[y1:], plate_rgb[y0:y1, :x0], plate_rgb[y0:y1, x1:]]
-    parts = [p for p in parts + [plate_rgb[y0:y1, x0:x1][known_in_box][None]] if p.size]
-    if not parts:
-        return None
-    ranges = [_channel_range(p) for p in parts]
-    lo = np.min([r[0] for r in ranges], axis=0)
-    hi = np.max([r[1] for r in ranges], axis=0)
-    if np.isfinite(lo).all() and np.isfinite(hi).all():
-        return lo, hi
+    span = _with_box(outside_range(plate_rgb, box).span, plate_rgb[y0:y1, x0:x1], known_in_box)
+    if span is None or (np.isfinite(span[0]).all() and np.isfinite(span[1]).all()):
+        return span
     # NaN or Inf among them (the reader refuses those, but the API takes any array): the finite ones
+    parts = _outside(plate_rgb, box) + [plate_rgb[y0:y1, x0:x1][known_in_box][None]]
     values = np.concatenate([p.reshape(-1, 3) for p in parts])
     values = values[np.isfinite(values).all(axis=-1)]
     if values.size == 0:
@@ -141,12 +174,33 @@ def known_range(
     return values.min(axis=0), values.max(axis=0)
 
 
-def _channel_range(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (min, max) of ``pixels`` (ndarray[h, w, 3], rows contiguous; NaN where any is NaN):
-    each row taken as one run of ``w * 3`` values, so the reductions run along long contiguous rows (a
-    reduction over an [N, 3] array's first axis is some thirty times slower)."""
+def _outside(pixels: np.ndarray, box: Box) -> list[np.ndarray]:
+    """The frame around the box in four slices (no full-frame copy), the empty ones left out."""
+    y0, y1, x0, x1 = box
+    parts = [pixels[:y0], pixels[y1:], pixels[y0:y1, :x0], pixels[y0:y1, x1:]]
+    return [p for p in parts if p.size]
+
+
+def _with_box(
+    span: tuple[np.ndarray, np.ndarray] | None, box_rgb: np.ndarray, known_in_box: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``span`` (the range outside the box) widened by the box's known pixels (None: neither has any)."""
+    known = box_rgb[known_in_box]
+    parts = ([] if span is None else [span]) + ([channel_range(known[None])] if known.size else [])
+    return _union(parts) if parts else None
+
+
+def _union(ranges: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
+
+
+def channel_range(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (min, max) of ``pixels`` (ndarray[h, w, C], rows contiguous; NaN where any is NaN):
+    each row taken as one run of ``w * C`` values, so the reductions run along long contiguous rows (a
+    reduction over an [N, C] array's first axis is some thirty times slower)."""
+    c = pixels.shape[-1]
     rows = pixels.reshape(pixels.shape[0], -1)
-    return rows.min(axis=0).reshape(-1, 3).min(axis=0), rows.max(axis=0).reshape(-1, 3).max(axis=0)
+    return rows.min(axis=0).reshape(-1, c).min(axis=0), rows.max(axis=0).reshape(-1, c).max(axis=0)
 
 
 def lossy_reason(

@@ -33,6 +33,7 @@ import numpy as np
 import OpenImageIO as oiio
 
 from combcn.engine.core import (
+    Box,
     FrameFill,
     References,
     RenderSettings,
@@ -42,8 +43,16 @@ from combcn.engine.core import (
     render_windows,
 )
 from combcn.engine.engine import Engine, matte_options, render_settings
-from combcn.engine.guards import FillGuard, OutputLock, lossy_reason, remove_stale_locks
-from combcn.engine.matte import MatteOptions, shape_matte
+from combcn.engine.guards import (
+    FillGuard,
+    OutputLock,
+    Outside,
+    channel_range,
+    lossy_reason,
+    outside_range,
+    remove_stale_locks,
+)
+from combcn.engine.matte import MatteOptions, bbox, shape_matte
 from combcn.engine.propagate import PropagationSettings, propagation_settings
 from combcn.engine.shaper import default_shaper_for, get_shaper
 from combcn.errors import ConfigError, InputError, OutputError
@@ -527,45 +536,98 @@ def _check_matte_frame(plan: Plan, frame: int, spec: oiio.ImageSpec) -> None:
         )
 
 
-def check(plan: Plan, m_opts: MatteOptions, *, pixels: bool) -> bool:
+@dataclass
+class Checked:
+    """What the check pass read, kept for the render so that a frame is decoded once where memory allows.
+
+    Attributes:
+        any_hole: whether any frame read has a hole (True when pixels were not read: unknown).
+        plates: the first frames read (up to ``keep``), opened as the render opens them (every part).
+        alphas: those frames' compositing alpha: (its shape, the hole's box, the alpha in the box), the
+            box None where the frame has no hole.
+        outside: per frame with a hole, its colour's range outside the hole's box (for the
+            :class:`~combcn.engine.guards.FillGuard`, which then scans the box alone).
+    """
+
+    any_hole: bool = True
+    plates: dict[int, ImageData] = field(default_factory=dict)
+    alphas: dict[int, tuple[tuple[int, int], Box | None, np.ndarray | None]] = field(default_factory=dict)
+    outside: dict[int, Outside] = field(default_factory=dict)
+
+    def alpha(self, frame: int) -> np.ndarray | None:
+        """The kept alpha of ``frame`` as ndarray[H, W] float32 (given out once; None: not kept)."""
+        kept = self.alphas.pop(frame, None)
+        if kept is None:
+            return None
+        shape, box, inside = kept
+        alpha = np.zeros(shape, np.float32)
+        if box is not None and inside is not None:
+            alpha[box[0] : box[1], box[2] : box[3]] = inside
+        return alpha
+
+
+def check(plan: Plan, m_opts: MatteOptions, *, pixels: bool, keep: int = 0) -> Checked:
     """Check every frame the render reads, each opened once: same size and channels, matte aligned
     and, with ``pixels``, RGB finite and the matte not covering a whole frame.
 
+    Args:
+        keep: how many of the first frames read to keep decoded for the render (with ``pixels``).
+
     Returns:
-        whether any frame read has a hole (True when ``pixels`` is off: unknown).
+        what the render can use of what was read (:class:`Checked`).
     """
-    any_hole = not pixels
-    for f in plan.read_frames:
-        if pixels:
-            data = plan.plate.read(f)
-            _check_plate_frame(plan, f, data.spec)
-            check_finite(rgb_of(data, plan.rgb), plan.plate.file(f), f)
-            mdata = data if plan.matte is None else plan.matte.read(f)
-            _check_matte_frame(plan, f, mdata.spec)
-            alpha = shape_matte(plan.alpha(mdata), m_opts)
-            if alpha.min() > 0:
-                raise InputError(
-                    "the matte covers the whole frame: there is nothing left to fill from. Check the matte "
-                    "(--invert? --threshold?)",
-                    path=plan.matte_source.file(f),
-                    frame=f,
-                )
-            any_hole |= bool(alpha.max() > 0)
-        else:
+    checked = Checked(any_hole=not pixels)
+    for i, f in enumerate(plan.read_frames):
+        if not pixels:
             _check_plate_frame(plan, f, plan.plate.header(f) if plan.plate.movie is None else plan.first_spec)
             if plan.matte is not None and plan.matte.movie is None:
                 _check_matte_frame(plan, f, plan.matte.header(f))
-    return any_hole
+            continue
+        data = plan.plate.read(f, all_parts=i < keep)
+        _check_plate_frame(plan, f, data.spec)
+        mdata = data if plan.matte is None else plan.matte.read(f)
+        _check_matte_frame(plan, f, mdata.spec)
+        alpha = shape_matte(plan.alpha(mdata), m_opts)
+        box = bbox(alpha)
+        outside = _colour_range(plan, f, data, box)
+        if alpha.min() > 0:
+            raise InputError(
+                "the matte covers the whole frame: there is nothing left to fill from. Check the matte "
+                "(--invert? --threshold?)",
+                path=plan.matte_source.file(f),
+                frame=f,
+            )
+        checked.any_hole |= box is not None
+        if outside is not None:
+            checked.outside[f] = outside
+        if i < keep:
+            checked.plates[f] = data
+            inside = None if box is None else alpha[box[0] : box[1], box[2] : box[3]].copy()
+            checked.alphas[f] = (alpha.shape, box, inside)
+    return checked
+
+
+def _colour_range(plan: Plan, frame: int, data: ImageData, box: Box | None) -> Outside | None:
+    """Refuse a frame whose colour holds NaN or Inf; its colour's range outside ``box`` (None: no box).
+    One pass over the frame: the range of every part is finite exactly when every pixel is."""
+    rgb = rgb_of(data, plan.rgb)
+    if box is None:
+        check_finite(np.stack(channel_range(rgb)), plan.plate.file(frame), frame)
+        return None
+    outside = outside_range(rgb, box)
+    inside = channel_range(rgb[box[0] : box[1], box[2] : box[3]])
+    check_finite(np.stack(inside + (outside.span or inside)), plan.plate.file(frame), frame)
+    return outside
 
 
 class _OpenFrames:
     """Plate frames opened once for the stream pass (every part, for writing back), kept while a
     window, its propagation reach or a pending write may still need them."""
 
-    def __init__(self, plan: Plan, capacity: int):
+    def __init__(self, plan: Plan, capacity: int, opened: dict[int, ImageData] | None = None):
         self.plan = plan
         self.capacity = max(2, capacity)
-        self.frames: OrderedDict[int, ImageData] = OrderedDict()
+        self.frames: OrderedDict[int, ImageData] = OrderedDict(list((opened or {}).items())[: self.capacity])
 
     def get(self, frame: int) -> ImageData:
         data = self.frames.get(frame)
@@ -577,6 +639,48 @@ class _OpenFrames:
         else:
             self.frames.move_to_end(frame)
         return data
+
+
+#: Bytes of widened (float32) colour :class:`_Widened` keeps: about 40 1080p frames' worth.
+WIDENED_BYTES = 1 << 30
+
+
+class _Widened:
+    """The plate's colour widened to float32, one region per frame, kept while windows may ask for it
+    again: a window reads its region of every frame it spans, then its network's crop and each hole's
+    ring, mostly inside that region, and the guard reads the hole's box. Frames more than ``capacity``
+    positions behind the latest one asked for are let go; past ``budget`` bytes a region is widened
+    without being kept."""
+
+    def __init__(self, plan: Plan, opened: _OpenFrames, capacity: int, budget: int = WIDENED_BYTES):
+        self.plan = plan
+        self.opened = opened
+        self.capacity = max(2, capacity)
+        self.budget = budget
+        self.regions: dict[int, tuple[Box, np.ndarray]] = {}
+        self.bytes = 0
+
+    def get(self, position: int, box: Box) -> np.ndarray:
+        """The colour of the frame at ``position`` over ``box``: ndarray[y1-y0, x1-x0, 3] float32 in plate
+        units, a new array."""
+        for behind in [p for p in self.regions if p < position - self.capacity]:
+            self._drop(behind)
+        y0, y1, x0, x1 = box
+        kept = self.regions.get(position)
+        if kept is not None:
+            (ky0, ky1, kx0, kx1), values = kept
+            if ky0 <= y0 and y1 <= ky1 and kx0 <= x0 and x1 <= kx1:
+                return values[y0 - ky0 : y1 - ky0, x0 - kx0 : x1 - kx0].copy()
+            self._drop(position)
+        values = rgb_of(self.opened.get(self.plan.seq[position]), self.plan.rgb, box)
+        if self.bytes + values.nbytes > self.budget:
+            return values
+        self.regions[position] = (box, values)
+        self.bytes += values.nbytes
+        return values.copy()
+
+    def _drop(self, position: int) -> None:
+        self.bytes -= self.regions.pop(position)[1].nbytes
 
 
 QC_CHANNELS = ("fill.revealed", "fill.offset")
@@ -638,26 +742,32 @@ def stream(
     progress: ProgressCallback | None,
     guard: FillGuard,
     references: References | None = None,
+    checked: Checked | None = None,
 ) -> None:
     """Render window by window and write each frame atomically as soon as it is final, each fill
     checked by ``guard`` first. The output folder exists (made before the lock is taken).
 
     Files are written by one background thread (OpenImageIO's encoding and the disk overlap the next
     frame's work) with at most two frames in flight; a frame counts as written, in order, once its
-    file is complete, and every frame handed over is complete before this returns or raises.
+    file is complete, and every frame handed over is complete before this returns or raises. What the
+    check pass kept (``checked``: decoded frames, alphas, ranges outside the holes) is used, not read
+    again.
     """
+    checked = checked or Checked()
     for f in plan.to_write:
         for stale in stale_temp_files(plan.out.path(f)):
             stale.unlink(missing_ok=True)
-    opened = _OpenFrames(plan, engine.window + 2 * propagation.reach + 4)
+    capacity = engine.window + 2 * propagation.reach + 4
+    opened = _OpenFrames(plan, capacity, checked.plates)
+    checked.plates = {}
+    widened = _Widened(plan, opened, capacity)
     seq = plan.seq
-
-    def rgb_at(position: int, box: tuple[int, int, int, int]) -> np.ndarray:
-        y0, y1, x0, x1 = box
-        return to_unit(opened.get(seq[position]).pixels[y0:y1, x0:x1][..., plan.rgb])
 
     def alpha_at(position: int) -> np.ndarray:
         frame = seq[position]
+        kept = checked.alpha(frame)
+        if kept is not None:
+            return kept
         data = opened.get(frame) if plan.matte is None else plan.matte.read(frame)
         return shape_matte(plan.alpha(data), m_opts)
 
@@ -684,7 +794,16 @@ def stream(
     def emit(position: int, frame_fill: FrameFill) -> None:
         frame = seq[position]
         data = opened.get(frame)
-        frame_fill = guard.check(rgb_of(data, plan.rgb), frame_fill, path=plan.out.path(frame), frame=frame)
+        box, outside = frame_fill.box, checked.outside.pop(frame, None)
+        if box is not None and outside is not None and outside.box == box:
+            box_rgb = widened.get(position, box)
+            frame_fill = guard.check(
+                box_rgb, frame_fill, path=plan.out.path(frame), frame=frame, outside=outside
+            )
+        elif box is not None:
+            frame_fill = guard.check(
+                rgb_of(data, plan.rgb), frame_fill, path=plan.out.path(frame), frame=frame
+            )
         spec = data.spec
         if frame_fill.expected_error is not None:  # what the probe holes measured (docs/ENGINE.md)
             spec = oiio.ImageSpec(spec)
@@ -711,7 +830,7 @@ def stream(
             engine.model,
             len(seq),
             [positions[f] for f in plan.to_write],
-            rgb_at,
+            widened.get,
             alpha_at,
             emit,
             shaper=get_shaper(plan.shaper),
@@ -791,7 +910,8 @@ def render_sequence(
             log.info("all %d frame(s) already exist; nothing to do", len(report.skipped))
             return report
         report.skipped = the_plan.skipped
-        if not check(the_plan, m_opts, pixels=opts.check):
+        checked = check(the_plan, m_opts, pixels=opts.check, keep=engine.window + 2 * propagation.reach + 4)
+        if not checked.any_hole:
             message = "the matte is empty in every frame read: the plate is copied through unchanged"
             log.warning(message)
             report.warnings.append(message)
@@ -812,7 +932,19 @@ def render_sequence(
         lock.acquire()
         report.warnings.extend(lock.warnings)
         with engine.threads_for_call():
-            stream(the_plan, engine, opts, m_opts, settings, propagation, report, progress, guard, references)
+            stream(
+                the_plan,
+                engine,
+                opts,
+                m_opts,
+                settings,
+                propagation,
+                report,
+                progress,
+                guard,
+                references,
+                checked,
+            )
     finally:
         if lock is not None:
             lock.release()

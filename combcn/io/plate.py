@@ -250,9 +250,23 @@ class Plate:
             self.movie.close()
 
 
-def rgb_of(data: ImageData, rgb: list[int]) -> np.ndarray:
-    """The colour channels of an opened frame: ndarray[H, W, 3] float32 in plate units."""
-    return to_unit(data.pixels[..., rgb])
+def rgb_of(data: ImageData, rgb: list[int], box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The colour channels of an opened frame: ndarray[H, W, 3] float32 in plate units (with ``box``,
+    ``(y0, y1, x0, x1)``, only that region: ndarray[y1-y0, x1-x0, 3])."""
+    pixels = data.pixels if box is None else data.pixels[box[0] : box[1], box[2] : box[3]]
+    return channels_to_unit(pixels, rgb)
+
+
+def channels_to_unit(pixels: np.ndarray, channels: list[int]) -> np.ndarray:
+    """``to_unit(pixels[..., channels])``, the same values: where the image has few more channels than
+    are asked for, every channel is widened in one pass and the channels picked from the float32 result
+    (NumPy gathers half floats about as slowly as it widens them, so this takes half the time)."""
+    if pixels.shape[-1] > len(channels) + 1:
+        return to_unit(pixels[..., channels])
+    wide = to_unit(pixels)
+    if list(channels) == list(range(wide.shape[-1])):
+        return wide
+    return np.ascontiguousarray(wide[..., channels])
 
 
 def read_rgb_image(path: str | Path) -> np.ndarray:

@@ -26,7 +26,14 @@ from helpers import moving_box_matte, one_thread, plate_spec, tiny_model, write_
 import combcn
 from combcn.cli import main
 from combcn.engine import Engine
-from combcn.engine.guards import RANGE_FLOOR, RANGE_MARGIN, FillGuard, OutputLock, known_range
+from combcn.engine.guards import (
+    RANGE_FLOOR,
+    RANGE_MARGIN,
+    FillGuard,
+    OutputLock,
+    known_range,
+    outside_range,
+)
 from combcn.errors import ModelError, OutputError
 from combcn.io import ImageData, read_image, write_image_atomic
 from combcn.io.image import verify_image
@@ -188,6 +195,37 @@ class TestFillGuard:
         assert (guard.pixels, guard.frames) == (1, 1) and "1 fill pixel(s) in 1 frame(s)" in (
             guard.warning() or ""
         )
+
+    @pytest.mark.parametrize("box", [(2, 6, 2, 6), (0, 8, 0, 8), (0, 8, 3, 5)])
+    def test_range_measured_outside_the_box_gives_the_same_fill(self, box: tuple[int, int, int, int]) -> None:
+        """With the range outside the box measured beforehand (when the frame is read), the guard scans
+        the box alone and returns the same bits."""
+        from combcn.engine.core import FrameFill
+
+        rng = np.random.default_rng(sum(box))
+        plate = rng.normal(0.5, 0.2, (8, 8, 3)).astype(np.float32)
+        y0, y1, x0, x1 = box
+        alpha = (rng.random((y1 - y0, x1 - x0)) > 0.3).astype(np.float32)
+        fill = rng.normal(0.5, 2.0, (y1 - y0, x1 - x0, 3)).astype(np.float32)
+        whole, by_box = FillGuard(), FillGuard()
+        a = whole.check(plate, FrameFill(box, fill, alpha), path=None, frame=3)
+        b = by_box.check(
+            plate[y0:y1, x0:x1],
+            FrameFill(box, fill, alpha),
+            path=None,
+            frame=3,
+            outside=outside_range(plate, box),
+        )
+        assert a.fill is not None and b.fill is not None and a.fill.tobytes() == b.fill.tobytes()
+        assert (whole.pixels, whole.clamped) == (by_box.pixels, by_box.clamped) and whole.pixels > 0
+        with pytest.raises(ValueError, match="measured around"):
+            FillGuard().check(
+                plate,
+                FrameFill(box, fill, alpha),
+                path=None,
+                frame=3,
+                outside=outside_range(plate, (0, 1, 0, 1)),
+            )
 
 
 class TestLossy:

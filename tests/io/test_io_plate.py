@@ -17,6 +17,7 @@ from combcn.io.image import ImageData, write_image_atomic
 from combcn.io.plate import (
     Plate,
     align_matte,
+    channels_to_unit,
     check_finite,
     matte_channel_index,
     read_matte_image,
@@ -141,3 +142,27 @@ def test_a_folder_of_frames_is_numbered_by_its_names(tmp_path: Path) -> None:
 def test_missing_sequence_says_what_to_check(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="frame token"):
         Plate(tmp_path / "nothing.####.exr")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.uint8, np.uint16])
+@pytest.mark.parametrize(
+    ("channels", "picked"), [(4, [0, 1, 2]), (4, [2, 1, 0]), (3, [0, 1, 2]), (9, [4, 5, 6])]
+)
+def test_channels_to_unit_is_to_unit_of_the_channels(dtype: type, channels: int, picked: list[int]) -> None:
+    """Widening every channel and then picking some gives the same bits as picking first."""
+    rng = np.random.default_rng(channels)
+    values = rng.normal(0.0, 4.0, (300, 260, channels))  # over 1 << 16 values: the torch path for halves
+    if np.issubdtype(dtype, np.integer):
+        values = np.abs(values) * 30
+    pixels = values.astype(dtype)
+    if dtype == np.float16:
+        pixels[0, 0] = [np.nan] * channels
+        pixels[1, 1] = [np.inf] * channels
+    out = channels_to_unit(pixels, picked)
+    expected = to_unit(pixels[..., picked])
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    assert out.tobytes() == expected.tobytes()
+    assert (
+        channels_to_unit(pixels[5:50, 7:90], picked).tobytes()
+        == to_unit(pixels[5:50, 7:90][..., picked]).tobytes()
+    )
