@@ -828,7 +828,11 @@ def _clone_to_border(
     if not edge.any():
         return net
     difference = np.zeros_like(net)
-    level = net if sigma is None else cv2.GaussianBlur(net, (0, 0), sigma)
+    level = net
+    if sigma is not None:  # blurred over the fill alone: the known pixels beside it would pull it halfway
+        inside = todo.astype(np.float32)
+        weight = cv2.GaussianBlur(inside, (0, 0), sigma)
+        level = cv2.GaussianBlur(net * inside[..., None], (0, 0), sigma) / np.maximum(weight, 1e-6)[..., None]
     difference[edge] = total[edge] / count[edge][:, None] - level[edge]
     out: np.ndarray = net + membrane_fill(difference, edge)
     return out

@@ -9,6 +9,7 @@ import pytest
 from helpers import one_thread, tiny_model  # noqa: F401
 
 from combcn.engine import Engine, probe
+from combcn.engine.core import _clone_to_border
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,6 +150,22 @@ class TestTexture:
         inner[20:44, 20:44] = True  # away from the edge, where the copy's level step blurs in
         assert abs(float(out[inner].mean()) - 0.5) < 0.01  # the smooth fill's level, not the copy's 0.3
         assert probe.detail_of(out, inner) == pytest.approx(probe.detail_of(patched, inner), rel=0.25)
+
+    def test_a_copy_is_joined_by_its_level_and_keeps_its_grain_at_the_edge(self) -> None:
+        # the border join of a copy moves its level to the plate's but leaves its grain; the plain join
+        # would cancel the grain on every pixel that touches the border
+        known = np.full((40, 40, 3), 0.5, np.float32)
+        todo = np.zeros((40, 40), bool)
+        todo[10:30, 10:30] = True
+        ys, xs = np.mgrid[0:40, 0:40]
+        grain = (((ys + xs) % 2) * 0.2 - 0.1).astype(np.float32)[..., None]
+        net = np.where(todo[..., None], 0.3 + grain, known).astype(np.float32)
+        edge = todo & ~(cv2.erode(todo.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+        plain = _clone_to_border(net, known, todo)
+        level = _clone_to_border(net, known, todo, probe.TEXTURE_SIGMA)
+        assert float(plain[edge].std()) < 0.01  # cancelled
+        assert float(level[edge].std()) > 0.05  # kept
+        assert abs(float(level[todo].mean()) - 0.5) < 0.02  # at the plate's level, not the copy's 0.3
 
     def test_a_tie_goes_to_the_network(self) -> None:
         same = probe.Score(10.0, 1.0)
