@@ -610,14 +610,20 @@ def check(plan: Plan, m_opts: MatteOptions, *, pixels: bool, keep: int = 0) -> C
 def _colour_range(plan: Plan, frame: int, data: ImageData, box: Box | None) -> Outside | None:
     """Refuse a frame whose colour holds NaN or Inf; its colour's range outside ``box`` (None: no box).
     One pass over the frame: the range of every part is finite exactly when every pixel is."""
-    rgb = rgb_of(data, plan.rgb)
+    if data.pixels.shape[-1] <= len(plan.rgb) + 1:  # every channel widened, as channels_to_unit does
+        wide, colour = to_unit(data.pixels), plan.rgb
+    else:
+        wide, colour = rgb_of(data, plan.rgb), [0, 1, 2]
     if box is None:
-        check_finite(np.stack(channel_range(rgb)), plan.plate.file(frame), frame)
-        return None
-    outside = outside_range(rgb, box)
-    inside = channel_range(rgb[box[0] : box[1], box[2] : box[3]])
-    check_finite(np.stack(inside + (outside.span or inside)), plan.plate.file(frame), frame)
-    return outside
+        outside, ranges = None, [channel_range(wide)]
+    else:
+        outside = outside_range(wide, box)
+        ranges = [channel_range(wide[box[0] : box[1], box[2] : box[3]])]
+        ranges += [] if outside.span is None else [outside.span]
+    check_finite(np.stack([r[i][colour] for r in ranges for i in (0, 1)]), plan.plate.file(frame), frame)
+    if outside is None or outside.span is None:
+        return outside
+    return Outside(outside.box, (outside.span[0][colour], outside.span[1][colour]))
 
 
 class _OpenFrames:
@@ -627,12 +633,18 @@ class _OpenFrames:
     def __init__(self, plan: Plan, capacity: int, opened: dict[int, ImageData] | None = None):
         self.plan = plan
         self.capacity = max(2, capacity)
-        self.frames: OrderedDict[int, ImageData] = OrderedDict(list((opened or {}).items())[: self.capacity])
+        self.frames: OrderedDict[int, ImageData] = OrderedDict()
+        #: frames the check pass decoded, not yet asked for: they join ``frames`` when first asked for,
+        #: as if read then (kept in ``frames`` from the start, the ones the first window does not touch
+        #: would be the first let go)
+        self.pending = dict(opened or {})
 
     def get(self, frame: int) -> ImageData:
         data = self.frames.get(frame)
         if data is None:
-            data = self.plan.plate.read(frame, all_parts=True)
+            data = self.pending.pop(frame, None)
+            if data is None:
+                data = self.plan.plate.read(frame, all_parts=True)
             self.frames[frame] = data
             while len(self.frames) > self.capacity:
                 self.frames.popitem(last=False)
@@ -641,8 +653,9 @@ class _OpenFrames:
         return data
 
 
-#: Bytes of widened (float32) colour :class:`_Widened` keeps: about 40 1080p frames' worth.
-WIDENED_BYTES = 1 << 30
+#: Bytes of widened (float32) colour :class:`_Widened` keeps: some 20 1080p frames' worth (with the
+#: bench's 10 % ellipse, whose region is most of the frame), a third of a 32-frame window's at 4K.
+WIDENED_BYTES = 1 << 29
 
 
 class _Widened:
