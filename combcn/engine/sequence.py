@@ -652,6 +652,12 @@ class _OpenFrames:
             self.frames.move_to_end(frame)
         return data
 
+    def touch(self, frame: int) -> None:
+        """Mark ``frame`` as used now (its colour was taken from elsewhere): frames are let go in the
+        order the render last used them, wherever it took their pixels from."""
+        if frame in self.frames:
+            self.frames.move_to_end(frame)
+
 
 #: Bytes of widened (float32) colour :class:`_Widened` keeps: some 20 1080p frames' worth (with the
 #: bench's 10 % ellipse, whose region is most of the frame), a third of a 32-frame window's at 4K.
@@ -683,6 +689,7 @@ class _Widened:
         if kept is not None:
             (ky0, ky1, kx0, kx1), values = kept
             if ky0 <= y0 and y1 <= ky1 and kx0 <= x0 and x1 <= kx1:
+                self.opened.touch(self.plan.seq[position])
                 return values[y0 - ky0 : y1 - ky0, x0 - kx0 : x1 - kx0].copy()
             self._drop(position)
         values = rgb_of(self.opened.get(self.plan.seq[position]), self.plan.rgb, box)
