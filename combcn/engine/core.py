@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from combcn.engine import probe
 from combcn.engine.matte import bbox
 from combcn.engine.probe import Verdict
-from combcn.engine.propagate import Propagated, PropagationSettings, Propagator, membrane_fill, region_around
+from combcn.engine.propagate import (
+    MotionCache,
+    Propagated,
+    PropagationSettings,
+    Propagator,
+    membrane_fill,
+    region_around,
+)
 from combcn.engine.shaper import Shaper
 from combcn.engine.windows import Crop, Window, plan_crop, plan_windows
 from combcn.errors import ConfigError
@@ -304,6 +311,7 @@ class _Window:
         propagation: PropagationSettings,
         device: torch.device,
         references: References | None = None,
+        motion: MotionCache | None = None,
     ):
         self.model = model
         self.window = window
@@ -315,6 +323,8 @@ class _Window:
         self.settings = settings
         self.propagation = propagation
         self.device = device
+        #: frame pairs' motion shared with the render's other windows (None: this window's own)
+        self.motion = motion
         self.positions = list(range(window.start, window.end))
         self.ran_model = False
         self.lo = window.start
@@ -445,7 +455,9 @@ class _Window:
         holes = [self.hole_in(p, region) for p in range(self.lo, hi)]
         targets = [p - self.lo for p in self.positions if self.infos[p][0] is not None]
         # the motion is measured on the plate as shot (the references' holes still hide the object)
-        self.propagator = Propagator(frames, holes, self.propagation, region=region)
+        self.propagator = Propagator(
+            frames, holes, self.propagation, region=region, cache=self.motion, start=self.lo
+        )
         if not referenced:
             self.frames, self.holes = frames, holes
             return self.propagator.fill(frames, holes, targets)
@@ -889,6 +901,9 @@ def render_windows(
     run_windows = tracked_windows = 0
     hole_pixels = revealed_pixels = referenced_pixels = 0
     verdicts: list[Verdict] = []
+    # each frame pair's motion is measured once for the render, kept while a later window reads it
+    motion = MotionCache()
+    later_starts = [span(w, n, propagation, references)[0] for w in windows]
 
     def alpha_info(position: int) -> tuple[Box | None, np.ndarray | None]:
         if position not in alphas:
@@ -913,8 +928,10 @@ def render_windows(
             propagation=propagation,
             device=device,
             references=references,
+            motion=motion,
         )
         fills = work.run()
+        motion.forget_before(min(later_starts[k + 1 :], default=n))
         if work.verdict is not None:
             verdicts.append(work.verdict)
             log.info(

@@ -41,8 +41,10 @@ Everything is deterministic (no random state), so chunked farm renders equal a s
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import cv2
@@ -324,6 +326,92 @@ def _consistent(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     return out
 
 
+#: A frame pair's place in a render, for :class:`MotionCache`: (the pair's first sequence position,
+#: the plate region, the proxy size (width, height)).
+PairKey = tuple[int, Box, tuple[int, int]]
+
+
+class _PairMotion:
+    """The motion measured between two neighbouring proxy frames ``a`` and ``b``: the flow each way,
+    where it is trusted, each direction's motion layers, and (on demand) a layer's background motion
+    and the scene flow. All of it depends on the two frames and their holes alone, never on the
+    window, so windows that share the pair share it (read-only).
+
+    Attributes:
+        forward, backward (ndarray[h, w, 2]): measured flow a -> b and b -> a.
+        trusted (tuple of ndarray[h, w] bool): where each is trusted (outside the grown holes, passing
+            the forward-backward check).
+        layers (tuple of lists of (fitted ndarray[h, w, 2] or None, inliers ndarray[h, w] bool)): each
+            direction's planes (:func:`_layers`).
+        still: every plane 0 was fitted and moves less than ``STATIC_MOTION``.
+    """
+
+    def __init__(self, dis: Any, greys: tuple[np.ndarray, np.ndarray], grown: tuple[np.ndarray, np.ndarray]):
+        self.grown = grown
+        self.forward = dis.calc(greys[0], greys[1], None)
+        self.backward = dis.calc(greys[1], greys[0], None)
+        self.trusted = (
+            ~grown[0] & _consistent(self.forward, self.backward),
+            ~grown[1] & _consistent(self.backward, self.forward),
+        )
+        self.layers = (_layers(self.forward, self.trusted[0]), _layers(self.backward, self.trusted[1]))
+        self.still = all(
+            fitted is not None and _typical_motion(fitted, inliers) < STATIC_MOTION
+            for fitted, inliers in (self.layers[0][0], self.layers[1][0])
+        )
+        self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
+        self._scene: dict[int, np.ndarray] = {}
+
+    def background(self, direction: int, layer: int) -> np.ndarray:
+        """Plane ``layer``'s motion everywhere (direction 0: a -> b, 1: b -> a): ndarray[h, w, 2]."""
+        key = (direction, min(layer, len(self.layers[direction]) - 1))
+        if key not in self._backgrounds:
+            flow = (self.forward, self.backward)[direction]
+            fitted, inliers = self.layers[direction][key[1]]
+            self._backgrounds[key] = _background(flow, fitted, inliers, self.grown[direction])
+        return self._backgrounds[key]
+
+    def scene(self, direction: int) -> np.ndarray:
+        """The measured flow where trusted, interpolated smoothly elsewhere: ndarray[h, w, 2]."""
+        if direction not in self._scene:
+            flow = (self.forward, self.backward)[direction]
+            self._scene[direction] = membrane_fill(flow, self.trusted[direction])
+        return self._scene[direction]
+
+
+class MotionCache:
+    """Each frame pair's motion, measured once for a whole render and shared by the windows that read
+    the pair over the same region at the same proxy size (their inputs are then identical: the plate
+    as shot and the matte's holes), so overlapping windows do not measure the frames they share again.
+
+    Memory stays bounded: :meth:`forget_before` drops the pairs no later window reads, and
+    :meth:`forget_other` those of another region (a moving hole's next window reads none of them).
+    """
+
+    def __init__(self) -> None:
+        self._pairs: dict[PairKey, _PairMotion] = {}
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def pair(self, key: PairKey, measure: Callable[[], _PairMotion]) -> _PairMotion:
+        """The pair at ``key``, measured by ``measure()`` if it is not kept yet."""
+        found = self._pairs.get(key)
+        if found is None:
+            found = self._pairs[key] = measure()
+        return found
+
+    def forget_before(self, position: int) -> None:
+        """Drop the pairs whose first frame lies before sequence ``position``."""
+        for key in [k for k in self._pairs if k[0] < position]:
+            del self._pairs[key]
+
+    def forget_other(self, region: Box, size: tuple[int, int]) -> None:
+        """Drop the pairs measured over another region or at another proxy size."""
+        for key in [k for k in self._pairs if k[1:] != (region, size)]:
+            del self._pairs[key]
+
+
 class _Motion:
     """The background's motion between neighbouring proxy frames, forward and backward, as one or two
     hypotheses (motion layers).
@@ -342,6 +430,10 @@ class _Motion:
     measured flow wherever it is trusted, interpolated smoothly into the holes. It carries what moves
     with its surroundings rather than with a plane.
 
+    Args:
+        pairs: each neighbouring pair's measured motion, frame ``i`` to ``i + 1``.
+        shape: the proxy's (h, w).
+
     Attributes:
         forward, backward (list[list[ndarray[h, w, 2]]]): per layer, per frame pair ``(i, i + 1)``.
         second (list[ndarray[h, w] bool]): per frame, the pixels seen moving with layer 1.
@@ -351,61 +443,43 @@ class _Motion:
         locked_off: layer 0 does not move.
     """
 
-    def __init__(self, greys: list[np.ndarray], holes: list[np.ndarray]):
-        n = len(greys)
-        self.locked_off = True
+    def __init__(self, pairs: list[_PairMotion], shape: tuple[int, int]):
+        n = len(pairs) + 1
+        self.locked_off = all(p.still for p in pairs)
         self.forward: list[list[np.ndarray]] = [[]]
         self.backward: list[list[np.ndarray]] = [[]]
         self.second: list[np.ndarray] = []
-        self.movers: list[np.ndarray] = [np.zeros(g.shape, bool) for g in greys]
+        self.movers: list[np.ndarray] = [np.zeros(shape, bool) for _ in range(n)]
         self.scene_forward: list[np.ndarray] = []
         self.scene_backward: list[np.ndarray] = []
-        if n < 2:
+        if not pairs:
             return
-        dis = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
-            cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
-        )
-        dis.setFinestScale(0)  # matched on the proxy itself, not on half of it (the preset's)
-        dis.setPatchStride(4)  # (the preset's 3: a quarter more time for no measured gain)
-        grown = [cv2.dilate(h.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0 for h in holes]
-        pairs = []
-        trusted = []
-        for i in range(n - 1):
-            f = dis.calc(greys[i], greys[i + 1], None)
-            b = dis.calc(greys[i + 1], greys[i], None)
-            trusted.append((~grown[i] & _consistent(f, b), ~grown[i + 1] & _consistent(b, f)))
-            pairs.append((_layers(f, trusted[-1][0]), _layers(b, trusted[-1][1]), f, b))
-            for fitted, inliers in (pairs[-1][0][0], pairs[-1][1][0]):
-                if fitted is None or _typical_motion(fitted, inliers) >= STATIC_MOTION:
-                    self.locked_off = False
-        second = any(len(fl) > 1 or len(bl) > 1 for fl, bl, _, _ in pairs)
+        second = any(len(p.layers[0]) > 1 or len(p.layers[1]) > 1 for p in pairs)
         self.forward = [[] for _ in range(2 if second else 1)]
         self.backward = [[] for _ in range(2 if second else 1)]
         # which pixels of each frame move with the second plane (its inliers, from either pair)
-        self.second = [np.zeros(greys[0].shape, bool) for _ in range(n)]
-        for i, (fl, bl, _, _) in enumerate(pairs):
-            if len(fl) > 1:
-                self.second[i] |= fl[1][1]
-            if len(bl) > 1:
-                self.second[i + 1] |= bl[1][1]
-        zero = np.zeros(greys[0].shape + (2,), np.float32)
-        for i, (fl, bl, f, b) in enumerate(pairs):
+        self.second = [np.zeros(shape, bool) for _ in range(n)]
+        for i, p in enumerate(pairs):
+            if len(p.layers[0]) > 1:
+                self.second[i] |= p.layers[0][1][1]
+            if len(p.layers[1]) > 1:
+                self.second[i + 1] |= p.layers[1][1][1]
+        zero = np.zeros(shape + (2,), np.float32)
+        for p in pairs:
             for k in range(len(self.forward)):
                 if k == 0 and self.locked_off:
                     self.forward[0].append(zero)
                     self.backward[0].append(zero)
                     continue
-                ff, fin = fl[min(k, len(fl) - 1)]
-                bf, bin_ = bl[min(k, len(bl) - 1)]
-                self.forward[k].append(_background(f, ff, fin, grown[i]))
-                self.backward[k].append(_background(b, bf, bin_, grown[i + 1]))
-        for i, (_, _, f, b) in enumerate(pairs):
-            self.movers[i] |= _movers(f, [layer[i] for layer in self.forward], trusted[i][0])
-            self.movers[i + 1] |= _movers(b, [layer[i] for layer in self.backward], trusted[i][1])
+                self.forward[k].append(p.background(0, k))
+                self.backward[k].append(p.background(1, k))
+        for i, p in enumerate(pairs):
+            self.movers[i] |= _movers(p.forward, [layer[i] for layer in self.forward], p.trusted[0])
+            self.movers[i + 1] |= _movers(p.backward, [layer[i] for layer in self.backward], p.trusted[1])
         if any(m.any() for m in self.movers):
-            for i, (_, _, f, b) in enumerate(pairs):
-                self.scene_forward.append(membrane_fill(f, trusted[i][0]))
-                self.scene_backward.append(membrane_fill(b, trusted[i][1]))
+            for p in pairs:
+                self.scene_forward.append(p.scene(0))
+                self.scene_backward.append(p.scene(1))
 
 
 def _movers(flow: np.ndarray, layers: list[np.ndarray], trusted: np.ndarray) -> np.ndarray:
@@ -579,18 +653,54 @@ class Propagator:
             measured around them.
         settings: the proxy size (``reach`` is the caller's: it decides how many frames are passed).
         region: where ``rgb`` lies on the plate, ``(y0, y1, x0, x1)``.
+        cache: frame pairs measured by earlier windows of the same render, and where this one's are
+            kept (None: measure every pair here).
+        start: the sequence position of ``rgb[0]`` (what ``cache`` knows a pair by).
     """
 
     def __init__(
-        self, rgb: list[np.ndarray], holes: list[np.ndarray], settings: PropagationSettings, *, region: Box
+        self,
+        rgb: list[np.ndarray],
+        holes: list[np.ndarray],
+        settings: PropagationSettings,
+        *,
+        region: Box,
+        cache: MotionCache | None = None,
+        start: int = 0,
     ):
         h, w = holes[0].shape
         scale = min(1.0, settings.proxy / max(h, w))
         self.size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
         self.scale = (self.size[0] / w, self.size[1] / h)
         self.region = region
-        greys = [_grey(x, self.size) for x in rgb]
-        self.motion = _Motion(greys, [self._small(m) for m in holes])
+        pairs = self._pairs(rgb, holes, MotionCache() if cache is None else cache, start)
+        self.motion = _Motion(pairs, (self.size[1], self.size[0]))
+
+    def _pairs(
+        self, rgb: list[np.ndarray], holes: list[np.ndarray], cache: MotionCache, start: int
+    ) -> list[_PairMotion]:
+        """Each neighbouring pair's motion, from ``cache`` where it is kept, else measured (and kept)."""
+        dis = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
+            cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+        )
+        dis.setFinestScale(0)  # matched on the proxy itself, not on half of it (the preset's)
+        dis.setPatchStride(4)  # (the preset's 3: a quarter more time for no measured gain)
+        cache.forget_other(self.region, self.size)
+        frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a frame's grey and grown hole, once
+
+        def frame(i: int) -> tuple[np.ndarray, np.ndarray]:
+            if i not in frames:
+                grown = cv2.dilate(self._small(holes[i]).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+                frames[i] = (_grey(rgb[i], self.size), grown)
+            return frames[i]
+
+        def measure(i: int) -> _PairMotion:
+            (grey_a, grown_a), (grey_b, grown_b) = frame(i), frame(i + 1)
+            return _PairMotion(dis, (grey_a, grey_b), (grown_a, grown_b))
+
+        return [
+            cache.pair((start + i, self.region, self.size), partial(measure, i)) for i in range(len(rgb) - 1)
+        ]
 
     def _small(self, hole: np.ndarray) -> np.ndarray:
         """A proxy pixel is hole if any plate pixel under it is."""
