@@ -652,56 +652,6 @@ class _OpenFrames:
             self.frames.move_to_end(frame)
         return data
 
-    def touch(self, frame: int) -> None:
-        """Mark ``frame`` as used now (its colour was taken from elsewhere): frames are let go in the
-        order the render last used them, wherever it took their pixels from."""
-        if frame in self.frames:
-            self.frames.move_to_end(frame)
-
-
-#: Bytes of widened (float32) colour :class:`_Widened` keeps: some 20 1080p frames' worth (with the
-#: bench's 10 % ellipse, whose region is most of the frame), a third of a 32-frame window's at 4K.
-WIDENED_BYTES = 1 << 29
-
-
-class _Widened:
-    """The plate's colour widened to float32, one region per frame, kept while windows may ask for it
-    again: a window reads its region of every frame it spans, then its network's crop and each hole's
-    ring, mostly inside that region, and the guard reads the hole's box. Frames more than ``capacity``
-    positions behind the latest one asked for are let go; past ``budget`` bytes a region is widened
-    without being kept."""
-
-    def __init__(self, plan: Plan, opened: _OpenFrames, capacity: int, budget: int = WIDENED_BYTES):
-        self.plan = plan
-        self.opened = opened
-        self.capacity = max(2, capacity)
-        self.budget = budget
-        self.regions: dict[int, tuple[Box, np.ndarray]] = {}
-        self.bytes = 0
-
-    def get(self, position: int, box: Box) -> np.ndarray:
-        """The colour of the frame at ``position`` over ``box``: ndarray[y1-y0, x1-x0, 3] float32 in plate
-        units, a new array."""
-        for behind in [p for p in self.regions if p < position - self.capacity]:
-            self._drop(behind)
-        y0, y1, x0, x1 = box
-        kept = self.regions.get(position)
-        if kept is not None:
-            (ky0, ky1, kx0, kx1), values = kept
-            if ky0 <= y0 and y1 <= ky1 and kx0 <= x0 and x1 <= kx1:
-                self.opened.touch(self.plan.seq[position])
-                return values[y0 - ky0 : y1 - ky0, x0 - kx0 : x1 - kx0].copy()
-            self._drop(position)
-        values = rgb_of(self.opened.get(self.plan.seq[position]), self.plan.rgb, box)
-        if self.bytes + values.nbytes > self.budget:
-            return values
-        self.regions[position] = (box, values)
-        self.bytes += values.nbytes
-        return values.copy()
-
-    def _drop(self, position: int) -> None:
-        self.bytes -= self.regions.pop(position)[1].nbytes
-
 
 QC_CHANNELS = ("fill.revealed", "fill.offset")
 #: ``fill.revealed`` of a pixel whose value came from a reference frame (1: another frame of the plate)
@@ -780,8 +730,10 @@ def stream(
     capacity = engine.window + 2 * propagation.reach + 4
     opened = _OpenFrames(plan, capacity, checked.plates)
     checked.plates = {}
-    widened = _Widened(plan, opened, capacity)
     seq = plan.seq
+
+    def rgb_at(position: int, box: Box) -> np.ndarray:
+        return rgb_of(opened.get(seq[position]), plan.rgb, box)
 
     def alpha_at(position: int) -> np.ndarray:
         frame = seq[position]
@@ -816,7 +768,7 @@ def stream(
         data = opened.get(frame)
         box, outside = frame_fill.box, checked.outside.pop(frame, None)
         if box is not None and outside is not None and outside.box == box:
-            box_rgb = widened.get(position, box)
+            box_rgb = rgb_of(data, plan.rgb, box)
             frame_fill = guard.check(
                 box_rgb, frame_fill, path=plan.out.path(frame), frame=frame, outside=outside
             )
@@ -850,7 +802,7 @@ def stream(
             engine.model,
             len(seq),
             [positions[f] for f in plan.to_write],
-            widened.get,
+            rgb_at,
             alpha_at,
             emit,
             shaper=get_shaper(plan.shaper),
