@@ -8,7 +8,8 @@ Order of work (nothing is written until every check has passed):
    complete, with the size, channels and pixel type this render writes) or ``overwrite``;
 3. plan the temporal windows that touch the frames to write (context frames outside ``frames`` are
    read, never written) and check every frame they read: present, same size, matte aligned, RGB
-   finite, matte not covering a whole frame;
+   finite, matte not covering a whole frame (the first window's worth of frames stays decoded for the
+   render, with each frame's colour range outside its hole for the guard);
 4. take the output lock (one render per output pattern and frame set, see
    :class:`~combcn.engine.guards.OutputLock`) and render window by window; each fill passes the
    :class:`~combcn.engine.guards.FillGuard` and each frame is written atomically (temp file + rename)
