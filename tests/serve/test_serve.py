@@ -277,7 +277,9 @@ def test_track_param_reaches_the_engine(tmp_path: Path) -> None:
     np.testing.assert_allclose(tracked, want_tracked, rtol=0, atol=1e-5)
     np.testing.assert_allclose(locked, want_locked, rtol=0, atol=1e-5)
     np.testing.assert_allclose(again, want_tracked, rtol=0, atol=1e-5)
-    assert np.abs(tracked - locked)[matte > 0].max() > 0.05  # the plate really differs
+    # the two really differ (far beyond the 1e-5 above), so a server that dropped the switch would fail;
+    # by how much depends on how the probes fill what no frame shows (the network's share of it)
+    assert np.abs(tracked - locked)[matte > 0].max() > 0.01
 
 
 def test_bad_track_param() -> None:
