@@ -51,7 +51,10 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
-def _per_frame(frames: Tensor, hole: Tensor, flags: int) -> Tensor:
+def _per_frame(
+    frames: Tensor, hole: Tensor, fill_one: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> Tensor:
+    """Each frame with a hole filled on its own by ``fill_one(image [H, W, 3], hole bool[H, W])``."""
     check_clip(frames, hole)
     plate = frames.detach().cpu().permute(0, 2, 3, 4, 1).numpy()  # [N, T, H, W, 3]
     holes = (hole.detach().cpu()[:, 0] > 0.5).numpy()  # [N, T, H, W]
@@ -61,10 +64,21 @@ def _per_frame(frames: Tensor, hole: Tensor, flags: int) -> Tensor:
             if not holes[n, t].any():
                 fill[n, t] = plate[n, t]
                 continue
-            mask = holes[n, t].astype(np.uint8) * 255
-            fill[n, t] = cv2.inpaint(_to_uint8(plate[n, t]), mask, INPAINT_RADIUS, flags) / 255.0
+            fill[n, t] = fill_one(plate[n, t], holes[n, t])
     fill_t = torch.from_numpy(fill).permute(0, 4, 1, 2, 3).to(frames.device)
     return composite(fill_t, frames, hole)
+
+
+def _opencv(flags: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """OpenCV's inpainting with ``flags`` on one frame, in 8 bits."""
+
+    def fill_one(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        out: np.ndarray = (
+            cv2.inpaint(_to_uint8(image), hole.astype(np.uint8) * 255, INPAINT_RADIUS, flags) / 255.0
+        )
+        return out
+
+    return fill_one
 
 
 def telea(frames: Tensor, hole: Tensor) -> Tensor:
@@ -77,7 +91,7 @@ def telea(frames: Tensor, hole: Tensor) -> Tensor:
     Returns:
         Tensor[N, 3, T, H, W]: composited fill.
     """
-    return _per_frame(frames, hole, cv2.INPAINT_TELEA)
+    return _per_frame(frames, hole, _opencv(cv2.INPAINT_TELEA))
 
 
 def navier_stokes(frames: Tensor, hole: Tensor) -> Tensor:
@@ -90,7 +104,7 @@ def navier_stokes(frames: Tensor, hole: Tensor) -> Tensor:
     Returns:
         Tensor[N, 3, T, H, W]: composited fill.
     """
-    return _per_frame(frames, hole, cv2.INPAINT_NS)
+    return _per_frame(frames, hole, _opencv(cv2.INPAINT_NS))
 
 
 def shift_map(frames: Tensor, hole: Tensor) -> Tensor:
@@ -108,16 +122,7 @@ def shift_map(frames: Tensor, hole: Tensor) -> Tensor:
     """
     from combcn.engine.probe import patch
 
-    check_clip(frames, hole)
-    plate = frames.detach().cpu().float().permute(0, 2, 3, 4, 1).numpy()  # [N, T, H, W, 3]
-    holes = (hole.detach().cpu()[:, 0] > 0.5).numpy()
-    fill = plate.copy()
-    for n in range(plate.shape[0]):
-        for t in range(plate.shape[1]):
-            if holes[n, t].any():
-                fill[n, t] = patch(np.ascontiguousarray(plate[n, t]), holes[n, t])
-    fill_t = torch.from_numpy(fill).permute(0, 4, 1, 2, 3).to(frames.device)
-    return composite(fill_t, frames, hole)
+    return _per_frame(frames, hole, lambda image, h: patch(np.ascontiguousarray(image, np.float32), h))
 
 
 def temporal_median(frames: Tensor, hole: Tensor) -> Tensor:
