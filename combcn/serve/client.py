@@ -112,6 +112,7 @@ class ServeClient:
         want: list[int] | None = None,
         *,
         ids: WindowIds | None = None,
+        references: dict[int, np.ndarray] | None = None,
         **params: Any,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Inpaint one window through the server, the way the plugin does.
@@ -121,7 +122,9 @@ class ServeClient:
             matte: float32 [T, H, W], 1 = remove.
             want: window indices to return (default: all).
             ids: slot and frame ids (frame number -> id, in window order) for later lookups.
-            **params: expand, feather, shaper, device, weights, track.
+            references: window index -> that frame with its hole filled by hand, [H, W, C >= 3]
+                (its RGB is sent).
+            **params: expand, feather, shaper, device, weights, track, reference_wins.
 
         Returns:
             (float32 [K, H, W, C] for the wanted frames, the reply object).
@@ -129,7 +132,7 @@ class ServeClient:
         extra: dict[str, Any] = {}
         if ids is not None:
             extra = {"slot": ids.slot, "times": list(ids.ids), "frame_ids": list(ids.ids.values())}
-        return self._window("inpaint", frames, matte, want, {**extra, "params": params})
+        return self._window("inpaint", frames, matte, want, {**extra, "params": params}, references or {})
 
     def lookup(
         self, frame: np.ndarray, matte: np.ndarray, *, slot: str, time: int, frame_id: str
@@ -150,11 +153,20 @@ class ServeClient:
         return (out[0] if reply.get("hit") else None), reply
 
     def _window(
-        self, op: str, frames: np.ndarray, matte: np.ndarray, want: list[int] | None, fields: dict[str, Any]
+        self,
+        op: str,
+        frames: np.ndarray,
+        matte: np.ndarray,
+        want: list[int] | None,
+        fields: dict[str, Any],
+        references: dict[int, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         T, H, W, C = frames.shape
         want = list(range(T)) if want is None else want
-        layout = WindowLayout(T, H, W, C, tuple(want))
+        references = references or {}
+        layout = WindowLayout(T, H, W, C, tuple(want), tuple(references))
+        if references:
+            fields = {**fields, "references": list(references)}
         fd = os.memfd_create("combcn-window", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, layout.total_bytes)
@@ -162,6 +174,8 @@ class ServeClient:
             with mmap.mmap(fd, layout.total_bytes) as mm:
                 mm.write(np.ascontiguousarray(frames, np.float32).tobytes())
                 mm.write(np.ascontiguousarray(matte, np.float32).tobytes())
+                for rgb in references.values():
+                    mm.write(np.ascontiguousarray(np.asarray(rgb)[..., :3], np.float32).tobytes())
                 reply = self.request(
                     {
                         "op": op,

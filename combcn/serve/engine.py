@@ -3,7 +3,9 @@
 ``load_engine(weights, device)`` returns a callable ``fill(frames, matte, params) -> frames`` with
 frames float32 [T, H, W, 3] (scene-linear RGB, top-down rows), matte float32 [T, H, W] (1 = remove),
 result float32 [T, H, W, 3], composited (outside the matte = input). It uses
-:class:`combcn.engine.Engine`, which keeps the model loaded.
+:class:`combcn.engine.Engine`, which keeps the model loaded. A window with reference frames is
+filled with ``fill(frames, matte, params, references={index: float32 [H, W, 3]})``; the server passes
+``references`` only then, so a custom factory without references still serves every other window.
 
 ``COMBCN_SERVE_ENGINE=package.module:factory`` (or ``combcn serve --engine``) plugs in another
 factory with the same signature as :func:`load_engine` (custom engines; the tests use it for a slow
@@ -28,14 +30,23 @@ ENGINE_ENV = "COMBCN_SERVE_ENGINE"
 
 
 class FillFn(Protocol):
-    def __call__(self, frames: np.ndarray, matte: np.ndarray, params: FillParams) -> np.ndarray: ...
+    def __call__(
+        self,
+        frames: np.ndarray,
+        matte: np.ndarray,
+        params: FillParams,
+        references: dict[int, np.ndarray] | None = None,
+    ) -> np.ndarray: ...
 
 
 EngineFactory = Callable[[str | None, str | None], FillFn]
 
 
-def _options(params: FillParams) -> dict[str, Any]:
-    return {"expand": params.expand, "feather": params.feather, "shaper": params.shaper}
+def _options(params: FillParams, references: dict[int, np.ndarray] | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"expand": params.expand, "feather": params.feather, "shaper": params.shaper}
+    if references:
+        options.update(references=references, reference_wins=params.reference_wins)
+    return options
 
 
 def load_engine(weights: str | None, device: str | None) -> FillFn:
@@ -56,12 +67,18 @@ def load_engine(weights: str | None, device: str | None) -> FillFn:
     engine = Engine(weights=weights, device=device)
     config = getattr(engine.model, "config", None)
 
-    def fill(frames: np.ndarray, matte: np.ndarray, params: FillParams) -> np.ndarray:
+    def fill(
+        frames: np.ndarray,
+        matte: np.ndarray,
+        params: FillParams,
+        references: dict[int, np.ndarray] | None = None,
+    ) -> np.ndarray:
         # the server serialises engine calls, so switching the shared model for one call is safe
         if not params.track:
             set_track(engine.model, False)
         try:
-            return np.asarray(engine.inpaint(frames, matte, **_options(params)), dtype=np.float32)
+            options = _options(params, references)
+            return np.asarray(engine.inpaint(frames, matte, **options), dtype=np.float32)
         finally:
             if config is not None:
                 setattr(engine.model, "config", config)  # noqa: B010 (nn.Module typing)

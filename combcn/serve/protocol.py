@@ -4,9 +4,11 @@ Every message, both ways, is a frame: ``b"CCN1"`` (magic; the digit is the proto
 version) + body length as little-endian uint32 + a UTF-8 JSON object. An ``inpaint`` request
 carries one file descriptor (SCM_RIGHTS, on the header's bytes): shared memory holding
 
-    frames  float32 [T, H, W, C]   plate, top-down rows, C = 3 or 4 (RGB[A])
-    matte   float32 [T, H, W]      1 = remove, 0 = keep
-    out     float32 [K, H, W, C]   written by the server: the frames listed in ``want``
+    frames      float32 [T, H, W, C]   plate, top-down rows, C = 3 or 4 (RGB[A])
+    matte       float32 [T, H, W]      1 = remove, 0 = keep
+    references  float32 [R, H, W, 3]   RGB of the frames listed in ``references`` with their hole
+                                       filled by hand (R = 0 when the request names none)
+    out         float32 [K, H, W, C]   written by the server: the frames listed in ``want``
 
 packed in that order with no padding.
 
@@ -17,6 +19,11 @@ hash of everything but the pixels: instance, window span, clip range, size, para
 ``time`` and ``frame_id`` (a hash of that frame's pixels and matte as sent). ``inpaint`` requests may
 carry ``slot`` and ``frame_ids`` (one per frame, in window order, with ``times``) so the server can
 answer later lookups.
+
+``references`` (optional, ``inpaint`` only) lists the window indices of frames the artist filled by
+hand; their RGB follows the matte and the engine carries it along the motion (``references=`` of
+:meth:`combcn.engine.Engine.inpaint`). A server that predates them computes another ``out_offset``
+and refuses the request.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class WindowLayout:
         width: W in pixels.
         channels: C, 3 (RGB) or 4 (RGBA; alpha is passed through).
         want: indices into the window of the frames the server writes back (K = len(want)).
+        references: indices into the window of the frames that have a reference (R of them, in
+            the order their RGB is stored).
     """
 
     frames: int
@@ -56,6 +65,7 @@ class WindowLayout:
     width: int
     channels: int
     want: tuple[int, ...]
+    references: tuple[int, ...] = ()
 
     @property
     def plane(self) -> int:
@@ -70,8 +80,12 @@ class WindowLayout:
         return self.frames_bytes
 
     @property
-    def out_offset(self) -> int:
+    def references_offset(self) -> int:
         return self.frames_bytes + self.frames * self.plane * FLOAT_BYTES
+
+    @property
+    def out_offset(self) -> int:
+        return self.references_offset + len(self.references) * self.plane * 3 * FLOAT_BYTES
 
     @property
     def total_bytes(self) -> int:
@@ -159,8 +173,8 @@ def window_ids_from_request(message: dict[str, Any], frames: int) -> WindowIds |
 def lookup_from_request(message: dict[str, Any]) -> tuple[WindowLayout, str, int, str]:
     """Validate a ``lookup`` request: (layout of one frame, slot, time, frame_id). Raises ProtocolError."""
     layout = layout_from_request(message)
-    if layout.frames != 1 or layout.want != (0,):
-        raise ProtocolError("a lookup carries one frame ('frames': 1, 'want': [0])")
+    if layout.frames != 1 or layout.want != (0,) or layout.references:
+        raise ProtocolError("a lookup carries one frame ('frames': 1, 'want': [0]) and no references")
     time = message.get("time")
     if not isinstance(time, int) or isinstance(time, bool):
         raise ProtocolError(f"'time' must be a frame number, got {time!r}")
@@ -182,7 +196,16 @@ def layout_from_request(message: dict[str, Any]) -> WindowLayout:
         raise ProtocolError(
             f"'want' must be a non-empty list of frame indices in [0, {frames}), got {want!r}"
         )
-    layout = WindowLayout(frames, height, width, channels, tuple(want))
+    references = message.get("references", [])
+    if (
+        not isinstance(references, list)
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < frames for i in references)
+        or len(set(references)) != len(references)
+    ):
+        raise ProtocolError(
+            f"'references' must be a list of distinct frame indices in [0, {frames}), got {references!r}"
+        )
+    layout = WindowLayout(frames, height, width, channels, tuple(want), tuple(references))
     if "out_offset" in message and message["out_offset"] != layout.out_offset:
         raise ProtocolError(
             f"'out_offset' {message['out_offset']!r} does not match the layout ({layout.out_offset})"
@@ -202,6 +225,8 @@ class FillParams:
         weights: weights file, or None for the server's default.
         track: True = the clean plate as the weights say (the shipped ones track the camera);
             False = the locked-off plate (``combcn inpaint --no-track``).
+        reference_wins: where a reference reaches, it wins over a nearer frame that shows the
+            point itself (``combcn inpaint --reference-wins``); used only with references.
     """
 
     expand: int = 0
@@ -210,12 +235,11 @@ class FillParams:
     device: str = "auto"
     weights: str | None = None
     track: bool = True
+    reference_wins: bool = False
 
     def key(self) -> bytes:
-        return json.dumps(
-            [self.expand, self.feather, self.shaper, self.device, self.weights, self.track],
-            separators=(",", ":"),
-        ).encode()
+        fields = [self.expand, self.feather, self.shaper, self.device, self.weights, self.track]
+        return json.dumps([*fields, self.reference_wins], separators=(",", ":")).encode()
 
 
 def params_from_request(message: dict[str, Any]) -> FillParams:
@@ -223,7 +247,7 @@ def params_from_request(message: dict[str, Any]) -> FillParams:
     raw = message.get("params", {})
     if not isinstance(raw, dict):
         raise ProtocolError("'params' must be a JSON object")
-    unknown = set(raw) - {"expand", "feather", "shaper", "device", "weights", "track"}
+    unknown = set(raw) - {"expand", "feather", "shaper", "device", "weights", "track", "reference_wins"}
     if unknown:
         raise ProtocolError(f"unknown params {sorted(unknown)}")
     expand = raw.get("expand", 0)
@@ -248,4 +272,7 @@ def params_from_request(message: dict[str, Any]) -> FillParams:
     track = raw.get("track", True)
     if not isinstance(track, bool):
         raise ProtocolError(f"'track' must be true or false, got {track!r}")
-    return FillParams(expand, float(feather), shaper, device, weights, track)
+    reference_wins = raw.get("reference_wins", False)
+    if not isinstance(reference_wins, bool):
+        raise ProtocolError(f"'reference_wins' must be true or false, got {reference_wins!r}")
+    return FillParams(expand, float(feather), shaper, device, weights, track, reference_wins)

@@ -110,13 +110,22 @@ class WindowRecord:
 MAX_RECORDS = 4096  # slots remembered for lookups (a few hundred bytes each)
 
 
-def window_key(layout: WindowLayout, frames: np.ndarray, matte: np.ndarray, params: FillParams) -> str:
+def window_key(
+    layout: WindowLayout,
+    frames: np.ndarray,
+    matte: np.ndarray,
+    params: FillParams,
+    references: dict[int, np.ndarray] | None = None,
+) -> str:
     """Content hash of one window's inputs and fill options (the cache key)."""
     h = hashlib.blake2b(digest_size=20)
     h.update(struct.pack("<4q", layout.frames, layout.height, layout.width, 3))
     h.update(params.key())
     h.update(np.ascontiguousarray(frames).data)
     h.update(np.ascontiguousarray(matte).data)
+    for index, rgb in sorted((references or {}).items()):
+        h.update(struct.pack("<q", index))
+        h.update(np.ascontiguousarray(rgb).data)
     return h.hexdigest()
 
 
@@ -482,9 +491,11 @@ class Server:
         view = np.frombuffer(mm, dtype=np.float32, count=layout.out_offset // 4)
         rgb = np.array(view[: T * H * W * C].reshape(T, H, W, C)[..., :3], dtype=np.float32, order="C")
         alpha = np.array(view[: T * H * W * C].reshape(T, H, W, C)[..., 3]) if C == 4 else None
-        hole = np.array(view[layout.matte_offset // 4 :].reshape(T, H, W), dtype=np.float32)
-        del view
-        key = window_key(layout, rgb, hole, params)
+        hole = np.array(view[layout.matte_offset // 4 : layout.references_offset // 4].reshape(T, H, W))
+        stored = view[layout.references_offset // 4 :].reshape(len(layout.references), H, W, 3)
+        references = {index: np.array(stored[k]) for k, index in enumerate(layout.references)}
+        del view, stored
+        key = window_key(layout, rgb, hole, params, references)
         times = message.get("times")
         span = f"frames {times[0]}-{times[-1]}" if isinstance(times, list) and times else f"{T} frames"
         with self._lock:
@@ -492,10 +503,17 @@ class Server:
             cached = result is not None
             if result is None:
                 t0 = time.monotonic()
-                result = self._fill(rgb, hole, params)
+                result = self._fill(rgb, hole, params, references)
                 self.cache.put(key, result)
                 self.stats["computed"] += 1
-                log.info("inpainted %s (%dx%d) in %.2fs", span, W, H, time.monotonic() - t0)
+                log.info(
+                    "inpainted %s (%dx%d, %d reference(s)) in %.2fs",
+                    span,
+                    W,
+                    H,
+                    len(references),
+                    time.monotonic() - t0,
+                )
             else:
                 self.stats["cached"] += 1
                 log.debug("window %s from cache", span)
@@ -510,11 +528,24 @@ class Server:
         mm.write(packed.tobytes())
         return {"ok": True, "cached": cached, "key": key}
 
-    def _fill(self, frames: np.ndarray, matte: np.ndarray, params: FillParams) -> np.ndarray:
+    def _fill(
+        self,
+        frames: np.ndarray,
+        matte: np.ndarray,
+        params: FillParams,
+        references: dict[int, np.ndarray] | None = None,
+    ) -> np.ndarray:
         """Run the engine on one window; checks the engine kept the geometry."""
         if not np.isfinite(frames).all():
             raise ProtocolError("the frames contain NaN or infinite values; clamp or fix them upstream")
-        result = np.asarray(self._engine(params)(frames, np.clip(matte, 0.0, 1.0), params), dtype=np.float32)
+        fill = self._engine(params)
+        matte = np.clip(matte, 0.0, 1.0)
+        # a window without references calls the engine as before (custom engines need not know them)
+        if references:
+            raw = fill(frames, matte, params, references=references)
+        else:
+            raw = fill(frames, matte, params)
+        result = np.asarray(raw, dtype=np.float32)
         if result.shape != frames.shape:
             raise RuntimeError(f"engine returned shape {result.shape}, expected {frames.shape}")
         return result

@@ -139,6 +139,12 @@ def test_malformed_requests_get_errors_and_the_server_survives(running: Running,
         ({**geometry, "params": {"colour": 1}}, layout.total_bytes, "unknown params"),
         ({**geometry, "params": {"weights": str(tmp_path / "missing.pt")}}, layout.total_bytes, "not found"),
         ({**geometry, "params": {"shaper": "sepia"}}, layout.total_bytes, "unknown shaper"),
+        ({**geometry, "references": [2]}, layout.total_bytes, "'references'"),
+        ({**geometry, "references": [1, 1]}, layout.total_bytes, "'references'"),
+        ({**geometry, "references": 1}, layout.total_bytes, "'references'"),
+        ({**geometry, "params": {"reference_wins": "yes"}}, layout.total_bytes, "'reference_wins'"),
+        # a reference's RGB follows the matte: memory sized for the frames alone is too small
+        ({**geometry, "references": [1]}, layout.total_bytes, "shared memory holds"),
     ]
     unsealed = _memfd(layout.total_bytes, seal=False)
     try:
@@ -418,3 +424,80 @@ def test_lookup_and_window_ids_are_validated(running: Running) -> None:
         os.close(fd)
     assert not reply["ok"] and "times" in reply["error"]
     assert client.ping()["ok"]
+
+
+def test_layout_places_the_references_between_the_matte_and_the_output() -> None:
+    plain = WindowLayout(3, 4, 5, 4, (1,))
+    with_refs = WindowLayout(3, 4, 5, 4, (1,), (0, 2))
+    assert plain.references_offset == plain.out_offset == 3 * 20 * 5 * 4
+    assert with_refs.references_offset == plain.out_offset
+    assert with_refs.out_offset == plain.out_offset + 2 * 20 * 3 * 4
+    assert with_refs.total_bytes == with_refs.out_offset + 20 * 4 * 4
+    message = {"frames": 3, "height": 4, "width": 5, "channels": 4, "want": [1], "references": [2, 0]}
+    assert protocol.layout_from_request(message).references == (2, 0)  # stored in the order named
+    assert protocol.layout_from_request({**message, "references": []}) == plain
+    with pytest.raises(protocol.ProtocolError, match="out_offset"):
+        protocol.layout_from_request({**message, "out_offset": plain.out_offset})
+    with pytest.raises(protocol.ProtocolError, match="no references"):
+        protocol.lookup_from_request(
+            {**message, "frames": 1, "want": [0], "references": [0], "slot": "ab", "time": 1, "frame_id": "cd"}
+        )
+    assert protocol.params_from_request({"params": {"reference_wins": True}}).reference_wins is True
+    assert protocol.params_from_request({}).reference_wins is False
+
+
+def painted_reference(plate: np.ndarray, matte: np.ndarray, index: int) -> np.ndarray:
+    """Frame ``index`` of the plate with its hole painted by hand (a flat colour no frame shows)."""
+    reference = plate[index].copy()
+    reference[matte[index] > 0, :3] = np.float32([0.9, 0.1, 0.6])
+    return reference
+
+
+def test_references_reach_the_engine_and_the_cache_key(running: Running, weights: str) -> None:
+    """A window with a reference is the API's ``references=`` render of the same frames (and
+    ``reference_wins`` its own); the reference's pixels and position are part of the cache key."""
+    from combcn import inpaint
+
+    plate, matte = plate_and_matte(1, 6)
+    reference = painted_reference(plate, matte, 1)
+    client = running.client
+    plain, reply_plain = client.inpaint(plate, matte, shaper="none")
+    carried, reply = client.inpaint(plate, matte, shaper="none", references={1: reference})
+    wins, reply_wins = client.inpaint(
+        plate, matte, shaper="none", references={1: reference}, reference_wins=True
+    )
+    expected = inpaint(plate, matte, weights=weights, device="cpu", shaper="none", references={1: reference})
+    np.testing.assert_allclose(carried, expected, rtol=0, atol=1e-5)
+    expected_wins = inpaint(
+        plate,
+        matte,
+        weights=weights,
+        device="cpu",
+        shaper="none",
+        references={1: reference},
+        reference_wins=True,
+    )
+    np.testing.assert_allclose(wins, expected_wins, rtol=0, atol=1e-5)
+    assert np.array_equal(carried[..., 3], plate[..., 3])  # alpha is never inpainted
+    # the painted colour travelled: the fill of another frame moved towards it
+    hole = matte[3] > 0
+    assert np.abs(carried[3][hole] - plain[3][hole]).max() > 0.05
+    again, reply_again = client.inpaint(plate, matte, shaper="none", references={1: reference})
+    assert reply_again["cached"] and reply_again["key"] == reply["key"]
+    repainted = reference.copy()
+    repainted[matte[1] > 0, 0] += 0.25
+    _, reply_repainted = client.inpaint(plate, matte, shaper="none", references={1: repainted})
+    _, reply_moved = client.inpaint(
+        plate, matte, shaper="none", references={2: painted_reference(plate, matte, 2)}
+    )
+    keys = [r["key"] for r in (reply_plain, reply, reply_wins, reply_repainted, reply_moved)]
+    assert len(set(keys)) == 5 and not reply_repainted["cached"]
+
+
+def test_a_reference_the_engine_refuses_comes_back_as_an_input_error(running: Running) -> None:
+    plate, matte = plate_and_matte(1, 3)
+    reference = painted_reference(plate, matte, 0)
+    reference[matte[0] > 0, 1] = np.nan  # NaN inside the hole
+    _, reply = running.client.inpaint(plate, matte, shaper="none", references={0: reference})
+    assert not reply["ok"] and reply["kind"] == "InputError" and "NaN" in reply["error"]
+    assert running.client.ping()["ok"]
