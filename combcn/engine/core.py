@@ -369,6 +369,13 @@ class _Window:
             self.verdict = self._probe(unresolved, propagated) if self.settings.probe else None
             synthesised, rows = self._synthesise(unresolved, propagated)
             method = "network" if self.verdict is None else self.verdict.method
+            if method.startswith("network"):
+                carry = propagated is not None and len(synthesised) > 2
+                used = _key_frames(sorted(synthesised)) if carry else set(synthesised)
+                over = {
+                    p: self._over(c, self.infos[p][0], unresolved[p]) for p, (_, c) in synthesised.items()
+                }
+                self._at_plate(synthesised, rows, over, used)
             if method.startswith("telea"):
                 synthesised = self._telea(synthesised, unresolved, rows)
             if method == "patch":
@@ -410,7 +417,7 @@ class _Window:
             the key frames' joined fills (the frames between are updated in ``synthesised``).
         """
         order = sorted(synthesised)
-        keys = {p for i, p in enumerate(order) if i % KEY_FRAMES == 0} | {order[-1]}
+        keys = _key_frames(order)
         region = propagated.region
         frames = self.frames  # the window's own copies (``rgb_at`` returns new arrays): written in place
         holes = list(self.holes)
@@ -655,6 +662,7 @@ class _Window:
                 for p in unresolved
             }
             out, rows = self._network(crop, masks, propagated)
+            self._at_plate({p: (out[p], crop) for p in scored}, rows, masks, set(scored), want=cut)
             # one shift-map search per probe, on its middle frame, for the holes of every frame (as
             # :meth:`_patch` fills the real hole)
             every_hole = np.logical_or.reduce([masks[p] for p in filled])
@@ -682,6 +690,31 @@ class _Window:
                     results[name][2].append(cut[p])
         scores = {name: probe.score(*lists) for name, lists in results.items()}
         return probe.choose(scores, len(shifts))
+
+    def _at_plate(
+        self,
+        synthesised: dict[int, tuple[np.ndarray, Crop]],
+        rows: dict[int, np.ndarray],
+        holes: dict[int, np.ndarray],
+        frames: set[int],
+        *,
+        want: dict[int, np.ndarray] | None = None,
+    ) -> None:
+        """Refine the network's fill of ``frames`` at plate resolution with the model's CombCN at plate
+        resolution (:class:`combcn.model.plate.PlateCombCN`, guided by the working-size fill), in place;
+        nothing where the model has none. ``holes`` are per frame the crop's unresolved pixels,
+        ``want`` the pixels whose fill is needed (both over each frame's crop)."""
+        plate = getattr(self.model, "plate", None)
+        if plate is None:
+            return
+        for p in sorted(frames):
+            values, crop = synthesised[p]
+            hole = holes[p]
+            need = None if want is None else want[p]
+            refined = plate.fill(
+                self._encode(rows[p]), hole, self._encode(values), want=need, origin=(p, crop.y0, crop.x0)
+            )
+            values[...] = self.shaper.decode(refined)
 
     def _encode(self, values: np.ndarray) -> np.ndarray:
         out: np.ndarray = np.clip(self.shaper.encode(values), 0.0, 1.0)
@@ -820,6 +853,12 @@ class _Window:
         # edge goes below black; a bright grain lifted to a bright edge): kept within the crop's range
         lo, hi = np.minimum(values.min(axis=(0, 1)), 0.0), values.max(axis=(0, 1))
         return np.clip(out, lo, hi)
+
+
+def _key_frames(order: list[int]) -> set[int]:
+    """The frames whose synthesis is kept and carried to the others: every ``KEY_FRAMES``-th of
+    ``order`` (sorted) and the last."""
+    return {p for i, p in enumerate(order) if i % KEY_FRAMES == 0} | {order[-1]}
 
 
 def _clone_to_border(

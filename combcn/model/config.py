@@ -52,6 +52,10 @@ class ModelConfig:
             ``keep_seen`` then mean "shown by another frame after the track". A locked-off window
             gets the untracked plate, bit for bit. Inference-side: it changes no weight, so weights
             trained without it can use it. Not in the paper; docs/MODEL.md, "Tracked plate".
+        plate: a third network, CombCN at plate resolution (:class:`combcn.model.plate.PlateCombCN`,
+            the ``plate`` attribute of the model), guided by this model's fill at the working size;
+            the engine runs it over the pixels no frame shows (docs/MODEL.md, "CombCN at plate
+            resolution"). Needs ``variant="combined"``.
     """
 
     width: float = 1.0
@@ -66,6 +70,7 @@ class ModelConfig:
     seen: bool = False
     keep_seen: bool = False
     track: bool = False
+    plate: bool = False
 
     def __post_init__(self) -> None:
         if not (0.0 < float(self.width) <= 4.0):
@@ -78,11 +83,11 @@ class ModelConfig:
             raise ConfigError(f"model norm_stats must be 'window' or 'running', got {self.norm_stats!r}")
         if self.prefill not in ("mean", "smooth", "plate"):
             raise ConfigError(f"model prefill must be 'mean', 'smooth' or 'plate', got {self.prefill!r}")
-        if not all(isinstance(v, bool) for v in (self.seen, self.keep_seen, self.track)):
-            raise ConfigError(
-                "model seen, keep_seen and track must be true or false, got "
-                f"{self.seen!r}, {self.keep_seen!r}, {self.track!r}"
-            )
+        for name in ("seen", "keep_seen", "track", "plate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"model {name} must be true or false, got {getattr(self, name)!r}")
+        if self.plate and self.variant != "combined":
+            raise ConfigError(f"model plate needs variant 'combined' (it is guided), got {self.variant!r}")
         if self.keep_seen and self.prefill != "plate":
             raise ConfigError(
                 f"model keep_seen needs prefill 'plate' (the clean plate), got {self.prefill!r}"

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from combcn.model.config import ModelConfig
 from combcn.model.networks import BatchNorm2d, BatchNorm3d, CombCN, ThreeDCN
+from combcn.model.plate import PlateCombCN
 from combcn.model.prefill import cleanplate_fill, pushpull_fill, seen_in_window
 from combcn.model.track import tracked_plate_fill
 
@@ -92,6 +93,9 @@ class Inpainter(nn.Module):
                 nn.init.zeros_(last.weight)
                 if last.bias is not None:
                     nn.init.zeros_(last.bias)
+        #: with ``config.plate``: CombCN at plate resolution, guided by this model's fill (the engine
+        #: runs it; :mod:`combcn.model.plate`), else None
+        self.plate: PlateCombCN | None = PlateCombCN(cfg) if cfg.plate else None
         self.register_buffer("mean_rgb", torch.tensor(cfg.mean_rgb).view(1, 3, 1, 1, 1), persistent=False)
         #: with ``config.track``: which windows of the last forward used the camera track (Tensor[N]
         #: bool; the engine counts them for its log), else None
