@@ -99,6 +99,7 @@ def collect(args: argparse.Namespace) -> None:
     from combcn.holes import object_tracks
     from combcn.model import load_model
     from combcn.train.data import decode, discover, is_commercial
+    from combcn.train.windows import from_plate, to_plate
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,22 +139,27 @@ def collect(args: argparse.Namespace) -> None:
             start = int(rng.integers(0, t_all - WINDOW + 1))
             kind = str(rng.choice([k for k, _ in HOLE_MIX], p=[p for _, p in HOLE_MIX]))
             hole = _draw_hole(rng, kind, WINDOW, h, w, tracks)
-            plate = frames[start : start + WINDOW].astype(np.float32) / 255.0
+            display = frames[start : start + WINDOW].astype(np.float32) / 255.0
+            # a float plate, as the engine's default shaper meets it: linear light, +-1 stop, ACEScct
+            enc_rng = np.random.default_rng([args.seed, c, k, 1])
+            encoding = "acescct" if enc_rng.random() < args.acescct else "srgb"
+            plate = to_plate(display, encoding, float(enc_rng.uniform(-1.0, 1.0)))
             recorder.calls.clear()
-            engine.inpaint(plate, hole, shaper="none", probe=False)
+            engine.inpaint(plate, hole, shaper="none" if encoding == "srgb" else encoding, probe=False)
+            truths = from_plate(plate, encoding)
             calls = [call for call in recorder.calls if int(call[2].sum()) >= 64]
             picked = rng.permutation(len(calls))[: args.frames_per_window]
             for j in sorted(int(i) for i in picked):
                 (p, y0, x0), rows, net_hole, coarse = calls[j]
                 ry0, ry1, rx0, rx1 = _region(net_hole)
                 ch, cw = net_hole.shape
-                truth = plate[p, y0 : y0 + ch, x0 : x0 + cw]
+                truth = truths[p, y0 : y0 + ch, x0 : x0 + cw]
                 key = f"{k:02d}_{p:02d}"
                 samples[f"{key}_rows"] = rows[ry0:ry1, rx0:rx1].astype(np.float16)
                 samples[f"{key}_hole"] = net_hole[ry0:ry1, rx0:rx1]
                 samples[f"{key}_coarse"] = coarse[ry0:ry1, rx0:rx1].astype(np.float16)
                 samples[f"{key}_truth"] = truth[ry0:ry1, rx0:rx1].astype(np.float16)
-                samples[f"{key}_kind"] = np.array(kind)
+                samples[f"{key}_kind"] = np.array(f"{kind} {encoding}")
         tmp = out / f".{name}.tmp.npz"
         np.savez(tmp, **samples)  # type: ignore[arg-type]
         os.replace(tmp, target)
@@ -262,7 +268,7 @@ def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    samples = load_samples(Path(args.samples))
+    samples = [s for folder in args.samples for s in load_samples(Path(folder))]
     val = load_samples(Path(args.val))[: args.val_samples]
     base = load_model(args.weights)
     cfg = dataclasses.replace(base.config, plate=True)
@@ -421,11 +427,18 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--windows-per-clip", type=int, default=6)
     c.add_argument("--frames-per-window", type=int, default=3, help="key frames kept per window")
     c.add_argument("--weights", help="working-size weights (default: the shipped ones)")
+    c.add_argument(
+        "--acescct",
+        type=float,
+        default=0.0,
+        help="fraction of windows fed as float plates (linear light, +-1 stop) through the ACEScct shaper, "
+        "the engine's default for float plates; the rest as sRGB values (shaper none)",
+    )
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--threads", type=int, default=1)
     c.set_defaults(func=collect)
     t = sub.add_parser("train", help="fine-tune the plate network on collected samples")
-    t.add_argument("--samples", required=True)
+    t.add_argument("--samples", required=True, nargs="+", help="folders of collected samples")
     t.add_argument("--val", required=True, help="samples of the validation clips")
     t.add_argument("--out", required=True, help="run folder (checkpoint.pt, best.pt, last.pt, log.csv)")
     t.add_argument("--weights", help="working-size weights to start from (default: the shipped ones)")

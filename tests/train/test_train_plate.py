@@ -43,7 +43,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (data / "manifest.json").write_text(json.dumps(manifest))
     weights = save_weights(tiny_model(window=12, resolution=32), root / "tiny.pt")
     common = ["--data", str(data), "--weights", str(weights), "--windows-per-clip", "2"]
-    assert train_plate.main(["collect", *common, "--out", str(root / "samples")]) == 0
+    assert train_plate.main(["collect", *common, "--out", str(root / "samples"), "--acescct", "0.5"]) == 0
     assert train_plate.main(["collect", *common, "--out", str(root / "val"), "--val"]) == 0
     run = root / "run"
     args = ["train", "--samples", str(root / "samples"), "--val", str(root / "val"), "--out", str(run)]
@@ -81,6 +81,10 @@ class TestCollect:
             same = np.abs(s.rows.astype(np.float32) - s.truth.astype(np.float32)).max(axis=2) < 2e-3
             assert same[~s.hole].mean() > 0.6
             assert s.coarse.shape == s.rows.shape == s.truth.shape
+
+    def test_float_plates_through_the_default_shaper(self, workspace: dict) -> None:
+        kinds = {s.kind.split()[1] for s in train_plate.load_samples(workspace["root"] / "samples")}
+        assert kinds == {"srgb", "acescct"}
 
     def test_resumes_without_redoing_a_clip(self, workspace: dict) -> None:
         root = workspace["root"]
