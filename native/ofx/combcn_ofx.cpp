@@ -7,6 +7,8 @@
 // Why out of process: hosts embed their own Python or none, and an engine crash or GPU out-of-memory
 // must not take the host down. Protocol: docs/OFX.md.
 #include <algorithm>
+#include <cctype>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -26,6 +28,8 @@ namespace {
 
 constexpr const char* kPluginId = "io.github.combcn.Inpaint";
 constexpr const char* kMaskClip = "Mask";
+constexpr const char* kReferenceClip = "Reference";
+constexpr int kMaxWindowFrames = 1024;  // the most frames one request may carry (combcn/serve/protocol.py)
 constexpr const char* kChannels[] = {"Alpha", "Red", "Green", "Blue", "Luminance"};
 // New choices go at the end: hosts save a choice parameter by its index.
 constexpr const char* kShapers[] = {"acescct", "log", "none", "srgb"};
@@ -168,6 +172,8 @@ struct Params {
   int device = 0;
   std::string weights;
   bool track = true;
+  std::string reference_frames;  // as typed: frame numbers of the Reference clip that are references
+  bool reference_wins = false;
 };
 
 OfxParamHandle param_handle(OfxImageEffectHandle effect, const char* name) {
@@ -202,6 +208,12 @@ Params read_params(OfxImageEffectHandle effect, OfxTime time) {
   b = 1;
   param_value(effect, "trackCamera", time, &b);
   p.track = b != 0;
+  char* r = nullptr;
+  param_value(effect, "referenceFrames", time, &r);
+  if (r != nullptr) p.reference_frames = r;
+  b = 0;
+  param_value(effect, "referenceWins", time, &b);
+  p.reference_wins = b != 0;
   if (p.window < 1) p.window = 1;
   if (p.context < 0) p.context = 0;
   return p;
@@ -226,6 +238,104 @@ void window_for(OfxTime time, const double range[2], int length, int context, in
 void clip_frame_range(const Clip& clip, double range[2]) {
   range[0] = get_double(clip.props, kOfxImageEffectPropFrameRange, 0.0, 0);
   range[1] = get_double(clip.props, kOfxImageEffectPropFrameRange, range[0], 1);
+}
+
+// The frame numbers typed into "Reference frames": integers separated by commas or spaces, "" = none;
+// sorted, without repeats. Returns "" or an error.
+std::string parse_reference_frames(const std::string& text, std::vector<int>* frames) {
+  auto separator = [](char c) { return c == ',' || std::isspace(static_cast<unsigned char>(c)) != 0; };
+  size_t i = 0;
+  while (i < text.size()) {
+    if (separator(text[i])) {
+      ++i;
+      continue;
+    }
+    size_t end = i;
+    while (end < text.size() && !separator(text[end])) ++end;
+    const std::string token = text.substr(i, end - i);
+    const size_t sign = token[0] == '-' || token[0] == '+' ? 1 : 0;
+    if (token.size() == sign || token.size() - sign > 9 ||
+        token.find_first_not_of("0123456789", sign) != std::string::npos)
+      return "Reference frames: '" + token + "' is not a frame number; give frame numbers separated by commas, "
+             "e.g. 1012 or 1012,1040";
+    frames->push_back(std::stoi(token));
+    i = end;
+  }
+  std::sort(frames->begin(), frames->end());
+  frames->erase(std::unique(frames->begin(), frames->end()), frames->end());
+  return "";
+}
+
+// What a render sends besides its block (docs/OFX.md, "Reference frames"): the reference frames inside
+// the block and the nearest one before and after it, since the engine carries a reference through
+// every frame between it and the frames it fills; the window then runs from first to last.
+struct ReferencePlan {
+  std::vector<int> frames;  // reference frames sent, ascending
+  int first = 0;            // the window sent: the block (with its context frames) widened to them
+  int last = 0;
+  std::string error;        // "" or what the user must fix; nothing is sent then
+};
+
+ReferencePlan plan_references(const Params& params, bool connected, const double range[2], int first, int last) {
+  ReferencePlan plan;
+  plan.first = first;
+  plan.last = last;
+  std::vector<int> named;
+  plan.error = parse_reference_frames(params.reference_frames, &named);
+  if (!plan.error.empty()) return plan;
+  if (named.empty()) {
+    if (connected)
+      plan.error = "the Reference clip is connected but Reference frames is empty: name the frame(s) it shows "
+                   "clean (e.g. 1012 or 1012,1040), or disconnect it";
+    return plan;
+  }
+  if (!connected) {
+    plan.error = "Reference frames names frame " + std::to_string(named[0]) +
+                 " but the Reference clip is not connected: connect the frame(s) cleaned by hand to Reference, "
+                 "or empty Reference frames";
+    return plan;
+  }
+  const int lo = static_cast<int>(std::floor(range[0] + 0.5));
+  const int hi = std::max(static_cast<int>(std::floor(range[1] + 0.5)), lo);
+  int before = INT_MIN, after = INT_MAX;
+  for (int r : named) {
+    if (r < lo || r > hi) {
+      plan.error = "Reference frame " + std::to_string(r) + " is outside the Source's frames " +
+                   std::to_string(lo) + "-" + std::to_string(hi) +
+                   ": a reference is a frame of the plate, cleaned by hand";
+      return plan;
+    }
+    if (r < first) {
+      before = r;
+    } else if (r <= last) {
+      plan.frames.push_back(r);
+    } else if (after == INT_MAX) {
+      after = r;
+    }
+  }
+  if (before != INT_MIN) {
+    plan.frames.insert(plan.frames.begin(), before);
+    plan.first = before;
+  }
+  if (after != INT_MAX) {
+    plan.frames.push_back(after);
+    plan.last = after;
+  }
+  if (plan.last - plan.first + 1 > kMaxWindowFrames) {
+    const int far = plan.last - last > first - plan.first ? plan.last : plan.first;
+    plan.error = "Reference frame " + std::to_string(far) + " is too far from frames " + std::to_string(first) +
+                 "-" + std::to_string(last) +
+                 ": the frames from a reference to the ones it fills travel together, at most " +
+                 std::to_string(kMaxWindowFrames) + "; name a reference nearer these frames";
+  }
+  return plan;
+}
+
+// The reference plan of a render at `time` (errors included), from the node's state.
+ReferencePlan reference_plan(OfxImageEffectHandle effect, const Params& params, const double range[2], int first,
+                             int last, bool general) {
+  const bool connected = general && get_clip(effect, kReferenceClip).connected;
+  return plan_references(params, connected, range, first, last);
 }
 
 // ---- describe --------------------------------------------------------------------------------
@@ -274,6 +384,13 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
     g_prop->propSetString(p, kOfxImageEffectPropSupportedComponents, 2, kOfxImageComponentRGB);
     g_prop->propSetInt(p, kOfxImageClipPropOptional, 0, 1);
     g_prop->propSetInt(p, kOfxImageClipPropIsMask, 0, 1);
+    g_prop->propSetInt(p, kOfxImageEffectPropTemporalClipAccess, 0, 1);
+    g_prop->propSetInt(p, kOfxImageEffectPropSupportsTiles, 0, 0);
+    // Frames of the plate cleaned by hand (or a clean plate): which ones, the Reference frames parameter says.
+    g_effect->clipDefine(effect, kReferenceClip, &p);
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedComponents, 0, kOfxImageComponentRGBA);
+    g_prop->propSetString(p, kOfxImageEffectPropSupportedComponents, 1, kOfxImageComponentRGB);
+    g_prop->propSetInt(p, kOfxImageClipPropOptional, 0, 1);
     g_prop->propSetInt(p, kOfxImageEffectPropTemporalClipAccess, 0, 1);
     g_prop->propSetInt(p, kOfxImageEffectPropSupportsTiles, 0, 0);
   }
@@ -357,6 +474,23 @@ OfxStatus describe_in_context(OfxImageEffectHandle effect, OfxPropertySetHandle 
                         "locked-off plate, for a shot where the track goes wrong.");
   g_prop->propSetInt(p, kOfxParamPropDefault, 0, 1);
   g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+  if (context != kOfxImageEffectContextGeneral) return kOfxStatOK;  // the filter context has no Reference clip
+
+  g_param->paramDefine(set, kOfxParamTypeString, "referenceFrames", &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "Reference frames");
+  g_prop->propSetString(p, kOfxParamPropHint, 0,
+                        "Frames at which the Reference clip shows the plate cleaned by hand (e.g. 1012 or "
+                        "1012,1040); the fill carries them along the motion through the shot. Empty = none.");
+  g_prop->propSetString(p, kOfxParamPropDefault, 0, "");
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
+
+  g_param->paramDefine(set, kOfxParamTypeBoolean, "referenceWins", &p);
+  g_prop->propSetString(p, kOfxPropLabel, 0, "Reference wins");
+  g_prop->propSetString(p, kOfxParamPropHint, 0,
+                        "Where a reference reaches, use it even where a frame nearer in time shows the background "
+                        "itself (off: the nearer frame wins).");
+  g_prop->propSetInt(p, kOfxParamPropDefault, 0, 0);
+  g_prop->propSetInt(p, kOfxParamPropAnimates, 0, 0);
   return kOfxStatOK;
 }
 
@@ -371,10 +505,20 @@ OfxStatus get_frames_needed(OfxImageEffectHandle effect, OfxPropertySetHandle in
   Params params = read_params(effect, time);
   int first = 0, last = 0;
   window_for(time, range, params.window, params.context, &first, &last);
-  double frames[2] = {static_cast<double>(first), static_cast<double>(last)};
+  const bool general = is_general(effect);
+  // With references named wrongly the render reports it; meanwhile the block alone is needed.
+  ReferencePlan plan = reference_plan(effect, params, range, first, last, general);
+  if (!plan.error.empty()) plan = ReferencePlan{{}, first, last, ""};
+  double frames[2] = {static_cast<double>(plan.first), static_cast<double>(plan.last)};
   g_prop->propSetDoubleN(out_args, "OfxImageClipPropFrameRange_Source", 2, frames);
-  if (is_general(effect) && get_clip(effect, kMaskClip).connected)
+  if (general && get_clip(effect, kMaskClip).connected)
     g_prop->propSetDoubleN(out_args, "OfxImageClipPropFrameRange_Mask", 2, frames);
+  if (!plan.frames.empty()) {
+    std::vector<double> ranges;  // one (frame, frame) pair per reference frame
+    for (int r : plan.frames) ranges.insert(ranges.end(), {static_cast<double>(r), static_cast<double>(r)});
+    g_prop->propSetDoubleN(out_args, "OfxImageClipPropFrameRange_Reference", static_cast<int>(ranges.size()),
+                           ranges.data());
+  }
   return kOfxStatOK;
 }
 
@@ -389,6 +533,8 @@ OfxStatus get_regions_of_interest(OfxImageEffectHandle effect, OfxPropertySetHan
   g_prop->propSetDoubleN(out_args, "OfxImageClipPropRoI_Source", 4, roi);
   if (is_general(effect) && get_clip(effect, kMaskClip).connected)
     g_prop->propSetDoubleN(out_args, "OfxImageClipPropRoI_Mask", 4, roi);
+  if (is_general(effect) && get_clip(effect, kReferenceClip).connected)
+    g_prop->propSetDoubleN(out_args, "OfxImageClipPropRoI_Reference", 4, roi);
   return kOfxStatOK;
 }
 
@@ -397,7 +543,10 @@ OfxStatus get_clip_preferences(OfxImageEffectHandle effect, OfxPropertySetHandle
   g_prop->propSetString(out_args, "OfxImageClipPropDepth_Output", 0, kOfxBitDepthFloat);
   g_prop->propSetString(out_args, "OfxImageClipPropComponents_Source", 0, kOfxImageComponentRGBA);
   g_prop->propSetString(out_args, "OfxImageClipPropDepth_Source", 0, kOfxBitDepthFloat);
-  if (is_general(effect)) g_prop->propSetString(out_args, "OfxImageClipPropDepth_Mask", 0, kOfxBitDepthFloat);
+  if (is_general(effect)) {
+    g_prop->propSetString(out_args, "OfxImageClipPropDepth_Mask", 0, kOfxBitDepthFloat);
+    g_prop->propSetString(out_args, "OfxImageClipPropDepth_Reference", 0, kOfxBitDepthFloat);
+  }
   return kOfxStatOK;
 }
 
@@ -486,17 +635,57 @@ std::string load_frame(const Image& img, const Image* mask, bool general, bool p
   return "";
 }
 
+std::string rect_text(const OfxRectI& r) {
+  return std::to_string(r.x2 - r.x1) + "x" + std::to_string(r.y2 - r.y1) + " at (" + std::to_string(r.x1) + ", " +
+         std::to_string(r.y1) + ")";
+}
+
+// One reference frame as the server sees it: RGB top-down in `rgb` [H, W, 3] over the Source's frame
+// rectangle. A larger Reference is cropped to it (its pixel coordinates are the Source's); one that does
+// not cover it is refused, since a reference is the plate's frame cleaned by hand. Premultiplied colour
+// is divided by alpha where alpha is not 0, as the Source's is. Returns "" or an error.
+std::string load_reference(const Clip& clip, int time, const OfxRectI& frame, float* rgb) {
+  Image img;
+  const std::string at = " at frame " + std::to_string(time);
+  if (!img.fetch(clip.handle, time))
+    return "the Reference clip has no image" + at + ", a frame named in Reference frames";
+  if (img.depth != kOfxBitDepthFloat || (img.components != 3 && img.components != 4))
+    return "the Reference must be 32-bit float RGB or RGBA (got " + img.depth + ")" + at;
+  const OfxRectI& b = img.bounds;
+  if (b.x1 > frame.x1 || b.y1 > frame.y1 || b.x2 < frame.x2 || b.y2 < frame.y2)
+    return "the Reference image" + at + " is " + rect_text(b) + ", the Source's frame is " + rect_text(frame) +
+           ": give the Reference in the Source's format";
+  const bool premult = img.components == 4 && premultiplied(img, clip);
+  const int W = frame.x2 - frame.x1, H = frame.y2 - frame.y1;
+  for (int r = 0; r < H; ++r) {
+    const int y = frame.y2 - 1 - r;  // top-down rows, as the frames
+    for (int x = frame.x1; x < frame.x2; ++x) {
+      const float* px = img.pixel(x, y);
+      float* d = rgb + (static_cast<size_t>(r) * W + (x - frame.x1)) * 3;
+      const float k = premult && px[3] != 0.0f ? px[3] : 1.0f;
+      d[0] = px[0] / k;
+      d[1] = px[1] / k;
+      d[2] = px[2] / k;
+    }
+  }
+  return "";
+}
+
 // What identifies a window's inputs without fetching them (docs/OFX.md, "Window cache"): the
-// instance, the window's frame span and the clip's range, the frame size, every parameter and the
-// premultiplication state. The pixels enter through per-frame ids (frame_id).
+// instance, the window's frame span and the clip's range, the frame size, every parameter, the
+// premultiplication state and the reference frames with a hash of each as sent (they are fetched for
+// every render). The frames' pixels enter through per-frame ids (frame_id).
 uint64_t window_slot(OfxImageEffectHandle effect, const Params& p, int first, int last, const double range[2],
-                     const OfxRectI& frame, bool general, bool premult) {
+                     const OfxRectI& frame, bool general, bool premult, const std::vector<int>& references,
+                     const std::vector<std::string>& reference_ids) {
   char text[512];
   snprintf(text, sizeof(text), "%p|%d|%d|%.17g|%.17g|%d,%d,%d,%d|%d|%d|%d|%d|%d|%d|%.17g|%d|%d|%d|%d|%d|",
            static_cast<void*>(effect), first, last, range[0], range[1], frame.x1, frame.y1, frame.x2, frame.y2,
            p.window, p.context, p.channel, p.invert ? 1 : 0, p.expand, p.shaper, p.feather, p.device,
            p.track ? 1 : 0, general ? 1 : 0, premult ? 1 : 0, static_cast<int>(p.weights.size()));
-  std::string key = std::string(text) + p.weights;
+  std::string key = std::string(text) + p.weights + "|references" + (p.reference_wins ? "(wins)" : "");
+  for (size_t k = 0; k < references.size(); ++k)
+    key += "|" + std::to_string(references[k]) + ":" + reference_ids[k];
   return combcn::content_hash(key.data(), key.size(), 0x636f6d62636e0001ull);
 }
 
@@ -505,7 +694,9 @@ uint64_t frame_id(const float* fr, const float* mt, size_t plane) {
   return combcn::content_hash(mt, plane * sizeof(float), combcn::content_hash(fr, plane * 16, 0));
 }
 
-std::string fill_params_json(const Params& params) {
+// `references`: the request carries references, so reference_wins goes too (only then: a server
+// that predates references refuses params it does not know).
+std::string fill_params_json(const Params& params, bool references) {
   std::string req = "\"params\":{\"expand\":" + std::to_string(params.expand);
   char feather[64];
   snprintf(feather, sizeof(feather), "%.17g", params.feather);
@@ -513,8 +704,9 @@ std::string fill_params_json(const Params& params) {
   req += ",\"shaper\":" + combcn::json_quote(kShapers[std::min(std::max(params.shaper, 0), 3)]);
   req += ",\"device\":" + combcn::json_quote(kDevices[std::min(std::max(params.device, 0), 2)]);
   req += ",\"weights\":" + combcn::json_quote(params.weights);
-  req += std::string(",\"track\":") + (params.track ? "true" : "false") + "}";
-  return req;
+  req += std::string(",\"track\":") + (params.track ? "true" : "false");
+  if (references) req += std::string(",\"reference_wins\":") + (params.reference_wins ? "true" : "false");
+  return req + "}";
 }
 
 std::string geometry_json(int T, int H, int W, int want, size_t out_offset_floats) {
@@ -574,7 +766,24 @@ OfxStatus render_frame(OfxImageEffectHandle effect, OfxPropertySetHandle in_args
   clip_frame_range(source, range);
   int first = 0, last = 0;
   window_for(time, range, params.window, params.context, &first, &last);
-  const std::string slot = combcn::hex64(window_slot(effect, params, first, last, range, frame, general, premult));
+  // Reference frames: checked and fetched before anything is sent (their hashes key the window too).
+  const ReferencePlan plan = reference_plan(effect, params, range, first, last, general);
+  if (!plan.error.empty()) return fail(effect, plan.error);
+  const Clip reference = plan.frames.empty() ? Clip{} : get_clip(effect, kReferenceClip);
+  const size_t n_refs = plan.frames.size();
+  std::vector<float> ref_rgb(n_refs * plane * 3);
+  std::vector<std::string> ref_ids;
+  for (size_t k = 0; k < n_refs; ++k) {
+    if (aborted()) return kOfxStatFailed;
+    float* rgb = ref_rgb.data() + k * plane * 3;
+    std::string e = load_reference(reference, plan.frames[k], frame, rgb);
+    if (!e.empty()) return fail(effect, e);
+    ref_ids.push_back(combcn::hex64(combcn::content_hash(rgb, plane * 3 * sizeof(float), 0)));
+  }
+  first = plan.first;
+  last = plan.last;
+  const std::string slot = combcn::hex64(
+      window_slot(effect, params, first, last, range, frame, general, premult, plan.frames, ref_ids));
   const std::string cur_id = combcn::hex64(frame_id(cur_rgba.data(), cur_matte.data(), plane));
   if (aborted()) return kOfxStatFailed;
 
@@ -613,8 +822,9 @@ OfxStatus render_frame(OfxImageEffectHandle effect, OfxPropertySetHandle in_args
   combcn::SharedBuffer window;
   if (result == nullptr) {
     const int T_max = last - first + 1;
-    // Layout (float32, top-down rows): frames [T,H,W,4] | matte [T,H,W] | out [1,H,W,4].
-    if (!window.create((static_cast<size_t>(T_max) * plane * 5 + plane * 4) * sizeof(float), &err))
+    // Layout (float32, top-down rows): frames [T,H,W,4] | matte [T,H,W] | references [R,H,W,3] | out [1,H,W,4].
+    if (!window.create((static_cast<size_t>(T_max) * plane * 5 + n_refs * plane * 3 + plane * 4) * sizeof(float),
+                       &err))
       return fail(effect, err);
     float* frames = window.data();
     float* matte = frames + static_cast<size_t>(T_max) * plane * 4;
@@ -634,7 +844,12 @@ OfxStatus render_frame(OfxImageEffectHandle effect, OfxPropertySetHandle in_args
       } else {
         // A frame missing from the clip is left out of the window (the spec says: treat as absent).
         Image other;
-        if (!other.fetch(source.handle, f)) continue;
+        if (!other.fetch(source.handle, f)) {
+          if (std::binary_search(plan.frames.begin(), plan.frames.end(), f))
+            return fail(effect, "the Source has no image at reference frame " + std::to_string(f) +
+                                    ": a reference is placed on its frame of the plate");
+          continue;
+        }
         if (other.depth != kOfxBitDepthFloat || other.components != 4)
           return fail(effect, "Source frame " + std::to_string(f) + " is not float RGBA");
         Image m;
@@ -652,12 +867,21 @@ OfxStatus render_frame(OfxImageEffectHandle effect, OfxPropertySetHandle in_args
       // Close the gap left by missing frames so the layout is dense: move the mattes down.
       memmove(frames + static_cast<size_t>(T) * plane * 4, matte, static_cast<size_t>(T) * plane * sizeof(float));
     }
-    const size_t out_offset = static_cast<size_t>(T) * plane * 5;
+    std::string ref_indices;  // the references' indices into the window, in the order stored
+    for (size_t k = 0; k < n_refs; ++k) {
+      const int index = static_cast<int>(std::find(times.begin(), times.end(), plan.frames[k]) - times.begin());
+      ref_indices += (k ? "," : "") + std::to_string(index);
+    }
+    if (n_refs > 0)
+      memcpy(frames + static_cast<size_t>(T) * plane * 5, ref_rgb.data(), n_refs * plane * 3 * sizeof(float));
+    const size_t out_offset = static_cast<size_t>(T) * plane * 5 + n_refs * plane * 3;
     std::string req = "{\"v\":1,\"op\":\"inpaint\"," + geometry_json(T, H, W, want, out_offset) + ",\"times\":[";
     for (int i = 0; i < T; ++i) req += (i ? "," : "") + std::to_string(times[i]);
     req += "],\"slot\":\"" + slot + "\",\"frame_ids\":[";
     for (int i = 0; i < T; ++i) req += std::string(i ? "," : "") + "\"" + ids[i] + "\"";
-    req += "]," + fill_params_json(params) + "}";
+    req += "],";
+    if (n_refs > 0) req += "\"references\":[" + ref_indices + "],";
+    req += fill_params_json(params, n_refs > 0) + "}";
     reply.clear();
     if (!combcn::call_server(req, &window, &reply, &err, aborted)) {
       if (aborted()) return kOfxStatFailed;

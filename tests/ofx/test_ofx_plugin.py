@@ -119,8 +119,10 @@ def test_describe_declares_temporal_general_effect(binary: Path, data: dict[str,
     assert d["OfxImageEffectPropSupportedPixelDepths"] == ["OfxBitDepthFloat"]
     assert d["OfxImageEffectPluginRenderThreadSafety"] == ["OfxImageEffectRenderFullySafe"]
     clips = result["clips"]
-    assert set(clips) == {"Source", "Mask", "Output"}
+    assert set(clips) == {"Source", "Mask", "Reference", "Output"}
     assert clips["Mask"]["OfxImageClipPropOptional"] == [1] and clips["Mask"]["OfxImageClipPropIsMask"] == [1]
+    assert clips["Reference"]["OfxImageClipPropOptional"] == [1]
+    assert "OfxImageClipPropIsMask" not in clips["Reference"]
     assert clips["Source"]["OfxImageEffectPropTemporalClipAccess"] == [1]
     params = result["params"]
     expected = {
@@ -134,11 +136,15 @@ def test_describe_declares_temporal_general_effect(binary: Path, data: dict[str,
         "device": "OfxParamTypeChoice",
         "weights": "OfxParamTypeString",
         "trackCamera": "OfxParamTypeBoolean",
+        "referenceFrames": "OfxParamTypeString",
+        "referenceWins": "OfxParamTypeBoolean",
     }
     assert {k: v["type"] for k, v in params.items()} == expected
     assert params["trackCamera"]["OfxParamPropDefault"] == [1]  # as the weights say, unless turned off
     assert params["weights"]["OfxParamPropStringMode"] == ["OfxParamStringIsFilePath"]
     assert params["shaper"]["OfxParamPropChoiceOption"] == ["acescct", "log", "none", "srgb"]
+    assert params["referenceFrames"]["OfxParamPropDefault"] == [""]  # no references
+    assert params["referenceWins"]["OfxParamPropDefault"] == [0]
     assert result["clip_preferences_out"]["OfxImageClipPropDepth_Output"] == ["OfxBitDepthFloat"]
     assert result["violations"] == [] and result["messages"] == []
 
@@ -565,3 +571,166 @@ def test_server_that_never_starts_is_killed_and_named_right(
     else:
         os.kill(pid, signal.SIGKILL)
         raise AssertionError(f"the hung server {pid} was left running (state {state})")
+
+
+def painted_reference(plate: np.ndarray, matte: np.ndarray, index: int) -> np.ndarray:
+    """Frame ``index`` of the plate with its hole painted by hand (a flat colour no frame shows), RGBA."""
+    reference = plate[index].copy()
+    reference[matte[index] > 0, :3] = np.float32([0.9, 0.1, 0.6])
+    return reference
+
+
+def write_reference(folder: Path, frame: int, pixels: np.ndarray) -> str:
+    from ofx_host.host import write_exr
+
+    write_exr(str(folder / f"reference.{frame}.exr"), pixels)
+    return str(folder / "reference.%d.exr")
+
+
+def test_reference_frame_is_carried_as_the_engine_carries_it(
+    binary: Path, data: dict[str, Any], run_dir: Path, tmp_path: Path
+) -> None:
+    """A Reference clip and the frame it shows clean: a block holding that frame, and a block after it
+    (the window sent then starts at the reference), equal ``combcn.inpaint`` with ``references=`` on
+    the frames sent; the block's second frame comes from the server's cache."""
+    from combcn import inpaint
+
+    plate, matte = data["plate"], data["matte"]
+    reference = painted_reference(plate, matte, 1)
+    record = run_dir / "params.jsonl"
+    env = host_env(
+        run_dir, COMBCN_SERVE_ENGINE="ofx_host.recording_engine:factory", COMBCN_TEST_PARAMS=str(record)
+    )
+    job = base_job(
+        data,
+        reference=write_reference(tmp_path, 1002, reference),
+        render=[1003, 1005, 1006],
+        out=str(run_dir / "out.%d.exr"),
+        set_params={"referenceFrames": "1002"},
+    )
+    result = run_host(job, run_dir, env)
+    renders = {r["time"]: r for r in result["renders"]}
+    assert [r["status"] for r in result["renders"]] == [OK, OK, OK], result["messages"]
+    assert result["violations"] == [] and result["messages"] == []
+    # Inside its block the reference adds only itself; after it, the window reaches back to it.
+    assert renders[1003]["frames_needed"] == {
+        "Source": [1001.0, 1004.0],
+        "Mask": [1001.0, 1004.0],
+        "Reference": [1002.0, 1002.0],
+    }
+    assert renders[1005]["frames_needed"] == {
+        "Source": [1002.0, 1006.0],
+        "Mask": [1002.0, 1006.0],
+        "Reference": [1002.0, 1002.0],
+    }
+    assert sorted({f for c, f in renders[1005]["fetched"] if c == "Source"}) == [
+        1002.0,
+        1003.0,
+        1004.0,
+        1005.0,
+        1006.0,
+    ]
+    # The block's second frame: its own Source and Mask, the reference (its hash keys the window), the Output.
+    assert sorted(renders[1006]["fetched"]) == [
+        ["Mask", 1006.0],
+        ["Output", 1006.0],
+        ["Reference", 1002.0],
+        ["Source", 1006.0],
+    ]
+    fills = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [(f["frames"], f["references"], f["reference_wins"]) for f in fills] == [
+        (4, [1], False),
+        (5, [0], False),
+    ]
+    options = {"weights": data["weights"], "device": "cpu"}
+    inside = inpaint(plate[0:4], matte[0:4], references={1: reference}, **options)
+    np.testing.assert_allclose(read_exr(str(run_dir / "out.1003.exr")), inside[2], rtol=0, atol=1e-5)
+    after = inpaint(plate[1:6], matte[1:6], references={0: reference}, **options)
+    for t in (1005, 1006):
+        out = read_exr(str(run_dir / f"out.{t}.exr"))
+        np.testing.assert_allclose(out, after[t - 1002], rtol=0, atol=1e-5)
+        keep = matte[t - FIRST] == 0
+        assert np.array_equal(out[keep], plate[t - FIRST][keep]), "pixels outside the matte must be bit-exact"
+    # the painted colour reached the block after it (the same frames without the reference differ)
+    without = inpaint(plate[1:6], matte[1:6], **options)
+    hole = matte[1005 - FIRST] > 0
+    assert np.abs(after[3][hole] - without[3][hole]).max() > 0.05
+    stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
+    assert stats["computed"] == 2 and stats["lookup_hits"] == 1, stats
+
+
+def test_reference_wins_and_a_repainted_reference(
+    binary: Path, data: dict[str, Any], run_dir: Path, tmp_path: Path
+) -> None:
+    """ "Reference wins" reaches the engine as reference_wins; a reference painted again upstream is a
+    new window (the server's record of the old one is not used), though the rendered frame is the same."""
+    from combcn import inpaint
+
+    plate, matte = data["plate"], data["matte"]
+    reference = painted_reference(plate, matte, 1)
+    job = base_job(
+        data,
+        reference=write_reference(tmp_path, 1002, reference),
+        render=[1005, 1005],
+        edits=[{"before": 1, "clip": "Reference", "frame": 1002, "add": 0.3}],
+        out=str(run_dir / "out.%d.exr"),
+        set_params={"referenceFrames": " 1002, ", "referenceWins": 1},
+    )
+    result = run_host(job, run_dir, host_env(run_dir))
+    assert [r["status"] for r in result["renders"]] == [OK, OK], result["messages"]
+    assert result["violations"] == []
+    repainted = reference.copy()
+    repainted[..., :3] += np.float32(0.3)
+    expected = inpaint(
+        plate[1:6],
+        matte[1:6],
+        references={0: repainted},
+        reference_wins=True,
+        weights=data["weights"],
+        device="cpu",
+    )
+    np.testing.assert_allclose(read_exr(str(run_dir / "out.1005.exr")), expected[3], rtol=0, atol=1e-5)
+    stats = ServeClient(run_dir / "run" / "serve.sock", timeout=10).ping()["stats"]
+    assert stats["computed"] == 2 and stats["lookup_hits"] == 0, stats
+
+
+def test_reference_errors_are_reported_before_anything_is_sent(
+    binary: Path, data: dict[str, Any], run_dir: Path, tmp_path: Path
+) -> None:
+    """Frames named without a Reference clip, a connected clip with no frames named, a frame outside the
+    Source, text that is no frame number, a Reference of another size, a frame the Reference clip
+    lacks and a reference too far from the block: each render fails with one message, writes no pixel
+    and starts no server."""
+    plate, matte = data["plate"], data["matte"]
+    reference = write_reference(tmp_path, 1002, painted_reference(plate, matte, 1))
+    small = tmp_path / "small"
+    small.mkdir()
+    small_reference = write_reference(small, 1002, painted_reference(plate, matte, 1)[:16, :24])
+    cases = [
+        (None, "1002", "Reference clip is not connected"),
+        (reference, "", "Reference frames is empty"),
+        (reference, "990", "Reference frame 990 is outside the Source's frames 1001-1006"),
+        (reference, "1002,10x2", "'10x2' is not a frame number"),
+        (
+            small_reference,
+            "1002",
+            "the Reference image at frame 1002 is 24x16 at (0, 0), the Source's frame is 48x32",
+        ),
+        (reference, "1003", "the Reference clip has no image at frame 1003"),
+        # a clip of 1001-2100 (frames after 1006 absent): from 1001 to 2030 is over 1024 frames
+        (reference, "1002,2030", "Reference frame 2030 is too far from frames 1001-1004"),
+    ]
+    env = host_env(run_dir, COMBCN_SERVE="/bin/false")  # a server start would fail with another message
+    for clip, frames, expect in cases:
+        job = base_job(data, reference=clip, render=[1002], set_params={"referenceFrames": frames})
+        if "too far" in expect:
+            absent = list(range(LAST + 1, 2101))
+            job.update(last=2100, missing={"Source": absent, "Mask": absent})
+        result = run_host(job, run_dir, env)
+        (render,) = result["renders"]
+        assert render["status"] == FAILED, (frames, expect)
+        (message,) = result["messages"]
+        assert message["type"] == "OfxMessageError" and expect in message["text"], (expect, message["text"])
+        assert not render["output_written"], "a failed render must leave the Output untouched"
+        assert {f for c, f in render["fetched"] if c == "Source"} == {1002.0}, render["fetched"]
+        assert result["violations"] == []

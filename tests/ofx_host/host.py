@@ -5,8 +5,10 @@ plugin our property, image-effect, parameter and message suites, then runs load,
 describeInContext, createInstance, getClipPreferences and, for each frame, getFramesNeeded,
 getRegionsOfInterest, isIdentity and render. Clips serve a different EXR frame per time (read with
 OpenImageIO); the Source is handed out top-down with a negative row stride (allowed by the spec) and
-the Mask bottom-up, so both layouts are exercised. The host enforces the temporal-access rule: an
-image at another time than the render time must lie inside the frames the plugin declared needed.
+the Mask bottom-up, so both layouts are exercised. The optional Reference clip serves the frames of
+its pattern that exist on disk, each at its own size (a Reference of another size than the plate).
+The host enforces the temporal-access rule: an image at another time than the render time must lie
+inside the frames the plugin declared needed.
 
 Run ``python -m ofx_host.host JOB.json`` (the tests do, in a subprocess, so a crash of the plugin is
 seen as a crash and not taken down with pytest). Suite varargs functions (paramGetValue, message) are
@@ -553,6 +555,7 @@ class Host:
             if frame is None:
                 return FAILED  # no image at that time
             buf = np.ascontiguousarray(frame, np.float32)
+            h, w = buf.shape[:2]  # each image at its own size (the plate's, unless a test says otherwise)
         row = w * nc * 4
         if c.name == "Output" or not c.top_down_negative_stride:
             # Bottom-up memory: row 0 in memory is the lowest image row (OpenFX's native order).
@@ -801,6 +804,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             for t in range(first, last + 1):
                 if t in job.get("missing", {}).get(name, []):
                     continue  # the clip has no image at that time: clipGetImage answers kOfxStatFailed
+                if name == "Reference" and not os.path.exists(pattern % t):
+                    continue  # a Reference holds the frames cleaned by hand
                 img = read_exr(pattern % t)
                 clip.frames[t] = img[..., :1] if name == "Mask" else img
         inst.clips[name] = clip
@@ -891,6 +896,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             host.concurrent -= 1
         tls.rendering = None
         entry["fetched"] = [[c, f] for c, f in tls.fetches]
+        # whether the plugin wrote any pixel of the Output (a failed render must leave it untouched)
+        entry["output_written"] = tls.output is not None and not bool(np.isnan(tls.output).all())
         if entry["status"] == OK and tls.output is not None and job.get("out"):
             path = job["out"] % t
             write_exr(path, tls.output)
