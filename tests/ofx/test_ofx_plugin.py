@@ -592,8 +592,10 @@ def test_reference_frame_is_carried_as_the_engine_carries_it(
 ) -> None:
     """A Reference clip and the frame it shows clean: a block holding that frame, and a block after it
     (the window sent then starts at the reference), equal ``combcn.inpaint`` with ``references=`` on
-    the frames sent; the block's second frame comes from the server's cache."""
+    the frames sent, and ``combcn inpaint --reference`` on those frames' files; the block's second frame
+    comes from the server's cache."""
     from combcn import inpaint
+    from combcn.cli import main as cli_main
 
     plate, matte = data["plate"], data["matte"]
     reference = painted_reference(plate, matte, 1)
@@ -651,6 +653,25 @@ def test_reference_frame_is_carried_as_the_engine_carries_it(
         np.testing.assert_allclose(out, after[t - 1002], rtol=0, atol=1e-5)
         keep = matte[t - FIRST] == 0
         assert np.array_equal(out[keep], plate[t - FIRST][keep]), "pixels outside the matte must be bit-exact"
+    # the CLI on the files of the frames sent (1002-1006) and the cleaned frame gives the same pixels
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    plate_files, matte_files = write_plates(sent, 1002, plate[1:6], matte[1:6])
+    clean = write_reference(tmp_path, 1002, reference) % 1002
+    argv = [
+        "inpaint",
+        plate_files,
+        "-m",
+        matte_files,
+        "-o",
+        str(tmp_path / "cli.%d.exr"),
+        "-R",
+        f"1002={clean}",
+    ]
+    assert cli_main([*argv, "-w", data["weights"], "-d", "cpu", "-p", "none"]) == 0
+    for t in (1005, 1006):
+        cli = read_exr(str(tmp_path / f"cli.{t}.exr"))
+        np.testing.assert_allclose(read_exr(str(run_dir / f"out.{t}.exr")), cli, rtol=0, atol=1e-5)
     # the painted colour reached the block after it (the same frames without the reference differ)
     without = inpaint(plate[1:6], matte[1:6], **options)
     hole = matte[1005 - FIRST] > 0
