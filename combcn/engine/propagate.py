@@ -44,7 +44,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import cv2
@@ -228,6 +228,13 @@ def _length(vectors: np.ndarray) -> np.ndarray:
 def _largest(rgb: np.ndarray) -> np.ndarray:
     """Largest of each pixel's three values (ndarray[..., 3]): ndarray[...]."""
     out: np.ndarray = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+    return out
+
+
+def _beyond(rgb: np.ndarray, floor: float) -> np.ndarray:
+    """Whether each of a pixel's three values (ndarray[N, 3]) exceeds ``floor`` in magnitude: ndarray[N]."""
+    magnitude = np.abs(rgb)
+    out: np.ndarray = (magnitude[:, 0] > floor) & (magnitude[:, 1] > floor) & (magnitude[:, 2] > floor)
     return out
 
 
@@ -586,7 +593,7 @@ def _trace(
             alive[idx[~inside]] = False
             idx, px, py = idx[inside], px[inside], py[inside]
             cx[idx], cy[idx] = px, py
-        at = known[nxt][np.rint(py).astype(np.int32), np.rint(px).astype(np.int32)]
+        at = known[nxt].reshape(-1)[np.rint(py).astype(np.int32) * w + np.rint(px).astype(np.int32)]
         ring = is_ring[idx]
         ring_at[nxt] = (idx[at & ring], px[at & ring], py[at & ring])
         first = source[0, idx]
@@ -627,7 +634,7 @@ def _exposure_gain(target: np.ndarray, warped: np.ndarray, levels: np.ndarray | 
     of the per-point ratios (robust to ring points that landed on another surface), clamped to
     :func:`_gain_bounds` of ``levels`` (the target frame's level over the source's; None: alike, so
     [2/3, 3/2]); 1 where the ring is too small to tell or the change is below half a percent."""
-    valid = (np.abs(warped) > 1e-3).all(1) & (np.abs(target) > 1e-3).all(1)
+    valid = _beyond(warped, 1e-3) & _beyond(target, 1e-3)
     if valid.sum() < 16:
         return np.ones(3, np.float32)
     ratios = np.ascontiguousarray((target[valid] / warped[valid]).T)  # the median per channel, by hand:
@@ -847,18 +854,20 @@ class _Pixels:
         rx, ry = np.rint(self.px).astype(np.int64), np.rint(self.py).astype(np.int64)
         self.nearest = np.where((rx >= 0) & (rx < bw) & (ry >= 0) & (ry < bh), ry * bw + rx, -1)
         self.scale = scale
-        self.box = (int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1)
+        self.box = y0, y1, x0, x1 = (int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1)
+        #: each pixel's flat index in the bounding box (one index, not two, per lay-out and look-up)
+        self.flat = (hy - y0) * (x1 - x0) + (hx - x0)
 
     def grid(self, values: np.ndarray, fill: float = 0) -> np.ndarray:
         """Per-pixel ``values`` (ndarray[N]) laid out over the bounding box, ``fill`` elsewhere."""
         y0, y1, x0, x1 = self.box
         out = np.full((y1 - y0, x1 - x0), fill, values.dtype)
-        out[self.hy - y0, self.hx - x0] = values
+        out.reshape(-1)[self.flat] = values
         return out
 
     def of(self, grid: np.ndarray) -> np.ndarray:
-        """The values of a bounding-box grid at the hole pixels: ndarray[N]."""
-        out: np.ndarray = grid[self.hy - self.box[0], self.hx - self.box[2]]
+        """The values of a bounding-box grid (ndarray[h, w]) at the hole pixels: ndarray[N]."""
+        out: np.ndarray = np.ascontiguousarray(grid).reshape(-1)[self.flat]
         return out
 
 
@@ -915,26 +924,32 @@ def _candidates(
     sx, sy = pixels.scale
     count = len(pixels.hy)
     value = np.zeros((count, 3), np.float32)
-    dist = np.full(count, np.inf, np.float32)
-    src_of = np.full(count, -1, np.int32)
     misfit = np.full(count, np.nan, np.float32)
     if only is not None and len(only) == 0:
-        return value, dist, src_of, misfit
+        return value, np.full(count, np.inf, np.float32), np.full(count, -1, np.int32), misfit
     # each hole pixel is served by the source of its nearest traced point
     (oy, ox), (bh, bw), px, py = pixels.origin, pixels.span, pixels.px, pixels.py
     label = np.full(bh * bw + 1, -1, np.int32)  # the last: off the box
-    label[(ys - oy) * bw + xs - ox] = trace.source
-    serving = label[pixels.nearest]
-    if only is not None:
-        serving[np.setdiff1d(np.arange(count), only, assume_unique=True)] = -1
-    for s in np.flatnonzero(np.bincount(serving + 1)[1:]).tolist():  # the sources serving any pixel
-        mine = np.flatnonzero(serving == s)
+    flat = (ys - oy) * bw + xs - ox
+    label[flat] = trace.source
+    if only is None:
+        serving = label[pixels.nearest]
+    else:  # (looked up at those pixels alone: a witness is wanted where the sources disagree)
+        serving = np.full(count, -1, np.int32)
+        serving[only] = label[pixels.nearest[only]]
+    src_of = serving
+    dist = np.where(serving >= 0, np.abs(serving - t), np.inf).astype(np.float32)
+    # each traced point's displacement to where its source shows it, and a weight of 1
+    moved = np.stack([trace.x - xs, trace.y - ys, np.ones(len(xs))], -1).astype(np.float32)
+    served = serving if only is None else serving[only]
+    for s in np.flatnonzero(np.bincount(served + 1)[1:]).tolist():  # the sources serving any pixel
+        mine = np.flatnonzero(served == s)
+        if only is not None:
+            mine = only[mine]
         pick = trace.source == s
-        disp = np.zeros((bh, bw, 3), np.float32)
-        disp[ys[pick] - oy, xs[pick] - ox] = np.stack(
-            [trace.x[pick] - xs[pick], trace.y[pick] - ys[pick], np.ones(int(pick.sum()), np.float32)], -1
-        )
-        spread = _sample(disp, px[mine], py[mine])
+        disp = np.zeros((bh * bw, 3), np.float32)
+        disp[flat[pick]] = moved[pick]
+        spread = _sample(disp.reshape(bh, bw, 3), px[mine], py[mine])
         weight = np.maximum(spread[:, 2], 1e-6)
         dx, dy = spread[:, 0] / weight, spread[:, 1] / weight
         # the ring points of t known in s: where the trace put them, refined as one, then the exposure
@@ -948,8 +963,6 @@ def _candidates(
         ring_source = _sample(small_rgb[s], ring_x, ring_y)
         gain = _exposure_gain(ring_target, ring_source, exposure)
         carried = sampled * gain
-        dist[mine] = abs(s - t)
-        src_of[mine] = s
         if len(ring_idx) < 16:  # too small a ring to tell
             value[mine] = carried
             continue
@@ -974,6 +987,14 @@ def _candidates(
         small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(carried)), 0.05)
         value[mine] = carried + np.where(small[:, None], shading, 0.0)
     return value, dist, src_of, misfit
+
+
+@lru_cache(maxsize=4096)
+def _spread(count: int) -> np.ndarray:
+    """``ALIGN_SAMPLE`` indices spread evenly over ``count`` (read-only: shared by every call)."""
+    out = np.linspace(0, count - 1, ALIGN_SAMPLE).astype(np.int64)
+    out.flags.writeable = False
+    return out
 
 
 def _align(
@@ -1001,7 +1022,7 @@ def _align(
     if count < ALIGN_POINTS:
         return 0.0, 0.0
     if count > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure two numbers
-        every = np.linspace(0, count - 1, ALIGN_SAMPLE).astype(np.int64)
+        every = _spread(count)
         ring_x, ring_y, target, count = ring_x[every], ring_y[every], target[every], ALIGN_SAMPLE
     gain = _exposure_gain(target, _sample(source, ring_x, ring_y), levels)
     grey_target = target.mean(-1)
@@ -1133,8 +1154,13 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fil
     heaviest = np.argmax(weight, 0)
     every = np.arange(len(heaviest))
     if len(hypotheses) > 1:  # two poses are never blended: the heaviest alone where another differs
-        apart = (weight >= VISIBLE) & (_apart(values, values[heaviest, every][None]) > AGREE)
-        alone = np.flatnonzero(apart.any(0))
+        # (only where another than the heaviest weighs anything: the heaviest never differs from itself)
+        seen = np.flatnonzero((weight >= VISIBLE).sum(0) > 1)
+        near = values[:, seen]
+        apart = (weight[:, seen] >= VISIBLE) & (
+            _apart(near, near[heaviest[seen], np.arange(len(seen))][None]) > AGREE
+        )
+        alone = seen[apart.any(0)]
         weight[:, alone] = 0.0
         weight[heaviest[alone], alone] = 1.0
     value = (weight[..., None] * values).sum(0).astype(np.float32)
