@@ -99,6 +99,14 @@ def _print_human(info: dict[str, Any]) -> None:
                 f"  all stages   {chain['stages']} training runs, each from the last one's weights: "
                 f"{chain['iterations']} iterations, {chain['wall_time_h']} h in all"
             )
+        plate = weights.get("plate")
+        if isinstance(plate, dict):
+            clips = plate.get("training_clips") or []
+            print(
+                f"  plate net    CombCN at plate resolution: {len(clips)} clips, "
+                f"{plate.get('samples', '?')} samples, {plate.get('iterations', '?')} iterations, "
+                f"{plate.get('wall_time_h', '?')} h"
+            )
 
 
 def run(args: argparse.Namespace) -> int:

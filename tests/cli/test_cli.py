@@ -74,3 +74,23 @@ def test_error_classes_share_one_base(cls: type[errors.CombcnError]) -> None:
 
 def test_every_registered_verb_has_a_summary() -> None:
     assert all(summary for summary in VERBS.values())
+
+
+def test_info_names_the_plate_network_of_the_weights(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from combcn.cli import info
+
+    shipped = {"name": "w", "path": "/x/w.pt", "iterations": 5}
+    shipped["plate"] = {"training_clips": ["a", "b"], "samples": 40, "iterations": 300, "wall_time_h": 0.2}
+    real = info.collect
+
+    def with_plate() -> dict:
+        out = real()
+        out["weights"] = shipped
+        return out
+
+    monkeypatch.setattr(info, "collect", with_plate)
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "plate net    CombCN at plate resolution: 2 clips, 40 samples, 300 iterations, 0.2 h" in out
