@@ -260,7 +260,8 @@ def membrane_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
         h, wd = wt.shape[:2]
         up = cv2.resize(level, (wd, h), interpolation=cv2.INTER_LINEAR).reshape(h, wd, -1)
         own = s / np.maximum(wt, 1e-6)
-        alpha = np.clip(wt * 4.0, 0.0, 1.0)  # a cell with any known pixel mostly keeps its own mean
+        # a cell with any known pixel mostly keeps its own mean (np.clip written out: it costs more)
+        alpha = np.minimum(np.maximum(wt * 4.0, 0.0), 1.0)
         level = alpha * own + (1.0 - alpha) * up
     out: np.ndarray = np.where(w > 0, values, level)
     return out
@@ -985,7 +986,9 @@ def _candidates(
         if only is None:
             misfit[mine] = around[:, 3]
         small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(carried)), 0.05)
-        value[mine] = carried + np.where(small[:, None], shading, 0.0)
+        shading[~small] = 0.0  # (in place: around is not read again)
+        carried += shading
+        value[mine] = carried
     return value, dist, src_of, misfit
 
 
@@ -1072,7 +1075,12 @@ def _smooth(
     gh, gw = -(-shape[0] // SPREAD_CELL), -(-shape[1] // SPREAD_CELL)
     cell = (ys // SPREAD_CELL) * gw + xs // SPREAD_CELL
     columns = values.reshape(len(values), -1)
-    counts = np.stack([np.bincount(cell, weights=u, minlength=gh * gw) for u in use.T.astype(np.float64)], -1)
+    counts = np.empty((gh * gw, use.shape[1]))
+    for j, u in enumerate(use.T):  # (a column like the one before it counts alike: counted once)
+        same = j > 0 and np.array_equal(u, use[:, j - 1])
+        counts[:, j] = (
+            counts[:, j - 1] if same else np.bincount(cell, weights=u.astype(np.float64), minlength=gh * gw)
+        )
     sums = np.stack(
         [
             np.bincount(cell, weights=np.where(u, c, 0.0), minlength=gh * gw)
@@ -1154,13 +1162,12 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fil
     heaviest = np.argmax(weight, 0)
     every = np.arange(len(heaviest))
     if len(hypotheses) > 1:  # two poses are never blended: the heaviest alone where another differs
-        # (only where another than the heaviest weighs anything: the heaviest never differs from itself)
-        seen = np.flatnonzero((weight >= VISIBLE).sum(0) > 1)
-        near = values[:, seen]
-        apart = (weight[:, seen] >= VISIBLE) & (
-            _apart(near, near[heaviest[seen], np.arange(len(seen))][None]) > AGREE
-        )
-        alone = seen[apart.any(0)]
+        # each other hypothesis that weighs anything against the heaviest (never apart from itself)
+        other, at = np.nonzero((weight >= VISIBLE) & (np.arange(len(hypotheses))[:, None] != heaviest))
+        apart = _apart(values[other, at], values[heaviest[at], at]) > AGREE
+        alone_mask = np.zeros(len(heaviest), bool)
+        alone_mask[at[apart]] = True
+        alone = np.flatnonzero(alone_mask)
         weight[:, alone] = 0.0
         weight[heaviest[alone], alone] = 1.0
     value = (weight[..., None] * values).sum(0).astype(np.float32)
