@@ -22,6 +22,7 @@ parent beforehand) with a narrow random model, loaded before the baseline is tak
 1000 frames, the peak must not grow with N.
 
     python bench/bench_engine.py speed [--size 1080p 4k] [--matte ellipse strokes objects] [--frames 40]
+        [--threads N]
     python bench/bench_engine.py memory [--lengths 100 1000] [--size 128x72] [--width 0.125] [--matte ellipse]
     python bench/bench_engine.py plate OUT_FOLDER [--size 1080p] [--matte strokes] [--frames 40]
 """
@@ -409,7 +410,7 @@ def speed_child(args: argparse.Namespace) -> dict[str, object]:
     folder = Path(args.child)
     plate = str(folder / "in" / "plate.####.exr")
     matte = str(folder / "in" / "matte.####.exr")
-    engine = Engine(model=load_model(None, device="cpu"), device="cpu")
+    engine = Engine(model=load_model(None, device="cpu"), device="cpu", threads=args.threads)
     frames = list(range(1001, 1001 + args.frames))
     rss_loaded = _rss_mb()
     # The baseline: copy-through (read every channel + atomic write), the I/O floor of any render.
@@ -455,6 +456,8 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
                 _, _, area = make_plate(Path(tmp) / "in", args.frames, size[0], size[1], matte=matte)
                 made = time.perf_counter() - t0
                 cmd = [sys.executable, __file__, "speed", "--child", tmp, "--frames", str(args.frames)]
+                if args.threads is not None:
+                    cmd += ["--threads", str(args.threads)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     sys.stderr.write(proc.stderr)
@@ -480,7 +483,8 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
     print(table(runs))
     return {
         "bench": "speed",
-        "plate": "half RGBA EXR (zip), locked-off synthetic plate; the shipped model, 2 torch threads",
+        "plate": "half RGBA EXR (zip), locked-off synthetic plate; the shipped model",
+        "engine_threads": args.threads if args.threads is not None else os.cpu_count(),
         "runs": runs,
         "machine": machine(),
     }
@@ -582,6 +586,14 @@ def main() -> None:
         "-s", "--size", type=parse_size, nargs="+", default=[SIZES["1080p"]], help="1080p, 4k or WxH"
     )
     s.add_argument("-m", "--matte", nargs="+", choices=MATTES, default=list(MATTES), help="mattes to run")
+    s.add_argument(
+        "-j",
+        "--threads",
+        type=int,
+        default=None,
+        help="the engine's threads (torch, OpenCV, OpenImageIO; "
+        "propagation fills this many frames at once); default: every core",
+    )
     s.add_argument("--child", default=None, help=argparse.SUPPRESS)
     m = sub.add_parser("memory", help="peak RSS against sequence length", formatter_class=defaults)
     m.add_argument("-l", "--lengths", type=int, nargs="+", default=[100, 1000], help="frames per run")

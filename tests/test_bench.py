@@ -248,7 +248,7 @@ class TestBenchEngine:
         part of the breakdown (no assertion on speed)."""
         bench = load_bench_engine()
         run = subprocess.run(
-            [sys.executable, str(BENCH / "bench_engine.py"), "speed", "-s", "64x48", "-f", "2"],
+            [sys.executable, str(BENCH / "bench_engine.py"), "speed", "-s", "64x48", "-f", "2", "-j", "1"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -256,6 +256,7 @@ class TestBenchEngine:
         assert run.returncode == 0, run.stderr
         lines = run.stdout.strip().splitlines()
         result = json.loads(lines[-1])
+        assert result["engine_threads"] == 1
         parts = [*bench.PARTS, "other"]
         assert set(parts) >= {"motion", "tracing", "sampling/blending", "synthesis", "I/O", "guards"}
         assert [r["matte"] for r in result["runs"]] == ["ellipse", "strokes", "objects"]
