@@ -323,7 +323,7 @@ def train(args: argparse.Namespace) -> None:
                 "best": best,
                 "wall": wall + time.monotonic() - began,
                 "config": cfg.to_dict(),
-                "args": vars(args),
+                "args": {k: v for k, v in vars(args).items() if k != "func"},
                 "training_clips": sorted({s.clip for s in samples}),
                 "samples": len(samples),
             },
@@ -335,9 +335,7 @@ def train(args: argparse.Namespace) -> None:
         first = validate(plate, val)
         log.info("validation at start: %s", first)
         with open(log_file, "w", newline="") as f:
-            csv.writer(f).writerow(
-                ["iteration", "loss", "coarse_mae", "plate_mae", "coarse_detail", "plate_detail"]
-            )
+            csv.writer(f).writerow(["iteration", "loss", *first])
             csv.writer(f).writerow([0, "", *(f"{first[k]:.4f}" for k in first)])
     losses: list[float] = []
     for it in range(start, args.iterations):
@@ -367,7 +365,7 @@ def train(args: argparse.Namespace) -> None:
             scores = validate(plate, val)
             mean_loss = float(np.mean(losses)) if losses else float("nan")
             losses.clear()
-            log.info("iteration %d: train L1 %.2f, validation %s", done, mean_loss, scores)
+            log.info("iteration %d: training loss %.2f, validation %s", done, mean_loss, scores)
             with open(log_file, "a", newline="") as f:
                 csv.writer(f).writerow([done, f"{mean_loss:.4f}", *(f"{scores[k]:.4f}" for k in scores)])
             if scores["plate_score"] < best:  # the probe's ranking: MAE, raised outside the detail band
@@ -402,14 +400,25 @@ def export(args: argparse.Namespace) -> None:
         "samples": state["samples"],
         "iterations": state["iteration"],
         "wall_time_h": round(state["wall"] / 3600.0, 3),
-        "validation_score": state["best"],
-        "settings": {k: v for k, v in state["args"].items() if k not in ("func",)},
+        "validation": _logged(Path(args.run).parent / "log.csv", int(state["iteration"])),
+        "settings": {k: v for k, v in state["args"].items() if k != "func"},
         "code_version": _code_version(),
     }
     save_weights(model, args.output, provenance=provenance, half=True)
     if args.provenance:
         Path(args.provenance).write_text(json.dumps(provenance, indent=2) + "\n")
     log.info("wrote %s", args.output)
+
+
+def _logged(log_file: Path, iteration: int) -> dict[str, float]:
+    """The validation row of ``iteration`` in a run's ``log.csv`` (empty where there is none)."""
+    if not log_file.is_file():
+        return {}
+    with open(log_file, newline="") as f:
+        for row in csv.DictReader(f):
+            if int(row["iteration"]) == iteration:
+                return {k: float(v) for k, v in row.items() if k not in ("iteration", "loss") and v}
+    return {}
 
 
 def _code_version() -> str:

@@ -105,7 +105,10 @@ class TestTrainExport:
     def test_log_and_checkpoints(self, workspace: dict) -> None:
         run = workspace["run"]
         rows = (run / "log.csv").read_text().splitlines()
-        assert rows[0].startswith("iteration,loss,coarse_mae,plate_mae")
+        assert (
+            rows[0]
+            == "iteration,loss,coarse_mae,plate_mae,coarse_detail,plate_detail,coarse_score,plate_score"
+        )
         assert [r.split(",")[0] for r in rows[1:]] == ["0", "2", "4"]
         assert (run / "checkpoint.pt").is_file() and (run / "best.pt").is_file()
 
@@ -124,6 +127,7 @@ class TestTrainExport:
         provenance = read_weights(workspace["exported"])["provenance"]["plate"]
         assert provenance["training_clips"] == ["street", "walls"]
         assert provenance["iterations"] == 4
+        assert set(provenance["validation"]) >= {"plate_mae", "plate_detail", "coarse_mae"}
 
     def test_resume_continues(self, workspace: dict) -> None:
         run = workspace["run"]
