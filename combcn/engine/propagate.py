@@ -349,9 +349,12 @@ class _PairMotion:
         forward, backward (ndarray[h, w, 2]): measured flow a -> b and b -> a.
         trusted (tuple of ndarray[h, w] bool): where each is trusted (outside the grown holes, passing
             the forward-backward check).
-        layers (tuple of lists of (fitted ndarray[h, w, 2] or None, inliers ndarray[h, w] bool)): each
-            direction's planes (:func:`_layers`).
+        planes (tuple of lists of ndarray[h, w] bool): each direction's motion layers (:func:`_layers`),
+            as the pixels that follow each plane.
         still: every plane 0 was fitted and moves less than ``STATIC_MOTION``.
+
+    A plane's fitted motion is kept only until its background motion is made from it (the cache
+    then holds the background alone).
     """
 
     def __init__(self, dis: Any, greys: tuple[np.ndarray, np.ndarray], grown: tuple[np.ndarray, np.ndarray]):
@@ -362,20 +365,22 @@ class _PairMotion:
             ~grown[0] & _consistent(self.forward, self.backward),
             ~grown[1] & _consistent(self.backward, self.forward),
         )
-        self.layers = (_layers(self.forward, self.trusted[0]), _layers(self.backward, self.trusted[1]))
+        layers = (_layers(self.forward, self.trusted[0]), _layers(self.backward, self.trusted[1]))
         self.still = all(
             fitted is not None and _typical_motion(fitted, inliers) < STATIC_MOTION
-            for fitted, inliers in (self.layers[0][0], self.layers[1][0])
+            for fitted, inliers in (layers[0][0], layers[1][0])
         )
+        self.planes = tuple([inliers for _, inliers in found] for found in layers)
+        self._fits = {(d, k): fitted for d, found in enumerate(layers) for k, (fitted, _) in enumerate(found)}
         self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
         self._scene: dict[int, np.ndarray] = {}
 
     def background(self, direction: int, layer: int) -> np.ndarray:
         """Plane ``layer``'s motion everywhere (direction 0: a -> b, 1: b -> a): ndarray[h, w, 2]."""
-        key = (direction, min(layer, len(self.layers[direction]) - 1))
+        key = (direction, min(layer, len(self.planes[direction]) - 1))
         if key not in self._backgrounds:
             flow = (self.forward, self.backward)[direction]
-            fitted, inliers = self.layers[direction][key[1]]
+            fitted, inliers = self._fits.pop(key), self.planes[direction][key[1]]
             self._backgrounds[key] = _background(flow, fitted, inliers, self.grown[direction])
         return self._backgrounds[key]
 
@@ -462,16 +467,16 @@ class _Motion:
         self.scene_backward: list[np.ndarray] = []
         if not pairs:
             return
-        second = any(len(p.layers[0]) > 1 or len(p.layers[1]) > 1 for p in pairs)
+        second = any(len(p.planes[0]) > 1 or len(p.planes[1]) > 1 for p in pairs)
         self.forward = [[] for _ in range(2 if second else 1)]
         self.backward = [[] for _ in range(2 if second else 1)]
         # which pixels of each frame move with the second plane (its inliers, from either pair)
         self.second = [np.zeros(shape, bool) for _ in range(n)]
         for i, p in enumerate(pairs):
-            if len(p.layers[0]) > 1:
-                self.second[i] |= p.layers[0][1][1]
-            if len(p.layers[1]) > 1:
-                self.second[i + 1] |= p.layers[1][1][1]
+            if len(p.planes[0]) > 1:
+                self.second[i] |= p.planes[0][1]
+            if len(p.planes[1]) > 1:
+                self.second[i + 1] |= p.planes[1][1]
         zero = np.zeros(shape + (2,), np.float32)
         for p in pairs:
             for k in range(len(self.forward)):
@@ -1027,23 +1032,29 @@ def _align(
     if count > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure two numbers
         every = _spread(count)
         ring_x, ring_y, target, count = ring_x[every], ring_y[every], target[every], ALIGN_SAMPLE
-    gain = _exposure_gain(target, _sample(source, ring_x, ring_y), levels)
     grey_target = target.mean(-1)
     keep = int(0.8 * count)
     offsets = np.array([[0, 0], [0.5, 0], [-0.5, 0], [0, 0.5], [0, -0.5]], np.float32)
+    shift = np.zeros(2, np.float32)
+
+    def around() -> np.ndarray:
+        """The source at the points moved by ``shift`` and at their four half-pixel neighbours,
+        in one sampling: ndarray[5 * count, 3]."""
+        xs = (ring_x[None] + shift[0] + offsets[:, :1]).ravel()
+        ys = (ring_y[None] + shift[1] + offsets[:, 1:]).ravel()
+        return _sample(source, xs, ys)
+
+    first = around()  # (its first count rows are the points themselves: the exposure is matched there)
+    gain = _exposure_gain(target, first[:count], levels)
 
     def kept(err: np.ndarray) -> np.ndarray:
         """The points whose error is among the ``keep`` smallest."""
         out: np.ndarray = err <= np.partition(err, keep - 1)[keep - 1]
         return out
 
-    shift = np.zeros(2, np.float32)
     before = None
-    for _ in range(ALIGN_STEPS):
-        # the points and their four half-pixel neighbours in one sampling
-        xs = (ring_x[None] + shift[0] + offsets[:, :1]).ravel()
-        ys = (ring_y[None] + shift[1] + offsets[:, 1:]).ravel()
-        grey = (_sample(source, xs, ys) * gain).mean(-1).reshape(5, count)
+    for step_index in range(ALIGN_STEPS):
+        grey = ((first if step_index == 0 else around()) * gain).mean(-1).reshape(5, count)
         r = grey_target - grey[0]
         use = kept(np.abs(r))
         if before is None:
