@@ -246,7 +246,14 @@ def detail_energy(x: torch.Tensor) -> torch.Tensor:
     return _blur(torch.abs(x - _blur(x, 1.5)), 4.0)
 
 
-def validate(plate: PlateCombCN, samples: list[Sample]) -> dict[str, float]:
+def _freeze_norm(plate: PlateCombCN) -> None:
+    """Every BatchNorm of ``plate`` normalises with its running statistics and stops updating them."""
+    for module in plate.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+
+
+def validate(plate: PlateCombCN, samples: list[Sample], *, frozen: bool = False) -> dict[str, float]:
     """The probe's scores (:func:`combcn.engine.probe.score`: hole MAE 0-255, detail ratio, and the
     value it ranks by) on whole validation samples, filled through :meth:`PlateCombCN.fill` as the
     engine runs it, beside the working-size fill alone."""
@@ -262,6 +269,8 @@ def validate(plate: PlateCombCN, samples: list[Sample]) -> dict[str, float]:
         truths.append(truth)
         holes.append(s.hole)
     plate.train()
+    if frozen:
+        _freeze_norm(plate)
     before, after = probe.score(coarse_fills, truths, holes), probe.score(plate_fills, truths, holes)
     return {
         "coarse_mae": before.mae,
@@ -288,6 +297,8 @@ def train(args: argparse.Namespace) -> None:
     assert base.net2d is not None
     plate = from_combcn(base.net2d, cfg)
     plate.train()
+    if args.norm == "frozen":  # BatchNorm as at inference (running statistics), also while training
+        _freeze_norm(plate)
     opt = torch.optim.AdamW(plate.parameters(), lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, args.iterations) / args.iterations))
@@ -332,7 +343,7 @@ def train(args: argparse.Namespace) -> None:
         os.replace(tmp, path)
 
     if start == 0:
-        first = validate(plate, val)
+        first = validate(plate, val, frozen=args.norm == "frozen")
         log.info("validation at start: %s", first)
         with open(log_file, "w", newline="") as f:
             csv.writer(f).writerow(["iteration", "loss", *first])
@@ -362,7 +373,7 @@ def train(args: argparse.Namespace) -> None:
         losses.append(loss.item() * 255.0)
         done = it + 1
         if done % args.val_every == 0 or done == args.iterations:
-            scores = validate(plate, val)
+            scores = validate(plate, val, frozen=args.norm == "frozen")
             mean_loss = float(np.mean(losses)) if losses else float("nan")
             losses.clear()
             log.info("iteration %d: training loss %.2f, validation %s", done, mean_loss, scores)
@@ -478,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="weight of a term matching the amount of fine detail around each hole pixel to the truth's "
         "(its phase is free); 0 = the paper's L1 alone",
+    )
+    t.add_argument(
+        "--norm",
+        choices=("frozen", "batch"),
+        default="frozen",
+        help="BatchNorm while training: frozen (the running statistics it uses at inference; no "
+        "train/inference mismatch) or batch (each batch's own statistics, running ones updated)",
     )
     t.add_argument("--precision", default="auto", help="auto (bf16 where the CPU is fast at it), fp32, bf16")
     t.add_argument("--threads", type=int, default=1)
