@@ -10,7 +10,10 @@ camera track included):
 - ``strokes``: brush strokes carried along a path, as ``combcn eval --holes strokes`` draws them
   (:func:`combcn.holes.moving_stroke_hole`), over 6-14 % of the frame (eval draws 1-20 %);
 - ``objects``: two object silhouettes moving across the frame, as ``combcn eval --holes objects`` draws
-  them (:func:`combcn.holes.silhouette_hole`), from the bundled sample's object matte (a dog jumping).
+  them (:func:`combcn.holes.silhouette_hole`), from the bundled sample's object matte (a dog jumping);
+- ``static`` (only when asked for): one box, 0.4 of the frame's width and height, that never moves: on
+  this locked-off plate no frame shows what it hides, so all of it is synthesised (the probes, the
+  networks at working size and at plate resolution).
 
 Each size and matte runs in its own child process, so that its peak RSS is its own; in that process,
 first the baseline: copying the same plate through OpenImageIO (read every channel, atomic write), then
@@ -53,7 +56,9 @@ import torch
 from combcn.io import ImageData, read_image, write_image_atomic
 
 SIZES = {"1080p": (1920, 1080), "4k": (3840, 2160)}
-MATTES = ("ellipse", "strokes", "objects")
+MATTES = ("ellipse", "strokes", "objects", "static")
+#: what ``speed`` runs unless told: the mattes users render most
+DEFAULT_MATTES = ("ellipse", "strokes", "objects")
 #: where the bundled object matte lies (a real silhouette track for the ``objects`` matte)
 SAMPLE = Path(__file__).resolve().parents[1] / "combcn" / "data" / "sample"
 
@@ -162,10 +167,20 @@ def object_matte(frames: int, width: int, height: int, seed: int = 0) -> np.ndar
     return out
 
 
+def static_matte(frames: int, width: int, height: int) -> np.ndarray:
+    """bool [T, H, W]: a box over 0.4 x 0.4 of the frame, centred, the same in every frame."""
+    out = np.zeros((frames, height, width), bool)
+    bh, bw = int(round(0.4 * height)), int(round(0.4 * width))
+    y0, x0 = (height - bh) // 2, (width - bw) // 2
+    out[:, y0 : y0 + bh, x0 : x0 + bw] = True
+    return out
+
+
 MATTE_MAKERS: dict[str, Callable[[int, int, int], np.ndarray]] = {
     "ellipse": ellipse_matte,
     "strokes": stroke_matte,
     "objects": object_matte,
+    "static": static_matte,
 }
 
 
@@ -585,7 +600,9 @@ def main() -> None:
     s.add_argument(
         "-s", "--size", type=parse_size, nargs="+", default=[SIZES["1080p"]], help="1080p, 4k or WxH"
     )
-    s.add_argument("-m", "--matte", nargs="+", choices=MATTES, default=list(MATTES), help="mattes to run")
+    s.add_argument(
+        "-m", "--matte", nargs="+", choices=MATTES, default=list(DEFAULT_MATTES), help="mattes to run"
+    )
     s.add_argument(
         "-j",
         "--threads",

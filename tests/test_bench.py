@@ -226,6 +226,13 @@ class TestBenchEngine:
         assert all(frame.any() for frame in holes)
         assert not (holes[0] == holes[-1]).all(), "the matte moves"
 
+    def test_static_matte_never_moves_and_is_not_run_unless_asked(self) -> None:
+        bench = load_bench_engine()
+        holes = bench.MATTE_MAKERS["static"](5, 100, 50)
+        assert holes.shape == (5, 50, 100) and abs(holes.mean() - 0.16) < 0.01
+        assert all((frame == holes[0]).all() for frame in holes)
+        assert "static" in bench.MATTES and "static" not in bench.DEFAULT_MATTES
+
     def test_breakdown_restores_what_it_wraps(self) -> None:
         bench = load_bench_engine()
         import combcn.engine.propagate as propagate
