@@ -439,9 +439,8 @@ def test_layout_places_the_references_between_the_matte_and_the_output() -> None
     with pytest.raises(protocol.ProtocolError, match="out_offset"):
         protocol.layout_from_request({**message, "out_offset": plain.out_offset})
     with pytest.raises(protocol.ProtocolError, match="no references"):
-        protocol.lookup_from_request(
-            {**message, "frames": 1, "want": [0], "references": [0], "slot": "ab", "time": 1, "frame_id": "cd"}
-        )
+        lookup = {"frames": 1, "want": [0], "references": [0], "slot": "ab", "time": 1, "frame_id": "cd"}
+        protocol.lookup_from_request({**message, **lookup})
     assert protocol.params_from_request({"params": {"reference_wins": True}}).reference_wins is True
     assert protocol.params_from_request({}).reference_wins is False
 
