@@ -369,7 +369,7 @@ class _Window:
             self.verdict = self._probe(unresolved, propagated) if self.settings.probe else None
             synthesised, rows = self._synthesise(unresolved, propagated)
             method = "network" if self.verdict is None else self.verdict.method
-            if method.startswith("network"):
+            if method.startswith("network") and getattr(self.model, "plate", None) is not None:
                 carry = propagated is not None and len(synthesised) > 2
                 used = _key_frames(sorted(synthesised)) if carry else set(synthesised)
                 over = {
