@@ -137,7 +137,7 @@ def collect(args: argparse.Namespace) -> None:
         for k in range(args.windows_per_clip):
             rng = np.random.default_rng([args.seed, c, k])
             start = int(rng.integers(0, t_all - WINDOW + 1))
-            kind = str(rng.choice([k for k, _ in HOLE_MIX], p=[p for _, p in HOLE_MIX]))
+            kind = str(rng.choice([name for name, _ in HOLE_MIX], p=[share for _, share in HOLE_MIX]))
             hole = _draw_hole(rng, kind, WINDOW, h, w, tracks)
             display = frames[start : start + WINDOW].astype(np.float32) / 255.0
             # a float plate, as the engine's default shaper meets it: linear light, +-1 stop, ACEScct
