@@ -46,6 +46,8 @@ WINDOW = 12
 VAL_CLIPS = ("bees", "makeup", "sam2_cups")
 #: hole kinds drawn for collection, with their probabilities
 HOLE_MIX = (("box", 0.5), ("strokes", 0.25), ("objects", 0.25))
+HOLE_KINDS = [kind for kind, _ in HOLE_MIX]
+HOLE_SHARES = [share for _, share in HOLE_MIX]
 
 
 class Recorder:
@@ -137,7 +139,7 @@ def collect(args: argparse.Namespace) -> None:
         for k in range(args.windows_per_clip):
             rng = np.random.default_rng([args.seed, c, k])
             start = int(rng.integers(0, t_all - WINDOW + 1))
-            kind = str(rng.choice([name for name, _ in HOLE_MIX], p=[share for _, share in HOLE_MIX]))
+            kind = str(rng.choice(HOLE_KINDS, p=HOLE_SHARES))
             hole = _draw_hole(rng, kind, WINDOW, h, w, tracks)
             display = frames[start : start + WINDOW].astype(np.float32) / 255.0
             # a float plate, as the engine's default shaper meets it: linear light, +-1 stop, ACEScct
