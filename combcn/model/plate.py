@@ -12,7 +12,8 @@ The network's input is one frame at plate resolution: the plate's pixels (propag
 working-size fill in the hole, and the hole; its guidance (maps A and B, paper §2b) is that frame
 area-downsampled by 2, as the 3DCN's output is half the input's size in the paper. Its output is a
 correction added to the working-size fill (its last layer starts at zero, so an untrained network
-returns the working-size fill exactly). BatchNorm uses its running statistics at inference, so a
+returns the working-size fill exactly), kept to lightness and to the amplitude of the detail the plate
+shows around the hole (:func:`bounded`). BatchNorm uses its running statistics at inference, so a
 tile's result does not depend on the tiles beside it.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -116,6 +118,7 @@ class PlateCombCN(nn.Module):
             total[ty, tx] += result * ramp[..., None]
             weights[ty, tx] += ramp
         refined = total / np.maximum(weights, 1e-12)[..., None]
+        refined = pre + bounded(refined - pre, pre, region_hole)
         inside = region_hole & (weights > 0)
         inside &= want[y0:y1, x0:x1]
         out[y0:y1, x0:x1][inside] = np.clip(refined[inside], 0.0, 1.0)
@@ -132,6 +135,20 @@ class PlateCombCN(nn.Module):
             m = F.pad(m, (0, pw, 0, ph), mode="replicate")
         y = self(x, m)[0, :, :h, :w].float().permute(1, 2, 0).cpu().numpy()
         return np.asarray(y, np.float32)
+
+
+def bounded(correction: np.ndarray, pre: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """The network's ``correction`` (ndarray[h, w, 3], working units) as detail the plate could show:
+    its mean over the channels (lightness: the working-size fill keeps its colour), at most the 99th
+    percentile of |lightness - its Gaussian (sigma 1.5)| over the known pixels of ``pre`` (no more
+    detail than the plate shows around the hole). ndarray[h, w, 3]."""
+    known = ~hole
+    if int(known.sum()) < 16:
+        return np.zeros_like(correction)
+    light = pre.mean(axis=2)
+    limit = float(np.percentile(np.abs(light - cv2.GaussianBlur(light, (0, 0), 1.5))[known], 99))
+    shift = np.clip(correction.mean(axis=2, keepdims=True), -limit, limit)
+    return np.broadcast_to(shift, correction.shape).astype(np.float32)
 
 
 def tiles(height: int, width: int) -> list[tuple[slice, slice]]:
