@@ -107,6 +107,26 @@ class TestFill:
         assert float(np.abs(tiled - whole)[hole].mean()) < 0.25 * float(np.abs(whole - coarse)[hole].mean())
 
 
+class TestBounded:
+    def test_lightness_only_within_the_plate_detail(self) -> None:
+        rng = np.random.default_rng(0)
+        pre = np.full((40, 40, 3), 0.5, np.float32)
+        pre += 0.02 * rng.standard_normal((40, 40, 1)).astype(np.float32)  # grain of about 0.02
+        hole = np.zeros((40, 40), bool)
+        hole[10:30, 10:30] = True
+        correction = np.zeros((40, 40, 3), np.float32)
+        correction[..., 1:] = 0.6  # a strong cyan cast, as an untamed network made on the sample
+        out = plate_mod.bounded(correction, pre, hole)
+        assert np.allclose(out[..., 0], out[..., 1]) and np.allclose(out[..., 1], out[..., 2])  # no colour
+        assert 0.0 < float(out.max()) < 0.1  # no more than the grain around the hole allows
+
+    def test_nothing_known_nothing_added(self) -> None:
+        out = plate_mod.bounded(
+            np.ones((8, 8, 3), np.float32), np.zeros((8, 8, 3), np.float32), np.ones((8, 8), bool)
+        )
+        assert not out.any()
+
+
 class TestFromCombCN:
     def test_starts_as_the_working_size_fill_with_its_layers(self) -> None:
         torch.manual_seed(0)
