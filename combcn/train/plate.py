@@ -12,8 +12,10 @@ Three steps, each a subcommand (``python -m combcn.train.plate --help``):
     propagation, its working-size fill.
 ``train``
     Fine-tunes the network from the shipped working-size CombCN (last layer zeroed: it starts as the
-    working-size fill) on random tiles of those samples, with the paper's L1 over the hole (Eq. 2).
-    Checkpoints every few minutes; ``--resume`` continues. Validation on samples of held-out clips.
+    working-size fill) on random tiles of those samples, with the paper's L1 over the hole (Eq. 2) and,
+    with ``--detail-weight``, a term matching the amount of fine detail (not in the paper); BatchNorm
+    frozen by default. Checkpoints every few minutes; ``--resume`` continues. Validation on samples of
+    held-out clips, by the probe's own score.
 ``export``
     Writes the shipped weights with the trained plate network added (``model.plate``), provenance
     included.
