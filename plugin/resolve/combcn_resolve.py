@@ -199,24 +199,24 @@ def folder_of(media_pool: MediaPool, item: MediaPoolItem) -> Folder | None:
     return None
 
 
-def matte_by_name(media_pool: MediaPool, source: MediaPoolItem) -> MediaPoolItem | None:
-    """Convention 1: a media-pool clip whose stem is the source's stem + ``_matte``."""
-    wanted = clip_stem(source.GetName()) + MATTE_SUFFIX
+def _clip_beside(media_pool: MediaPool, source: MediaPoolItem, suffix: str) -> MediaPoolItem | None:
+    """The first media-pool clip whose stem is the source's stem + ``suffix``, or None."""
+    wanted = clip_stem(source.GetName()) + suffix
     for folder in walk_folders(media_pool.GetRootFolder()):
         for clip in folder.GetClipList() or []:
             if clip_stem(clip.GetName()) == wanted:
                 return clip
     return None
+
+
+def matte_by_name(media_pool: MediaPool, source: MediaPoolItem) -> MediaPoolItem | None:
+    """Convention 1: a media-pool clip whose stem is the source's stem + ``_matte``."""
+    return _clip_beside(media_pool, source, MATTE_SUFFIX)
 
 
 def reference_by_name(media_pool: MediaPool, source: MediaPoolItem) -> MediaPoolItem | None:
     """A media-pool clip whose stem is the source's stem + ``_reference`` (frames the artist cleaned)."""
-    wanted = clip_stem(source.GetName()) + REFERENCE_SUFFIX
-    for folder in walk_folders(media_pool.GetRootFolder()):
-        for clip in folder.GetClipList() or []:
-            if clip_stem(clip.GetName()) == wanted:
-                return clip
-    return None
+    return _clip_beside(media_pool, source, REFERENCE_SUFFIX)
 
 
 def reference_files(clip: MediaPoolItem, plate: Sequence) -> tuple[tuple[int, str], ...]:
