@@ -107,11 +107,12 @@ class PlateCombCN(nn.Module):
         x0, x1 = max(0, int(xs.min()) - CONTEXT), min(w, int(xs.max()) + 1 + CONTEXT)
         pre = np.where(hole[..., None], coarse, rows)[y0:y1, x0:x1].astype(np.float32)
         region_hole = hole[y0:y1, x0:x1]
+        region_want = want[y0:y1, x0:x1]  # (within the hole: see above)
         total = np.zeros(pre.shape, np.float32)
         weights = np.zeros(pre.shape[:2], np.float32)
         param = next(self.parameters())
         for ty, tx in tiles(y1 - y0, x1 - x0):
-            if not (region_hole & want[y0:y1, x0:x1])[ty, tx].any():
+            if not region_want[ty, tx].any():
                 continue
             result = self._tile(pre[ty, tx], region_hole[ty, tx], param.device)
             ramp = _ramp(ty, y1 - y0)[:, None] * _ramp(tx, x1 - x0)[None, :]
@@ -119,8 +120,7 @@ class PlateCombCN(nn.Module):
             weights[ty, tx] += ramp
         refined = total / np.maximum(weights, 1e-12)[..., None]
         refined = pre + bounded(refined - pre, pre, region_hole)
-        inside = region_hole & (weights > 0)
-        inside &= want[y0:y1, x0:x1]
+        inside = region_want & (weights > 0)
         out[y0:y1, x0:x1][inside] = np.clip(refined[inside], 0.0, 1.0)
         return out
 

@@ -108,11 +108,10 @@ def collect(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sources = [s for s in discover([args.data]) if is_commercial(s.licence)]
-    wanted = set(VAL_CLIPS) if args.val else None
     sources = [s for s in sources if (s.name in VAL_CLIPS) == bool(args.val)]
     if args.clips:
         sources = [s for s in sources if s.name in set(args.clips)]
-    if wanted is not None and not sources:
+    if args.val and not sources:
         raise InputError(f"none of the validation clips ({', '.join(VAL_CLIPS)}) is in {args.data}")
     model = load_model(args.weights)
     if model.config.plate:
@@ -234,9 +233,10 @@ def _tile(rng: np.random.Generator, s: Sample, size: int) -> tuple[np.ndarray, .
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of Tensor[B, C, H, W] (reflected edges)."""
+    from combcn.eval.metrics import gaussian_window
+
     radius = max(1, int(math.ceil(3 * sigma)))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype) / sigma) ** 2)
-    taps = taps / taps.sum()
+    taps = gaussian_window(2 * radius + 1, sigma).to(x.dtype)
     c = x.shape[1]
     x = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="reflect")
     x = torch.nn.functional.conv2d(x, taps.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
@@ -247,7 +247,9 @@ def detail_energy(x: torch.Tensor) -> torch.Tensor:
     """How much fine detail each pixel's neighbourhood holds: the magnitude of ``x`` above a
     Gaussian of sigma 1.5 (the probe's texture band), averaged by a Gaussian of sigma 4.
     Tensor[B, 3, H, W] -> Tensor[B, 3, H, W]."""
-    return _blur(torch.abs(x - _blur(x, 1.5)), 4.0)
+    from combcn.engine.probe import TEXTURE_SIGMA
+
+    return _blur(torch.abs(x - _blur(x, TEXTURE_SIGMA)), 4.0)
 
 
 def _freeze_norm(plate: PlateCombCN) -> None:
@@ -396,6 +398,7 @@ def export(args: argparse.Namespace) -> None:
     """The shipped weights with the trained plate network added, provenance included."""
     from combcn.model import Inpainter, read_weights, save_weights
     from combcn.model.config import ModelConfig
+    from combcn.train.trainer import code_version
 
     state = torch.load(args.run, weights_only=False)
     base_path = Path(args.weights) if args.weights else None
@@ -417,7 +420,7 @@ def export(args: argparse.Namespace) -> None:
         "wall_time_h": round(state["wall"] / 3600.0, 3),
         "validation": _logged(Path(args.run).parent / "log.csv", int(state["iteration"])),
         "settings": {k: v for k, v in state["args"].items() if k != "func"},
-        "code_version": _code_version(),
+        "code_version": code_version(),
     }
     save_weights(model, args.output, provenance=provenance, half=True)
     if args.provenance:
@@ -434,21 +437,6 @@ def _logged(log_file: Path, iteration: int) -> dict[str, float]:
             if int(row["iteration"]) == iteration:
                 return {k: float(v) for k, v in row.items() if k not in ("iteration", "loss") and v}
     return {}
-
-
-def _code_version() -> str:
-    import subprocess
-
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
