@@ -103,6 +103,9 @@ PARTS: dict[str, tuple[str, ...]] = {
 }
 #: the main thread's wait for propagation's workers (shared out by what the workers did) and for writes
 _WAIT = "wait"
+#: propagation's thread pools (by thread name prefix) and the part a task on each is: the frame pairs'
+#: motion, measured side by side, and the targets' fills
+_POOLS = ("combcn-motion", "combcn-propagate")
 
 
 def _cpu_s() -> float:
@@ -303,7 +306,7 @@ class Breakdown:
                 entry[1] += 1
             if thread is threading.main_thread():
                 self.wall[part] += exclusive
-            elif thread.name.startswith("combcn-propagate") and part != _WAIT:
+            elif thread.name.startswith(_POOLS) and part != _WAIT:
                 self.workers[part] += exclusive
 
     def _waited(self, seconds: float, before: dict[str, float]) -> None:
@@ -358,11 +361,17 @@ class Breakdown:
         breakdown = self
 
         class Workers(concurrent.futures.ThreadPoolExecutor):
-            """Propagation's pool: a target's fill on a worker is sampling/blending (less its tracing);
-            the main thread's wait for all of them is shared out by what they did."""
+            """Propagation's pools: a frame pair's motion on a worker is motion, a target's fill is
+            sampling/blending (less its tracing); the main thread's wait for all of them is shared out
+            by what they did."""
 
             def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **kwargs: Any) -> Any:  # type: ignore[override]
-                one = breakdown.timed("sampling/blending", "combcn.engine.propagate:Propagator.fill.one", fn)
+                if self._thread_name_prefix.startswith("combcn-motion"):
+                    one = breakdown.timed("motion", "combcn.engine.propagate:Propagator._pairs.one", fn)
+                else:
+                    one = breakdown.timed(
+                        "sampling/blending", "combcn.engine.propagate:Propagator.fill.one", fn
+                    )
                 with breakdown.lock:
                     before = dict(breakdown.workers)
                 start = time.perf_counter()
@@ -579,6 +588,13 @@ def memory(args: argparse.Namespace) -> dict[str, object]:
                 sys.stderr.write(proc.stderr)
                 raise SystemExit(f"the {n}-frame run failed (exit {proc.returncode})")
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        done = runs[-1]
+        print(
+            f"{size} {n} frames: peak RSS {done['peak_rss_mb']:.0f} MB "
+            f"(baseline {done['baseline_rss_mb']:.0f}), {done['seconds']} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return {
         "bench": "memory",
         "plate": f"{size} half RGBA EXR, {args.matte} matte (the property is growth with length)",

@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -248,6 +249,26 @@ class TestBenchEngine:
             breakdown.uninstall()
         after = (propagate._trace, propagate.Propagator.fill, sequence.to_unit, sequence.ThreadPoolExecutor)
         assert after == before
+
+    @pytest.mark.parametrize(
+        ("prefix", "part"), [("combcn-motion", "motion"), ("combcn-propagate", "sampling/blending")]
+    )
+    def test_breakdown_counts_each_pool_as_its_part(self, prefix: str, part: str) -> None:
+        """Propagation's two pools: a task on the motion pool is motion, one on the fill pool
+        sampling/blending, and the main thread's wait for them goes to that part."""
+        bench = load_bench_engine()
+        import combcn.engine.propagate as propagate
+
+        breakdown = bench.Breakdown()
+        breakdown.install()
+        try:
+            with propagate.ThreadPoolExecutor(2, thread_name_prefix=prefix) as pool:
+                list(pool.map(lambda _: time.sleep(0.05), range(2)))
+        finally:
+            breakdown.uninstall()
+        other = "sampling/blending" if part == "motion" else "motion"
+        assert breakdown.thread[part] > 0.05 and breakdown.thread[other] == 0.0
+        assert breakdown.wall[part] > 0.04 and breakdown.wall[other] == 0.0
 
     @pytest.mark.slow
     def test_speed_reports_every_matte_and_every_part(self) -> None:

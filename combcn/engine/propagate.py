@@ -41,6 +41,7 @@ Everything is deterministic (no random state), so chunked farm renders equal a s
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -153,12 +154,58 @@ _KINDS: dict[str, tuple[tuple[int, ...], Any]] = {
 }
 
 
+class _Packed:
+    """An array kept as the bit mask of its non-zero pixels and their values, losslessly (a pixel is
+    zero when every one of its values is, bit for bit: -0.0 is kept). A target's results lie over its
+    hole's box, and a thin hole (strokes) leaves most of the box zero: at 4K the dense arrays of a
+    window's targets took 0.5 GB.
+
+    Args:
+        array (ndarray[h, w, ...]): any dtype of 1, 2, 4 or 8 bytes.
+    """
+
+    __slots__ = ("shape", "dtype", "mask", "pixels")
+
+    def __init__(self, array: np.ndarray):
+        self.shape, self.dtype = array.shape, array.dtype
+        flat = np.ascontiguousarray(array).reshape(array.shape[0] * array.shape[1], -1)
+        bits = flat.view(f"u{flat.dtype.itemsize}")
+        nonzero = bits[:, 0] != 0
+        for c in range(1, bits.shape[1]):  # (a reduction over a short last axis is slow in NumPy)
+            nonzero |= bits[:, c] != 0
+        self.mask = np.packbits(nonzero)
+        self.pixels = flat[nonzero]
+
+    def unpack(self) -> np.ndarray:
+        """The array, as a new one."""
+        count = self.shape[0] * self.shape[1]
+        out = np.zeros((count, self.pixels.shape[1]), self.dtype)
+        out[np.flatnonzero(np.unpackbits(self.mask, count=count))] = self.pixels
+        return out.reshape(self.shape)
+
+
+class _PackedArrays(dict):  # type: ignore[type-arg]
+    """Per target index, an array stored as :class:`_Packed`: set and read as plain arrays (each
+    read gives a new array)."""
+
+    def __setitem__(self, key: int, array: np.ndarray | _Packed) -> None:
+        super().__setitem__(key, array if isinstance(array, _Packed) else _Packed(np.asarray(array)))
+
+    def __getitem__(self, key: int) -> np.ndarray:
+        return self.packed(key).unpack()
+
+    def packed(self, key: int) -> _Packed:
+        found: _Packed = super().__getitem__(key)
+        return found
+
+
 @dataclass
 class Propagated:
     """What propagation recovered for the target frames of one window, over ``region``.
 
     Each target's results are kept over its hole's bounding box only (a hole is a small part of a large
-    plate); :meth:`get` reads them over any plate box.
+    plate), and of those only the non-zero pixels (:class:`_Packed`); :meth:`get` reads them over any
+    plate box. ``values``, ``revealed`` and ``offset`` are set and read as plain arrays.
 
     Attributes:
         region: ``(y0, y1, x0, x1)`` in plate pixels.
@@ -178,11 +225,23 @@ class Propagated:
     offset: dict[int, np.ndarray]
     locked_off: bool
 
+    def __post_init__(self) -> None:
+        for kind in _KINDS:
+            given = getattr(self, kind)
+            if not isinstance(given, _PackedArrays):
+                packed = _PackedArrays()
+                for t, array in given.items():
+                    packed[t] = array
+                setattr(self, kind, packed)
+
     def get(self, kind: str, t: int, box: Box) -> np.ndarray:
         """``values``, ``revealed`` or ``offset`` of target ``t`` over the plate box ``box`` (zero,
         False, 0 where nothing was recovered), as a new array."""
         y0, y1, x0, x1 = box
         channels, dtype = _KINDS[kind]
+        if t in self.boxes and self.boxes[t] == box:
+            same: np.ndarray = getattr(self, kind)[t]
+            return same
         out = np.zeros((y1 - y0, x1 - x0) + channels, dtype)
         if t not in self.boxes:
             return out
@@ -267,11 +326,14 @@ def membrane_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     return out
 
 
-def _homography_flow(flow: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+def _homography_flow(
+    flow: np.ndarray, usable: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Fit the background's motion to ``flow`` at ``usable`` pixels.
 
     Returns:
-        (the fitted flow ndarray[H, W, 2], or None when too few pixels; inlier mask ndarray[H, W] bool).
+        (the fitted flow ndarray[H, W, 2], or None when too few pixels; inlier mask ndarray[H, W] bool;
+        the homography ndarray[3, 3] it is made from (:func:`_plane_flow`), or None).
     """
     h, w = usable.shape
     stride = max(1, int(np.sqrt(usable.sum() / 2500.0)))
@@ -279,18 +341,27 @@ def _homography_flow(flow: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray |
     ys, xs = ys * stride, xs * stride
     inliers = np.zeros((h, w), bool)
     if len(xs) < 12:
-        return None, inliers
+        return None, inliers, None
     src = np.stack([xs, ys], 1).astype(np.float32)
     dst = src + flow[ys, xs]
     matrix, _ = cv2.findHomography(src, dst, cv2.RANSAC, INLIER, maxIters=500, confidence=0.995)
     if matrix is None:
-        return None, inliers
+        return None, inliers, None
+    fitted = _plane_flow(matrix, (h, w))
+    residual = _length(flow - fitted)
+    inliers = usable & (residual < INLIER)
+    return fitted, inliers, matrix
+
+
+def _plane_flow(matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The motion a homography (ndarray[3, 3]) gives each pixel of a grid of ``shape``: ndarray[h, w, 2]
+    float32 (the same numbers each time: a pair keeps the matrix, not the field, until it is used)."""
+    h, w = shape
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
     pts = np.stack([gx, gy, np.ones_like(gx)], -1) @ matrix.T.astype(np.float32)
     fitted = pts[..., :2] / np.where(np.abs(pts[..., 2:]) < 1e-6, 1e-6, pts[..., 2:]) - np.stack([gx, gy], -1)
-    residual = _length(flow - fitted)
-    inliers = usable & (residual < INLIER)
-    return fitted.astype(np.float32), inliers
+    out: np.ndarray = fitted.astype(np.float32)
+    return out
 
 
 def _sample(
@@ -315,6 +386,16 @@ def _sample(
     )
     result: np.ndarray = out.reshape(rows * cols, -1)[:count]
     return result
+
+
+def _dis() -> Any:
+    """OpenCV's DIS optical flow as propagation measures it."""
+    dis = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
+        cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+    )
+    dis.setFinestScale(0)  # matched on the proxy itself, not on half of it (the preset's)
+    dis.setPatchStride(4)  # (the preset's 3: a quarter more time for no measured gain)
+    return dis
 
 
 def _consistent(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
@@ -353,8 +434,8 @@ class _PairMotion:
             as the pixels that follow each plane.
         still: every plane 0 was fitted and moves less than ``STATIC_MOTION``.
 
-    A plane's fitted motion is kept only until its background motion is made from it (the cache
-    then holds the background alone).
+    A plane's homography is kept until its background motion is made from it (the cache then holds
+    the background alone).
     """
 
     def __init__(self, dis: Any, greys: tuple[np.ndarray, np.ndarray], grown: tuple[np.ndarray, np.ndarray]):
@@ -368,10 +449,13 @@ class _PairMotion:
         layers = (_layers(self.forward, self.trusted[0]), _layers(self.backward, self.trusted[1]))
         self.still = all(
             fitted is not None and _typical_motion(fitted, inliers) < STATIC_MOTION
-            for fitted, inliers in (layers[0][0], layers[1][0])
+            for fitted, inliers, _ in (layers[0][0], layers[1][0])
         )
-        self.planes = tuple([inliers for _, inliers in found] for found in layers)
-        self._fits = {(d, k): fitted for d, found in enumerate(layers) for k, (fitted, _) in enumerate(found)}
+        self.planes = tuple([inliers for _, inliers, _ in found] for found in layers)
+        # each plane's homography, not its fitted field: a locked-off shot never asks for plane 0's
+        self._fits = {
+            (d, k): matrix for d, found in enumerate(layers) for k, (_, _, matrix) in enumerate(found)
+        }
         self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
         self._scene: dict[int, np.ndarray] = {}
 
@@ -380,7 +464,8 @@ class _PairMotion:
         key = (direction, min(layer, len(self.planes[direction]) - 1))
         if key not in self._backgrounds:
             flow = (self.forward, self.backward)[direction]
-            fitted, inliers = self._fits.pop(key), self.planes[direction][key[1]]
+            matrix, inliers = self._fits.pop(key), self.planes[direction][key[1]]
+            fitted = None if matrix is None else _plane_flow(matrix, inliers.shape)
             self._backgrounds[key] = _background(flow, fitted, inliers, self.grown[direction])
         return self._backgrounds[key]
 
@@ -406,6 +491,9 @@ class MotionCache:
 
     def __len__(self) -> int:
         return len(self._pairs)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._pairs
 
     def pair(self, key: PairKey, measure: Callable[[], _PairMotion]) -> _PairMotion:
         """The pair at ``key``, measured by ``measure()`` if it is not kept yet."""
@@ -515,18 +603,21 @@ def _typical_motion(fitted: np.ndarray, inliers: np.ndarray) -> float:
     return float(np.median(_length(fitted[inliers])))
 
 
-def _layers(flow: np.ndarray, usable: np.ndarray) -> list[tuple[np.ndarray | None, np.ndarray]]:
-    """The dominant plane's fitted motion and inliers, and a second plane's where the pixels the first
-    does not explain are many and move differently (by more than a pixel)."""
-    fitted, inliers = _homography_flow(flow, usable)
-    layers = [(fitted, inliers)]
+def _layers(
+    flow: np.ndarray, usable: np.ndarray
+) -> list[tuple[np.ndarray | None, np.ndarray, np.ndarray | None]]:
+    """The dominant plane's fitted motion, inliers and homography (:func:`_homography_flow`), and a
+    second plane's where the pixels the first does not explain are many and move differently (by more
+    than a pixel)."""
+    fitted, inliers, matrix = _homography_flow(flow, usable)
+    layers = [(fitted, inliers, matrix)]
     rest = usable & ~inliers
     if fitted is not None and rest.sum() >= max(40, 0.02 * usable.sum()):
-        fitted2, inliers2 = _homography_flow(flow, rest)
+        fitted2, inliers2, matrix2 = _homography_flow(flow, rest)
         if fitted2 is not None and inliers2.sum() >= 30:
             apart = float(_length(fitted2 - fitted)[inliers2].mean())
             if apart > 0.75:
-                layers.append((fitted2, inliers2))
+                layers.append((fitted2, inliers2, matrix2))
     return layers
 
 
@@ -692,13 +783,13 @@ class Propagator:
     def _pairs(
         self, rgb: list[np.ndarray], holes: list[np.ndarray], cache: MotionCache, start: int
     ) -> list[_PairMotion]:
-        """Each neighbouring pair's motion, from ``cache`` where it is kept, else measured (and kept)."""
-        dis = cv2.DISOpticalFlow_create(  # type: ignore[attr-defined]
-            cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
-        )
-        dis.setFinestScale(0)  # matched on the proxy itself, not on half of it (the preset's)
-        dis.setPatchStride(4)  # (the preset's 3: a quarter more time for no measured gain)
+        """Each neighbouring pair's motion, from ``cache`` where it is kept, else measured (and kept).
+
+        Pairs are measured as many at once as OpenCV may use threads (DIS runs on one core, and OpenCV
+        and NumPy let go of the interpreter in their loops), each thread with its own DIS; a pair's
+        motion is the same whichever thread measures it."""
         cache.forget_other(self.region, self.size)
+        local = threading.local()
         frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a frame's grey and grown hole, once
 
         def frame(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -708,12 +799,24 @@ class Propagator:
             return frames[i]
 
         def measure(i: int) -> _PairMotion:
+            if not hasattr(local, "dis"):
+                local.dis = _dis()
             (grey_a, grown_a), (grey_b, grown_b) = frame(i), frame(i + 1)
-            return _PairMotion(dis, (grey_a, grey_b), (grown_a, grown_b))
+            return _PairMotion(local.dis, (grey_a, grey_b), (grown_a, grown_b))
 
-        return [
-            cache.pair((start + i, self.region, self.size), partial(measure, i)) for i in range(len(rgb) - 1)
-        ]
+        keys = [(start + i, self.region, self.size) for i in range(len(rgb) - 1)]
+        missing = [i for i, key in enumerate(keys) if key not in cache]
+        needed = sorted({j for i in missing for j in (i, i + 1)})
+
+        def pair(i: int) -> _PairMotion:
+            return cache.pair(keys[i], partial(measure, i))
+
+        workers = max(1, min(cv2.getNumThreads(), len(missing)))
+        if workers == 1:
+            return [pair(i) for i in range(len(keys))]
+        with ThreadPoolExecutor(workers, thread_name_prefix="combcn-motion") as pool:
+            list(pool.map(frame, needed))  # (each frame once, before the pairs that share it)
+            return list(pool.map(pair, range(len(keys))))
 
     def _small(self, hole: np.ndarray) -> np.ndarray:
         """A proxy pixel is hole if any plate pixel under it is."""
@@ -761,7 +864,7 @@ class Propagator:
             flows.append((motion.scene_forward, motion.scene_backward, False, known))
         ring_kernel = np.ones((9, 9), np.uint8)
 
-        def one(t: int) -> tuple[Box, np.ndarray, np.ndarray, np.ndarray] | None:
+        def one(t: int) -> tuple[Box, _Packed, _Packed, _Packed] | None:
             hy, hx = np.nonzero(holes[t])
             if len(hy) == 0:
                 return None
@@ -799,11 +902,11 @@ class Propagator:
             revealed[y, x] = True
             offset = np.zeros(shape, np.float32)
             offset[y, x] = source[got] - t
-            return (
+            return (  # packed here, on the worker: the window's dense results are never all held
                 (box[0] + region[0], box[1] + region[0], box[2] + region[2], box[3] + region[2]),
-                values,
-                revealed,
-                offset,
+                _Packed(values),
+                _Packed(revealed),
+                _Packed(offset),
             )
 
         # targets are independent: as many at once as OpenCV may use threads (NumPy and OpenCV let go
@@ -816,7 +919,9 @@ class Propagator:
                 results = list(pool.map(one, targets))
         for t, result in zip(targets, results, strict=True):  # in the targets' order
             if result is not None:
-                out.boxes[t], out.values[t], out.revealed[t], out.offset[t] = result
+                out.boxes[t] = result[0]
+                for kind, packed in zip(_KINDS, result[1:], strict=True):
+                    getattr(out, kind)[t] = packed  # (kept as it is: set as an array, it is packed)
         return out
 
 
@@ -944,15 +1049,20 @@ def _candidates(
         serving = np.full(count, -1, np.int32)
         serving[only] = label[pixels.nearest[only]]
     src_of = serving
-    dist = np.where(serving >= 0, np.abs(serving - t), np.inf).astype(np.float32)
+    dist = np.abs(serving - t).astype(np.float32)
+    dist[serving < 0] = np.inf
     # each traced point's displacement to where its source shows it, and a weight of 1
     moved = np.stack([trace.x - xs, trace.y - ys, np.ones(len(xs))], -1).astype(np.float32)
     served = serving if only is None else serving[only]
-    for s in np.flatnonzero(np.bincount(served + 1)[1:]).tolist():  # the sources serving any pixel
-        mine = np.flatnonzero(served == s)
+    # the pixels, and the traced points, of each source, in increasing order (one sort each, not a
+    # comparison of every pixel per source)
+    pixels_of, points_of = _groups(served), _groups(trace.source)
+    for s, mine in pixels_of.items():  # the sources serving any pixel
+        if s < 0:
+            continue
         if only is not None:
             mine = only[mine]
-        pick = trace.source == s
+        pick = points_of.get(s, np.zeros(0, np.int64))
         disp = np.zeros((bh * bw, 3), np.float32)
         disp[flat[pick]] = moved[pick]
         spread = _sample(disp.reshape(bh, bw, 3), px[mine], py[mine])
@@ -995,6 +1105,15 @@ def _candidates(
         carried += shading
         value[mine] = carried
     return value, dist, src_of, misfit
+
+
+def _groups(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """The indices of each value of ``labels`` (ndarray[N] int, frame indices or -1), ascending, by
+    value ascending."""
+    order = np.argsort(labels.astype(np.int16), kind="stable")  # (a radix sort on 16 bits)
+    found, starts = np.unique(labels[order], return_index=True)
+    ends = [*starts[1:].tolist(), len(order)][: len(starts)]
+    return {int(v): order[a:b] for v, a, b in zip(found.tolist(), starts.tolist(), ends, strict=True)}
 
 
 @lru_cache(maxsize=4096)
@@ -1173,11 +1292,15 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fil
     heaviest = np.argmax(weight, 0)
     every = np.arange(len(heaviest))
     if len(hypotheses) > 1:  # two poses are never blended: the heaviest alone where another differs
-        # each other hypothesis that weighs anything against the heaviest (never apart from itself)
-        other, at = np.nonzero((weight >= VISIBLE) & (np.arange(len(hypotheses))[:, None] != heaviest))
-        apart = _apart(values[other, at], values[heaviest[at], at]) > AGREE
+        # each other hypothesis that weighs anything against the heaviest (never apart from itself),
+        # compared channel by channel over every pixel (a gather of the pairs cost five times more)
+        planes = np.stack([h.value.T for h in hypotheses])  # [hypothesis, channel, pixel]
+        top = np.take_along_axis(planes, heaviest[None, None], 0)[0]
         alone_mask = np.zeros(len(heaviest), bool)
-        alone_mask[at[apart]] = True
+        for k, plane in enumerate(planes):
+            weighs = (weight[k] >= VISIBLE) & (heaviest != k)
+            if weighs.any():
+                alone_mask |= weighs & (_apart_planes(plane, top) > AGREE)
         alone = np.flatnonzero(alone_mask)
         weight[:, alone] = 0.0
         weight[heaviest[alone], alone] = 1.0
@@ -1408,6 +1531,15 @@ def _apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """How far two values (ndarray[N, 3]) differ, relative to their level, as :func:`_disagreement`."""
     level = np.maximum(_largest(np.maximum(np.abs(a), np.abs(b))), 0.05)
     out: np.ndarray = _largest(np.abs(a - b)) / level
+    return out
+
+
+def _apart_planes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`_apart` of values laid out by channel (ndarray[3, N] each): the same numbers."""
+    high = np.maximum(np.abs(a), np.abs(b))
+    level = np.maximum(np.maximum(np.maximum(high[0], high[1]), high[2]), 0.05)
+    gap = np.abs(a - b)
+    out: np.ndarray = np.maximum(np.maximum(gap[0], gap[1]), gap[2]) / level
     return out
 
 

@@ -1,0 +1,151 @@
+"""Propagation's storage and work-sharing: the packed results, the per-source grouping, the channel-planar
+comparison of motion hypotheses and the pairs measured on several threads each give exactly what the
+plain computation gives."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from test_propagate import H, W, synthetic_shot
+
+from combcn.engine import propagate as propagate_module
+from combcn.engine.propagate import (
+    Propagated,
+    PropagationSettings,
+    Propagator,
+    _apart,
+    _apart_planes,
+    _groups,
+    _Packed,
+)
+
+
+def _sparse(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A box mostly zero, with values where a thin hole would be."""
+    out = np.zeros(shape, dtype)
+    where = rng.random(shape[:2]) < 0.3
+    out[where] = rng.normal(size=(int(where.sum()),) + shape[2:]).astype(dtype)
+    return out
+
+
+class TestPacked:
+    def test_smoke(self) -> None:
+        values = _sparse(np.random.default_rng(0), (7, 11, 3), np.float32)
+        packed = _Packed(values)
+        assert packed.pixels.shape[0] == int(np.any(values != 0, -1).sum())
+        np.testing.assert_array_equal(packed.unpack(), values)
+
+    @pytest.mark.parametrize(
+        ("shape", "dtype"), [((5, 9, 3), np.float32), ((5, 9), bool), ((5, 9), np.float32)]
+    )
+    def test_lossless_bit_for_bit(self, shape: tuple[int, ...], dtype: type) -> None:
+        """Negative zero and NaN come back as they were (a test of value, not of bits, would miss -0.0)."""
+        array = _sparse(np.random.default_rng(1), shape, dtype)
+        if dtype is np.float32:
+            array.reshape(-1)[:3] = [-0.0, np.nan, np.inf]
+        back = _Packed(array).unpack()
+        assert back.dtype == array.dtype and back.shape == array.shape
+        assert back.tobytes() == array.tobytes()
+
+    def test_module(self) -> None:
+        """Arrays set into a :class:`Propagated` are packed and read back as new arrays, and ``get`` over
+        the stored box or any other box reads what the dense array held."""
+        rng = np.random.default_rng(2)
+        values = _sparse(rng, (6, 8, 3), np.float32)
+        revealed = np.any(values != 0, -1)
+        offset = np.where(revealed, 3.0, 0.0).astype(np.float32)
+        out = Propagated((0, 20, 0, 20), {}, {}, {}, {}, False)
+        out.boxes[0] = (4, 10, 5, 13)
+        out.values[0], out.revealed[0], out.offset[0] = values, revealed, offset
+        assert isinstance(dict.__getitem__(out.values, 0), _Packed)
+        first = out.values[0]
+        first[...] = 7.0  # a read is a new array: what is stored does not change
+        np.testing.assert_array_equal(out.values[0], values)
+        np.testing.assert_array_equal(out.get("values", 0, (4, 10, 5, 13)), values)
+        wider = out.get("values", 0, (2, 12, 3, 15))
+        np.testing.assert_array_equal(wider[2:8, 2:10], values)
+        assert not wider[:2].any() and not wider[:, :2].any()
+        np.testing.assert_array_equal(out.get("revealed", 0, (5, 7, 6, 9)), revealed[1:3, 1:4])
+        assert not out.get("offset", 1, (0, 3, 0, 3)).any()  # no such target: zero
+
+    def test_dicts_given_are_packed(self) -> None:
+        values = _sparse(np.random.default_rng(3), (4, 5, 3), np.float32)
+        out = Propagated((0, 4, 0, 5), {0: (0, 4, 0, 5)}, {0: values}, {0: values[..., 0] != 0}, {}, True)
+        assert isinstance(dict.__getitem__(out.values, 0), _Packed)
+        np.testing.assert_array_equal(out.values[0], values)
+
+
+class TestGroups:
+    def test_cardinality(self) -> None:
+        """Each label's indices, ascending, as ``np.flatnonzero(labels == label)`` gives them."""
+        labels = np.random.default_rng(4).integers(-1, 40, 5000).astype(np.int32)
+        groups = _groups(labels)
+        assert list(groups) == sorted(set(labels.tolist()))
+        for label, indices in groups.items():
+            np.testing.assert_array_equal(indices, np.flatnonzero(labels == label))
+
+    def test_empty(self) -> None:
+        assert _groups(np.zeros(0, np.int32)) == {}
+
+
+class TestApartPlanes:
+    def test_same_numbers_as_apart(self) -> None:
+        rng = np.random.default_rng(5)
+        a, b = rng.normal(size=(1000, 3)).astype(np.float32), rng.normal(size=(1000, 3)).astype(np.float32)
+        a[:10] = 0.0  # the level's floor
+        expected = _apart(a, b)
+        found = _apart_planes(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T))
+        assert found.dtype == expected.dtype
+        assert found.tobytes() == expected.tobytes()
+
+
+class TestMotionThreads:
+    def test_pairs_measured_side_by_side_equal_pairs_measured_one_by_one(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With several OpenCV threads the pairs are measured on the motion threads, each with its own
+        DIS; every motion layer is bit for bit the one a single thread measures."""
+        plate, _, matte = synthetic_shot("pan", exposure=0.03)
+        holes = [m > 0 for m in matte]
+        threads_seen: set[str] = set()
+        measure = propagate_module._PairMotion.__init__
+
+        def spy(self: object, *args: object) -> None:
+            threads_seen.add(threading.current_thread().name.rsplit("_", 1)[0])
+            measure(self, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(propagate_module._PairMotion, "__init__", spy)
+        motions = []
+        before = cv2.getNumThreads()
+        try:
+            for threads in (1, 3):
+                cv2.setNumThreads(threads)
+                motions.append(
+                    Propagator(list(plate), holes, PropagationSettings(), region=(0, H, 0, W)).motion
+                )
+        finally:
+            cv2.setNumThreads(before)
+        assert "combcn-motion" in threads_seen and "MainThread" in threads_seen
+        one, many = motions
+        assert one.locked_off == many.locked_off
+        for name in ("forward", "backward"):
+            for layer_one, layer_many in zip(getattr(one, name), getattr(many, name), strict=True):
+                for a, b in zip(layer_one, layer_many, strict=True):
+                    assert a.tobytes() == b.tobytes()
+        for name in ("second", "movers", "scene_forward", "scene_backward"):
+            for a, b in zip(getattr(one, name), getattr(many, name), strict=True):
+                assert a.tobytes() == b.tobytes()
+
+
+class TestPlaneFlow:
+    def test_the_matrix_gives_the_fitted_field_again(self) -> None:
+        """A pair keeps a plane's homography and makes its field when asked: the same bits as the fit's."""
+        gy, gx = np.mgrid[0:40, 0:60].astype(np.float32)
+        flow = np.stack([0.02 * gx + 0.5, -0.01 * gy + 0.25], -1).astype(np.float32)
+        fitted, inliers, matrix = propagate_module._homography_flow(flow, np.ones((40, 60), bool))
+        assert fitted is not None and matrix is not None and inliers.mean() > 0.9
+        again = propagate_module._plane_flow(matrix, (40, 60))
+        assert again.dtype == np.float32 and again.tobytes() == fitted.tobytes()
