@@ -322,3 +322,24 @@ class TestBenchEngine:
         assert [r["frames"] for r in result["runs"]] == [2, 3]
         assert [r["written"] for r in result["runs"]] == [2, 3]
         assert result["peak_ratio_longest_vs_shortest"] > 0
+
+
+class TestPeakRss:
+    @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+    def test_a_child_does_not_report_its_parents_peak(self) -> None:
+        """The bench's children are started from a parent that wrote the plate: a child's peak is its own."""
+        numpy = pytest.importorskip("numpy")
+        held = numpy.ones(1536 * 2**20 // 8)  # the parent's peak: at least 1.5 GB touched
+        del held
+        code = (
+            "import importlib.util, sys; spec = importlib.util.spec_from_file_location('b', sys.argv[1]); "
+            "b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b); print(b._rss_mb())"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code, str(BENCH / "bench_engine.py")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        assert float(run.stdout.strip().splitlines()[-1]) < 1000.0  # its own: about 250 MB
