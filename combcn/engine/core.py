@@ -367,8 +367,11 @@ class _Window:
         synthesised: dict[int, tuple[np.ndarray, Crop]] = {}
         if any(u.any() for u in unresolved.values()):
             self.verdict = self._probe(unresolved, propagated) if self.settings.probe else None
-            synthesised, rows = self._synthesise(unresolved, propagated)
             method = "network" if self.verdict is None else self.verdict.method
+            # the plate rows are read only by the other candidates and the plate network: not kept
+            # otherwise (at 4K they are a window's worth of crops)
+            keep_rows = method != "network" or getattr(self.model, "plate", None) is not None
+            synthesised, rows = self._synthesise(unresolved, propagated, keep_rows=keep_rows)
             if method.startswith("network") and getattr(self.model, "plate", None) is not None:
                 carry = propagated is not None and len(synthesised) > 2
                 used = _key_frames(sorted(synthesised)) if carry else set(synthesised)
@@ -378,6 +381,9 @@ class _Window:
                 self._at_plate(synthesised, rows, over, used)
             if method.startswith("telea"):
                 synthesised = self._telea(synthesised, unresolved, rows)
+            if method.startswith("blend"):
+                smooth = self._telea(synthesised, unresolved, rows)
+                synthesised = {p: (probe.mean_fill(v, smooth[p][0]), c) for p, (v, c) in synthesised.items()}
             if method == "patch":
                 synthesised = self._patch(synthesised, unresolved, rows, propagated)
             elif method.endswith("+texture"):
@@ -534,14 +540,14 @@ class _Window:
         out.revealed[t] = out.revealed[t] | use
 
     def _synthesise(
-        self, unresolved: dict[int, np.ndarray], propagated: Propagated | None
+        self, unresolved: dict[int, np.ndarray], propagated: Propagated | None, *, keep_rows: bool = True
     ) -> tuple[dict[int, tuple[np.ndarray, Crop]], dict[int, np.ndarray]]:
         """The network's fill (plate units, over each frame's crop) of the pixels no frame showed; the
         pixels propagation recovered are known to it, like the rest of the plate. Also the crop's plate
         rows it saw per frame (propagated pixels pasted), for another candidate to fill from."""
         crop = self._crop_around(self._unresolved_box(unresolved))
         masks = {p: self._over(crop, self.infos[p][0], hole) for p, hole in unresolved.items()}
-        out, rows = self._network(crop, masks, propagated)
+        out, rows = self._network(crop, masks, propagated, keep_rows=keep_rows)
         self.ran_model = True
         return {p: (values, crop) for p, values in out.items() if unresolved[p].any()}, rows
 
@@ -581,7 +587,12 @@ class _Window:
         return out
 
     def _network(
-        self, crop: Crop, masks: dict[int, np.ndarray], propagated: Propagated | None
+        self,
+        crop: Crop,
+        masks: dict[int, np.ndarray],
+        propagated: Propagated | None,
+        *,
+        keep_rows: bool = True,
     ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
         """Run the model on the window over ``crop``, with the hole ``masks`` (crop pixels, per frame
         position; frames not in it have none there) and the propagated pixels of those frames pasted.
@@ -594,13 +605,14 @@ class _Window:
         holes = []
         rows_of = {}
         for p in self.positions:
-            rows = np.array(self.rgb_at(p, (crop.y0, crop.y1, crop.x0, crop.x1)), dtype=np.float32, copy=True)
+            rows = self.rgb_at(p, (crop.y0, crop.y1, crop.x0, crop.x1))  # a new float32 array
             hole = np.zeros((crop.y1 - crop.y0, crop.x1 - crop.x0), np.float32)
             if p in masks:
                 if propagated is not None and p - self.lo in propagated.revealed:
                     self._paste(rows, crop, propagated, p)
                 hole[masks[p]] = 1.0
-                rows_of[p] = rows
+                if keep_rows:
+                    rows_of[p] = rows
             working.append(_to_working(rows, crop, self.shaper))
             t = torch.from_numpy(hole)[None]
             if crop.scaled:
@@ -626,8 +638,9 @@ class _Window:
 
     def _probe(self, unresolved: dict[int, np.ndarray], propagated: Propagated | None) -> Verdict | None:
         """Cut the unresolved pixels' shape into pixels beside them that no frame's matte touches, fill
-        it with each candidate (the network, Telea, a shift-map copy of the plate, and the first two
-        with the copy's texture: :data:`probe.METHODS`), and score each against the plate (:mod:`probe`).
+        it with each candidate (the network, Telea, their mean, a shift-map copy of the plate, and the
+        first three with the copy's texture: :data:`probe.METHODS`), and score each against the plate
+        (:mod:`probe`).
 
         Returns:
             the verdict, or None where no such place exists (the matte covers too much).
@@ -684,6 +697,11 @@ class _Window:
                         probe.add_texture(smooth, copied, hole, seam), truth, hole, sigma
                     ),
                 }
+                mixed = probe.mean_fill(candidates["network"], smooth)
+                candidates["blend"] = mixed
+                candidates["blend+texture"] = _clone_to_border(
+                    probe.add_texture(mixed, copied, hole, seam), truth, hole, sigma
+                )
                 for name, fill in candidates.items():
                     results[name][0].append(fill)
                     results[name][1].append(truth)

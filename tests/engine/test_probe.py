@@ -167,6 +167,18 @@ class TestTexture:
         assert float(level[edge].std()) > 0.05  # kept
         assert abs(float(level[todo].mean()) - 0.5) < 0.02  # at the plate's level, not the copy's 0.3
 
+    def test_the_mean_of_two_fills_errs_less_than_either(self) -> None:
+        # two guesses with errors of their own (one too bright in places, the other too dark elsewhere)
+        rng = np.random.default_rng(3)
+        truth = _texture(48, 48)
+        first = truth + rng.normal(0.0, 0.1, truth.shape).astype(np.float32)
+        second = truth + rng.normal(0.0, 0.1, truth.shape).astype(np.float32)
+        mean = probe.mean_fill(first, second)
+        assert mean.dtype == np.float32 and mean.shape == truth.shape
+        errors = [float(np.abs(f - truth).mean()) for f in (first, second, mean)]
+        assert errors[2] < 0.8 * min(errors[:2])
+        assert np.array_equal(probe.mean_fill(first, first), first)
+
     def test_a_tie_goes_to_the_network(self) -> None:
         same = probe.Score(10.0, 1.0)
         scores = {name: same for name in reversed(probe.METHODS)}
@@ -231,3 +243,26 @@ class TestEngineProbe:
         error_with = np.abs(with_probe - plate)[hole].mean()
         error_without = np.abs(without - plate)[hole].mean()
         assert error_with < 0.5 * error_without
+
+    def test_a_blend_fills_with_the_mean_of_the_network_and_telea(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # the probe's choice forced, to see each candidate's fill of the same real hole
+        plate, matte = self._shot()
+        hole = matte > 0
+
+        def fill_with(method: str) -> np.ndarray:
+            def choose(scores: dict[str, probe.Score], probes: int) -> probe.Verdict:
+                assert {"blend", "blend+texture"} <= set(scores)  # both scored on the probes
+                return probe.Verdict(method, scores[method].mae, scores, probes)
+
+            monkeypatch.setattr(probe, "choose", choose)
+            return engine.inpaint(plate, matte, shaper="none")
+
+        network, telea, blend = (fill_with(m) for m in ("network", "telea", "blend"))
+        assert np.array_equal(blend[~hole], plate[~hole])
+        assert not np.allclose(network[hole], telea[hole], atol=0.01)  # two different guesses
+        # their mean, joined to the border as each is (the join is linear in the fill; the output
+        # guard's clamp of the untrained network's extremes is not, on a few pixels)
+        apart = float(np.abs(network[hole] - telea[hole]).mean())
+        assert float(np.abs(blend[hole] - 0.5 * (network[hole] + telea[hole])).mean()) < 0.1 * apart
