@@ -173,8 +173,9 @@ def telea(values: np.ndarray, hole: np.ndarray) -> np.ndarray:
 def mean_fill(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """The mean of two fills of the same pixels (ndarray[h, w, 3] float32). Where neither fill can
     know what is there, two guesses whose errors differ (the network's learnt structure, Telea's
-    diffusion of the border) err less together than either alone: measured on probe holes of
-    locked-off clips, 0.6-0.75 less hole MAE than the better of the two on average, lower in 2 of 3."""
+    diffusion of the border) err less together than either alone: measured on the probe holes of
+    locked-off clips, 0.75 less hole MAE than Telea and 0.62 less than the network on average, lower
+    than each in 6 probe sets of 9."""
     out: np.ndarray = (0.5 * (first + second)).astype(np.float32)
     return out
 
