@@ -479,6 +479,17 @@ def speed_child(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _run_child(cmd: list[str], what: str) -> dict[str, Any]:
+    """Run a child of this script (its own process: its own peak RSS) and read the JSON of its last
+    line; its stderr is shown and the bench stops where it fails."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"{what} failed (exit {proc.returncode})")
+    found: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return found
+
+
 def speed(args: argparse.Namespace) -> dict[str, object]:
     runs = []
     for size in args.size:
@@ -490,11 +501,7 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
                 cmd = [sys.executable, __file__, "speed", "--child", tmp, "--frames", str(args.frames)]
                 if args.threads is not None:
                     cmd += ["--threads", str(args.threads)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    sys.stderr.write(proc.stderr)
-                    raise SystemExit(f"the {_size_name(size)} {matte} run failed (exit {proc.returncode})")
-                run = json.loads(proc.stdout.strip().splitlines()[-1])
+                run = _run_child(cmd, f"the {_size_name(size)} {matte} run")
             runs.append(
                 {
                     "size": _size_name(size),
@@ -591,11 +598,7 @@ def memory(args: argparse.Namespace) -> dict[str, object]:
         with tempfile.TemporaryDirectory(prefix="combcn-bench-mem-") as tmp:
             make_plate(Path(tmp) / "in", n, args.size[0][0], args.size[0][1], matte=args.matte)
             cmd = [sys.executable, __file__, "memory", "--child", tmp, "--child-frames", str(n)]
-            proc = subprocess.run([*cmd, "--width", str(args.width)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.stderr.write(proc.stderr)
-                raise SystemExit(f"the {n}-frame run failed (exit {proc.returncode})")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            runs.append(_run_child([*cmd, "--width", str(args.width)], f"the {n}-frame run"))
         done = runs[-1]
         print(
             f"{size} {n} frames: peak RSS {done['peak_rss_mb']:.0f} MB "

@@ -368,11 +368,12 @@ class _Window:
         if any(u.any() for u in unresolved.values()):
             self.verdict = self._probe(unresolved, propagated) if self.settings.probe else None
             method = "network" if self.verdict is None else self.verdict.method
+            at_plate = method.startswith("network") and getattr(self.model, "plate", None) is not None
             # the plate rows are read only by the other candidates and the plate network: not kept
             # otherwise (at 4K they are a window's worth of crops)
-            keep_rows = method != "network" or getattr(self.model, "plate", None) is not None
+            keep_rows = method != "network" or at_plate
             synthesised, rows = self._synthesise(unresolved, propagated, keep_rows=keep_rows)
-            if method.startswith("network") and getattr(self.model, "plate", None) is not None:
+            if at_plate:
                 carry = propagated is not None and len(synthesised) > 2
                 used = _key_frames(sorted(synthesised)) if carry else set(synthesised)
                 over = {
