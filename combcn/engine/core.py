@@ -38,6 +38,9 @@ log = logging.getLogger("combcn.engine")
 #: Synthesised content is kept on every KEY_FRAMES-th frame of a window and carried along the motion
 #: to the frames between (a Nuke-style reference frame every third of a second at 24 fps).
 KEY_FRAMES = 8
+#: On a locked-off window, each synthesised pixel is smoothed along time with a Gaussian of this many
+#: frames (sigma), over the frames of the window where it is synthesised too (:func:`_hold_still`).
+STILL_SIGMA = 2.0
 
 Box = tuple[int, int, int, int]
 
@@ -399,6 +402,8 @@ class _Window:
             p: keys[p] if p in keys else self._join(p, unresolved[p], propagated, synthesised.get(p))
             for p in unresolved
         }
+        if propagated is not None and propagated.locked_off and synthesised:
+            _hold_still(fills, unresolved, {p: self.infos[p][0] for p in unresolved})  # type: ignore[misc]
         if self.verdict is not None:
             for p, fill in fills.items():
                 if unresolved[p].any():
@@ -872,6 +877,42 @@ class _Window:
         # edge goes below black; a bright grain lifted to a bright edge): kept within the crop's range
         lo, hi = np.minimum(values.min(axis=(0, 1)), 0.0), values.max(axis=(0, 1))
         return np.clip(out, lo, hi)
+
+
+def _hold_still(
+    fills: dict[int, _WindowFill], unresolved: dict[int, np.ndarray], boxes: dict[int, Box]
+) -> None:
+    """Smooth the synthesised pixels of a locked-off window along time, in place: each becomes the
+    Gaussian-weighted mean (sigma :data:`STILL_SIGMA` frames) of its own plate pixel's fills in the
+    frames around it where that pixel is synthesised too. Where the camera does not move, what no
+    frame shows has no reason to change from frame to frame, but each frame's fill follows its own
+    border (people passing it, the grain of its ring) and shimmers; the truth behind the hole changes
+    on its own and the fill cannot follow that. Revealed and known pixels are not touched, and a pixel
+    synthesised in one frame alone keeps its value."""
+    order = sorted(p for p in fills if unresolved[p].any())
+    radius = int(3 * STILL_SIGMA)
+    smoothed = {}
+    for p in order:
+        py0, py1, px0, px1 = boxes[p]
+        total = np.zeros(fills[p].fill.shape, np.float32)
+        weight = np.zeros(unresolved[p].shape, np.float32)
+        for q in order:
+            if abs(q - p) > radius:
+                continue
+            qy0, qy1, qx0, qx1 = boxes[q]
+            y0, y1, x0, x1 = max(py0, qy0), min(py1, qy1), max(px0, qx0), min(px1, qx1)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            at_p = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
+            at_q = (slice(y0 - qy0, y1 - qy0), slice(x0 - qx0, x1 - qx0))
+            both = unresolved[p][at_p] & unresolved[q][at_q]
+            w = np.float32(np.exp(-0.5 * ((q - p) / STILL_SIGMA) ** 2))
+            total[at_p] += np.where(both[..., None], w * fills[q].fill[at_q], np.float32(0))
+            weight[at_p] += w * both
+        mine = unresolved[p]  # the frame's own value is always in (weight > 0 there)
+        smoothed[p] = np.where(mine[..., None], total / np.maximum(weight, 1e-12)[..., None], fills[p].fill)
+    for p, values in smoothed.items():
+        fills[p].fill = values.astype(np.float32)
 
 
 def _key_frames(order: list[int]) -> set[int]:

@@ -229,10 +229,14 @@ def test_qc_marks_exactly_the_recoverable_pixels_on_a_locked_off_plate() -> None
         assert np.array_equal(revealed[t], expected), f"frame {t}"
 
 
-def test_locked_off_static_box_falls_through_to_the_network(engine: Engine) -> None:
+def test_locked_off_static_box_falls_through_to_the_network(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Nothing to recover: the network synthesises the key frames (the first, every 8th, the last),
     exactly as without propagation, and the frames between them carry that synthesis along the
-    (zero) motion instead of inventing their own: the fill holds still."""
+    (zero) motion instead of inventing their own: the fill holds still. (The smoothing along time
+    that follows on a locked-off window is turned off here: tests/engine/test_hold_still.py.)"""
+    monkeypatch.setattr("combcn.engine.core.STILL_SIGMA", 1e-3, raising=False)
     _, plate, _ = synthetic_shot("still", parallax=False)  # the clean plate: nothing passes the box
     matte = np.zeros((T, H, W), np.float32)
     matte[:, 30:60, 50:90] = 1.0
