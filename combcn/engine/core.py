@@ -41,6 +41,11 @@ KEY_FRAMES = 8
 #: On a locked-off window, each synthesised pixel is smoothed along time with a Gaussian of this many
 #: frames (sigma), over the frames of the window where it is synthesised too (:func:`_hold_still`).
 STILL_SIGMA = 2.0
+#: What no frame shows is filled by this candidate (:data:`probe.METHODS`) where probing is on but no
+#: probe hole fits beside the matte (it covers too much of the frame): the network with the plate's
+#: texture, the best of the candidates on average over the probes of held-out clips once detail
+#: counts (the network alone is a blur scaled up from the working size).
+UNPROBED = "network+texture"
 
 Box = tuple[int, int, int, int]
 
@@ -337,6 +342,9 @@ class _Window:
         #: what the probe holes chose for the synthesised pixels, and their expected error (None: not
         #: measured: nothing synthesised, probing off, or no free place to cut a probe)
         self.verdict: Verdict | None = None
+        #: how what no frame shows is filled: the probes' verdict, :data:`UNPROBED` where no probe hole
+        #: fits, the network alone where probing is off
+        self.method = "network"
         #: where the shift-map copy's regions meet (:func:`probe.seams`), once :meth:`_patch` ran
         self.seam: np.ndarray | None = None
 
@@ -370,7 +378,11 @@ class _Window:
         synthesised: dict[int, tuple[np.ndarray, Crop]] = {}
         if any(u.any() for u in unresolved.values()):
             self.verdict = self._probe(unresolved, propagated) if self.settings.probe else None
-            method = "network" if self.verdict is None else self.verdict.method
+            if self.verdict is not None:
+                self.method = self.verdict.method
+            elif self.settings.probe:
+                self.method = UNPROBED
+            method = self.method
             at_plate = method.startswith("network") and getattr(self.model, "plate", None) is not None
             # the plate rows are read only by the other candidates and the plate network: not kept
             # otherwise (at 4K they are a window's worth of crops)
@@ -870,7 +882,7 @@ class _Window:
             cy0 - crop.y0 : cy1 - crop.y0, cx0 - crop.x0 : cx1 - crop.x0
         ]
         # a copy of the plate carries texture up to the border: only its level is matched there
-        copied = self.verdict is not None and self.verdict.method in probe.COPIES
+        copied = self.method in probe.COPIES
         sigma = probe.TEXTURE_SIGMA if copied else None
         out: np.ndarray = _clone_to_border(net, known_values, todo, sigma)[inner]
         # the correction may carry a fill past what the crop shows (a dark fill lowered to meet a dark
@@ -1042,6 +1054,14 @@ def render_windows(
                 ", ".join(f"{n} {v.mae:.2f} (detail {v.detail:.2f})" for n, v in work.verdict.scores.items()),
                 work.verdict.method,
                 work.verdict.expected,
+            )
+        elif work.ran_model and work.method == UNPROBED:
+            log.info(
+                "window %d-%d: what no frame shows: no probe hole of its shape fits beside the matte; filled "
+                "by %s, its error not measured",
+                window.start,
+                window.end - 1,
+                UNPROBED,
             )
         if work.ran_model:
             run_windows += 1
