@@ -290,6 +290,16 @@ def _largest(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+def _mean(rgb: np.ndarray, gain: np.ndarray | None = None) -> np.ndarray:
+    """The mean of each pixel's three values (ndarray[N, 3]), each times ``gain`` (ndarray[3]) first
+    when given: ndarray[N], the same numbers as ``(rgb * gain).mean(-1)`` (summed in the same order)."""
+    if gain is None:
+        out: np.ndarray = (rgb[:, 0] + rgb[:, 1] + rgb[:, 2]) / np.float32(3)
+    else:
+        out = (rgb[:, 0] * gain[0] + rgb[:, 1] * gain[1] + rgb[:, 2] * gain[2]) / np.float32(3)
+    return out
+
+
 def _beyond(rgb: np.ndarray, floor: float) -> np.ndarray:
     """Whether each of a pixel's three values (ndarray[N, 3]) exceeds ``floor`` in magnitude: ndarray[N]."""
     magnitude = np.abs(rgb)
@@ -734,7 +744,9 @@ def _exposure_gain(target: np.ndarray, warped: np.ndarray, levels: np.ndarray | 
     valid = _beyond(warped, 1e-3) & _beyond(target, 1e-3)
     if valid.sum() < 16:
         return np.ones(3, np.float32)
-    ratios = np.ascontiguousarray((target[valid] / warped[valid]).T)  # the median per channel, by hand:
+    ratios = np.compress(valid, target.T, 1) / np.compress(
+        valid, warped.T, 1
+    )  # the median per channel, by hand:
     half = ratios.shape[1] // 2  # np.median's checks cost more than the sort on a ring this size
     if ratios.shape[1] % 2:
         gain = np.partition(ratios, half, axis=1)[:, half]
@@ -1057,15 +1069,18 @@ def _candidates(
     # the pixels, and the traced points, of each source, in increasing order (one sort each, not a
     # comparison of every pixel per source)
     pixels_of, points_of = _groups(served), _groups(trace.source)
+    disp = np.zeros((bh * bw, 3), np.float32)  # one source's points at a time, cleared after it
+    rows = value.view(np.dtype((np.void, 12))).reshape(-1)  # a pixel's three values as one item
     for s, mine in pixels_of.items():  # the sources serving any pixel
         if s < 0:
             continue
         if only is not None:
             mine = only[mine]
         pick = points_of.get(s, np.zeros(0, np.int64))
-        disp = np.zeros((bh * bw, 3), np.float32)
-        disp[flat[pick]] = moved[pick]
+        at = flat[pick]
+        disp[at] = moved[pick]
         spread = _sample(disp.reshape(bh, bw, 3), px[mine], py[mine])
+        disp[at] = 0.0
         weight = np.maximum(spread[:, 2], 1e-6)
         dx, dy = spread[:, 0] / weight, spread[:, 1] / weight
         # the ring points of t known in s: where the trace put them, refined as one, then the exposure
@@ -1080,7 +1095,7 @@ def _candidates(
         gain = _exposure_gain(ring_target, ring_source, exposure)
         carried = sampled * gain
         if len(ring_idx) < 16:  # too small a ring to tell
-            value[mine] = carried
+            rows[mine] = carried.view(rows.dtype).reshape(-1)
             continue
         ry, rx = ys[ring_idx] - oy, xs[ring_idx] - ox
         left = ring_target - ring_source * gain
@@ -1103,7 +1118,7 @@ def _candidates(
         small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(carried)), 0.05)
         shading[~small] = 0.0  # (in place: around is not read again)
         carried += shading
-        value[mine] = carried
+        rows[mine] = carried.view(rows.dtype).reshape(-1)
     return value, dist, src_of, misfit
 
 
@@ -1111,9 +1126,9 @@ def _groups(labels: np.ndarray) -> dict[int, np.ndarray]:
     """The indices of each value of ``labels`` (ndarray[N] int, frame indices or -1), ascending, by
     value ascending."""
     order = np.argsort(labels.astype(np.int16), kind="stable")  # (a radix sort on 16 bits)
-    found, starts = np.unique(labels[order], return_index=True)
-    ends = [*starts[1:].tolist(), len(order)][: len(starts)]
-    return {int(v): order[a:b] for v, a, b in zip(found.tolist(), starts.tolist(), ends, strict=True)}
+    counts = np.bincount(labels + 1)  # (the values are -1 and up: counted, not sorted again)
+    ends = np.cumsum(counts).tolist()
+    return {v - 1: order[ends[v] - c : ends[v]] for v, c in enumerate(counts.tolist()) if c}
 
 
 @lru_cache(maxsize=4096)
@@ -1151,7 +1166,7 @@ def _align(
     if count > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure two numbers
         every = _spread(count)
         ring_x, ring_y, target, count = ring_x[every], ring_y[every], target[every], ALIGN_SAMPLE
-    grey_target = target.mean(-1)
+    grey_target = _mean(target)
     keep = int(0.8 * count)
     offsets = np.array([[0, 0], [0.5, 0], [-0.5, 0], [0, 0.5], [0, -0.5]], np.float32)
     shift = np.zeros(2, np.float32)
@@ -1173,7 +1188,7 @@ def _align(
 
     before = None
     for step_index in range(ALIGN_STEPS):
-        grey = ((first if step_index == 0 else around()) * gain).mean(-1).reshape(5, count)
+        grey = _mean(first if step_index == 0 else around(), gain).reshape(5, count)
         r = grey_target - grey[0]
         use = kept(np.abs(r))
         if before is None:
@@ -1190,7 +1205,7 @@ def _align(
             return 0.0, 0.0
         if float(np.hypot(*step)) < 0.02:
             break
-    err = np.abs(grey_target - (_sample(source, ring_x + shift[0], ring_y + shift[1]) * gain).mean(-1))
+    err = np.abs(grey_target - _mean(_sample(source, ring_x + shift[0], ring_y + shift[1]), gain))
     if before is not None and float(err[kept(err)].mean()) < ALIGN_GAIN * before:
         return float(shift[0]), float(shift[1])
     return 0.0, 0.0
@@ -1290,12 +1305,11 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fil
     total = weight.sum(0)
     weight /= np.maximum(total, 1e-12)
     heaviest = np.argmax(weight, 0)
-    every = np.arange(len(heaviest))
     if len(hypotheses) > 1:  # two poses are never blended: the heaviest alone where another differs
         # each other hypothesis that weighs anything against the heaviest (never apart from itself),
         # compared channel by channel over every pixel (a gather of the pairs cost five times more)
         planes = np.stack([h.value.T for h in hypotheses])  # [hypothesis, channel, pixel]
-        top = np.take_along_axis(planes, heaviest[None, None], 0)[0]
+        top = _pick(list(planes), heaviest)
         alone_mask = np.zeros(len(heaviest), bool)
         for k, plane in enumerate(planes):
             weighs = (weight[k] >= VISIBLE) & (heaviest != k)
@@ -1304,14 +1318,33 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fil
         alone = np.flatnonzero(alone_mask)
         weight[:, alone] = 0.0
         weight[heaviest[alone], alone] = 1.0
-    value = (weight[..., None] * values).sum(0).astype(np.float32)
-    source = np.where(total > 0, sources[heaviest, every], -1)
+    value = _weighted(weight, values)
+    source = np.where(total > 0, _pick([h.source for h in hypotheses], heaviest), -1)
+    return _Fill(
+        value,
+        source,
+        *(_pick([h[kind] for h in hypotheses], heaviest) for kind in range(2, len(_Fill._fields))),
+    )
 
-    def heaviest_of(kind: int) -> np.ndarray:
-        out: np.ndarray = np.stack([h[kind] for h in hypotheses])[heaviest, every]
-        return out
 
-    return _Fill(value, source, *(heaviest_of(k) for k in range(2, len(_Fill._fields))))
+def _weighted(weight: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The sum over the first axis of ``weight`` (ndarray[K, N]) times ``values`` (ndarray[K, N, 3]),
+    float32: the same sums, in the same order, as ``(weight[..., None] * values).sum(0)``, by channel
+    (a last axis of three is slow in NumPy)."""
+    mixed = weight[0] * values[0].T
+    for k in range(1, len(values)):
+        mixed += weight[k] * values[k].T
+    out: np.ndarray = np.ascontiguousarray(mixed.T, np.float32)
+    return out
+
+
+def _pick(arrays: list[np.ndarray], index: np.ndarray) -> np.ndarray:
+    """Per element, the value of ``arrays[index]`` there (arrays alike, ``index`` over their last
+    axis): a new array, the same as a gather from their stack."""
+    out = arrays[0].copy() if len(arrays) == 1 else arrays[0]
+    for k in range(1, len(arrays)):
+        out = np.where(index == k, arrays[k], out)
+    return out
 
 
 def _blend(
@@ -1377,7 +1410,8 @@ def _blend(
     mf_, mb_ = np.where(np.isnan(ef), eb, ef), np.where(np.isnan(eb), ef, eb)
     misfit = weight_f * mf_ + (1.0 - weight_f) * mb_
     distance = np.where(weight_f >= 0.5, df, db)
-    value = np.where(got[..., None], blended, 0.0).astype(np.float32)
+    blended[~got] = 0.0
+    value = blended.astype(np.float32, copy=False)
     return _Fill(
         value, nearer, doubt + np.nan_to_num(misfit, nan=UNMEASURED), both, distance, misfit, disputed
     )

@@ -19,7 +19,10 @@ from combcn.engine.propagate import (
     _apart,
     _apart_planes,
     _groups,
+    _mean,
     _Packed,
+    _pick,
+    _weighted,
 )
 
 
@@ -89,6 +92,56 @@ class TestGroups:
 
     def test_empty(self) -> None:
         assert _groups(np.zeros(0, np.int32)) == {}
+
+
+class TestMean:
+    @pytest.mark.parametrize("with_gain", [False, True])
+    def test_same_bits_as_numpy_mean(self, with_gain: bool) -> None:
+        """The grey level :func:`_align` measures by: the same bits as NumPy's mean over the channels
+        (summed in NumPy's order), over values of very different sizes, where the order shows."""
+        rng = np.random.default_rng(8)
+        rgb = (rng.random((20000, 3)) * rng.choice([1e-3, 1.0, 1e3], (20000, 3))).astype(np.float32)
+        gain = np.array([0.9, 1.0, 1.2], np.float32) if with_gain else None
+        expected = (rgb * gain).mean(-1) if gain is not None else rgb.mean(-1)
+        found = _mean(rgb, gain)
+        assert found.dtype == expected.dtype
+        assert found.tobytes() == expected.tobytes()
+
+
+class TestPick:
+    @pytest.mark.parametrize("count", [1, 2, 3])
+    def test_same_as_a_gather_of_the_stack(self, count: int) -> None:
+        rng = np.random.default_rng(9)
+        arrays = [rng.normal(size=500).astype(np.float32) for _ in range(count)]
+        index = rng.integers(0, count, 500)
+        found = _pick(arrays, index)
+        np.testing.assert_array_equal(found, np.stack(arrays)[index, np.arange(500)])
+        found[:] = 7.0  # a new array, also for one hypothesis
+        assert not any(np.shares_memory(found, a) for a in arrays)
+
+    def test_planes(self) -> None:
+        """Arrays laid out by channel ([channel, pixel]) pick per pixel."""
+        rng = np.random.default_rng(10)
+        planes = [rng.normal(size=(3, 200)).astype(np.float32) for _ in range(3)]
+        index = rng.integers(0, 3, 200)
+        expected = np.take_along_axis(np.stack(planes), index[None, None], 0)[0]
+        np.testing.assert_array_equal(_pick(planes, index), expected)
+
+
+class TestWeighted:
+    @pytest.mark.parametrize("count", [1, 2, 3])
+    def test_same_bits_as_the_sum_over_the_stack(self, count: int) -> None:
+        """How :func:`_combine` mixes its hypotheses: the same bits as NumPy's sum over the stack."""
+        rng = np.random.default_rng(11)
+        weight = rng.random((count, 5000)).astype(np.float32)
+        weight /= weight.sum(0)
+        values = (rng.normal(size=(count, 5000, 3)) * rng.choice([1e-3, 1.0, 1e3], (count, 5000, 3))).astype(
+            np.float32
+        )
+        expected = (weight[..., None] * values).sum(0).astype(np.float32)
+        found = _weighted(weight, values)
+        assert found.dtype == np.float32 and found.flags.c_contiguous
+        assert found.tobytes() == expected.tobytes()
 
 
 class TestApartPlanes:
