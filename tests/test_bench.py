@@ -343,3 +343,31 @@ class TestPeakRss:
         )
         assert run.returncode == 0, run.stderr
         assert float(run.stdout.strip().splitlines()[-1]) < 1000.0  # its own: about 250 MB
+
+
+class TestHeapArenas:
+    """The bound on glibc's heaps that keeps the memory bench's peak flat with the sequence's length
+    (``combcn.engine.sequence.bound_heap_arenas``), called through a stand-in C library."""
+
+    class _Libc:
+        def __init__(self, answer: int) -> None:
+            self.calls: list[tuple[int, int]] = []
+            self.answer = answer
+
+        def mallopt(self, parameter: int, value: int) -> int:
+            self.calls.append((parameter, value))
+            return self.answer
+
+    def test_smoke(self) -> None:
+        import os
+
+        from combcn.engine.sequence import bound_heap_arenas
+
+        libc = self._Libc(1)
+        assert bound_heap_arenas(libc) is True
+        assert libc.calls == [(-8, max(2, os.cpu_count() or 2))]  # M_ARENA_MAX, a heap per core
+
+    def test_refused(self) -> None:
+        from combcn.engine.sequence import bound_heap_arenas
+
+        assert bound_heap_arenas(self._Libc(0)) is False
