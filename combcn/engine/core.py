@@ -927,8 +927,12 @@ def _hold_still(
             weight[at_p] += w * both
         mine = unresolved[p]  # the frame's own value is always in (weight > 0 there)
         smoothed[p] = np.where(mine[..., None], total / np.maximum(weight, 1e-12)[..., None], fills[p].fill)
-    for p, values in smoothed.items():
-        fills[p].fill = values.astype(np.float32)
+        # a frame no later one reads (beyond the radius) takes its smoothed values now: at most
+        # 2 radius + 1 frames are held twice (a static box at 4K is 16 MB a frame)
+        for q in [q for q in smoothed if q <= p - radius]:
+            fills[q].fill = smoothed.pop(q).astype(np.float32)
+    for q, values in smoothed.items():
+        fills[q].fill = values.astype(np.float32)
 
 
 def _key_frames(order: list[int]) -> set[int]:
