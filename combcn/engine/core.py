@@ -41,6 +41,13 @@ KEY_FRAMES = 8
 #: On a locked-off window, each synthesised pixel is smoothed along time with a Gaussian of this many
 #: frames (sigma), over the frames of the window where it is synthesised too (:func:`_hold_still`).
 STILL_SIGMA = 2.0
+#: A frame's fill whose mean (plate units, per channel) is at or below this has no exposure to match:
+#: its neighbours' fills are taken as they are
+LEVEL_FLOOR = 1e-4
+#: The band around the synthesised pixels whose median gives each frame's exposure (plate pixels), and
+#: the fewest of its pixels to trust it
+RING = 8
+RING_POINTS = 64
 #: What no frame shows is filled by this candidate (:data:`probe.METHODS`) where probing is on but no
 #: probe hole fits beside the matte (it covers too much of the frame, or sweeps across it): the
 #: network. (With the plate's texture it scored better on average over the probes of held-out clips
@@ -419,7 +426,8 @@ class _Window:
             for p in unresolved
         }
         if propagated is not None and propagated.locked_off and synthesised:
-            _hold_still(fills, unresolved, {p: self.infos[p][0] for p in unresolved})  # type: ignore[misc]
+            held: dict[int, Box] = {p: self.infos[p][0] for p in unresolved}  # type: ignore[misc]
+            _hold_still(fills, unresolved, held, self._ring_levels(unresolved))
         if self.verdict is not None:
             for p, fill in fills.items():
                 if unresolved[p].any():
@@ -429,6 +437,28 @@ class _Window:
                 source = p + np.rint(fill.offset).astype(np.int64)
                 fill.referenced = fill.revealed & np.isin(source, self.references.positions)
         return fills
+
+    def _ring_levels(self, unresolved: dict[int, np.ndarray]) -> dict[int, np.ndarray] | None:
+        """Each frame's exposure where it has synthesised pixels: per channel, the median of a band of
+        :data:`RING` plate pixels around the box of every frame's synthesised pixels, over the band's
+        pixels that no frame's matte covers (the same pixels in every frame: a passer-by over part of
+        the band moves the median little, a flash or a fade scales it). None where the band has
+        fewer than :data:`RING_POINTS` such pixels."""
+        y0, y1, x0, x1 = self._unresolved_box(unresolved)
+        grown = (
+            max(0, y0 - RING),
+            min(self.height, y1 + RING),
+            max(0, x0 - RING),
+            min(self.width, x1 + RING),
+        )
+        band = np.ones((grown[1] - grown[0], grown[3] - grown[2]), bool)
+        band[y0 - grown[0] : y1 - grown[0], x0 - grown[2] : x1 - grown[2]] = False
+        for p in self.positions:
+            band &= ~self.hole_in(p, grown)
+        if band.sum() < RING_POINTS:
+            return None
+        order = [p for p in unresolved if unresolved[p].any()]
+        return {p: np.median(self.rgb_at(p, grown)[band], axis=0) for p in order}
 
     def _carry_key_frames(
         self,
@@ -896,11 +926,16 @@ class _Window:
 
 
 def _hold_still(
-    fills: dict[int, _WindowFill], unresolved: dict[int, np.ndarray], boxes: dict[int, Box]
+    fills: dict[int, _WindowFill],
+    unresolved: dict[int, np.ndarray],
+    boxes: dict[int, Box],
+    levels: dict[int, np.ndarray] | None = None,
 ) -> None:
     """Smooth the synthesised pixels of a locked-off window along time, in place: each becomes the
     Gaussian-weighted mean (sigma :data:`STILL_SIGMA` frames) of its own plate pixel's fills in the
-    frames around it where that pixel is synthesised too. Where the camera does not move, what no
+    frames around it where that pixel is synthesised too, each brought to this frame's exposure first
+    (the ratio of the two frames' ``levels``, per channel, where given: :meth:`_Window._ring_levels`;
+    a flash frame's fill stays as bright as its border). Where the camera does not move, what no
     frame shows has no reason to change from frame to frame, but each frame's fill follows its own
     border (people passing it, the grain of its ring) and shimmers; the truth behind the hole changes
     on its own and the fill cannot follow that. Revealed and known pixels are not touched, and a pixel
@@ -922,8 +957,15 @@ def _hold_still(
             at_p = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
             at_q = (slice(y0 - qy0, y1 - qy0), slice(x0 - qx0, x1 - qx0))
             both = unresolved[p][at_p] & unresolved[q][at_q]
+            if not both.any():
+                continue
             w = np.float32(np.exp(-0.5 * ((q - p) / STILL_SIGMA) ** 2))
-            total[at_p] += np.where(both[..., None], w * fills[q].fill[at_q], np.float32(0))
+            theirs = fills[q].fill[at_q]
+            if levels is not None and q != p:  # brought to this frame's exposure (a flash, a fade)
+                ok = (levels[p] > LEVEL_FLOOR) & (levels[q] > LEVEL_FLOOR)
+                gain = np.where(ok, levels[p] / np.where(ok, levels[q], 1.0), 1.0).astype(np.float32)
+                theirs = theirs * gain
+            total[at_p] += np.where(both[..., None], w * theirs, np.float32(0))
             weight[at_p] += w * both
         mine = unresolved[p]  # the frame's own value is always in (weight > 0 there)
         smoothed[p] = np.where(mine[..., None], total / np.maximum(weight, 1e-12)[..., None], fills[p].fill)

@@ -23,15 +23,17 @@ def _fill(values: np.ndarray) -> _WindowFill:
     return _WindowFill(values.astype(np.float32), np.zeros(shape, bool), np.zeros(shape, np.float32))
 
 
-def test_each_synthesised_pixel_is_the_gaussian_mean_of_its_own_frames_where_it_is_synthesised() -> None:
+def test_each_synthesised_pixel_is_the_gaussian_mean_of_its_own_frames_at_its_own_exposure() -> None:
     rng = np.random.default_rng(3)
     frames = 9
     boxes = {t: (10, 20, 30 + t, 42 + t) for t in range(frames)}  # 10 x 12, sliding right 1 px a frame
-    values = {t: rng.random((10, 12, 3)).astype(np.float32) for t in range(frames)}
+    # frame 6 is a flash: its level four times the others' (per channel, as its ring would say)
+    levels = {t: np.float32([1.0, 0.9, 1.1]) * (4.0 if t == 6 else 1.0 + 0.01 * t) for t in range(frames)}
+    values = {t: (rng.random((10, 12, 3)) * levels[t]).astype(np.float32) for t in range(frames)}
     unresolved = {t: rng.random((10, 12)) < 0.7 for t in range(frames)}
     unresolved[4][:] = False  # nothing synthesised in frame 4: it neither changes nor contributes
     fills = {t: _fill(values[t]) for t in range(frames)}
-    _hold_still(fills, unresolved, boxes)
+    _hold_still(fills, unresolved, boxes, levels)
     sigma, radius = core.STILL_SIGMA, int(3 * core.STILL_SIGMA)
     for t in range(frames):
         y0, _, x0, _ = boxes[t]
@@ -45,9 +47,11 @@ def test_each_synthesised_pixel_is_the_gaussian_mean_of_its_own_frames_where_it_
                 qy, qx = y0 + y - boxes[q][0], x0 + x - boxes[q][2]
                 if 0 <= qy < 10 and 0 <= qx < 12 and unresolved[q][qy, qx]:
                     w = np.exp(-0.5 * ((q - t) / sigma) ** 2)
-                    total += w * values[q][qy, qx]
+                    total += w * values[q][qy, qx] * levels[t] / levels[q]
                     weight += w
-            np.testing.assert_allclose(got, total / weight, rtol=0, atol=1e-5, err_msg=str((t, y, x)))
+            np.testing.assert_allclose(got, total / weight, rtol=1e-5, atol=1e-6, err_msg=str((t, y, x)))
+    # the flash frame's fill stays at its own level, its neighbours' at theirs
+    assert fills[6].fill[unresolved[6]].mean() > 3.0 * fills[5].fill[unresolved[5]].mean()
 
 
 def test_a_pixel_synthesised_in_one_frame_alone_keeps_its_value() -> None:
@@ -55,7 +59,7 @@ def test_a_pixel_synthesised_in_one_frame_alone_keeps_its_value() -> None:
     unresolved = {t: np.zeros((4, 4), bool) for t in range(3)}
     unresolved[1][2, 2] = True
     fills = {t: _fill(values[t]) for t in range(3)}
-    _hold_still(fills, unresolved, {t: (0, 4, 0, 4) for t in range(3)})
+    _hold_still(fills, unresolved, {t: (0, 4, 0, 4) for t in range(3)}, None)
     for t in range(3):
         assert np.array_equal(fills[t].fill, values[t])
 
@@ -110,3 +114,25 @@ def test_a_moving_shot_is_not_smoothed(monkeypatch: pytest.MonkeyPatch) -> None:
     off = _render(plate, matte, 1e-3, monkeypatch)
     on = _render(plate, matte, SIGMA, monkeypatch)
     assert np.array_equal(off, on)
+
+
+def test_a_flash_frame_keeps_its_exposure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locked off, eight frames, a static box; frame 4 is eight times as bright (a camera flash). Its
+    fill meets its bright border; smoothed with its neighbours' fills at their exposure it would
+    come out at a third of it. Its level relative to the frame before must be what it was without the
+    smoothing (within 10 %)."""
+    frames, height, width = 8, 64, 96
+    base = _texture(9, height, width) * 0.1
+    rng = np.random.default_rng(10)
+    plate = np.stack([base + rng.normal(0, 0.004, base.shape).astype(np.float32) for _ in range(frames)])
+    plate = np.clip(plate, 0, None).astype(np.float32)
+    plate[4] *= 8.0
+    matte = np.zeros((frames, height, width), np.float32)
+    matte[:, 20:44, 36:64] = 1.0
+    hole = matte > 0
+    level = lambda out, t: float(out[t][hole[t]].mean())  # noqa: E731
+    own = _render(plate, matte, 1e-3, monkeypatch)
+    still = _render(plate, matte, SIGMA, monkeypatch)
+    assert level(own, 4) > 6.0 * level(own, 3)  # the fill met the flash's border
+    ratio_own, ratio_still = level(own, 4) / level(own, 3), level(still, 4) / level(still, 3)
+    assert abs(ratio_still / ratio_own - 1.0) < 0.1, (ratio_still, ratio_own)
