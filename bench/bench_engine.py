@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -502,6 +503,10 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
                 if args.threads is not None:
                     cmd += ["--threads", str(args.threads)]
                 run = _run_child(cmd, f"the {_size_name(size)} {matte} run")
+                if args.keep is not None:  # the render's files, to compare two trees' bit for bit
+                    shutil.copytree(
+                        Path(tmp) / "out", args.keep / f"{_size_name(size)}-{matte}", dirs_exist_ok=True
+                    )
             runs.append(
                 {
                     "size": _size_name(size),
@@ -637,6 +642,9 @@ def main() -> None:
         default=None,
         help="the engine's threads (torch, OpenCV, OpenImageIO; "
         "propagation fills this many frames at once); default: every core",
+    )
+    s.add_argument(
+        "-k", "--keep", type=Path, default=None, help="copy each run's output files to KEEP/SIZE-MATTE"
     )
     s.add_argument("--child", default=None, help=argparse.SUPPRESS)
     m = sub.add_parser("memory", help="peak RSS against sequence length", formatter_class=defaults)

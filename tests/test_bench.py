@@ -271,12 +271,14 @@ class TestBenchEngine:
         assert breakdown.wall[part] > 0.04 and breakdown.wall[other] == 0.0
 
     @pytest.mark.slow
-    def test_speed_reports_every_matte_and_every_part(self) -> None:
+    def test_speed_reports_every_matte_and_every_part(self, tmp_path: Path) -> None:
         """A tiny plate, two frames, each matte: the table and the JSON carry every figure and every
-        part of the breakdown (no assertion on speed)."""
+        part of the breakdown (no assertion on speed); ``--keep`` keeps each run's files."""
         bench = load_bench_engine()
+        kept = tmp_path / "kept"
         run = subprocess.run(
-            [sys.executable, str(BENCH / "bench_engine.py"), "speed", "-s", "64x48", "-f", "2", "-j", "1"],
+            [sys.executable, str(BENCH / "bench_engine.py"), "speed", "-s", "64x48", "-f", "2", "-j", "1"]
+            + ["--keep", str(kept)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -305,6 +307,11 @@ class TestBenchEngine:
         for header in ("| plate | matte (area) |", "| plate, matte | " + " | ".join(parts) + " |"):
             assert header in text
         assert text.count("| 64x48, ") == 6  # two breakdown rows per run
+        for matte in ("ellipse", "strokes", "objects"):
+            assert sorted(p.name for p in (kept / f"64x48-{matte}").glob("*.exr")) == [
+                "o.1001.exr",
+                "o.1002.exr",
+            ]
         cpu = result["machine"]["cpu"]
         assert cpu["model"]
         assert set(cpu["flags"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
