@@ -41,11 +41,10 @@ KEY_FRAMES = 8
 #: On a locked-off window, each synthesised pixel is smoothed along time with a Gaussian of this many
 #: frames (sigma), over the frames of the window where it is synthesised too (:func:`_hold_still`).
 STILL_SIGMA = 2.0
-#: A frame's fill whose mean (plate units, per channel) is at or below this has no exposure to match:
-#: its neighbours' fills are taken as they are
+#: Band pixels at or below this (plate units) say nothing of a frame's exposure (:meth:`_ring_gains`)
 LEVEL_FLOOR = 1e-4
-#: The band around the synthesised pixels whose median gives each frame's exposure (plate pixels), and
-#: the fewest of its pixels to trust it
+#: The band around the synthesised pixels whose ratios give the exposure gain between two frames
+#: (plate pixels), and the fewest of its pixels to trust it
 RING = 8
 RING_POINTS = 64
 #: What no frame shows is filled by this candidate (:data:`probe.METHODS`) where probing is on but no
@@ -427,7 +426,7 @@ class _Window:
         }
         if propagated is not None and propagated.locked_off and synthesised:
             held: dict[int, Box] = {p: self.infos[p][0] for p in unresolved}  # type: ignore[misc]
-            _hold_still(fills, unresolved, held, self._ring_levels(unresolved))
+            _hold_still(fills, unresolved, held, self._ring_gains(unresolved))
         if self.verdict is not None:
             for p, fill in fills.items():
                 if unresolved[p].any():
@@ -438,12 +437,14 @@ class _Window:
                 fill.referenced = fill.revealed & np.isin(source, self.references.positions)
         return fills
 
-    def _ring_levels(self, unresolved: dict[int, np.ndarray]) -> dict[int, np.ndarray] | None:
-        """Each frame's exposure where it has synthesised pixels: per channel, the median of a band of
-        :data:`RING` plate pixels around the box of every frame's synthesised pixels, over the band's
-        pixels that no frame's matte covers (the same pixels in every frame: a passer-by over part of
-        the band moves the median little, a flash or a fade scales it). None where the band has
-        fewer than :data:`RING_POINTS` such pixels."""
+    def _ring_gains(self, unresolved: dict[int, np.ndarray]) -> Callable[[int, int], np.ndarray] | None:
+        """The exposure gain from one frame to another where they have synthesised pixels: per channel,
+        the median over a band of :data:`RING` plate pixels around the box of every frame's synthesised
+        pixels (those no frame's matte covers) of each pixel's ratio between the two frames. On a
+        locked-off shot a still pixel's ratio is its exposure's; a passer-by over part of the band
+        moves the median little (the median of the band's values would: measured, it made the fill
+        flicker more than without smoothing). None where the band has fewer than :data:`RING_POINTS`
+        such pixels."""
         y0, y1, x0, x1 = self._unresolved_box(unresolved)
         grown = (
             max(0, y0 - RING),
@@ -457,8 +458,18 @@ class _Window:
             band &= ~self.hole_in(p, grown)
         if band.sum() < RING_POINTS:
             return None
-        order = [p for p in unresolved if unresolved[p].any()]
-        return {p: np.median(self.rgb_at(p, grown)[band], axis=0) for p in order}
+        values = {p: self.rgb_at(p, grown)[band] for p in unresolved if unresolved[p].any()}
+
+        def gain(p: int, q: int) -> np.ndarray:
+            out = np.ones(3, np.float32)
+            for c in range(3):
+                mine, theirs = values[p][:, c], values[q][:, c]
+                ok = (mine > LEVEL_FLOOR) & (theirs > LEVEL_FLOOR)
+                if ok.sum() >= RING_POINTS:
+                    out[c] = np.median(mine[ok] / theirs[ok])
+            return out
+
+        return gain
 
     def _carry_key_frames(
         self,
@@ -929,13 +940,13 @@ def _hold_still(
     fills: dict[int, _WindowFill],
     unresolved: dict[int, np.ndarray],
     boxes: dict[int, Box],
-    levels: dict[int, np.ndarray] | None = None,
+    gains: Callable[[int, int], np.ndarray] | None = None,
 ) -> None:
     """Smooth the synthesised pixels of a locked-off window along time, in place: each becomes the
     Gaussian-weighted mean (sigma :data:`STILL_SIGMA` frames) of its own plate pixel's fills in the
     frames around it where that pixel is synthesised too, each brought to this frame's exposure first
-    (the ratio of the two frames' ``levels``, per channel, where given: :meth:`_Window._ring_levels`;
-    a flash frame's fill stays as bright as its border). Where the camera does not move, what no
+    (``gains(p, q)``, per channel, where given: :meth:`_Window._ring_gains`; a flash frame's fill
+    stays as bright as its border). Where the camera does not move, what no
     frame shows has no reason to change from frame to frame, but each frame's fill follows its own
     border (people passing it, the grain of its ring) and shimmers; the truth behind the hole changes
     on its own and the fill cannot follow that. Revealed and known pixels are not touched, and a pixel
@@ -961,10 +972,8 @@ def _hold_still(
                 continue
             w = np.float32(np.exp(-0.5 * ((q - p) / STILL_SIGMA) ** 2))
             theirs = fills[q].fill[at_q]
-            if levels is not None and q != p:  # brought to this frame's exposure (a flash, a fade)
-                ok = (levels[p] > LEVEL_FLOOR) & (levels[q] > LEVEL_FLOOR)
-                gain = np.where(ok, levels[p] / np.where(ok, levels[q], 1.0), 1.0).astype(np.float32)
-                theirs = theirs * gain
+            if gains is not None and q != p:  # brought to this frame's exposure (a flash, a fade)
+                theirs = theirs * gains(p, q)
             total[at_p] += np.where(both[..., None], w * theirs, np.float32(0))
             weight[at_p] += w * both
         mine = unresolved[p]  # the frame's own value is always in (weight > 0 there)

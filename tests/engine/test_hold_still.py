@@ -33,7 +33,7 @@ def test_each_synthesised_pixel_is_the_gaussian_mean_of_its_own_frames_at_its_ow
     unresolved = {t: rng.random((10, 12)) < 0.7 for t in range(frames)}
     unresolved[4][:] = False  # nothing synthesised in frame 4: it neither changes nor contributes
     fills = {t: _fill(values[t]) for t in range(frames)}
-    _hold_still(fills, unresolved, boxes, levels)
+    _hold_still(fills, unresolved, boxes, lambda p, q: levels[p] / levels[q])
     sigma, radius = core.STILL_SIGMA, int(3 * core.STILL_SIGMA)
     for t in range(frames):
         y0, _, x0, _ = boxes[t]
