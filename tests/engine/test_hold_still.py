@@ -136,3 +136,28 @@ def test_a_flash_frame_keeps_its_exposure(monkeypatch: pytest.MonkeyPatch) -> No
     assert level(own, 4) > 6.0 * level(own, 3)  # the fill met the flash's border
     ratio_own, ratio_still = level(own, 4) / level(own, 3), level(still, 4) / level(still, 3)
     assert abs(ratio_still / ratio_own - 1.0) < 0.1, (ratio_still, ratio_own)
+
+
+@pytest.mark.parametrize("camera", ["still", "pan"])
+def test_the_network_fill_kept_at_its_holes_alone_changes_no_bit(
+    camera: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where only the join reads the network's fill (the network fills, no other candidate), each
+    frame's fill is kept at its unresolved pixels alone (``core._HoleFill``: the memory of a window's
+    crops at 4K); the output must be the same bits as with the fills kept over the whole crop, on a
+    still camera (smoothed along time) and a pan (key frames carried along the motion)."""
+    frames, height, width = 8, 64, 96
+    wide = _texture(12, height, width + 2 * frames)
+    step = 2 if camera == "pan" else 0
+    plate = np.stack([wide[:, step * t : step * t + width] for t in range(frames)]).astype(np.float32)
+    matte = np.zeros((frames, height, width), np.float32)
+    matte[:, 20:44, 30:70] = 1.0
+    kept = _render(plate, matte, SIGMA, monkeypatch)
+    real = core._Window._network
+
+    def whole(self: core._Window, *args: object, **kwargs: object) -> object:
+        kwargs["at_holes"] = False
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(core._Window, "_network", whole)
+    assert np.array_equal(kept, _render(plate, matte, SIGMA, monkeypatch))
