@@ -1,6 +1,7 @@
 """What no frame shows, on a locked-off window, is smoothed along time (``core._hold_still``): the
 function on hand-made fills, and the engine on real OpenCV propagation with a tiny random model
-(code paths and the still-or-not decision, not the fill's quality)."""
+(code paths and the still-or-not decision, not the fill's quality); and the network's fill kept at
+its unresolved pixels alone (``core._HoleFill``) changes no output bit."""
 
 from __future__ import annotations
 
