@@ -1008,29 +1008,29 @@ def _hold_still(
     radius = int(3 * STILL_SIGMA)
     smoothed = {}
     for p in order:
-        py0, py1, px0, px1 = boxes[p]
-        total = np.zeros(fills[p].fill.shape, np.float32)
-        weight = np.zeros(unresolved[p].shape, np.float32)
+        # the frame's synthesised pixels alone (on a moving matte a few fragments of its hole box)
+        ys, xs = np.nonzero(unresolved[p])
+        at_y, at_x = ys + boxes[p][0], xs + boxes[p][2]  # plate pixels
+        total = np.zeros((len(ys), 3), np.float32)
+        weight = np.zeros(len(ys), np.float32)
         for q in order:
             if abs(q - p) > radius:
                 continue
             qy0, qy1, qx0, qx1 = boxes[q]
-            y0, y1, x0, x1 = max(py0, qy0), min(py1, qy1), max(px0, qx0), min(px1, qx1)
-            if y1 <= y0 or x1 <= x0:
-                continue
-            at_p = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
-            at_q = (slice(y0 - qy0, y1 - qy0), slice(x0 - qx0, x1 - qx0))
-            both = unresolved[p][at_p] & unresolved[q][at_q]
-            if not both.any():
+            qy, qx = at_y - qy0, at_x - qx0
+            inside = np.nonzero((qy >= 0) & (qy < qy1 - qy0) & (qx >= 0) & (qx < qx1 - qx0))[0]
+            both = inside[unresolved[q][qy[inside], qx[inside]]]
+            if not len(both):
                 continue
             w = np.float32(np.exp(-0.5 * ((q - p) / STILL_SIGMA) ** 2))
-            theirs = fills[q].fill[at_q]
+            theirs = fills[q].fill[qy[both], qx[both]]
             if gains is not None and q != p:  # brought to this frame's exposure (a flash, a fade)
                 theirs = theirs * gains(p, q)
-            total[at_p] += np.where(both[..., None], w * theirs, np.float32(0))
-            weight[at_p] += w * both
-        mine = unresolved[p]  # the frame's own value is always in (weight > 0 there)
-        smoothed[p] = np.where(mine[..., None], total / np.maximum(weight, 1e-12)[..., None], fills[p].fill)
+            total[both] += w * theirs
+            weight[both] += w
+        values = fills[p].fill.copy()  # the frame's own value is always in (weight > 0)
+        values[ys, xs] = total / np.maximum(weight, 1e-12)[:, None]
+        smoothed[p] = values
         # a frame no later one reads (beyond the radius) takes its smoothed values now: at most
         # 2 radius + 1 frames are held twice (a static box at 4K is 16 MB a frame)
         for q in [q for q in smoothed if q <= p - radius]:
