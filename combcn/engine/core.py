@@ -999,11 +999,11 @@ def _hold_still(
     Gaussian-weighted mean (sigma :data:`STILL_SIGMA` frames) of its own plate pixel's fills in the
     frames around it where that pixel is synthesised too, each brought to this frame's exposure first
     (``gains(p, q)``, per channel, where given: :meth:`_Window._ring_gains`; a flash frame's fill
-    stays as bright as its border). Where the camera does not move, what no
-    frame shows has no reason to change from frame to frame, but each frame's fill follows its own
-    border (people passing it, the grain of its ring) and shimmers; the truth behind the hole changes
-    on its own and the fill cannot follow that. Revealed and known pixels are not touched, and a pixel
-    synthesised in one frame alone keeps its value."""
+    stays as bright as its border). Where the camera does not move, what no frame shows has no reason
+    to change from frame to frame, but each frame's fill follows its own border (people passing it,
+    the grain of its ring) and shimmers; the truth behind the hole changes on its own and the fill
+    cannot follow that. Revealed and known pixels are not touched, and a pixel synthesised in one
+    frame alone keeps its value."""
     order = sorted(p for p in fills if unresolved[p].any())
     radius = int(3 * STILL_SIGMA)
     smoothed = {}
