@@ -389,8 +389,6 @@ class _Window:
         #: how what no frame shows is filled: the probes' verdict, :data:`UNPROBED` where no probe hole
         #: fits, the network alone where probing is off
         self.method = "network"
-        #: probing was on but no probe hole fitted (nothing measured)
-        self.unprobed = False
         #: where the shift-map copy's regions meet (:func:`probe.seams`), once :meth:`_patch` ran
         self.seam: np.ndarray | None = None
         #: per frame, the network's fill kept at its unresolved pixels alone (:meth:`_synthesise`)
@@ -429,7 +427,7 @@ class _Window:
             if self.verdict is not None:
                 self.method = self.verdict.method
             elif self.settings.probe:
-                self.method, self.unprobed = UNPROBED, True
+                self.method = UNPROBED
             method = self.method
             at_plate = method.startswith("network") and getattr(self.model, "plate", None) is not None
             # the plate rows are read only by the other candidates and the plate network: not kept
@@ -1006,7 +1004,7 @@ def _hold_still(
     frame alone keeps its value."""
     order = sorted(p for p in fills if unresolved[p].any())
     radius = int(3 * STILL_SIGMA)
-    smoothed = {}
+    smoothed: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for p in order:
         # the frame's synthesised pixels alone (on a moving matte a few fragments of its hole box)
         ys, xs = np.nonzero(unresolved[p])
@@ -1028,15 +1026,15 @@ def _hold_still(
                 theirs = theirs * gains(p, q)
             total[both] += w * theirs
             weight[both] += w
-        values = fills[p].fill.copy()  # the frame's own value is always in (weight > 0)
-        values[ys, xs] = total / np.maximum(weight, 1e-12)[:, None]
-        smoothed[p] = values
-        # a frame no later one reads (beyond the radius) takes its smoothed values now: at most
-        # 2 radius + 1 frames are held twice (a static box at 4K is 16 MB a frame)
+        # the frame's own value is always in (weight > 0)
+        smoothed[p] = (ys, xs, total / np.maximum(weight, 1e-12)[:, None])
+        # a frame no later one reads (beyond the radius) takes its smoothed values now, in place: at
+        # most 2 radius + 1 frames' synthesised pixels are held twice
         for q in [q for q in smoothed if q <= p - radius]:
-            fills[q].fill = smoothed.pop(q).astype(np.float32)
-    for q, values in smoothed.items():
-        fills[q].fill = values.astype(np.float32)
+            qys, qxs, new = smoothed.pop(q)
+            fills[q].fill[qys, qxs] = new
+    for q, (qys, qxs, new) in smoothed.items():
+        fills[q].fill[qys, qxs] = new
 
 
 def _key_frames(order: list[int]) -> set[int]:
@@ -1167,7 +1165,7 @@ def render_windows(
                 work.verdict.method,
                 work.verdict.expected,
             )
-        elif work.unprobed:
+        elif work.ran_model and settings.probe:  # probing on, synthesised, no probe hole fitted
             log.info(
                 "window %d-%d: what no frame shows: no probe hole of its shape fits beside the matte; filled "
                 "by %s, its error not measured",

@@ -744,10 +744,9 @@ def _exposure_gain(target: np.ndarray, warped: np.ndarray, levels: np.ndarray | 
     valid = _beyond(warped, 1e-3) & _beyond(target, 1e-3)
     if valid.sum() < 16:
         return np.ones(3, np.float32)
-    ratios = np.compress(valid, target.T, 1) / np.compress(
-        valid, warped.T, 1
-    )  # the median per channel, by hand:
-    half = ratios.shape[1] // 2  # np.median's checks cost more than the sort on a ring this size
+    # the median per channel, by hand: np.median's checks cost more than the sort on a ring this size
+    ratios = np.compress(valid, target.T, 1) / np.compress(valid, warped.T, 1)
+    half = ratios.shape[1] // 2
     if ratios.shape[1] % 2:
         gain = np.partition(ratios, half, axis=1)[:, half]
     else:
