@@ -680,36 +680,38 @@ def _trace(
     source = np.full((2, count), -1, np.int32)
     found_x = np.zeros((2, count), np.float32)
     found_y = np.zeros((2, count), np.float32)
-    alive = np.ones(count, bool)
-    cx, cy = xs.astype(np.float32).copy(), ys.astype(np.float32).copy()
+    # the points still followed (ascending) and where they are, kept compact: each step filters them
+    idx = np.arange(count)
+    px, py = xs.astype(np.float32), ys.astype(np.float32)
     h, w = known[0].shape
     ring_at: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    ring = is_ring
     s = t
-    while (alive & ~is_ring).any():
+    while not ring.all():  # (some hole point is still followed)
         nxt = s + direction
         if not 0 <= nxt < n:
             break
-        idx = np.flatnonzero(alive)
-        px, py = cx[idx], cy[idx]
         if not static:
             flows = forward[s] if direction > 0 else backward[nxt]
             step = _sample(flows, px, py)
             px = px + step[:, 0]
             py = py + step[:, 1]
             inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
-            alive[idx[~inside]] = False
             idx, px, py = idx[inside], px[inside], py[inside]
-            cx[idx], cy[idx] = px, py
         at = known[nxt].reshape(-1)[np.rint(py).astype(np.int32) * w + np.rint(px).astype(np.int32)]
         ring = is_ring[idx]
-        ring_at[nxt] = (idx[at & ring], px[at & ring], py[at & ring])
+        on_ring = at & ring
+        ring_at[nxt] = (idx[on_ring], px[on_ring], py[on_ring])
         first = source[0, idx]
         gap = np.abs(nxt - first)
-        for rank, hit in enumerate((at & ~ring & (first < 0), at & ~ring & (first >= 0) & (gap >= WITNESS))):
-            source[rank, idx[hit]] = nxt
-            found_x[rank, idx[hit]] = px[hit]
-            found_y[rank, idx[hit]] = py[hit]
-        alive[idx[(first >= 0) & ((source[1, idx] >= 0) | (gap >= 3 * WITNESS))]] = False
+        hole_at = at & ~ring
+        for rank, hit in enumerate((hole_at & (first < 0), hole_at & (first >= 0) & (gap >= WITNESS))):
+            found = idx[hit]
+            source[rank, found] = nxt
+            found_x[rank, found] = px[hit]
+            found_y[rank, found] = py[hit]
+        going = ~((first >= 0) & ((source[1, idx] >= 0) | (gap >= 3 * WITNESS)))
+        idx, px, py, ring = idx[going], px[going], py[going], ring[going]
         s = nxt
     return (
         _Trace(source[0], found_x[0], found_y[0], ring_at),
@@ -732,7 +734,9 @@ def _level(small: np.ndarray, known: np.ndarray) -> np.ndarray:
     """A frame's exposure level, per channel: the mean of its known proxy pixels (ndarray[3])."""
     if not known.any():
         return np.ones(3, np.float32)
-    out: np.ndarray = np.maximum(small[known].mean(0), 1e-3).astype(np.float32)
+    # (np.compress: the same pixels, in the same order, as small[known], in less time)
+    chosen = np.compress(known.reshape(-1), small.reshape(-1, small.shape[-1]), 0)
+    out: np.ndarray = np.maximum(chosen.mean(0), 1e-3).astype(np.float32)
     return out
 
 
@@ -1219,19 +1223,14 @@ def _smooth(
     gh, gw = -(-shape[0] // SPREAD_CELL), -(-shape[1] // SPREAD_CELL)
     cell = (ys // SPREAD_CELL) * gw + xs // SPREAD_CELL
     columns = values.reshape(len(values), -1)
-    counts = np.empty((gh * gw, use.shape[1]))
-    for j, u in enumerate(use.T):  # (a column like the one before it counts alike: counted once)
-        same = j > 0 and np.array_equal(u, use[:, j - 1])
-        counts[:, j] = (
-            counts[:, j - 1] if same else np.bincount(cell, weights=u.astype(np.float64), minlength=gh * gw)
-        )
-    sums = np.stack(
-        [
-            np.bincount(cell, weights=np.where(u, c, 0.0), minlength=gh * gw)
-            for c, u in zip(columns.T, use.T, strict=True)
-        ],
-        -1,
-    )
+    width = columns.shape[1]
+    # every column in one count: bin (cell, column) sums its points in their order, as a count per
+    # column would (the same sums, in float64)
+    index = (cell[:, None] * width + np.arange(width)).reshape(-1)
+    sums = np.bincount(
+        index, weights=np.where(use, columns, 0.0).reshape(-1), minlength=gh * gw * width
+    ).reshape(gh * gw, width)
+    counts = np.bincount(index[use.reshape(-1)], minlength=gh * gw * width).reshape(gh * gw, width)
     seen = counts > 0
     grid = np.where(seen, sums / np.maximum(counts, 1), 0.0).astype(np.float32)
     out: np.ndarray = membrane_fill(grid.reshape(gh, gw, -1), seen.reshape(gh, gw, -1))
