@@ -1074,28 +1074,39 @@ def _candidates(
     pixels_of, points_of = _groups(served), _groups(trace.source)
     disp = np.zeros((bh * bw, 3), np.float32)  # one source's points at a time, cleared after it
     rows = value.view(np.dtype((np.void, 12))).reshape(-1)  # a pixel's three values as one item
-    for s, mine in pixels_of.items():  # the sources serving any pixel
-        if s < 0:
-            continue
-        if only is not None:
-            mine = only[mine]
+    # the ring points of t known in each source: where the trace put them, refined all at once (their
+    # colours in t against the source's, exposure matched), then each source's exposure gain, all at once
+    colours = small_rgb[t][ys, xs]
+    sources = [s for s in pixels_of if s >= 0]
+    none = (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))
+    rings = [trace.ring_at.get(s, none) for s in sources]
+    exposures = [levels[t] / levels[s] for s in sources]
+    targets = [colours[ring_idx] for ring_idx, _, _ in rings]
+    shifts = _align_many(
+        [
+            (small_rgb[s], ring_x, ring_y, target, exposure)
+            for s, (_, ring_x, ring_y), target, exposure in zip(
+                sources, rings, targets, exposures, strict=True
+            )
+        ]
+    )
+    ring_sources = [
+        _sample(small_rgb[s], ring_x + shift_x, ring_y + shift_y)
+        for s, (_, ring_x, ring_y), (shift_x, shift_y) in zip(sources, rings, shifts, strict=True)
+    ]
+    gains = _exposure_gains(targets, ring_sources, np.stack(exposures) if sources else np.ones((0, 3)))
+    for i, s in enumerate(sources):
+        mine = pixels_of[s] if only is None else only[pixels_of[s]]
         pick = points_of.get(s, np.zeros(0, np.int64))
         at = flat[pick]
         disp[at] = moved[pick]
         spread = _sample(disp.reshape(bh, bw, 3), px[mine], py[mine])
         disp[at] = 0.0
         weight = np.maximum(spread[:, 2], 1e-6)
-        dx, dy = spread[:, 0] / weight, spread[:, 1] / weight
-        # the ring points of t known in s: where the trace put them, refined as one, then the exposure
-        # (target colour against the source colour they moved to)
-        ring_idx, ring_x, ring_y = trace.ring_at.get(s, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
-        ring_target = small_rgb[t][ys[ring_idx], xs[ring_idx]]
-        exposure = levels[t] / levels[s]
-        shift_x, shift_y = _align(small_rgb[s], ring_x, ring_y, ring_target, exposure)
-        ring_x, ring_y, dx, dy = ring_x + shift_x, ring_y + shift_y, dx + shift_x, dy + shift_y
+        shift_x, shift_y = shifts[i]
+        dx, dy = spread[:, 0] / weight + shift_x, spread[:, 1] / weight + shift_y
         sampled = _sample(rgb[s], pixels.gx[mine] + dx / sx, pixels.gy[mine] + dy / sy, cv2.INTER_CUBIC)
-        ring_source = _sample(small_rgb[s], ring_x, ring_y)
-        gain = _exposure_gain(ring_target, ring_source, exposure)
+        ring_idx, ring_target, ring_source, gain = rings[i][0], targets[i], ring_sources[i], gains[i]
         carried = sampled * gain
         if len(ring_idx) < 16:  # too small a ring to tell
             rows[mine] = carried.view(rows.dtype).reshape(-1)
@@ -1159,59 +1170,150 @@ def _align(
 
     Args:
         source (ndarray[h, w, 3]): the source frame's proxy.
-        ring_x, ring_y (ndarray[N]): the ring points' traced positions in it.
-        target (ndarray[N, 3]): their colours in the target frame.
+        ring_x, ring_y (ndarray[N] float32): the ring points' traced positions in it.
+        target (ndarray[N, 3] float32): their colours in the target frame.
         levels (ndarray[3]): the target frame's exposure level over the source's (None: alike).
     """
-    count = len(ring_x)
-    if count < ALIGN_POINTS:
-        return 0.0, 0.0
-    if count > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure two numbers
-        every = _spread(count)
-        ring_x, ring_y, target, count = ring_x[every], ring_y[every], target[every], ALIGN_SAMPLE
-    grey_target = _mean(target)
-    keep = int(0.8 * count)
+    return _align_many([(source, ring_x, ring_y, target, levels)])[0]
+
+
+#: A ring to align (:func:`_align_many`): the source proxy, the ring's traced positions in it, their
+#: colours in the target, the target's exposure level over the source's (None: alike).
+_Ring = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def _align_many(rings: list[_Ring]) -> list[tuple[float, float]]:
+    """:func:`_align` of many rings at once (a target's rings in all its sources): the same shifts,
+    bit for bit. The arithmetic on every point is done for all rings together; only the sampling
+    (each ring in its own frame) and each ring's sums (NumPy's on its own points, as one ring
+    alone would sum them) are done ring by ring: the per-ring fixed cost was most of the time."""
+    shifts = [(0.0, 0.0)] * len(rings)
+    todo = []
+    for i, (source, ring_x, ring_y, target, levels) in enumerate(rings):
+        if len(ring_x) < ALIGN_POINTS:
+            continue
+        if len(ring_x) > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure two numbers
+            every = _spread(len(ring_x))
+            ring_x, ring_y, target = ring_x[every], ring_y[every], target[every]
+        todo.append((i, source, ring_x, ring_y, target, np.ones(3, np.float32) if levels is None else levels))
+    if not todo:
+        return shifts
+    k = len(todo)
+    sizes = [len(ring[2]) for ring in todo]
+    width = max(sizes)
+    # the rings side by side, one a row, padded (the padding is never read: ``valid``)
+    xs, ys = np.zeros((k, width), np.float32), np.zeros((k, width), np.float32)
+    target = np.zeros((k, width, 3), np.float32)
+    for row, (_, _, ring_x, ring_y, colours, _) in enumerate(todo):
+        xs[row, : sizes[row]], ys[row, : sizes[row]], target[row, : sizes[row]] = ring_x, ring_y, colours
+    valid = np.arange(width) < np.array(sizes)[:, None]
+    keep = (0.8 * np.array(sizes)).astype(np.int64)  # (int() of each)
+    grey_target = _mean(target.reshape(-1, 3)).reshape(k, width)
     offsets = np.array([[0, 0], [0.5, 0], [-0.5, 0], [0, 0.5], [0, -0.5]], np.float32)
-    shift = np.zeros(2, np.float32)
+    shift = np.zeros((k, 2), np.float32)
+    samples = np.zeros((k, 5, width, 3), np.float32)
 
-    def around() -> np.ndarray:
-        """The source at the points moved by ``shift`` and at their four half-pixel neighbours,
-        in one sampling: ndarray[5 * count, 3]."""
-        xs = (ring_x[None] + shift[0] + offsets[:, :1]).ravel()
-        ys = (ring_y[None] + shift[1] + offsets[:, 1:]).ravel()
-        return _sample(source, xs, ys)
+    def around(rows: np.ndarray) -> None:
+        """Sample each of ``rows``' sources at its points moved by its ``shift`` and at their four
+        half-pixel neighbours (into ``samples``)."""
+        at_x = xs[rows, None] + shift[rows, 0, None, None] + offsets[None, :, :1]
+        at_y = ys[rows, None] + shift[rows, 1, None, None] + offsets[None, :, 1:]
+        for j, row in enumerate(rows.tolist()):
+            n = sizes[row]
+            found = _sample(todo[row][1], at_x[j, :, :n].ravel(), at_y[j, :, :n].ravel())
+            samples[row, :, :n] = found.reshape(5, n, 3)
 
-    first = around()  # (its first count rows are the points themselves: the exposure is matched there)
-    gain = _exposure_gain(target, first[:count], levels)
-
-    def kept(err: np.ndarray) -> np.ndarray:
-        """The points whose error is among the ``keep`` smallest."""
-        out: np.ndarray = err <= np.partition(err, keep - 1)[keep - 1]
+    def kept(err: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Per row, the points whose error is among its ``keep`` smallest."""
+        ordered = np.sort(np.where(valid[rows], err, np.inf), 1)
+        out: np.ndarray = valid[rows] & (err <= ordered[np.arange(len(rows)), keep[rows] - 1][:, None])
         return out
 
-    before = None
+    active = np.arange(k)
+    around(active)  # (the points themselves, row 0 of each: the exposure is matched there)
+    gain = _exposure_gains(
+        [target[row, : sizes[row]] for row in range(k)],
+        [samples[row, 0, : sizes[row]] for row in range(k)],
+        np.stack([ring[5] for ring in todo]),
+    )
+    before = np.zeros(k)
+    ends = np.zeros(k, bool)  # the rows whose shift is measured (not given up): checked at the end
     for step_index in range(ALIGN_STEPS):
-        grey = _mean(first if step_index == 0 else around(), gain).reshape(5, count)
-        r = grey_target - grey[0]
-        use = kept(np.abs(r))
-        if before is None:
-            before = float(np.abs(r)[use].mean())
-        gx, gy, ru = (grey[1] - grey[2])[use], (grey[3] - grey[4])[use], r[use]
-        a11, a12, a22 = float(gx @ gx), float(gx @ gy), float(gy @ gy)
-        det = a11 * a22 - a12 * a12
-        if det <= 1e-9 * max(a11 * a22, 1e-30):  # no texture on the ring to align by
-            return 0.0, 0.0
-        b1, b2 = float(gx @ ru), float(gy @ ru)
-        step = np.array([(a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det], np.float32)
-        shift = shift + step
-        if float(np.hypot(*shift)) > ALIGN_MAX:
-            return 0.0, 0.0
-        if float(np.hypot(*step)) < 0.02:
+        if not len(active):
             break
-    err = np.abs(grey_target - _mean(_sample(source, ring_x + shift[0], ring_y + shift[1]), gain))
-    if before is not None and float(err[kept(err)].mean()) < ALIGN_GAIN * before:
-        return float(shift[0]), float(shift[1])
-    return 0.0, 0.0
+        if step_index:
+            around(active)
+        g = gain[active, None, None]
+        found = samples[active]
+        grey = (
+            found[..., 0] * g[..., 0] + found[..., 1] * g[..., 1] + found[..., 2] * g[..., 2]
+        ) / np.float32(3)
+        r = grey_target[active] - grey[:, 0]
+        err = np.abs(r)
+        use = kept(err, active)
+        gx_all, gy_all = grey[:, 1] - grey[:, 2], grey[:, 3] - grey[:, 4]
+        going = []
+        for j, row in enumerate(active.tolist()):
+            u = use[j]
+            if step_index == 0:
+                before[row] = float(err[j][u].mean())
+            gx, gy, ru = gx_all[j][u], gy_all[j][u], r[j][u]
+            a11, a12, a22 = float(gx @ gx), float(gx @ gy), float(gy @ gy)
+            det = a11 * a22 - a12 * a12
+            if det <= 1e-9 * max(a11 * a22, 1e-30):  # no texture on the ring to align by
+                continue
+            b1, b2 = float(gx @ ru), float(gy @ ru)
+            step = np.array([(a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det], np.float32)
+            shift[row] = shift[row] + step
+            if float(np.hypot(*shift[row])) > ALIGN_MAX:
+                continue
+            if float(np.hypot(*step)) < 0.02 or step_index == ALIGN_STEPS - 1:
+                ends[row] = True
+            else:
+                going.append(row)
+        active = np.array(going, np.int64)
+    for row in np.flatnonzero(ends).tolist():
+        n = sizes[row]
+        moved = _sample(todo[row][1], xs[row, :n] + shift[row, 0], ys[row, :n] + shift[row, 1])
+        err = np.abs(grey_target[row, :n] - _mean(moved, gain[row]))
+        if (
+            float(err[err <= np.partition(err, keep[row] - 1)[keep[row] - 1]].mean())
+            < ALIGN_GAIN * before[row]
+        ):
+            shifts[todo[row][0]] = (float(shift[row, 0]), float(shift[row, 1]))
+    return shifts
+
+
+def _exposure_gains(target: list[np.ndarray], warped: list[np.ndarray], levels: np.ndarray) -> np.ndarray:
+    """:func:`_exposure_gain` of many rings at once, the same numbers: per ring, its ``target`` and
+    ``warped`` values (ndarray[N_i, 3]) and the target frame's level over the source's (``levels``,
+    ndarray[K, 3]); ndarray[K, 3]. Only the medians are taken ring by ring."""
+    count = len(target)
+    out = np.ones((count, 3), np.float32)
+    if not count:
+        return out
+    target_all, warped_all = np.concatenate(target), np.concatenate(warped)
+    valid = _beyond(warped_all, 1e-3) & _beyond(target_all, 1e-3)
+    counts = np.bincount(np.repeat(np.arange(count), [len(x) for x in target])[valid], minlength=count)
+    measured = counts >= 16
+    if not measured.any():
+        return out
+    # every ring's ratios, by channel, one ring after another
+    ratios = np.compress(valid, target_all.T, 1) / np.compress(valid, warped_all.T, 1)
+    ends = np.cumsum(counts).tolist()
+    gain = np.ones((count, 3), np.float32)
+    for i in np.flatnonzero(measured).tolist():
+        mine, half = ratios[:, ends[i] - counts[i] : ends[i]], int(counts[i]) // 2
+        if counts[i] % 2:
+            gain[i] = np.partition(mine, half, axis=1)[:, half]
+        else:
+            middle = np.partition(mine, (half - 1, half), axis=1)
+            gain[i] = (middle[:, half - 1] + middle[:, half]) / 2
+    low, high = _gain_bounds(levels)
+    gain = np.clip(gain, low, high)
+    gain = np.where(np.abs(gain - 1.0) < 0.005, 1.0, gain).astype(np.float32)
+    out[measured] = gain[measured]
+    return out
 
 
 def _smooth(

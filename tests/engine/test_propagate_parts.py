@@ -1,6 +1,6 @@
-"""Propagation's storage and work-sharing: the packed results, the per-source grouping, the channel-planar
-comparison of motion hypotheses and the pairs measured on several threads each give exactly what the
-plain computation gives."""
+"""Propagation's storage and work-sharing: the packed results, the per-source grouping, the rings aligned
+and gain-matched all at once, the channel-planar comparison of motion hypotheses and the pairs measured
+on several threads each give exactly what the plain computation gives."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from combcn.engine.propagate import (
     Propagated,
     PropagationSettings,
     Propagator,
+    _align_many,
     _apart,
     _apart_planes,
+    _exposure_gain,
+    _exposure_gains,
     _groups,
     _mean,
     _Packed,
@@ -106,6 +109,55 @@ class TestMean:
         found = _mean(rgb, gain)
         assert found.dtype == expected.dtype
         assert found.tobytes() == expected.tobytes()
+
+
+class TestMany:
+    """A target's rings in all its sources, aligned and gain-matched at once: each the same bits as
+    alone."""
+
+    @staticmethod
+    def _rings(
+        rng: np.random.Generator,
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+        h, w = 60, 80
+        image = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 1.5) * 2 + 0.1
+        rings = []
+        for _ in range(int(rng.integers(1, 8))):
+            source = np.roll(image, (int(rng.integers(-2, 3)), int(rng.integers(-2, 3))), (0, 1))
+            count = int(rng.choice([5, 30, 200, 450, 900]))  # too few to align, some, more than sampled
+            ys, xs = rng.integers(2, h - 2, count), rng.integers(2, w - 2, count)
+            ring_x = np.clip(xs + rng.normal(0, 0.6, count), 0, w - 1).astype(np.float32)
+            ring_y = np.clip(ys + rng.normal(0, 0.6, count), 0, h - 1).astype(np.float32)
+            target = (image[ys, xs] * np.float32(rng.uniform(0.8, 1.2))).astype(np.float32)
+            levels = rng.uniform(0.5, 2.0, 3).astype(np.float32) if rng.random() < 0.5 else None
+            rings.append((source, ring_x, ring_y, target, levels))
+        return rings
+
+    def test_align_many_equals_each_alone(self) -> None:
+        rng = np.random.default_rng(21)
+        for _ in range(20):
+            rings = self._rings(rng)
+            assert _align_many(rings) == [_align_many([ring])[0] for ring in rings]
+
+    def test_exposure_gains_equal_each_alone(self) -> None:
+        rng = np.random.default_rng(22)
+        for _ in range(30):
+            sizes = rng.integers(0, 400, int(rng.integers(1, 8)))
+            # values near the floor (not compared) and of either sign; an even and an odd count of each
+            target = [
+                (rng.normal(0, 1, (n, 3)) * rng.choice([1e-4, 1.0], (n, 3))).astype(np.float32) for n in sizes
+            ]
+            warped = [(t * rng.normal(1, 0.3, t.shape)).astype(np.float32) for t in target]
+            levels = rng.uniform(0.4, 2.5, (len(sizes), 3)).astype(np.float32)
+            found = _exposure_gains(target, warped, levels)
+            expected = np.stack(
+                [_exposure_gain(t, w, lv) for t, w, lv in zip(target, warped, levels, strict=True)]
+            )
+            assert found.tobytes() == expected.tobytes()
+
+    def test_none(self) -> None:
+        assert _align_many([]) == []
+        assert _exposure_gains([], [], np.ones((0, 3), np.float32)).shape == (0, 3)
 
 
 class TestPick:
