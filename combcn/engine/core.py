@@ -8,6 +8,7 @@ the frames in flight, never the sequence.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Callable, Iterable
@@ -389,8 +390,6 @@ class _Window:
         #: how what no frame shows is filled: the probes' verdict, :data:`UNPROBED` where no probe hole
         #: fits, the network alone where probing is off
         self.method = "network"
-        #: where the shift-map copy's regions meet (:func:`probe.seams`), once :meth:`_patch` ran
-        self.seam: np.ndarray | None = None
         #: per frame, the network's fill kept at its unresolved pixels alone (:meth:`_synthesise`)
         self.at_holes: dict[int, _HoleFill] = {}
 
@@ -449,8 +448,8 @@ class _Window:
             if method == "patch":
                 synthesised = self._patch(synthesised, unresolved, rows, propagated)
             elif method.endswith("+texture"):
-                patched = self._patch(synthesised, unresolved, rows, propagated)
-                synthesised = self._textured(synthesised, patched)
+                textures = self._patch(synthesised, unresolved, rows, propagated, texture=True)
+                synthesised = self._textured(synthesised, textures, unresolved, rows)
         keys: dict[int, _WindowFill] = {}
         # (a copy of the plate needs no carry: each frame copies its own pixels, or the window's median)
         copy = self.verdict is not None and self.verdict.method == "patch"
@@ -761,8 +760,11 @@ class _Window:
         def free(box: Box) -> bool:
             return not any(self.hole_in(p, box).any() for p in self.positions)
 
-        shifts = probe.placements(union, self.height, self.width, free)
-        if not shifts:
+        for scale in probe.SCALES:
+            shifts = probe.placements(union, self.height, self.width, free, scale=scale)
+            if shifts:
+                break
+        else:
             return None
         filled = [p for p in sorted(unresolved) if unresolved[p].any()]
         step = max(1, len(filled) // probe.PROBE_FRAMES)
@@ -770,16 +772,20 @@ class _Window:
         results: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]] = {
             name: ([], [], []) for name in probe.METHODS
         }
+        # each frame's unresolved pixels over the union's box, shrunk to the probe's size
+        ph, pw = probe.probe_size(union, scale)
+        shape = (union[0], union[0] + ph, union[2], union[2] + pw)
+        cuts = {p: probe.shrink(self._in_union(p, unresolved[p], union), scale) for p in filled}
         for shift in shifts:
             crop = self._crop_around(
                 (
-                    max(0, union[0] + shift[0]),
-                    min(self.height, union[1] + shift[0]),
-                    max(0, union[2] + shift[1]),
-                    min(self.width, union[3] + shift[1]),
+                    max(0, shape[0] + shift[0]),
+                    min(self.height, shape[1] + shift[0]),
+                    max(0, shape[2] + shift[1]),
+                    min(self.width, shape[3] + shift[1]),
                 )
             )
-            cut = {p: self._over(crop, self.infos[p][0], unresolved[p], shift) for p in filled}
+            cut = {p: self._over(crop, shape, cuts[p], shift) for p in filled}
             masks = {
                 p: cut.get(p, np.zeros((crop.y1 - crop.y0, crop.x1 - crop.x0), bool))
                 | self._over(crop, self.infos[p][0], unresolved[p])
@@ -791,34 +797,45 @@ class _Window:
             # :meth:`_patch` fills the real hole)
             every_hole = np.logical_or.reduce([masks[p] for p in filled])
             offsets = probe.patch_offsets(self._encode(rows[filled[len(filled) // 2]]), every_hole)
-            seam = probe.seams(offsets)
             for p in scored:
                 truth = self._encode(rows[p])
                 hole, network = masks[p], self._encode(out[p])
                 copied, smooth = probe.patch(truth, hole, offsets), probe.telea(truth, hole)
                 sigma = probe.TEXTURE_SIGMA
+                ring, plate = probe.ring_detail(truth, hole), truth[~hole]
+                texture = probe.copy_texture(truth, hole, offsets)
+
                 candidates = {  # each joined to the border as the real hole's fill is (:meth:`_meet_border`)
                     "network": _clone_to_border(network, truth, hole),
                     "telea": smooth,
                     "patch": _clone_to_border(copied, truth, hole, sigma),
                     "network+texture": _clone_to_border(
-                        probe.add_texture(network, copied, hole, seam), truth, hole, sigma
+                        probe.matched_texture(network, texture, hole, ring, plate), truth, hole, sigma
                     ),
                     "telea+texture": _clone_to_border(
-                        probe.add_texture(smooth, copied, hole, seam), truth, hole, sigma
+                        probe.matched_texture(smooth, texture, hole, ring, plate), truth, hole, sigma
                     ),
                 }
                 mixed = probe.mean_fill(candidates["network"], smooth)
                 candidates["blend"] = mixed
                 candidates["blend+texture"] = _clone_to_border(
-                    probe.add_texture(mixed, copied, hole, seam), truth, hole, sigma
+                    probe.matched_texture(mixed, texture, hole, ring, plate), truth, hole, sigma
                 )
                 for name, fill in candidates.items():
                     results[name][0].append(fill)
                     results[name][1].append(truth)
                     results[name][2].append(cut[p])
         scores = {name: probe.score(*lists) for name, lists in results.items()}
-        return probe.choose(scores, len(shifts))
+        verdict = probe.choose(scores, len(shifts))
+        return dataclasses.replace(verdict, scale=scale) if scale != 1 else verdict
+
+    def _in_union(self, p: int, hole: np.ndarray, union: Box) -> np.ndarray:
+        """Frame ``p``'s ``hole`` (over its matte's box) laid over the ``union`` box: bool[h, w]."""
+        box = self.infos[p][0]
+        assert box is not None
+        out = np.zeros((union[1] - union[0], union[3] - union[2]), bool)
+        out[box[0] - union[0] : box[1] - union[0], box[2] - union[2] : box[3] - union[2]] = hole
+        return out
 
     def _at_plate(
         self,
@@ -869,6 +886,8 @@ class _Window:
         unresolved: dict[int, np.ndarray],
         rows: dict[int, np.ndarray],
         propagated: Propagated | None,
+        *,
+        texture: bool = False,
     ) -> dict[int, tuple[np.ndarray, Crop]]:
         """The shift-map fill of the unresolved pixels (:func:`probe.patch_offsets`): one search on the
         window's middle frame for the union of every frame's unresolved pixels, so that each source is
@@ -877,19 +896,22 @@ class _Window:
         copy moves with the background); a locked-off window copies the median of its frames at each
         source, so that what passes through the source does not pass through the fill. Same crops and
         plate rows (propagated pixels pasted) as the network's; the join to each frame's border
-        (:meth:`_meet_border`) follows its changes of light."""
+        (:meth:`_meet_border`) follows its changes of light. With ``texture``, what is copied is the
+        plate's texture alone, in working units (:func:`probe.copy_texture`)."""
         order = sorted(synthesised)
         crop = synthesised[order[0]][1]
         holes = {p: self._over(crop, self.infos[p][0], unresolved[p]) for p in order}
         union = np.logical_or.reduce([holes[p] for p in order])
         offsets = probe.patch_offsets(self._encode(rows[order[len(order) // 2]]), union)
-        self.seam = probe.seams(offsets)
         still = None
         if propagated is not None and propagated.locked_off and len(rows) > 2:
             still = np.median(np.stack([rows[p] for p in sorted(rows)]), axis=0).astype(np.float32)
         out = {}
         for p in order:
             source = rows[p] if still is None else np.where(union[..., None], rows[p], still)
+            if texture:
+                out[p] = (probe.copy_texture(self._encode(source), holes[p], offsets), crop)
+                continue
             values, missing = probe.apply_offsets(source, holes[p], offsets)
             if missing.any():
                 values[missing] = self.shaper.decode(probe.telea(self._encode(values), missing))[missing]
@@ -897,16 +919,23 @@ class _Window:
         return out
 
     def _textured(
-        self, smooth: dict[int, tuple[np.ndarray, Crop]], patched: dict[int, tuple[np.ndarray, Crop]]
+        self,
+        smooth: dict[int, tuple[np.ndarray, Crop]],
+        textures: dict[int, tuple[np.ndarray, Crop]],
+        unresolved: dict[int, np.ndarray],
+        rows: dict[int, np.ndarray],
     ) -> dict[int, tuple[np.ndarray, Crop]]:
-        """Each frame's smooth fill with the shift-map copy's fine detail (:func:`probe.add_texture`),
-        over the whole crop (only the unresolved pixels are used)."""
+        """Each frame's smooth fill with the plate's copied texture (``textures``: :meth:`_patch`;
+        :func:`probe.add_texture`) over the whole crop (only the unresolved pixels are used), scaled to
+        the detail of the frame's own plate around its unresolved pixels (:func:`probe.ring_detail`; a
+        locked-off window copies the median of its frames, which has lost the grain every frame shows)."""
         out = {}
         for p, (values, crop) in smooth.items():
+            base, texture, plate = self._encode(values), textures[p][0], self._encode(rows[p])
+            hole = self._over(crop, self.infos[p][0], unresolved[p])
+            gain = probe.texture_gain(base, texture, hole, probe.ring_detail(plate, hole))
             everywhere = np.ones(values.shape[:2], bool)
-            textured = probe.add_texture(
-                self._encode(values), self._encode(patched[p][0]), everywhere, self.seam
-            )
+            textured = probe.add_texture(base, texture, everywhere, gain, plate[~hole])
             out[p] = (self.shaper.decode(np.clip(textured, 0.0, 1.0)).astype(np.float32), crop)
         return out
 
@@ -1156,21 +1185,23 @@ def render_windows(
         if work.verdict is not None:
             verdicts.append(work.verdict)
             log.info(
-                "window %d-%d: what no frame shows, measured on %d probe hole(s) of its shape: %s; filled by "
-                "%s, expected error %.2f (0-255 of the working range)",
+                "window %d-%d: what no frame shows, measured on %d probe hole(s) of its shape%s: %s; "
+                "filled by %s, expected error %.2f (0-255 of the working range)",
                 window.start,
                 window.end - 1,
                 work.verdict.probes,
+                "" if work.verdict.scale == 1 else f" at 1/{work.verdict.scale} of its size",
                 ", ".join(f"{n} {v.mae:.2f} (detail {v.detail:.2f})" for n, v in work.verdict.scores.items()),
                 work.verdict.method,
                 work.verdict.expected,
             )
         elif work.ran_model and settings.probe:  # probing on, synthesised, no probe hole fitted
             log.info(
-                "window %d-%d: what no frame shows: no probe hole of its shape fits beside the matte; filled "
-                "by %s, its error not measured",
+                "window %d-%d: what no frame shows: no probe hole of its shape fits beside the matte, even "
+                "at 1/%d of its size; filled by %s, its error not measured",
                 window.start,
                 window.end - 1,
+                probe.SCALES[-1],
                 UNPROBED,
             )
         if work.ran_model:

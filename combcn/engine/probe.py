@@ -25,6 +25,9 @@ Box = tuple[int, int, int, int]
 PROBES = 2
 #: a probe may reach past the frame's edge (the part inside is scored) if this share of it is inside
 INSIDE = 0.5
+#: the sizes a probe is tried at, as divisors of the unresolved pixels' box: where the shape does not
+#: fit beside the matte at full size (a box over half the frame), it is measured at half size
+SCALES = (1, 2)
 #: frames of the window each probe is scored on (spread evenly)
 PROBE_FRAMES = 4
 #: detail within this band of the truth's costs nothing; outside it the score grows
@@ -51,7 +54,11 @@ METHODS = ("network", "telea", "blend", "patch", "network+texture", "telea+textu
 #: the candidates that copy the plate's texture (joined to the border by their level only)
 COPIES = ("patch", "network+texture", "telea+texture", "blend+texture")
 #: the scale (Gaussian sigma, pixels) that splits a fill into its smooth part and its texture
-TEXTURE_SIGMA = 1.5
+TEXTURE_SIGMA = 0.8
+#: the band (pixels) around a hole whose detail a copy's texture is brought to
+RING = 8
+#: the least and most a copy's texture is scaled by to meet the ring's detail
+TEXTURE_GAIN = (0.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -85,19 +92,23 @@ class Verdict:
         expected: the chosen candidate's hole MAE on the probes (0-255 of the working range).
         scores: every candidate's score.
         probes: how many probe holes were cut.
+        scale: the probes' size, as a divisor of the unresolved pixels' (:data:`SCALES`).
     """
 
     method: str
     expected: float
     scores: dict[str, Score]
     probes: int
+    scale: int = 1
 
 
 def placements(
-    box: Box, height: int, width: int, free: Callable[[Box], bool], count: int = PROBES
+    box: Box, height: int, width: int, free: Callable[[Box], bool], count: int = PROBES, scale: int = 1
 ) -> list[tuple[int, int]]:
-    """Shifts (dy, dx) that move ``box`` beside itself onto free pixels: left, right, above, below,
-    then the diagonals, nearest first; at most ``count``. A moved box may reach past the frame's edge
+    """Where a probe of ``box``'s shape, shrunk by ``scale``, fits beside ``box`` on free pixels: left,
+    right, above, below, then the diagonals, nearest first; at most ``count``. Each is the shift
+    (dy, dx) from ``box``'s top-left corner to the probe's (:func:`probe_size` gives its size; at
+    ``scale`` 1 the shift that moves ``box`` itself there). A probe may reach past the frame's edge
     where :data:`INSIDE` of it stays inside (wide holes leave no room for a whole copy).
 
     Args:
@@ -106,16 +117,19 @@ def placements(
     """
     y0, y1, x0, x1 = box
     bh, bw = y1 - y0, x1 - x0
-    gap = max(8, round(0.25 * max(bh, bw)))
-    steps_y, steps_x = bh + gap, bw + gap
-    shifts = [(0, -steps_x), (0, steps_x), (-steps_y, 0), (steps_y, 0)]
-    shifts += [(sy, sx) for sy in (-steps_y, steps_y) for sx in (-steps_x, steps_x)]
+    ph, pw = probe_size(box, scale)
+    gap = max(8, round(0.25 * max(ph, pw)))
+    above, below = -(ph + gap), bh + gap
+    left, right = -(pw + gap), bw + gap
+    middle_y, middle_x = (bh - ph) // 2, (bw - pw) // 2
+    shifts = [(middle_y, left), (middle_y, right), (above, middle_x), (below, middle_x)]
+    shifts += [(sy, sx) for sy in (above, below) for sx in (left, right)]
     out = []
     for dy, dx in shifts:
-        moved = (y0 + dy, y1 + dy, x0 + dx, x1 + dx)
+        moved = (y0 + dy, y0 + dy + ph, x0 + dx, x0 + dx + pw)
         rows = max(0, min(height, moved[1]) - max(0, moved[0]))
         columns = max(0, min(width, moved[3]) - max(0, moved[2]))
-        if rows * columns == 0 or rows * columns < INSIDE * bh * bw:
+        if rows * columns == 0 or rows * columns < INSIDE * ph * pw:
             continue
         grown = (
             max(0, moved[0] - gap),
@@ -130,6 +144,22 @@ def placements(
     return out
 
 
+def probe_size(box: Box, scale: int) -> tuple[int, int]:
+    """(height, width) of a probe of ``box``'s shape shrunk by ``scale``."""
+    return -(-(box[1] - box[0]) // scale), -(-(box[3] - box[2]) // scale)
+
+
+def shrink(hole: np.ndarray, scale: int) -> np.ndarray:
+    """``hole`` (bool[h, w]) shrunk by ``scale`` to :func:`probe_size`: a pixel is in the probe where
+    at least half of what it covers is (bool[ceil(h / scale), ceil(w / scale)])."""
+    if scale == 1:
+        return hole
+    h, w = -(-hole.shape[0] // scale), -(-hole.shape[1] // scale)
+    shrunk = cv2.resize(hole.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    out: np.ndarray = shrunk >= 0.5
+    return out
+
+
 def detail_of(values: np.ndarray, hole: np.ndarray) -> float:
     """Mean |Laplacian| of the grey of ``values`` (ndarray[h, w, 3]) over the hole's interior (the
     pixels whose four neighbours are in the hole too; the whole hole where it is thinner)."""
@@ -138,6 +168,18 @@ def detail_of(values: np.ndarray, hole: np.ndarray) -> float:
     inner = cv2.erode(hole.astype(np.uint8), np.ones((3, 3), np.uint8), borderValue=0) > 0
     where = inner if inner.any() else hole
     return float(lap[where].mean()) if where.any() else 0.0
+
+
+def ring_detail(values: np.ndarray, hole: np.ndarray) -> float | None:
+    """Mean |Laplacian| of the grey of ``values`` (ndarray[h, w, 3]) over the band of :data:`RING`
+    pixels around ``hole`` (bool[h, w]; the band's own interior, as :func:`detail_of` reads a hole):
+    how much detail the plate shows beside the hole. None where there is no such band."""
+    side = 2 * RING + 1
+    grown = cv2.dilate(hole.astype(np.uint8), np.ones((side, side), np.uint8)) > 0
+    band = grown & ~hole
+    if not band.any():
+        return None
+    return detail_of(values, band)
 
 
 def score(fills: list[np.ndarray], truths: list[np.ndarray], holes: list[np.ndarray]) -> Score:
@@ -373,32 +415,68 @@ def patch(values: np.ndarray, hole: np.ndarray, offsets: np.ndarray | None = Non
     return out
 
 
-def seams(offsets: np.ndarray) -> np.ndarray:
-    """Where two copies meet (:func:`patch_offsets`): ndarray[h, w] float32, 1 on the pixels either
-    side of a change of offset, 0 elsewhere. A copy's detail there is the seam's edge, not texture."""
-    change = np.zeros(offsets.shape[:2], np.uint8)
-    change[1:] |= (offsets[1:] != offsets[:-1]).any(axis=-1)
-    change[:, 1:] |= (offsets[:, 1:] != offsets[:, :-1]).any(axis=-1)
-    out: np.ndarray = cv2.dilate(change, np.ones((3, 3), np.uint8)).astype(np.float32)
+def copy_texture(values: np.ndarray, hole: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The plate's texture (``values``'s part above :data:`TEXTURE_SIGMA`, ndarray[h, w, 3]) copied
+    into ``hole`` along ``offsets`` (:func:`patch_offsets`); 0 where a hole pixel has no known source.
+    Each pixel carries its source's own fine detail: taking the texture of the copy instead would turn
+    every seam between two copied regions into an edge (real shots' copies have a seam within a pixel
+    of 37-71 % of their hole pixels)."""
+    fine = (values - cv2.GaussianBlur(values, (0, 0), TEXTURE_SIGMA)).astype(np.float32)
+    out, missing = apply_offsets(fine, hole, offsets)
+    out[missing] = 0.0
     return out
 
 
 def add_texture(
-    smooth: np.ndarray, patched: np.ndarray, hole: np.ndarray, seam: np.ndarray | None = None
+    smooth: np.ndarray,
+    texture: np.ndarray,
+    hole: np.ndarray,
+    gain: float = 1.0,
+    within: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``smooth``'s fill of ``hole`` with its fine detail replaced by ``patched``'s: the part of each
-    below :data:`TEXTURE_SIGMA` (the shape and level: a smooth fill's error is lowest there) plus the
-    part of the plate's copy above it (the texture a smooth fill lacks). Both ndarray[h, w, 3] float32
-    over the same pixels, working units; pixels outside the hole are ``smooth``'s. The sum stays within
-    the range of values the two show (a dark grain over a dark level would otherwise go past black)."""
+    """``smooth``'s fill of ``hole`` with its fine detail replaced by ``texture`` times ``gain``: its
+    part below :data:`TEXTURE_SIGMA` (the shape and level: a smooth fill's error is lowest there) plus
+    the plate's copied texture (:func:`copy_texture`), which a smooth fill lacks. Both ndarray[h, w, 3]
+    float32 over the same pixels, working units; pixels outside the hole are ``smooth``'s. The sum
+    stays within the range of values ``smooth`` and ``within`` (the plate's pixels, any shape with 3
+    channels last) show: a dark grain over a dark level would otherwise go past black."""
     low = cv2.GaussianBlur(smooth, (0, 0), TEXTURE_SIGMA)
-    fine = patched - cv2.GaussianBlur(patched, (0, 0), TEXTURE_SIGMA)
-    if seam is not None:  # (:func:`seams`)
-        fine = fine * (1.0 - seam[..., None])
-    lo = np.minimum(smooth.min(axis=(0, 1)), patched.min(axis=(0, 1)))
-    hi = np.maximum(smooth.max(axis=(0, 1)), patched.max(axis=(0, 1)))
-    out: np.ndarray = np.where(hole[..., None], np.clip(low + fine, lo, hi), smooth).astype(np.float32)
+    lo, hi = smooth.min(axis=(0, 1)), smooth.max(axis=(0, 1))
+    if within is not None and within.size:
+        lo = np.minimum(lo, within.reshape(-1, 3).min(axis=0))
+        hi = np.maximum(hi, within.reshape(-1, 3).max(axis=0))
+    out: np.ndarray = np.where(hole[..., None], np.clip(low + gain * texture, lo, hi), smooth).astype(
+        np.float32
+    )
     return out
+
+
+def texture_gain(smooth: np.ndarray, texture: np.ndarray, hole: np.ndarray, target: float | None) -> float:
+    """The factor on ``texture`` (:func:`add_texture`) that gives ``hole`` the detail ``target`` (mean
+    |Laplacian| of the grey, working units: :func:`ring_detail` of the plate around the hole), within
+    :data:`TEXTURE_GAIN`; 1 without a target. A copy from a smoother or busier place, or from a median
+    of frames (which has lost the grain each frame shows), meets the detail around the hole. The smooth
+    part's and the texture's |Laplacian|s are taken to add in quadrature, then the factor is corrected
+    once by the detail it gives."""
+    if target is None:
+        return 1.0
+    low = cv2.GaussianBlur(smooth, (0, 0), TEXTURE_SIGMA)
+    least, most = TEXTURE_GAIN
+    own, added = detail_of(low, hole), detail_of(texture, hole)
+    if added <= 0.0:
+        return 1.0
+    gain = float(np.clip(np.sqrt(max(target**2 - own**2, 0.0)) / added, least, most))
+    reached = detail_of(low + gain * texture, hole)
+    if gain > 0.0 and reached > 0.0:
+        gain = float(np.clip(gain * target / reached, least, most))
+    return gain
+
+
+def matched_texture(
+    smooth: np.ndarray, texture: np.ndarray, hole: np.ndarray, target: float | None, within: np.ndarray | None
+) -> np.ndarray:
+    """:func:`add_texture` with the gain that meets ``target`` (:func:`texture_gain`)."""
+    return add_texture(smooth, texture, hole, texture_gain(smooth, texture, hole, target), within)
 
 
 def choose(scores: dict[str, Score], probes: int) -> Verdict:

@@ -45,6 +45,30 @@ class TestPlacements:
         shifts = probe.placements((20, 70, 20, 180), 100, 300, lambda box: True)
         assert shifts and all(180 + dx > 300 for _, dx in shifts if dx > 0)
 
+    def test_a_hole_too_large_for_its_copy_is_probed_at_half_size(self) -> None:
+        box = (24, 72, 40, 120)  # 48 x 80 of a 96 x 160 frame
+
+        def free(probe_box: tuple[int, int, int, int]) -> bool:  # clear of the hole
+            y0, y1, x0, x1 = probe_box
+            return y1 <= box[0] or y0 >= box[1] or x1 <= box[2] or x0 >= box[3]
+
+        assert probe.placements(box, 96, 160, free) == []
+        shifts = probe.placements(box, 96, 160, free, scale=2)
+        assert shifts and probe.probe_size(box, 2) == (24, 40)
+        for dy, dx in shifts:
+            moved = (box[0] + dy, box[0] + dy + 24, box[2] + dx, box[2] + dx + 40)
+            assert free(moved)
+            inside = (min(96, moved[1]) - max(0, moved[0])) * (min(160, moved[3]) - max(0, moved[2]))
+            assert inside >= probe.INSIDE * 24 * 40
+
+    def test_shrink_keeps_the_shape(self) -> None:
+        hole = np.zeros((40, 60), bool)
+        hole[10:30, 0:30] = True  # the left half's middle rows
+        small = probe.shrink(hole, 2)
+        assert small.shape == (20, 30)
+        assert small[5:15, 0:15].all() and small.sum() == 150
+        assert probe.shrink(hole, 1) is hole
+
     def test_exception_no_room(self) -> None:
         # a hole as big as the plate leaves nowhere to cut a probe
         assert probe.placements((10, 90, 10, 90), 100, 100, lambda box: True) == []
@@ -136,20 +160,82 @@ class TestPatch:
 
 class TestTexture:
     def test_level_from_the_smooth_fill_detail_from_the_copy(self) -> None:
-        hole = np.zeros((64, 64), bool)
+        hole = np.zeros((64, 128), bool)
         hole[16:48, 16:48] = True
-        smooth = np.full((64, 64, 3), 0.5, np.float32)
+        smooth = np.full((64, 128, 3), 0.5, np.float32)
         smooth[:8] = 0.1  # the range the known pixels show: 0.1-0.9
         smooth[-8:] = 0.9
-        ys, xs = np.mgrid[0:64, 0:64]
+        ys, xs = np.mgrid[0:64, 0:128]
         checker = (((ys // 2 + xs // 2) % 2) * 0.2 - 0.1).astype(np.float32)[..., None]
-        patched = np.where(hole[..., None], 0.3 + checker, smooth).astype(np.float32)  # wrong level
-        out = probe.add_texture(smooth, patched, hole)
+        plate = np.broadcast_to(0.3 + checker, (64, 128, 3)).astype(np.float32)  # another level
+        offsets = np.zeros((64, 128, 2), np.int32)
+        offsets[hole] = (0, 48)  # from beside the hole, in phase with the checker
+        texture = probe.copy_texture(plate, hole, offsets)
+        out = probe.add_texture(smooth, texture, hole)
         assert np.array_equal(out[~hole], smooth[~hole])
         inner = np.zeros_like(hole)
-        inner[20:44, 20:44] = True  # away from the edge, where the copy's level step blurs in
+        inner[20:44, 20:44] = True
         assert abs(float(out[inner].mean()) - 0.5) < 0.01  # the smooth fill's level, not the copy's 0.3
-        assert probe.detail_of(out, inner) == pytest.approx(probe.detail_of(patched, inner), rel=0.25)
+        assert probe.detail_of(out, inner) == pytest.approx(probe.detail_of(plate, inner), rel=0.25)
+
+    def test_a_seam_between_two_copies_is_not_an_edge(self) -> None:
+        # two halves copied from places of different level: the copied texture is each source's own,
+        # with no step where they meet (a texture taken from the copy would have one)
+        rng = np.random.default_rng(2)
+        plate = np.full((64, 96, 3), 0.2, np.float32)
+        plate[:, 48:] = 0.8
+        plate += rng.normal(0.0, 0.01, plate.shape).astype(np.float32)
+        hole = np.zeros((64, 96), bool)
+        hole[20:44, 30:60] = True
+        offsets = np.zeros((64, 96, 2), np.int32)
+        offsets[20:44, 30:45] = (-20, -25)  # the dark side
+        offsets[20:44, 45:60] = (-20, 30)  # the bright side
+        texture = probe.copy_texture(plate, hole, offsets)
+        assert float(np.abs(texture[hole]).max()) < 0.06  # grain only: no trace of the 0.6 step
+        copy, _ = probe.apply_offsets(plate, hole, offsets)
+        old_way = copy - cv2.GaussianBlur(copy, (0, 0), probe.TEXTURE_SIGMA)
+        assert float(np.abs(old_way[hole]).max()) > 0.2
+
+    def test_the_ring_detail_is_the_plates_beside_the_hole(self) -> None:
+        # grain in the band around the hole, flat beyond it and inside it: the band's detail alone
+        rng = np.random.default_rng(5)
+        hole = np.zeros((80, 80), bool)
+        hole[30:50, 30:50] = True
+        band = np.zeros_like(hole)
+        band[30 - probe.RING : 50 + probe.RING, 30 - probe.RING : 50 + probe.RING] = True
+        band &= ~hole
+        values = np.full((80, 80, 3), 0.5, np.float32)
+        values[band] += rng.normal(0.0, 0.05, (int(band.sum()), 3)).astype(np.float32)
+        values[hole] = 0.9  # a step at the hole's edge is not the plate's detail
+        assert probe.ring_detail(values, hole) == pytest.approx(probe.detail_of(values, band))
+        assert probe.ring_detail(np.full_like(values, 0.5), hole) == 0.0
+        assert probe.ring_detail(values, np.ones_like(hole)) is None
+
+    @pytest.mark.parametrize("amplitude", [0.25, 0.5, 1.0, 2.0])
+    def test_the_copys_texture_is_brought_to_the_rings_detail(self, amplitude: float) -> None:
+        # a copy whose grain is fainter or busier than the plate's around the hole (the median of a
+        # locked-off window's frames has lost the grain): scaled to meet the ring's detail
+        rng = np.random.default_rng(7)
+        hole = np.zeros((96, 96), bool)
+        hole[28:68, 28:68] = True
+        plate = (0.5 + rng.normal(0.0, 0.04, (96, 96, 3))).astype(np.float32)
+        texture = (amplitude * rng.normal(0.0, 0.04, (96, 96, 3))).astype(np.float32)
+        smooth = np.where(hole[..., None], 0.5, plate).astype(np.float32)
+        target = probe.ring_detail(plate, hole)
+        assert target is not None
+        gain = probe.texture_gain(smooth, texture, hole, target)
+        lo, hi = probe.TEXTURE_GAIN
+        assert lo <= gain <= hi
+        out = probe.matched_texture(smooth, texture, hole, target, plate)
+        assert np.array_equal(out[~hole], smooth[~hole])
+        reached = probe.detail_of(out, hole)
+        if amplitude * hi >= 1.0:  # within reach of the gain
+            assert reached == pytest.approx(target, rel=0.1)
+        else:  # as far as it goes
+            assert gain == hi and reached < target
+        plain = probe.detail_of(probe.add_texture(smooth, texture, hole), hole)
+        assert abs(reached - target) <= abs(plain - target) + 1e-6  # never further than the plain copy
+        assert probe.texture_gain(smooth, texture, hole, None) == 1.0
 
     def test_a_copy_is_joined_by_its_level_and_keeps_its_grain_at_the_edge(self) -> None:
         # the border join of a copy moves its level to the plate's but leaves its grain; the plain join
@@ -267,6 +353,44 @@ class TestEngineProbe:
         apart = float(np.abs(network[hole] - telea[hole]).mean())
         assert float(np.abs(blend[hole] - 0.5 * (network[hole] + telea[hole])).mean()) < 0.1 * apart
 
+    def test_a_locked_off_fill_has_the_grain_of_the_plate_around_it(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # a locked-off plate with new grain in every frame: the copy of its median has lost the grain,
+        # and the texture is brought back to the detail the plate shows around the hole (fails with the
+        # gain held at 1: 0.65 of it)
+        rng = np.random.default_rng(11)
+        frame = 0.5 + 0.5 * (_tiles(96, 160) - 0.5)
+        plate = np.clip(frame[None] + rng.normal(0.0, 0.03, (6, 96, 160, 3)), 0.0, 1.0).astype(np.float32)
+        _, matte = self._shot()
+        hole = matte > 0
+
+        def choose(scores: dict[str, probe.Score], probes: int) -> probe.Verdict:
+            return probe.Verdict("telea+texture", scores["telea+texture"].mae, scores, probes)
+
+        monkeypatch.setattr(probe, "choose", choose)
+        out = engine.inpaint(plate, matte, shaper="none")
+        assert np.array_equal(out[~hole], plate[~hole])
+        for t in range(6):
+            ring = probe.ring_detail(plate[t], hole[t])
+            assert ring is not None
+            assert probe.detail_of(out[t], hole[t]) == pytest.approx(ring, rel=0.15)
+
+    def test_a_hole_too_large_for_a_full_size_probe_is_measured_at_half_size(
+        self, engine: Engine, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # no copy of the box fits beside it, half of it does: the candidates are scored there, the
+        # log says at what size, and the expected error is reported for every frame
+        plate, _ = self._shot()
+        matte = np.zeros(plate.shape[:3], np.float32)
+        matte[:, 24:72, 40:120] = 1.0
+        with caplog.at_level("INFO", logger="combcn.engine"):
+            out, expected = engine.inpaint_with_report(plate, matte, shaper="none")
+        assert "probe hole(s) of its shape at 1/2 of its size" in caplog.text
+        assert sorted(expected) == list(range(6)) and all(v > 0 for v in expected.values())
+        hole = matte > 0
+        assert np.array_equal(out[~hole], plate[~hole])
+
     def test_with_no_room_for_a_probe_the_window_says_so_and_the_network_fills(
         self, engine: Engine, caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -279,7 +403,10 @@ class TestEngineProbe:
         with caplog.at_level("INFO", logger="combcn.engine"):
             out, expected = engine.inpaint_with_report(plate, matte, shaper="none")
         assert expected == {}
-        said = "window 0-3: what no frame shows: no probe hole of its shape fits beside the matte"
+        said = (
+            "window 0-3: what no frame shows: no probe hole of its shape fits beside the matte, even at "
+            f"1/{probe.SCALES[-1]} of its size"
+        )
         assert f"{said}; filled by {core.UNPROBED}" in caplog.text
         caplog.clear()
         with caplog.at_level("INFO", logger="combcn.engine"):
