@@ -72,7 +72,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "sampling/blending": (
         "combcn.engine.propagate:Propagator.fill",
         "combcn.engine.propagate:_candidates",
-        "combcn.engine.propagate:_align",
+        "combcn.engine.propagate:_align_many",
         "combcn.engine.propagate:_blend",
         "combcn.engine.propagate:_combine",
         "combcn.engine.core:_Window._join",
