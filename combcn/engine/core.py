@@ -802,25 +802,19 @@ class _Window:
                 hole, network = masks[p], self._encode(out[p])
                 copied, smooth = probe.patch(truth, hole, offsets), probe.telea(truth, hole)
                 sigma = probe.TEXTURE_SIGMA
-                ring, plate = probe.ring_detail(truth, hole), truth[~hole]
+                # the texture's gain is measured on the probe hole and the plate around it alone (the
+                # real hole, filled here too, is neither what is scored nor what its ring shows)
+                ring, plate = probe.ring_detail(truth, cut[p]), truth[~hole]
                 texture = probe.copy_texture(truth, hole, offsets)
-
-                candidates = {  # each joined to the border as the real hole's fill is (:meth:`_meet_border`)
-                    "network": _clone_to_border(network, truth, hole),
-                    "telea": smooth,
-                    "patch": _clone_to_border(copied, truth, hole, sigma),
-                    "network+texture": _clone_to_border(
-                        probe.matched_texture(network, texture, hole, ring, plate), truth, hole, sigma
-                    ),
-                    "telea+texture": _clone_to_border(
-                        probe.matched_texture(smooth, texture, hole, ring, plate), truth, hole, sigma
-                    ),
-                }
-                mixed = probe.mean_fill(candidates["network"], smooth)
-                candidates["blend"] = mixed
-                candidates["blend+texture"] = _clone_to_border(
-                    probe.matched_texture(mixed, texture, hole, ring, plate), truth, hole, sigma
-                )
+                network = _clone_to_border(network, truth, hole)
+                mixed = probe.mean_fill(network, smooth)
+                candidates = {"network": network, "telea": smooth, "blend": mixed}
+                for name, base in list(candidates.items()):
+                    gain = probe.texture_gain(base, texture, cut[p], ring)
+                    textured = probe.add_texture(base, texture, hole, gain, plate)
+                    # joined to the border as the real hole's fill is (:meth:`_meet_border`)
+                    candidates[f"{name}+texture"] = _clone_to_border(textured, truth, hole, sigma)
+                candidates["patch"] = _clone_to_border(copied, truth, hole, sigma)
                 for name, fill in candidates.items():
                     results[name][0].append(fill)
                     results[name][1].append(truth)
@@ -830,11 +824,21 @@ class _Window:
         return dataclasses.replace(verdict, scale=scale) if scale != 1 else verdict
 
     def _in_union(self, p: int, hole: np.ndarray, union: Box) -> np.ndarray:
-        """Frame ``p``'s ``hole`` (over its matte's box) laid over the ``union`` box: bool[h, w]."""
+        """Frame ``p``'s ``hole`` (over its matte's box, which may reach past the union: a matte's box
+        holds pixels propagation recovered) laid over the ``union`` box: bool[h, w]."""
         box = self.infos[p][0]
         assert box is not None
         out = np.zeros((union[1] - union[0], union[3] - union[2]), bool)
-        out[box[0] - union[0] : box[1] - union[0], box[2] - union[2] : box[3] - union[2]] = hole
+        y0, y1, x0, x1 = (
+            max(box[0], union[0]),
+            min(box[1], union[1]),
+            max(box[2], union[2]),
+            min(box[3], union[3]),
+        )
+        if y1 > y0 and x1 > x0:
+            out[y0 - union[0] : y1 - union[0], x0 - union[2] : x1 - union[2]] = hole[
+                y0 - box[0] : y1 - box[0], x0 - box[2] : x1 - box[2]
+            ]
         return out
 
     def _at_plate(
