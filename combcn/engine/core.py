@@ -805,7 +805,7 @@ class _Window:
                 # the texture's gain is measured on the probe hole and the plate around it alone (the
                 # real hole, filled here too, is neither what is scored nor what its ring shows)
                 ring, plate = probe.ring_detail(truth, cut[p]), truth[~hole]
-                texture = probe.copy_texture(truth, hole, offsets)
+                texture = probe.copy_texture(truth, hole, offsets, every_hole)
                 network = _clone_to_border(network, truth, hole)
                 mixed = probe.mean_fill(network, smooth)
                 candidates = {"network": network, "telea": smooth, "blend": mixed}
@@ -914,7 +914,7 @@ class _Window:
         for p in order:
             source = rows[p] if still is None else np.where(union[..., None], rows[p], still)
             if texture:
-                out[p] = (probe.copy_texture(self._encode(source), holes[p], offsets), crop)
+                out[p] = (probe.copy_texture(self._encode(source), holes[p], offsets, union), crop)
                 continue
             values, missing = probe.apply_offsets(source, holes[p], offsets)
             if missing.any():

@@ -415,13 +415,20 @@ def patch(values: np.ndarray, hole: np.ndarray, offsets: np.ndarray | None = Non
     return out
 
 
-def copy_texture(values: np.ndarray, hole: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def copy_texture(
+    values: np.ndarray, hole: np.ndarray, offsets: np.ndarray, exclude: np.ndarray | None = None
+) -> np.ndarray:
     """The plate's texture (``values``'s part above :data:`TEXTURE_SIGMA`, ndarray[h, w, 3]) copied
     into ``hole`` along ``offsets`` (:func:`patch_offsets`); 0 where a hole pixel has no known source.
     Each pixel carries its source's own fine detail: taking the texture of the copy instead would turn
     every seam between two copied regions into an edge (real shots' copies have a seam within a pixel
-    of 37-71 % of their hole pixels)."""
-    fine = (values - cv2.GaussianBlur(values, (0, 0), TEXTURE_SIGMA)).astype(np.float32)
+    of 37-71 % of their hole pixels). The texture is taken from the known pixels alone (``exclude``,
+    bool[h, w], default ``hole``, is left out of the blur it is measured against): what the matte
+    covers, or the black of an emptied hole, must not put its edge into the sources beside it."""
+    known = (~(hole if exclude is None else exclude)).astype(np.float32)
+    weight = np.maximum(cv2.GaussianBlur(known, (0, 0), TEXTURE_SIGMA), 1e-6)
+    low = cv2.GaussianBlur(values * known[..., None], (0, 0), TEXTURE_SIGMA) / weight[..., None]
+    fine = ((values - low) * known[..., None]).astype(np.float32)
     out, missing = apply_offsets(fine, hole, offsets)
     out[missing] = 0.0
     return out

@@ -211,6 +211,21 @@ class TestTexture:
         assert probe.ring_detail(np.full_like(values, 0.5), hole) == 0.0
         assert probe.ring_detail(values, np.ones_like(hole)) is None
 
+    def test_the_hole_puts_no_edge_into_the_texture_of_the_sources_beside_it(self) -> None:
+        # the hole emptied to black (as an evaluation does) or holding the object to remove: the
+        # sources right beside it carry their own grain, not the step into the hole
+        rng = np.random.default_rng(6)
+        plate = (0.6 + rng.normal(0.0, 0.01, (64, 96, 3))).astype(np.float32)
+        hole = np.zeros((64, 96), bool)
+        hole[20:44, 30:60] = True
+        plate[hole] = 0.0
+        offsets = np.zeros((64, 96, 2), np.int32)
+        offsets[hole] = (0, 30)  # the right half copies the column just right of the hole, and so on
+        texture = probe.copy_texture(plate, hole, offsets)
+        assert float(np.abs(texture[hole]).max()) < 0.06
+        unmasked = plate - cv2.GaussianBlur(plate, (0, 0), probe.TEXTURE_SIGMA)
+        assert float(np.abs(unmasked[20:44, 60]).max()) > 0.1  # the step a plain blur would bring
+
     @pytest.mark.parametrize("amplitude", [0.25, 0.5, 1.0, 2.0])
     def test_the_copys_texture_is_brought_to_the_rings_detail(self, amplitude: float) -> None:
         # a copy whose grain is fainter or busier than the plate's around the hole (the median of a
