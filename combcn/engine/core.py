@@ -776,6 +776,7 @@ class _Window:
         ph, pw = probe.probe_size(union, scale)
         shape = (union[0], union[0] + ph, union[2], union[2] + pw)
         cuts = {p: probe.shrink(self._in_union(p, unresolved[p], union), scale) for p in filled}
+        used = 0
         for shift in shifts:
             crop = self._crop_around(
                 (
@@ -791,6 +792,9 @@ class _Window:
                 | self._over(crop, self.infos[p][0], unresolved[p])
                 for p in unresolved
             }
+            if not any(cut[p].any() for p in scored):  # the shape fell past the frame's edge here
+                continue
+            used += 1
             out, rows = self._network(crop, masks, propagated)
             self._at_plate({p: (out[p], crop) for p in scored}, rows, masks, set(scored), want=cut)
             # one shift-map search per probe, on its middle frame, for the holes of every frame (as
@@ -819,8 +823,10 @@ class _Window:
                     results[name][0].append(fill)
                     results[name][1].append(truth)
                     results[name][2].append(cut[p])
+        if not used:
+            return None  # nothing scored: no error to tell
         scores = {name: probe.score(*lists) for name, lists in results.items()}
-        verdict = probe.choose(scores, len(shifts))
+        verdict = probe.choose(scores, used)
         return dataclasses.replace(verdict, scale=scale) if scale != 1 else verdict
 
     def _in_union(self, p: int, hole: np.ndarray, union: Box) -> np.ndarray:

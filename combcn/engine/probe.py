@@ -151,12 +151,15 @@ def probe_size(box: Box, scale: int) -> tuple[int, int]:
 
 def shrink(hole: np.ndarray, scale: int) -> np.ndarray:
     """``hole`` (bool[h, w]) shrunk by ``scale`` to :func:`probe_size`: a pixel is in the probe where
-    at least half of what it covers is (bool[ceil(h / scale), ceil(w / scale)])."""
+    at least half of what it covers is, or where any of it is if that leaves nothing (a thin stroke)
+    (bool[ceil(h / scale), ceil(w / scale)])."""
     if scale == 1:
         return hole
     h, w = -(-hole.shape[0] // scale), -(-hole.shape[1] // scale)
     shrunk = cv2.resize(hole.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     out: np.ndarray = shrunk >= 0.5
+    if not out.any():
+        out = shrunk > 0.0
     return out
 
 

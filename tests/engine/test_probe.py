@@ -68,6 +68,9 @@ class TestPlacements:
         assert small.shape == (20, 30)
         assert small[5:15, 0:15].all() and small.sum() == 150
         assert probe.shrink(hole, 1) is hole
+        stroke = np.eye(40, 60, dtype=bool)  # one pixel wide: less than half of every 2 x 2 block
+        thin = probe.shrink(stroke, 2)
+        assert thin.any() and thin.shape == (20, 30)
 
     def test_exception_no_room(self) -> None:
         # a hole as big as the plate leaves nowhere to cut a probe
