@@ -482,13 +482,6 @@ def texture_gain(smooth: np.ndarray, texture: np.ndarray, hole: np.ndarray, targ
     return gain
 
 
-def matched_texture(
-    smooth: np.ndarray, texture: np.ndarray, hole: np.ndarray, target: float | None, within: np.ndarray | None
-) -> np.ndarray:
-    """:func:`add_texture` with the gain that meets ``target`` (:func:`texture_gain`)."""
-    return add_texture(smooth, texture, hole, texture_gain(smooth, texture, hole, target), within)
-
-
 def choose(scores: dict[str, Score], probes: int) -> Verdict:
     """The candidate with the lowest :attr:`Score.value` (on a tie, the first of :data:`METHODS`)."""
     order = {name: i for i, name in enumerate(METHODS)}

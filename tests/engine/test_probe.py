@@ -244,7 +244,7 @@ class TestTexture:
         gain = probe.texture_gain(smooth, texture, hole, target)
         lo, hi = probe.TEXTURE_GAIN
         assert lo <= gain <= hi
-        out = probe.matched_texture(smooth, texture, hole, target, plate)
+        out = probe.add_texture(smooth, texture, hole, gain, plate)
         assert np.array_equal(out[~hole], smooth[~hole])
         reached = probe.detail_of(out, hole)
         if amplitude * hi >= 1.0:  # within reach of the gain
@@ -302,6 +302,22 @@ class TestEngineProbe:
         matte = np.zeros((6, 96, 160), np.float32)
         matte[:, 36:60, 68:96] = 1.0
         return plate, matte
+
+    #: a static box too large for a copy of it to fit beside it in the 96 x 160 frame; half of it does
+    LARGE = (slice(None), slice(24, 72), slice(40, 120))
+
+    def _large_box(self) -> np.ndarray:
+        """The matte of :attr:`LARGE` over the six frames of :meth:`_shot`."""
+        matte = np.zeros((6, 96, 160), np.float32)
+        matte[self.LARGE] = 1.0
+        return matte
+
+    @staticmethod
+    def _grainy(seed: int) -> np.ndarray:
+        """A locked-off plate of a repeating pattern with new grain in every frame (6 x 96 x 160)."""
+        rng = np.random.default_rng(seed)
+        frame = 0.5 + 0.5 * (_tiles(96, 160) - 0.5)
+        return np.clip(frame[None] + rng.normal(0.0, 0.03, (6, 96, 160, 3)), 0.0, 1.0).astype(np.float32)
 
     def test_expected_error_reported_for_every_frame_and_near_the_measured(self, engine: Engine) -> None:
         plate, matte = self._shot()
@@ -377,9 +393,7 @@ class TestEngineProbe:
         # a locked-off plate with new grain in every frame: the copy of its median has lost the grain,
         # and the texture is brought back to the detail the plate shows around the hole (fails with the
         # gain held at 1: 0.65 of it)
-        rng = np.random.default_rng(11)
-        frame = 0.5 + 0.5 * (_tiles(96, 160) - 0.5)
-        plate = np.clip(frame[None] + rng.normal(0.0, 0.03, (6, 96, 160, 3)), 0.0, 1.0).astype(np.float32)
+        plate = self._grainy(11)
         _, matte = self._shot()
         hole = matte > 0
 
@@ -400,8 +414,7 @@ class TestEngineProbe:
         # no copy of the box fits beside it, half of it does: the candidates are scored there, the
         # log says at what size, and the expected error is reported for every frame
         plate, _ = self._shot()
-        matte = np.zeros(plate.shape[:3], np.float32)
-        matte[:, 24:72, 40:120] = 1.0
+        matte = self._large_box()
         with caplog.at_level("INFO", logger="combcn.engine"):
             out, expected = engine.inpaint_with_report(plate, matte, shaper="none")
         assert "probe hole(s) of its shape at 1/2 of its size" in caplog.text
@@ -416,11 +429,7 @@ class TestEngineProbe:
         # texture candidates' detail on the (half-size) probe is the plate's there, whatever the fill
         # of the real hole, four times larger and smooth under Telea, would ask for (0.81-0.87 with the
         # gain measured over both)
-        rng = np.random.default_rng(4)
-        frame = 0.5 + 0.5 * (_tiles(96, 160) - 0.5)
-        plate = np.clip(frame[None] + rng.normal(0.0, 0.03, (6, 96, 160, 3)), 0.0, 1.0).astype(np.float32)
-        matte = np.zeros(plate.shape[:3], np.float32)
-        matte[:, 24:72, 40:120] = 1.0
+        plate, matte = self._grainy(4), self._large_box()
         seen: list[probe.Verdict] = []
         choose = probe.choose
 
@@ -440,8 +449,7 @@ class TestEngineProbe:
         # it hides, so each frame's matte box reaches past the box of what is left to synthesise (the
         # half-size probe's shape is cut from the latter)
         plate, _ = self._shot()
-        matte = np.zeros(plate.shape[:3], np.float32)
-        matte[:, 24:72, 40:120] = 1.0
+        matte = self._large_box()
         for t in range(6):
             matte[t, 20 + 8 * t : 30 + 8 * t, 122:130] = 1.0
         out, expected = engine.inpaint_with_report(plate, matte, shaper="none")
@@ -449,7 +457,7 @@ class TestEngineProbe:
         hole = matte > 0
         assert np.array_equal(out[~hole], plate[~hole])
         square = hole.copy()
-        square[:, 24:72, 40:120] = False
+        square[self.LARGE] = False
         assert float(np.abs(out - plate)[square].max()) < 0.02  # shown by the other frames
 
     def test_with_no_room_for_a_probe_the_window_says_so_and_the_network_fills(
