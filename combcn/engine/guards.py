@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import OpenImageIO as oiio
 
@@ -82,9 +83,14 @@ class FillGuard:
         """
         if frame_fill.box is None or frame_fill.fill is None or frame_fill.alpha is None:
             return frame_fill
+        if frame_fill.fill.size == 0:
+            return frame_fill
         fill = frame_fill.fill
-        bad = ~np.isfinite(fill).all(axis=-1)
-        if bad.any():
+        # the fill's range per channel, in one fast pass: NaN or Inf shows in it, and a fill inside the
+        # frame's known range needs no per-pixel look
+        fill_lo, fill_hi = channel_range(np.ascontiguousarray(fill))
+        if not (np.isfinite(fill_lo).all() and np.isfinite(fill_hi).all()):
+            bad = ~np.isfinite(fill).all(axis=-1)
             raise ModelError(
                 f"the model produced NaN or Inf in {int(bad.sum())} fill pixel(s), so nothing was written "
                 "for this frame; the weights are broken (a diverged finetune?): render with other "
@@ -105,10 +111,15 @@ class FillGuard:
         lo, hi = span
         slack = RANGE_MARGIN * (hi - lo) + RANGE_FLOOR
         lo, hi = lo - slack, hi + slack
+        if (fill_lo >= lo).all() and (fill_hi <= hi).all():
+            return frame_fill
         # Only what is composited counts. Pixels marked revealed are checked too: after the cross-fade
-        # of windows they can still hold network values.
-        inside = frame_fill.alpha > 0
-        beyond = ((fill < lo) | (fill > hi)).any(axis=-1) & inside
+        # of windows they can still hold network values. (Channel by channel: a reduction over a last
+        # axis of 3 is slow in NumPy.)
+        beyond = (fill[..., 0] < lo[0]) | (fill[..., 0] > hi[0])
+        for c in range(1, fill.shape[-1]):
+            beyond |= (fill[..., c] < lo[c]) | (fill[..., c] > hi[c])
+        beyond &= frame_fill.alpha > 0
         count = int(beyond.sum())
         if count == 0:
             return frame_fill
@@ -185,9 +196,21 @@ def _with_box(
     span: tuple[np.ndarray, np.ndarray] | None, box_rgb: np.ndarray, known_in_box: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """``span`` (the range outside the box) widened by the box's known pixels (None: neither has any)."""
-    known = box_rgb[known_in_box]
-    parts = ([] if span is None else [span]) + ([channel_range(known[None])] if known.size else [])
-    return _union(parts) if parts else None
+    if not known_in_box.any():
+        return span
+    parts = [] if span is None else [span]
+    whole = channel_range(np.ascontiguousarray(box_rgb))
+    if box_rgb.ndim == 3 and np.isfinite(whole[0]).all() and np.isfinite(whole[1]).all():
+        # finite: OpenCV's masked minimum and maximum per channel, the same numbers in a fraction of the
+        # time of a gather and a reduction over its first axis (1080p strokes: 10 against 150 ms)
+        mask = np.ascontiguousarray(known_in_box).view(np.uint8)
+        found = [cv2.minMaxLoc(plane, mask)[:2] for plane in cv2.split(box_rgb)]
+        parts.append(
+            (np.array([f[0] for f in found], box_rgb.dtype), np.array([f[1] for f in found], box_rgb.dtype))
+        )
+    else:  # (NaN where a known pixel holds one: OpenCV would pass over it)
+        parts.append(channel_range(box_rgb[known_in_box][None]))
+    return _union(parts)
 
 
 def _union(ranges: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -196,6 +196,33 @@ class TestFillGuard:
             guard.warning() or ""
         )
 
+    @pytest.mark.parametrize("spread", [0.1, 0.6, 3.0])
+    def test_clamps_exactly_the_composited_pixels_beyond_the_range(self, spread: float) -> None:
+        """The guard's fast passes (the fill's range per channel; OpenCV's masked range of the box)
+        clamp the same pixels to the same bits as the rule written out pixel by pixel."""
+        from combcn.engine.core import FrameFill
+
+        rng = np.random.default_rng(int(spread * 10))
+        plate = rng.normal(0.5, 0.2, (40, 50, 3)).astype(np.float32)
+        box = (5, 35, 8, 45)
+        y0, y1, x0, x1 = box
+        alpha = (rng.random((y1 - y0, x1 - x0)) > 0.4).astype(np.float32)
+        plate[y0:y1, x0:x1][alpha > 0] = 50.0  # hole pixels never count in the range
+        fill = rng.normal(0.5, spread, (y1 - y0, x1 - x0, 3)).astype(np.float32)
+        known = np.ones(plate.shape[:2], bool)
+        known[y0:y1, x0:x1] = alpha <= 0
+        lo, hi = plate[known].min(axis=0), plate[known].max(axis=0)
+        slack = RANGE_MARGIN * (hi - lo) + RANGE_FLOOR
+        lo, hi = lo - slack, hi + slack
+        beyond = ((fill < lo) | (fill > hi)).any(axis=-1) & (alpha > 0)
+        expected = np.where(beyond[..., None], np.clip(fill, lo, hi), fill).astype(np.float32)
+        for outside in (None, outside_range(plate, box)):
+            guard = FillGuard()
+            given = plate if outside is None else plate[y0:y1, x0:x1]
+            out = guard.check(given, FrameFill(box, fill, alpha), path=None, frame=1, outside=outside)
+            assert out.fill is not None and out.fill.tobytes() == expected.tobytes()
+            assert guard.pixels == int(beyond.sum()) and guard.frames == int(beyond.any())
+
     @pytest.mark.parametrize("box", [(2, 6, 2, 6), (0, 8, 0, 8), (0, 8, 3, 5)])
     def test_range_measured_outside_the_box_gives_the_same_fill(self, box: tuple[int, int, int, int]) -> None:
         """With the range outside the box measured beforehand (when the frame is read), the guard scans

@@ -146,7 +146,8 @@ def test_missing_sequence_says_what_to_check(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.uint8, np.uint16])
 @pytest.mark.parametrize(
-    ("channels", "picked"), [(4, [0, 1, 2]), (4, [2, 1, 0]), (3, [0, 1, 2]), (9, [4, 5, 6])]
+    ("channels", "picked"),
+    [(4, [0, 1, 2]), (4, [2, 1, 0]), (3, [0, 1, 2]), (9, [4, 5, 6]), (1, [0, 0, 0]), (2, [1, 0, 1])],
 )
 def test_channels_to_unit_is_to_unit_of_the_channels(dtype: type, channels: int, picked: list[int]) -> None:
     """Widening every channel and then picking some gives the same bits as picking first."""
