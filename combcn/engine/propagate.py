@@ -176,6 +176,24 @@ class _Packed:
         self.mask = np.packbits(nonzero)
         self.pixels = flat[nonzero]
 
+    @classmethod
+    def at(cls, shape: tuple[int, ...], where: np.ndarray, values: np.ndarray) -> _Packed:
+        """``_Packed`` of an array of ``shape`` that is zero but for ``values`` (ndarray[K, ...], cast to
+        its dtype) at the flat pixel indices ``where`` (ndarray[K], ascending): the same as packing that
+        array, without making it."""
+        out = cls.__new__(cls)
+        out.shape, out.dtype = shape, values.dtype
+        rows = np.ascontiguousarray(values).reshape(len(values), int(np.prod(values.shape[1:])))
+        bits = rows.view(f"u{rows.dtype.itemsize}")
+        nonzero = bits[:, 0] != 0
+        for c in range(1, bits.shape[1]):
+            nonzero |= bits[:, c] != 0
+        mask = np.zeros(shape[0] * shape[1], bool)
+        mask[where[nonzero]] = True
+        out.mask = np.packbits(mask)
+        out.pixels = rows[nonzero]
+        return out
+
     def unpack(self) -> np.ndarray:
         """The array, as a new one."""
         count = self.shape[0] * self.shape[1]
@@ -315,7 +333,14 @@ def membrane_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     if w.all() or not w.any():
         return values if w.all() else np.zeros_like(values)
     channels = w.shape[2]
-    sums: list[np.ndarray] = [values * w]
+    # one known mask for several channels is repeated per channel where it meets them (the same
+    # numbers: NumPy broadcasts over a short last axis some ten times slower)
+    repeat = values.shape[2] if channels == 1 and values.ndim == 3 and values.shape[2] > 1 else 1
+
+    def wide(x: np.ndarray) -> np.ndarray:
+        return cv2.merge([x] * repeat).reshape(x.shape[0], x.shape[1], repeat) if repeat > 1 else x
+
+    sums: list[np.ndarray] = [values * wide(w)]
     weights: list[np.ndarray] = [w]
     while min(weights[-1].shape[:2]) > 1:
         h, wd = weights[-1].shape[:2]
@@ -324,15 +349,15 @@ def membrane_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
         weights.append(
             cv2.resize(weights[-1], size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], channels)
         )
-    level = sums[-1] / np.maximum(weights[-1], 1e-6)
+    level = sums[-1] / wide(np.maximum(weights[-1], 1e-6))
     for s, wt in zip(reversed(sums[:-1]), reversed(weights[:-1]), strict=True):
         h, wd = wt.shape[:2]
         up = cv2.resize(level, (wd, h), interpolation=cv2.INTER_LINEAR).reshape(h, wd, -1)
-        own = s / np.maximum(wt, 1e-6)
+        own = s / wide(np.maximum(wt, 1e-6))
         # a cell with any known pixel mostly keeps its own mean (np.clip written out: it costs more)
-        alpha = np.minimum(np.maximum(wt * 4.0, 0.0), 1.0)
+        alpha = wide(np.minimum(np.maximum(wt * 4.0, 0.0), 1.0))
         level = alpha * own + (1.0 - alpha) * up
-    out: np.ndarray = np.where(w > 0, values, level)
+    out: np.ndarray = np.where(wide(w) > 0, values, level)
     return out
 
 
@@ -366,12 +391,26 @@ def _homography_flow(
 def _plane_flow(matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The motion a homography (ndarray[3, 3]) gives each pixel of a grid of ``shape``: ndarray[h, w, 2]
     float32 (the same numbers each time: a pair keeps the matrix, not the field, until it is used)."""
+    grid, gx, gy = _grid(shape)
+    pts = grid @ matrix.T.astype(np.float32)
+    z = pts[..., 2]
+    z = np.where(np.abs(z) < 1e-6, 1e-6, z)
+    out = np.empty(shape + (2,), np.float32)
+    out[..., 0] = pts[..., 0] / z - gx
+    out[..., 1] = pts[..., 1] / z - gy
+    return out
+
+
+@lru_cache(maxsize=8)
+def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each pixel's homogeneous coordinates ``(x, y, 1)`` (ndarray[h, w, 3] float32), and ``x`` and ``y``
+    (ndarray[h, w] each), read-only: shared by every plane fitted at that proxy size."""
     h, w = shape
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    pts = np.stack([gx, gy, np.ones_like(gx)], -1) @ matrix.T.astype(np.float32)
-    fitted = pts[..., :2] / np.where(np.abs(pts[..., 2:]) < 1e-6, 1e-6, pts[..., 2:]) - np.stack([gx, gy], -1)
-    out: np.ndarray = fitted.astype(np.float32)
-    return out
+    grid = np.stack([gx, gy, np.ones_like(gx)], -1)
+    for array in (grid, gx, gy):
+        array.flags.writeable = False
+    return grid, gx, gy
 
 
 def _sample(
@@ -410,8 +449,7 @@ def _dis() -> Any:
 
 def _consistent(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     """Forward-backward check: True where ``backward`` at the end of ``forward`` cancels it."""
-    h, w = forward.shape[:2]
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    _, gx, gy = _grid(forward.shape[:2])
     back = cv2.remap(
         backward,
         gx + forward[..., 0],
@@ -638,7 +676,9 @@ def _background(
     elsewhere (without a fit: the measured flow outside the hole, interpolated into it)."""
     if fitted is None:
         return membrane_fill(flow, ~hole) if (~hole).any() else np.zeros_like(flow)
-    residual = membrane_fill(np.where(inliers[..., None], flow - fitted, 0.0).astype(np.float32), inliers)
+    residual = membrane_fill(
+        np.where(np.stack([inliers] * 2, -1), flow - fitted, 0.0).astype(np.float32), inliers
+    )
     out: np.ndarray = (fitted + residual).astype(np.float32)
     return out
 
@@ -908,20 +948,14 @@ class Propagator:
                 fill = _floor(rgb, holes, small, t, pixels, (ys[is_ring], xs[is_ring]), fill, hypotheses[0])
             value, source = fill.value, fill.source
             box = pixels.box
-            got = source >= 0
-            y, x = pixels.hy[got] - box[0], pixels.hx[got] - box[2]
+            got = np.flatnonzero(source >= 0)
+            where = pixels.flat[got]  # (ascending: the hole pixels are in row-major order)
             shape = (box[1] - box[0], box[3] - box[2])
-            values = np.zeros(shape + (3,), np.float32)
-            values[y, x] = value[got]
-            revealed = np.zeros(shape, bool)
-            revealed[y, x] = True
-            offset = np.zeros(shape, np.float32)
-            offset[y, x] = source[got] - t
-            return (  # packed here, on the worker: the window's dense results are never all held
+            return (  # packed here, on the worker, from the recovered pixels alone (no dense box)
                 (box[0] + region[0], box[1] + region[0], box[2] + region[2], box[3] + region[2]),
-                _Packed(values),
-                _Packed(revealed),
-                _Packed(offset),
+                _Packed.at(shape + (3,), where, value[got].astype(np.float32, copy=False)),
+                _Packed.at(shape, where, np.ones(len(got), bool)),
+                _Packed.at(shape, where, (source[got] - t).astype(np.float32)),
             )
 
         # targets are independent: as many at once as OpenCV may use threads (NumPy and OpenCV let go
@@ -1095,22 +1129,36 @@ def _candidates(
         for s, (_, ring_x, ring_y), (shift_x, shift_y) in zip(sources, rings, shifts, strict=True)
     ]
     gains = _exposure_gains(targets, ring_sources, np.stack(exposures) if sources else np.ones((0, 3)))
+    if not sources:
+        return value, dist, src_of, misfit
+    # each source's pixels, one run after another: per-source work (sampling its frame, its ring) is
+    # done run by run, the arithmetic on every pixel once over all runs (the same numbers)
+    runs = [pixels_of[s] if only is None else only[pixels_of[s]] for s in sources]
+    counts = [len(run) for run in runs]
+    ends = np.cumsum(counts).tolist()
+    order = np.concatenate(runs)
+    spread = np.empty((len(order), 3), np.float32)
     for i, s in enumerate(sources):
-        mine = pixels_of[s] if only is None else only[pixels_of[s]]
         pick = points_of.get(s, np.zeros(0, np.int64))
         at = flat[pick]
         disp[at] = moved[pick]
-        spread = _sample(disp.reshape(bh, bw, 3), px[mine], py[mine])
+        spread[ends[i] - counts[i] : ends[i]] = _sample(disp.reshape(bh, bw, 3), px[runs[i]], py[runs[i]])
         disp[at] = 0.0
-        weight = np.maximum(spread[:, 2], 1e-6)
-        shift_x, shift_y = shifts[i]
-        dx, dy = spread[:, 0] / weight + shift_x, spread[:, 1] / weight + shift_y
-        sampled = _sample(rgb[s], pixels.gx[mine] + dx / sx, pixels.gy[mine] + dy / sy, cv2.INTER_CUBIC)
+    weight = np.maximum(spread[:, 2], 1e-6)
+    shift = np.repeat(np.array(shifts, np.float32).reshape(-1, 2), counts, axis=0)
+    dx, dy = spread[:, 0] / weight + shift[:, 0], spread[:, 1] / weight + shift[:, 1]
+    at_x, at_y = pixels.gx[order] + dx / sx, pixels.gy[order] + dy / sy
+    sampled = np.empty((len(order), 3), np.float32)
+    # what the gain leaves on each ring, smoothed into the hole (-0.0, which adds nothing, for a ring
+    # too small to tell), and the misfit
+    shading = np.full((len(order), 3), -0.0, np.float32)
+    for i, s in enumerate(sources):
+        run = slice(ends[i] - counts[i], ends[i])
+        sampled[run] = _sample(rgb[s], at_x[run], at_y[run], cv2.INTER_CUBIC)
         ring_idx, ring_target, ring_source, gain = rings[i][0], targets[i], ring_sources[i], gains[i]
-        carried = sampled * gain
         if len(ring_idx) < 16:  # too small a ring to tell
-            rows[mine] = carried.view(rows.dtype).reshape(-1)
             continue
+        mine = runs[i]
         ry, rx = ys[ring_idx] - oy, xs[ring_idx] - ox
         left = ring_target - ring_source * gain
         size = _largest(np.abs(left))
@@ -1126,13 +1174,14 @@ def _candidates(
             values = np.concatenate([left, (size / level)[:, None]], -1)
             use = np.concatenate([use, np.ones((len(size), 1), bool)], -1)
         around = _at(_smooth(values, ry, rx, (bh, bw), use), px[mine], py[mine])
-        shading = around[:, :3]
+        shading[run] = around[:, :3]
         if only is None:
             misfit[mine] = around[:, 3]
-        small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(carried)), 0.05)
-        shading[~small] = 0.0  # (in place: around is not read again)
-        carried += shading
-        rows[mine] = carried.view(rows.dtype).reshape(-1)
+    carried = sampled * np.repeat(gains, counts, axis=0)
+    small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(carried)), 0.05)
+    shading[~small] = 0.0
+    carried += shading
+    rows[order] = carried.view(rows.dtype).reshape(-1)
     return value, dist, src_of, misfit
 
 
@@ -1500,7 +1549,9 @@ def _blend(
         unsettled[at_dispute[settled]] = False
     if unsettled.any():
         weight_f[unsettled] = _one_side_per_region(weight_f, unsettled, pixels)
-    blended = weight_f[..., None] * vf + (1.0 - weight_f[..., None]) * vb
+    # (the weight laid out per channel first: NumPy broadcasts over a last axis of 3 ten times slower)
+    share_f = np.stack([weight_f] * 3, -1)
+    blended = share_f * vf + (1.0 - share_f) * vb
     # a source fits if its misfit was not measured (too small a ring to tell) or is small
     fits_f = (sf >= 0) & ~(ef > MISFIT)
     fits_b = (sb >= 0) & ~(eb > MISFIT)

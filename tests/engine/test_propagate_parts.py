@@ -1,6 +1,6 @@
 """Propagation's storage and work-sharing: the packed results, the per-source grouping, the rings aligned
-and gain-matched all at once, the channel-planar comparison of motion hypotheses and the pairs measured
-on several threads each give exactly what the plain computation gives."""
+and gain-matched all at once, the pick and mix of motion hypotheses (compared channel by channel) and the
+pairs measured on several threads each give exactly what the plain computation gives."""
 
 from __future__ import annotations
 
@@ -13,18 +13,22 @@ from test_propagate import H, W, synthetic_shot
 
 from combcn.engine import propagate as propagate_module
 from combcn.engine.propagate import (
+    AGREE,
     Propagated,
     PropagationSettings,
     Propagator,
     _align_many,
     _apart,
     _apart_planes,
+    _combine,
     _exposure_gain,
     _exposure_gains,
+    _Fill,
     _groups,
     _mean,
     _Packed,
     _pick,
+    _Pixels,
     _weighted,
 )
 
@@ -55,6 +59,29 @@ class TestPacked:
         back = _Packed(array).unpack()
         assert back.dtype == array.dtype and back.shape == array.shape
         assert back.tobytes() == array.tobytes()
+
+    @pytest.mark.parametrize(
+        ("shape", "dtype"),
+        [((5, 9, 3), np.float32), ((5, 9), bool), ((5, 9), np.float32), ((4, 6, 3), np.float32)],
+    )
+    def test_at_is_the_packed_dense_array(self, shape: tuple[int, ...], dtype: type) -> None:
+        """Packing values at given pixels equals packing the dense array that holds them (a value of
+        zero is not kept, -0.0 is), and with no pixels at all, an empty pack."""
+        rng = np.random.default_rng(len(shape))
+        where = np.flatnonzero(rng.random(shape[0] * shape[1]) < 0.4)
+        if shape == (4, 6, 3):
+            where = where[:0]
+        values = rng.normal(size=(len(where),) + shape[2:]).astype(dtype)
+        if dtype is np.float32 and len(where) > 3:
+            values.reshape(len(where), -1)[:3] = [[0.0], [-0.0], [np.nan]]
+        dense = np.zeros(shape, dtype)
+        dense.reshape((shape[0] * shape[1],) + shape[2:])[where] = values
+        packed, expected = _Packed.at(shape, where, values), _Packed(dense)
+        assert packed.shape == expected.shape and packed.dtype == expected.dtype
+        assert packed.mask.tobytes() == expected.mask.tobytes()
+        assert packed.pixels.shape == expected.pixels.shape
+        assert packed.pixels.tobytes() == expected.pixels.tobytes()
+        assert packed.unpack().tobytes() == dense.tobytes()
 
     def test_module(self) -> None:
         """Arrays set into a :class:`Propagated` are packed and read back as new arrays, and ``get`` over
@@ -205,6 +232,29 @@ class TestApartPlanes:
         found = _apart_planes(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T))
         assert found.dtype == expected.dtype
         assert found.tobytes() == expected.tobytes()
+
+
+class TestCombine:
+    def test_two_poses_are_never_blended(self) -> None:
+        """Two hypotheses that both weigh: where their values differ by more than ``AGREE`` the heaviest
+        is taken alone (its value, bit for bit), where they agree their weighted mix."""
+        yy, xx = np.mgrid[0:10, 0:20]
+        pixels = _Pixels(yy.ravel(), xx.ravel(), (1.0, 1.0), yy.ravel(), xx.ravel())
+        n = 200
+        apart = xx.ravel() >= 10
+        both = np.ones(n, bool)
+        rest = (np.full(n, np.nan), np.zeros(n, bool))  # misfit, disputed: not read here
+        first = _Fill(
+            np.full((n, 3), 0.5, np.float32), np.full(n, 3), np.full(n, 0.1), both, np.full(n, 2.0), *rest
+        )
+        second_value = np.where(apart[:, None], 0.9, 0.52) * np.ones((n, 3))
+        second = _Fill(
+            second_value.astype(np.float32), np.full(n, 5), np.full(n, 0.102), both, np.full(n, 2.0), *rest
+        )
+        assert (_apart(first.value, second.value)[apart] > AGREE).all()
+        fill = _combine([first, second], pixels, locked_off=False)
+        assert (fill.value[apart] == np.float32(0.5)).all() and (fill.source == 3).all()
+        assert ((fill.value[~apart] > 0.505) & (fill.value[~apart] < 0.515)).all()
 
 
 class TestMotionThreads:
