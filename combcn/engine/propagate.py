@@ -737,21 +737,23 @@ def _trace(
             px = px + step[:, 0]
             py = py + step[:, 1]
             inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
-            idx, px, py = idx[inside], px[inside], py[inside]
+            if not inside.all():  # (each filter below is skipped where it would keep every point)
+                idx, px, py, ring = idx[inside], px[inside], py[inside], ring[inside]
         at = known[nxt].reshape(-1)[np.rint(py).astype(np.int32) * w + np.rint(px).astype(np.int32)]
-        ring = is_ring[idx]
         on_ring = at & ring
         ring_at[nxt] = (idx[on_ring], px[on_ring], py[on_ring])
         first = source[0, idx]
         gap = np.abs(nxt - first)
         hole_at = at & ~ring
         for rank, hit in enumerate((hole_at & (first < 0), hole_at & (first >= 0) & (gap >= WITNESS))):
-            found = idx[hit]
-            source[rank, found] = nxt
-            found_x[rank, found] = px[hit]
-            found_y[rank, found] = py[hit]
+            if hit.any():
+                found = idx[hit]
+                source[rank, found] = nxt
+                found_x[rank, found] = px[hit]
+                found_y[rank, found] = py[hit]
         going = ~((first >= 0) & ((source[1, idx] >= 0) | (gap >= 3 * WITNESS)))
-        idx, px, py, ring = idx[going], px[going], py[going], ring[going]
+        if not going.all():
+            idx, px, py, ring = idx[going], px[going], py[going], ring[going]
         s = nxt
     return (
         _Trace(source[0], found_x[0], found_y[0], ring_at),
