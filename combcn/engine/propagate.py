@@ -778,7 +778,13 @@ def _level(small: np.ndarray, known: np.ndarray) -> np.ndarray:
         return np.ones(3, np.float32)
     # (np.compress: the same pixels, in the same order, as small[known], in less time)
     chosen = np.compress(known.reshape(-1), small.reshape(-1, small.shape[-1]), 0)
-    out: np.ndarray = np.maximum(chosen.mean(0), 1e-3).astype(np.float32)
+    if chosen.dtype != np.float32:
+        return np.maximum(chosen.mean(0), 1e-3).astype(np.float32)
+    # chosen.mean(0), the same numbers in a fifth of the time: OpenCV sums the rows one after another in
+    # float32, as NumPy does along a first axis, and the total is divided as np.mean divides it
+    total = cv2.reduce(chosen, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F).reshape(-1)
+    mean = np.true_divide(total, np.intp(len(chosen)), out=total, casting="unsafe")
+    out: np.ndarray = np.maximum(mean, 1e-3).astype(np.float32)
     return out
 
 
@@ -895,15 +901,40 @@ class Propagator:
         Returns:
             Propagated: per target, the recovered values, which pixels were recovered, and from where.
         """
+        # frames and targets are independent: as many at once as OpenCV may use threads (NumPy and
+        # OpenCV let go of the interpreter in their loops); each one's result is the same however they
+        # are spread
+        workers = max(1, min(cv2.getNumThreads(), len(targets)))
+        if workers == 1:
+            return self._fill(rgb, holes, targets, scene, map)
+        with ThreadPoolExecutor(workers, thread_name_prefix="combcn-propagate") as pool:
+            return self._fill(rgb, holes, targets, scene, pool.map)
+
+    def _fill(
+        self,
+        rgb: list[np.ndarray],
+        holes: list[np.ndarray],
+        targets: list[int],
+        scene: bool,
+        each: Callable[..., Any],
+    ) -> Propagated:
+        """:meth:`fill`, the frames' proxies and each target's fill made by ``each`` (``map``, or a thread
+        pool's)."""
         motion = self.motion
         region = self.region
-        rgb = [np.ascontiguousarray(x, np.float32) for x in rgb]  # OpenCV copies strided images per call
-        small_holes = [self._small(m) for m in holes]
         edge = np.ones((2 * EDGE + 1, 2 * EDGE + 1), np.uint8)
-        known = [~(cv2.dilate(m.astype(np.uint8), edge) > 0) for m in small_holes]
-        small_rgb = [cv2.resize(x, self.size, interpolation=cv2.INTER_AREA) for x in rgb]
-        # each frame's exposure: the gain between two frames may follow it (a flash, a fade)
-        levels = [_level(x, k) for x, k in zip(small_rgb, known, strict=True)]
+
+        def frame(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            """Frame ``i``'s plate, proxy hole, known proxy pixels, proxy and exposure level (the gain
+            between two frames may follow it: a flash, a fade)."""
+            plate = np.ascontiguousarray(rgb[i], np.float32)  # OpenCV copies strided images per call
+            small_hole = self._small(holes[i])
+            known_i = ~(cv2.dilate(small_hole.astype(np.uint8), edge) > 0)
+            small = cv2.resize(plate, self.size, interpolation=cv2.INTER_AREA)
+            return plate, small_hole, known_i, small, _level(small, known_i)
+
+        frames = list(each(frame, range(len(rgb))))
+        rgb, small_holes, known, small_rgb, levels = ([f[k] for f in frames] for k in range(5))
         out = Propagated(self.region, {}, {}, {}, {}, motion.locked_off)
         # with two layers, a layer's point is known only where that layer is what the frame shows
         layer_known = [known]
@@ -929,7 +960,7 @@ class Propagator:
             ring = (cv2.dilate(track.astype(np.uint8), ring_kernel) > 0) & known[t]
             ys, xs = np.nonzero(track | ring)
             is_ring = ring[ys, xs]
-            pixels = _Pixels(hy, hx, self.scale, ys, xs)
+            pixels = _Pixels(hy, hx, self.scale, ys, xs, small_rgb[t])
             hypotheses = []
             for forward, backward, static, own in flows:
                 (fwd, fwd_witness), (bwd, bwd_witness) = (
@@ -960,14 +991,7 @@ class Propagator:
                 _Packed.at(shape, where, (source[got] - t).astype(np.float32)),
             )
 
-        # targets are independent: as many at once as OpenCV may use threads (NumPy and OpenCV let go
-        # of the interpreter in their loops); each one's result is the same however they are spread
-        workers = max(1, min(cv2.getNumThreads(), len(targets)))
-        if workers == 1:
-            results = [one(t) for t in targets]
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="combcn-propagate") as pool:
-                results = list(pool.map(one, targets))
+        results = list(each(one, targets))
         for t, result in zip(targets, results, strict=True):  # in the targets' order
             if result is not None:
                 out.boxes[t] = result[0]
@@ -1002,10 +1026,18 @@ class _Pixels:
         nearest (ndarray[N] int): the flat index in the box of each pixel's nearest proxy point (-1:
             off the box).
         box: the pixels' bounding box ``(y0, y1, x0, x1)`` within the region.
+        points (ndarray[P] int): the flat index in the proxy box of each traced point.
+        colours (ndarray[P, 3] float32): the traced points' colours in the target's proxy (when given).
     """
 
     def __init__(
-        self, hy: np.ndarray, hx: np.ndarray, scale: tuple[float, float], ys: np.ndarray, xs: np.ndarray
+        self,
+        hy: np.ndarray,
+        hx: np.ndarray,
+        scale: tuple[float, float],
+        ys: np.ndarray,
+        xs: np.ndarray,
+        target: np.ndarray | None = None,
     ):
         self.hy, self.hx = hy, hx
         self.gx, self.gy = hx.astype(np.float32), hy.astype(np.float32)
@@ -1019,6 +1051,8 @@ class _Pixels:
         self.box = y0, y1, x0, x1 = (int(hy.min()), int(hy.max()) + 1, int(hx.min()), int(hx.max()) + 1)
         #: each pixel's flat index in the bounding box (one index, not two, per lay-out and look-up)
         self.flat = (hy - y0) * (x1 - x0) + (hx - x0)
+        self.points = (ys - oy) * bw + xs - ox
+        self.colours = None if target is None else target[ys, xs]
 
     def grid(self, values: np.ndarray, fill: float = 0) -> np.ndarray:
         """Per-pixel ``values`` (ndarray[N]) laid out over the bounding box, ``fill`` elsewhere."""
@@ -1092,7 +1126,7 @@ def _candidates(
     # each hole pixel is served by the source of its nearest traced point
     (oy, ox), (bh, bw), px, py = pixels.origin, pixels.span, pixels.px, pixels.py
     label = np.full(bh * bw + 1, -1, np.int32)  # the last: off the box
-    flat = (ys - oy) * bw + xs - ox
+    flat = pixels.points
     label[flat] = trace.source
     if only is None:
         serving = label[pixels.nearest]
@@ -1103,7 +1137,10 @@ def _candidates(
     dist = np.abs(serving - t).astype(np.float32)
     dist[serving < 0] = np.inf
     # each traced point's displacement to where its source shows it, and a weight of 1
-    moved = np.stack([trace.x - xs, trace.y - ys, np.ones(len(xs))], -1).astype(np.float32)
+    # (in float32: a float32 less a small whole number rounds as its exact float64 difference does)
+    moved = np.stack(
+        [trace.x - xs.astype(np.float32), trace.y - ys.astype(np.float32), np.ones(len(xs), np.float32)], -1
+    )
     served = serving if only is None else serving[only]
     # the pixels, and the traced points, of each source, in increasing order (one sort each, not a
     # comparison of every pixel per source)
@@ -1112,7 +1149,7 @@ def _candidates(
     rows = value.view(np.dtype((np.void, 12))).reshape(-1)  # a pixel's three values as one item
     # the ring points of t known in each source: where the trace put them, refined all at once (their
     # colours in t against the source's, exposure matched), then each source's exposure gain, all at once
-    colours = small_rgb[t][ys, xs]
+    colours = small_rgb[t][ys, xs] if pixels.colours is None else pixels.colours
     sources = [s for s in pixels_of if s >= 0]
     none = (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))
     rings = [trace.ring_at.get(s, none) for s in sources]

@@ -25,6 +25,7 @@ from combcn.engine.propagate import (
     _exposure_gains,
     _Fill,
     _groups,
+    _level,
     _mean,
     _Packed,
     _pick,
@@ -232,6 +233,19 @@ class TestApartPlanes:
         found = _apart_planes(np.ascontiguousarray(a.T), np.ascontiguousarray(b.T))
         assert found.dtype == expected.dtype
         assert found.tobytes() == expected.tobytes()
+
+
+class TestLevel:
+    @pytest.mark.parametrize("size", [(1, 1), (37, 53), (360, 640)])
+    def test_same_bits_as_the_numpy_mean(self, size: tuple[int, int]) -> None:
+        """A frame's level, summed by OpenCV: the same bits as NumPy's mean of its known pixels."""
+        rng = np.random.default_rng(size[0])
+        small = (rng.random(size + (3,)) * rng.choice([0.01, 1.0, 50.0], 3)).astype(np.float32)
+        known = rng.random(size) < 0.6
+        known[0, 0] = True
+        expected = np.maximum(small[known].mean(0), 1e-3).astype(np.float32)
+        assert _level(small, known).tobytes() == expected.tobytes()
+        assert (_level(small, np.zeros(size, bool)) == 1).all()
 
 
 class TestCombine:
