@@ -582,6 +582,7 @@ class _Motion:
     Args:
         pairs: each neighbouring pair's measured motion, frame ``i`` to ``i + 1``.
         shape: the proxy's (h, w).
+        each: how the pairs' layers, movers and scene flow are made (``map``, or a thread pool's).
 
     Attributes:
         forward, backward (list[list[ndarray[h, w, 2]]]): per layer, per frame pair ``(i, i + 1)``.
@@ -592,7 +593,7 @@ class _Motion:
         locked_off: layer 0 does not move.
     """
 
-    def __init__(self, pairs: list[_PairMotion], shape: tuple[int, int]):
+    def __init__(self, pairs: list[_PairMotion], shape: tuple[int, int], each: Callable[..., Any] = map):
         n = len(pairs) + 1
         self.locked_off = all(p.still for p in pairs)
         self.forward: list[list[np.ndarray]] = [[]]
@@ -614,21 +615,35 @@ class _Motion:
             if len(p.planes[1]) > 1:
                 self.second[i + 1] |= p.planes[1][1]
         zero = np.zeros(shape + (2,), np.float32)
-        for p in pairs:
-            for k in range(len(self.forward)):
-                if k == 0 and self.locked_off:
-                    self.forward[0].append(zero)
-                    self.backward[0].append(zero)
-                    continue
-                self.forward[k].append(p.background(0, k))
-                self.backward[k].append(p.background(1, k))
-        for i, p in enumerate(pairs):
-            self.movers[i] |= _movers(p.forward, [layer[i] for layer in self.forward], p.trusted[0])
-            self.movers[i + 1] |= _movers(p.backward, [layer[i] for layer in self.backward], p.trusted[1])
+        layers, locked_off = len(self.forward), self.locked_off
+
+        def motions(p: _PairMotion) -> list[tuple[np.ndarray, np.ndarray]]:
+            """The pair's motion in each layer, forward and backward (each pair by ``each``: a pair's
+            layers are made on one thread, pairs side by side)."""
+            return [
+                (zero, zero) if k == 0 and locked_off else (p.background(0, k), p.background(1, k))
+                for k in range(layers)
+            ]
+
+        for found in each(motions, pairs):
+            for k, (forward, backward) in enumerate(found):
+                self.forward[k].append(forward)
+                self.backward[k].append(backward)
+
+        def moving(i: int) -> tuple[np.ndarray, np.ndarray]:
+            p = pairs[i]
+            return (
+                _movers(p.forward, [layer[i] for layer in self.forward], p.trusted[0]),
+                _movers(p.backward, [layer[i] for layer in self.backward], p.trusted[1]),
+            )
+
+        for i, (ahead, behind) in enumerate(each(moving, range(len(pairs)))):
+            self.movers[i] |= ahead
+            self.movers[i + 1] |= behind
         if any(m.any() for m in self.movers):
-            for p in pairs:
-                self.scene_forward.append(p.scene(0))
-                self.scene_backward.append(p.scene(1))
+            for forward, backward in each(lambda p: (p.scene(0), p.scene(1)), pairs):
+                self.scene_forward.append(forward)
+                self.scene_backward.append(backward)
 
 
 def _movers(flow: np.ndarray, layers: list[np.ndarray], trusted: np.ndarray) -> np.ndarray:
@@ -840,17 +855,29 @@ class Propagator:
         self.size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
         self.scale = (self.size[0] / w, self.size[1] / h)
         self.region = region
-        pairs = self._pairs(rgb, holes, MotionCache() if cache is None else cache, start)
-        self.motion = _Motion(pairs, (self.size[1], self.size[0]))
+        cache = MotionCache() if cache is None else cache
+        shape = (self.size[1], self.size[0])
+        # pairs are measured, and their motion layers made, as many at once as OpenCV may use threads
+        # (DIS runs on one core, and OpenCV and NumPy let go of the interpreter in their loops): a
+        # pair's motion is the same whichever thread makes it
+        workers = max(1, min(cv2.getNumThreads(), len(rgb) - 1))
+        if workers == 1:
+            self.motion = _Motion(self._pairs(rgb, holes, cache, start, map), shape)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="combcn-motion") as pool:
+                self.motion = _Motion(self._pairs(rgb, holes, cache, start, pool.map), shape, pool.map)
 
     def _pairs(
-        self, rgb: list[np.ndarray], holes: list[np.ndarray], cache: MotionCache, start: int
+        self,
+        rgb: list[np.ndarray],
+        holes: list[np.ndarray],
+        cache: MotionCache,
+        start: int,
+        each: Callable[..., Any],
     ) -> list[_PairMotion]:
-        """Each neighbouring pair's motion, from ``cache`` where it is kept, else measured (and kept).
-
-        Pairs are measured as many at once as OpenCV may use threads (DIS runs on one core, and OpenCV
-        and NumPy let go of the interpreter in their loops), each thread with its own DIS; a pair's
-        motion is the same whichever thread measures it."""
+        """Each neighbouring pair's motion, from ``cache`` where it is kept, else measured (and kept),
+        the frames and pairs made by ``each`` (``map``, or a thread pool's), each thread with its own
+        DIS."""
         cache.forget_other(self.region, self.size)
         local = threading.local()
         frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a frame's grey and grown hole, once
@@ -874,12 +901,8 @@ class Propagator:
         def pair(i: int) -> _PairMotion:
             return cache.pair(keys[i], partial(measure, i))
 
-        workers = max(1, min(cv2.getNumThreads(), len(missing)))
-        if workers == 1:
-            return [pair(i) for i in range(len(keys))]
-        with ThreadPoolExecutor(workers, thread_name_prefix="combcn-motion") as pool:
-            list(pool.map(frame, needed))  # (each frame once, before the pairs that share it)
-            return list(pool.map(pair, range(len(keys))))
+        list(each(frame, needed))  # (each frame once, before the pairs that share it)
+        return list(each(pair, range(len(keys))))
 
     def _small(self, hole: np.ndarray) -> np.ndarray:
         """A proxy pixel is hole if any plate pixel under it is."""
