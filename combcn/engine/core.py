@@ -392,6 +392,9 @@ class _Window:
         self.method = "network"
         #: per frame, the network's fill kept at its unresolved pixels alone (:meth:`_synthesise`)
         self.at_holes: dict[int, _HoleFill] = {}
+        #: per frame between key frames, the synthesised pixels a key frame's joined fill reached
+        #: (:meth:`_carry_key_frames`), over the frame's hole box: kept as carried by the join
+        self.carried: dict[int, np.ndarray] = {}
 
     def hole_in(self, position: int, region: Box) -> np.ndarray:
         """ndarray[h, w] bool: the frame's hole (alpha > 0) over ``region`` (any plate box)."""
@@ -515,7 +518,8 @@ class _Window:
         """Keep the network's invention on key frames (every ``KEY_FRAMES``-th synthesised frame and the
         last) and carry it along the window's motion to the frames between them, as propagation carries
         real pixels, so invented content moves with the background instead of flickering. A frame's
-        pixels that no key frame reaches keep their own synthesis.
+        pixels that no key frame reaches keep their own synthesis; those it reaches are recorded in
+        :attr:`carried`, and the join keeps them as they came (:meth:`_meet_border`).
 
         Returns:
             the key frames' joined fills (the frames between are updated in ``synthesised``).
@@ -551,6 +555,9 @@ class _Window:
             if p - self.lo in carried.revealed:
                 over = (crop.y0, crop.y1, crop.x0, crop.x1)
                 use = carried.get("revealed", p - self.lo, over)
+                box = self.infos[p][0]
+                assert box is not None
+                self.carried[p] = carried.get("revealed", p - self.lo, box)
                 if p in self.at_holes:  # (unresolved pixels only: kept at them)
                     kept = self.at_holes[p]
                     dense = kept.dense()
@@ -997,7 +1004,8 @@ class _Window:
         and the network's value, interpolated as a membrane over the rest (the Poisson solve's
         stand-in). The network's fill is made at working size and scaled up: without this its level
         drifts from the plate's right at the hole's edge (measured on held-out clips: 14-35 % less
-        error on the synthesised pixels with it)."""
+        error on the synthesised pixels with it). Between key frames, what a key frame's joined fill
+        carried here is known like the recovered pixels: only the rest is moved to meet it."""
         box, _ = self.infos[p]
         assert box is not None
         values, crop = synthesised
@@ -1011,6 +1019,13 @@ class _Window:
         known_values[inner][revealed] = fill[revealed]
         todo = np.zeros(known_values.shape[:2], bool)
         todo[inner] = unresolved
+        # what a key frame's fill carried here was joined there: it stays as carried, and the rest of
+        # the synthesised pixels meet it as they meet the plate (joined again to each frame's border,
+        # it would follow that border's grain and passers-by frame by frame: flicker)
+        carried = self.carried.get(p)
+        if carried is not None:
+            carried = carried & unresolved
+            todo[inner] &= ~carried
         net = np.zeros(known_values.shape, np.float32)
         cy0, cy1, cx0, cx1 = max(g[0], crop.y0), min(g[1], crop.y1), max(g[2], crop.x0), min(g[3], crop.x1)
         net[cy0 - g[0] : cy1 - g[0], cx0 - g[2] : cx1 - g[2]] = values[
@@ -1019,7 +1034,11 @@ class _Window:
         # a copy of the plate carries texture up to the border: only its level is matched there
         copied = self.method in probe.COPIES
         sigma = probe.TEXTURE_SIGMA if copied else None
+        if carried is not None:
+            known_values[inner][carried] = net[inner][carried]
         out: np.ndarray = _clone_to_border(net, known_values, todo, sigma)[inner]
+        if carried is not None:
+            out[carried] = net[inner][carried]
         # the correction may carry a fill past what the crop shows (a dark fill lowered to meet a dark
         # edge goes below black; a bright grain lifted to a bright edge): kept within the crop's range
         lo, hi = (values.min(axis=(0, 1)), values.max(axis=(0, 1))) if kept is None else kept.range()

@@ -392,7 +392,8 @@ class TestEngineProbe:
     ) -> None:
         # a locked-off plate with new grain in every frame: the copy of its median has lost the grain,
         # and the texture is brought back to the detail the plate shows around the hole (fails with the
-        # gain held at 1: 0.65 of it)
+        # gain held at 1: 0.65 of it). The frames between the key frames carry a cross-fade of the two
+        # keys' fills, whose grain differs: 0.85 of the ring's detail midway
         plate = self._grainy(11)
         _, matte = self._shot()
         hole = matte > 0
@@ -406,7 +407,7 @@ class TestEngineProbe:
         for t in range(6):
             ring = probe.ring_detail(plate[t], hole[t])
             assert ring is not None
-            assert probe.detail_of(out[t], hole[t]) == pytest.approx(ring, rel=0.15)
+            assert 0.8 * ring <= probe.detail_of(out[t], hole[t]) <= 1.15 * ring, t
 
     def test_a_hole_too_large_for_a_full_size_probe_is_measured_at_half_size(
         self, engine: Engine, caplog: pytest.LogCaptureFixture
