@@ -782,7 +782,8 @@ class _Window:
         # each frame's unresolved pixels over the union's box, shrunk to the probe's size
         ph, pw = probe.probe_size(union, scale)
         shape = (union[0], union[0] + ph, union[2], union[2] + pw)
-        cuts = {p: probe.shrink(self._in_union(p, unresolved[p], union), scale) for p in filled}
+        whole = Crop(*union, union[1] - union[0], union[3] - union[2])  # (the union's box, unscaled)
+        cuts = {p: probe.shrink(self._over(whole, self.infos[p][0], unresolved[p]), scale) for p in filled}
         used = 0
         for shift in shifts:
             crop = self._crop_around(
@@ -835,24 +836,6 @@ class _Window:
         scores = {name: probe.score(*lists) for name, lists in results.items()}
         verdict = probe.choose(scores, used)
         return dataclasses.replace(verdict, scale=scale) if scale != 1 else verdict
-
-    def _in_union(self, p: int, hole: np.ndarray, union: Box) -> np.ndarray:
-        """Frame ``p``'s ``hole`` (over its matte's box, which may reach past the union: a matte's box
-        holds pixels propagation recovered) laid over the ``union`` box: bool[h, w]."""
-        box = self.infos[p][0]
-        assert box is not None
-        out = np.zeros((union[1] - union[0], union[3] - union[2]), bool)
-        y0, y1, x0, x1 = (
-            max(box[0], union[0]),
-            min(box[1], union[1]),
-            max(box[2], union[2]),
-            min(box[3], union[3]),
-        )
-        if y1 > y0 and x1 > x0:
-            out[y0 - union[0] : y1 - union[0], x0 - union[2] : x1 - union[2]] = hole[
-                y0 - box[0] : y1 - box[0], x0 - box[2] : x1 - box[2]
-            ]
-        return out
 
     def _at_plate(
         self,
@@ -1019,13 +1002,6 @@ class _Window:
         known_values[inner][revealed] = fill[revealed]
         todo = np.zeros(known_values.shape[:2], bool)
         todo[inner] = unresolved
-        # what a key frame's fill carried here was joined there: it stays as carried, and the rest of
-        # the synthesised pixels meet it as they meet the plate (joined again to each frame's border,
-        # it would follow that border's grain and passers-by frame by frame: flicker)
-        carried = self.carried.get(p)
-        if carried is not None:
-            carried = carried & unresolved
-            todo[inner] &= ~carried
         net = np.zeros(known_values.shape, np.float32)
         cy0, cy1, cx0, cx1 = max(g[0], crop.y0), min(g[1], crop.y1), max(g[2], crop.x0), min(g[3], crop.x1)
         net[cy0 - g[0] : cy1 - g[0], cx0 - g[2] : cx1 - g[2]] = values[
@@ -1034,10 +1010,16 @@ class _Window:
         # a copy of the plate carries texture up to the border: only its level is matched there
         copied = self.method in probe.COPIES
         sigma = probe.TEXTURE_SIGMA if copied else None
+        # what a key frame's fill carried here was joined there: it stays as carried, and the rest of
+        # the synthesised pixels meet it as they meet the plate (joined again to each frame's border,
+        # it would follow that border's grain and passers-by frame by frame: flicker)
+        carried = self.carried.get(p)
         if carried is not None:
+            carried = carried & unresolved
+            todo[inner] &= ~carried
             known_values[inner][carried] = net[inner][carried]
         out: np.ndarray = _clone_to_border(net, known_values, todo, sigma)[inner]
-        if carried is not None:
+        if carried is not None:  # (the correction moves every pixel; only ``todo`` is the join's)
             out[carried] = net[inner][carried]
         # the correction may carry a fill past what the crop shows (a dark fill lowered to meet a dark
         # edge goes below black; a bright grain lifted to a bright edge): kept within the crop's range
@@ -1107,10 +1089,10 @@ def _clone_to_border(
     """``net`` (ndarray[h, w, 3]) at ``todo`` (bool[h, w]) moved by a smooth correction so that it meets
     ``known_values`` (the same grid) around it: the difference, on the ``todo`` pixels that touch a known
     one, between the mean of those known neighbours and ``net``, interpolated as a membrane over the
-    rest (the Poisson solve's stand-in). Pixels outside ``todo`` are ``net``'s, unchanged. With
-    ``sigma``, the difference is taken from ``net`` blurred by that Gaussian: the level is matched and
-    the texture at the border kept (a copy's grain would otherwise be cancelled there and its extremes
-    spread inwards)."""
+    rest (the Poisson solve's stand-in). Pixels outside ``todo`` are moved by the membrane too: only
+    ``todo``'s are meant to be read. With ``sigma``, the difference is taken from ``net`` blurred by
+    that Gaussian: the level is matched and the texture at the border kept (a copy's grain would
+    otherwise be cancelled there and its extremes spread inwards)."""
     known = (~todo).astype(np.float32)
     ones = np.ones((3, 3), np.float32)
     count = cv2.filter2D(known, -1, ones, borderType=cv2.BORDER_CONSTANT)
