@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any, NamedTuple
@@ -825,6 +826,18 @@ def _exposure_gain(target: np.ndarray, warped: np.ndarray, levels: np.ndarray | 
     return out
 
 
+@contextmanager
+def _mapper(jobs: int, name: str) -> Iterator[Callable[..., Any]]:
+    """``map`` where one thread will do, else a pool's ``map`` over as many threads as OpenCV may use
+    (at most ``jobs``), its threads named ``name``."""
+    workers = max(1, min(cv2.getNumThreads(), jobs))
+    if workers == 1:
+        yield map
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
+        yield pool.map
+
+
 class Propagator:
     """The motion of one window (plus reach), measured once; :meth:`fill` carries pixels along it.
 
@@ -860,12 +873,8 @@ class Propagator:
         # pairs are measured, and their motion layers made, as many at once as OpenCV may use threads
         # (DIS runs on one core, and OpenCV and NumPy let go of the interpreter in their loops): a
         # pair's motion is the same whichever thread makes it
-        workers = max(1, min(cv2.getNumThreads(), len(rgb) - 1))
-        if workers == 1:
-            self.motion = _Motion(self._pairs(rgb, holes, cache, start, map), shape)
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="combcn-motion") as pool:
-                self.motion = _Motion(self._pairs(rgb, holes, cache, start, pool.map), shape, pool.map)
+        with _mapper(len(rgb) - 1, "combcn-motion") as each:
+            self.motion = _Motion(self._pairs(rgb, holes, cache, start, each), shape, each)
 
     def _pairs(
         self,
@@ -927,11 +936,8 @@ class Propagator:
         # frames and targets are independent: as many at once as OpenCV may use threads (NumPy and
         # OpenCV let go of the interpreter in their loops); each one's result is the same however they
         # are spread
-        workers = max(1, min(cv2.getNumThreads(), len(targets)))
-        if workers == 1:
-            return self._fill(rgb, holes, targets, scene, map)
-        with ThreadPoolExecutor(workers, thread_name_prefix="combcn-propagate") as pool:
-            return self._fill(rgb, holes, targets, scene, pool.map)
+        with _mapper(len(targets), "combcn-propagate") as each:
+            return self._fill(rgb, holes, targets, scene, each)
 
     def _fill(
         self,
