@@ -255,11 +255,11 @@ def needed_windows(
             f"give 0 to {length - 1} (default {length // 4})"
         )
     for w in plan_windows(n, length, overlap):
-        if not any(p in wanted_set for p in range(w.start, w.end)):
+        if not any(p in wanted_set for p in range(w.first, w.end)):
             continue
         start, end = max(w.start, lo), min(w.end, hi)
         clipped |= (start, end) != (w.start, w.end)
-        windows.append(Window(start, end, w.previous_overlap, w.next_overlap))
+        windows.append(Window(start, end, w.previous_overlap, w.next_overlap, max(0, w.first - start)))
     if clipped:
         log.warning(
             "--context %d cuts some temporal windows short: chunk edges may differ slightly from a "
@@ -378,7 +378,9 @@ class _Window:
         self.device = device
         #: frame pairs' motion shared with the render's other windows (None: this window's own)
         self.motion = motion
+        #: the frames the network sees; of them, the window fills ``own`` (its lead is context only)
         self.positions = list(range(window.start, window.end))
+        self.own = list(range(window.first, window.end))
         self.ran_model = False
         self.lo = window.start
         self.references = references if references is not None and references.positions else None
@@ -410,12 +412,12 @@ class _Window:
         return out
 
     def run(self) -> dict[int, _WindowFill]:
-        boxes = [self.infos[p][0] for p in self.positions if self.infos[p][0] is not None]
+        boxes = [self.infos[p][0] for p in self.own if self.infos[p][0] is not None]
         if not boxes:
             return {}
         propagated = self._propagate(_union(boxes))  # type: ignore[arg-type]
         unresolved: dict[int, np.ndarray] = {}
-        for p in self.positions:
+        for p in self.own:
             box, alpha = self.infos[p]
             if box is None or alpha is None:
                 continue
@@ -577,7 +579,7 @@ class _Window:
         region = region_around(union, self.height, self.width)
         frames = [self.rgb_at(p, region) for p in range(self.lo, hi)]
         holes = [self.hole_in(p, region) for p in range(self.lo, hi)]
-        targets = [p - self.lo for p in self.positions if self.infos[p][0] is not None]
+        targets = [p - self.lo for p in self.own if self.infos[p][0] is not None]
         # the motion is measured on the plate as shot (the references' holes still hide the object)
         self.propagator = Propagator(
             frames, holes, self.propagation, region=region, cache=self.motion, start=self.lo
@@ -709,7 +711,8 @@ class _Window:
         at_holes: bool = False,
     ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
         """Run the model on the window over ``crop``, with the hole ``masks`` (crop pixels, per frame
-        position; frames not in it have none there) and the propagated pixels of those frames pasted.
+        position; frames not in it have none there, but for the lead's, whose whole hole is unknown)
+        and the propagated pixels of those frames pasted.
 
         Returns:
             (per frame of ``masks``: the network's values over the crop in plate units, per frame of
@@ -727,6 +730,10 @@ class _Window:
                 hole[masks[p]] = 1.0
                 if keep_rows:
                     rows_of[p] = rows
+            elif p < self.window.first:  # the lead: context, its whole hole unknown (nothing propagated)
+                box, alpha = self.infos[p]
+                if box is not None and alpha is not None:
+                    hole[self._over(crop, box, alpha > 0)] = 1.0
             working.append(_to_working(rows, crop, self.shaper))
             t = torch.from_numpy(hole)[None]
             if crop.scaled:
@@ -1235,8 +1242,9 @@ def render_windows(
                 frame_fill.expected,
                 None if frame_fill.referenced is None else frame_fill.referenced.astype(np.float32),
             )
-        # Frames before the next window are final.
-        final_before = windows[k + 1].start if k + 1 < len(windows) else n
+        # Frames before the next window fills any are final; it reads from its start (less its reach) on.
+        final_before = windows[k + 1].first if k + 1 < len(windows) else n
+        read_from = windows[k + 1].start if k + 1 < len(windows) else n
         for p in wanted:
             if p >= final_before:
                 break
@@ -1254,7 +1262,7 @@ def render_windows(
                     referenced_pixels += int((result.referenced & (result.alpha > 0)).sum())
                 emit(p, result)
             emitted.add(p)
-        for p in [p for p in alphas if p < final_before - reach]:
+        for p in [p for p in alphas if p < read_from - reach]:
             del alphas[p]
     missing = [p for p in wanted if p not in emitted]
     if missing:  # pragma: no cover - a bug, not a user error

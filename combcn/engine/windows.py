@@ -2,9 +2,12 @@
 
 Temporal: a sequence of ``n`` frames is covered by windows of the model's length ``L`` that overlap
 by ``overlap`` frames; in an overlap each frame's fill is a weighted mean of both windows' fills with
-linear ramps (a cross-fade), so there is no seam. The grid is anchored at the first frame of the
-sequence, not of the frames being written, so a chunk of a farm render computes exactly the same
-windows as a single render does.
+linear ramps (a cross-fade), so there is no seam. The last window is aligned to the end of the
+sequence, so it may start inside its predecessor by more than ``overlap``: the frames before its
+own overlap are its *lead*, read as context (the network sees them, propagation takes pixels from
+them) but neither propagated nor written, since its predecessor fills them alone. The grid is
+anchored at the first frame of the sequence, not of the frames being written, so a chunk of a farm
+render computes exactly the same windows as a single render does.
 
 Spatial: each window sees one crop (the same for all its frames, so the 3D convolutions see a
 steady picture) around the union of its frames' holes plus a context margin, scaled so its area is
@@ -22,18 +25,28 @@ from combcn.errors import InputError
 
 @dataclass(frozen=True)
 class Window:
-    """Frames ``start`` .. ``end - 1`` (sequence positions) and how many it shares with each neighbour."""
+    """Frames ``start`` .. ``end - 1`` (sequence positions), how many it shares with each neighbour, and
+    how many at its start are context only (``lead``: its predecessor fills them alone)."""
 
     start: int
     end: int
     previous_overlap: int = 0
     next_overlap: int = 0
+    lead: int = 0
+
+    @property
+    def first(self) -> int:
+        """The first position the window fills (``start + lead``)."""
+        return self.start + self.lead
 
     def weight(self, position: int) -> float:
-        """Cross-fade weight (0, 1] of the frame at ``position``; overlapping weights sum to 1."""
+        """Cross-fade weight of the frame at ``position``: (0, 1] where the window fills it, 0 in its
+        lead; the weights of the windows filling a frame sum to 1."""
+        if position < self.first:
+            return 0.0
         w = 1.0
         if self.previous_overlap:
-            w = min(w, (position - self.start + 1) / (self.previous_overlap + 1))
+            w = min(w, (position - self.first + 1) / (self.previous_overlap + 1))
         if self.next_overlap:
             w = min(w, (self.end - position) / (self.next_overlap + 1))
         return w
@@ -42,8 +55,9 @@ class Window:
 def plan_windows(n: int, length: int, overlap: int) -> list[Window]:
     """Cover positions ``0 .. n-1`` with windows of ``length`` frames overlapping by ``overlap``.
 
-    The last window is aligned to the end (it may overlap its predecessor by more); a sequence
-    shorter than ``length`` is one window.
+    The last window is aligned to the end; where that puts it more than ``overlap`` frames inside its
+    predecessor, the extra frames are its lead (context only) and the two cross-fade over ``overlap``
+    frames as every other pair does. A sequence shorter than ``length`` is one window.
     """
     if n <= 0:
         return []
@@ -54,9 +68,10 @@ def plan_windows(n: int, length: int, overlap: int) -> list[Window]:
     starts = sorted(set(list(range(0, n - length, length - overlap)) + [n - length]))
     windows = []
     for i, s in enumerate(starts):
-        prev_ov = starts[i - 1] + length - s if i > 0 else 0
-        next_ov = s + length - starts[i + 1] if i + 1 < len(starts) else 0
-        windows.append(Window(s, s + length, prev_ov, next_ov))
+        prev_ov = min(overlap, starts[i - 1] + length - s) if i > 0 else 0
+        next_ov = min(overlap, s + length - starts[i + 1]) if i + 1 < len(starts) else 0
+        lead = starts[i - 1] + length - s - prev_ov if i > 0 else 0
+        windows.append(Window(s, s + length, prev_ov, next_ov, lead))
     return windows
 
 
@@ -169,7 +184,7 @@ def frames_read(
     spans = [
         (max(w.start, lo), min(w.end, hi))
         for w in plan_windows(len(seq), length, length // 4 if overlap is None else overlap)
-        if any(p in chosen for p in range(w.start, w.end))
+        if any(p in chosen for p in range(w.first, w.end))
     ]
     first, last = min(s for s, _ in spans), max(e for _, e in spans)
     return seq[max(0, first - max(0, int(reach))) : last + max(0, int(reach))]
