@@ -412,9 +412,11 @@ class _Window:
         return out
 
     def run(self) -> dict[int, _WindowFill]:
-        boxes = [self.infos[p][0] for p in self.own if self.infos[p][0] is not None]
-        if not boxes:
+        if all(self.infos[p][0] is None for p in self.own):
             return {}
+        # the region around every hole the network sees, the lead's too: the same as the previous
+        # window's where the holes allow, so the frame pairs it measured are read again, not remeasured
+        boxes = [self.infos[p][0] for p in self.positions if self.infos[p][0] is not None]
         propagated = self._propagate(_union(boxes))  # type: ignore[arg-type]
         unresolved: dict[int, np.ndarray] = {}
         for p in self.own:
