@@ -175,7 +175,7 @@ class _Packed:
         for c in range(1, bits.shape[1]):  # (a reduction over a short last axis is slow in NumPy)
             nonzero |= bits[:, c] != 0
         self.mask = np.packbits(nonzero)
-        self.pixels = flat[nonzero]
+        self.pixels = np.compress(nonzero, flat, 0)  # (as flat[nonzero], in a fraction of the time)
 
     @classmethod
     def at(cls, shape: tuple[int, ...], where: np.ndarray, values: np.ndarray) -> _Packed:
@@ -190,9 +190,9 @@ class _Packed:
         for c in range(1, bits.shape[1]):
             nonzero |= bits[:, c] != 0
         mask = np.zeros(shape[0] * shape[1], bool)
-        mask[where[nonzero]] = True
+        mask[np.compress(nonzero, where)] = True
         out.mask = np.packbits(mask)
-        out.pixels = rows[nonzero]
+        out.pixels = np.compress(nonzero, rows, 0)
         return out
 
     def unpack(self) -> np.ndarray:
@@ -330,9 +330,9 @@ def membrane_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Fill where ``known`` is False by push-pull over an image pyramid (a smooth membrane-like
     interpolation from the known pixels). values ndarray[H, W, C] float32, known ndarray[H, W] bool, or
     ndarray[H, W, C] bool to give each channel known pixels of its own."""
+    if known.all() or not known.any():
+        return values if known.all() else np.zeros_like(values)
     w = known.astype(np.float32).reshape(known.shape[0], known.shape[1], -1)
-    if w.all() or not w.any():
-        return values if w.all() else np.zeros_like(values)
     channels = w.shape[2]
     # one known mask for several channels is repeated per channel where it meets them (the same
     # numbers: NumPy broadcasts over a short last axis some ten times slower)
@@ -355,10 +355,11 @@ def membrane_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
         h, wd = wt.shape[:2]
         up = cv2.resize(level, (wd, h), interpolation=cv2.INTER_LINEAR).reshape(h, wd, -1)
         own = s / wide(np.maximum(wt, 1e-6))
-        # a cell with any known pixel mostly keeps its own mean (np.clip written out: it costs more)
-        alpha = wide(np.minimum(np.maximum(wt * 4.0, 0.0), 1.0))
+        # a cell with any known pixel mostly keeps its own mean (np.clip written out, its lower bound
+        # left out: the weights, means of 0 and 1, are never below 0)
+        alpha = wide(np.minimum(wt * 4.0, 1.0))
         level = alpha * own + (1.0 - alpha) * up
-    out: np.ndarray = np.where(wide(w) > 0, values, level)
+    out: np.ndarray = np.where(wide(w) > 0 if repeat > 1 else known.reshape(w.shape), values, level)
     return out
 
 
@@ -754,22 +755,27 @@ def _trace(
             py = py + step[:, 1]
             inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
             if not inside.all():  # (each filter below is skipped where it would keep every point)
-                idx, px, py, ring = idx[inside], px[inside], py[inside], ring[inside]
-        at = known[nxt].reshape(-1)[np.rint(py).astype(np.int32) * w + np.rint(px).astype(np.int32)]
+                idx, px, py, ring = (np.compress(inside, a) for a in (idx, px, py, ring))
+        # the nearest proxy pixel's flat index, in float32 (exact: a proxy has far fewer than 2**24
+        # pixels), each lookup by np.take (np.compress and np.take: the same elements as indexing by a
+        # mask or an index array, in a fraction of the time)
+        nearest = np.rint(py) * np.float32(w)
+        nearest += np.rint(px)
+        at = np.take(known[nxt].reshape(-1), nearest.astype(np.intp))
         on_ring = at & ring
-        ring_at[nxt] = (idx[on_ring], px[on_ring], py[on_ring])
-        first = source[0, idx]
+        ring_at[nxt] = (np.compress(on_ring, idx), np.compress(on_ring, px), np.compress(on_ring, py))
+        first = np.take(source[0], idx)
         gap = np.abs(nxt - first)
         hole_at = at & ~ring
         for rank, hit in enumerate((hole_at & (first < 0), hole_at & (first >= 0) & (gap >= WITNESS))):
             if hit.any():
-                found = idx[hit]
+                found = np.compress(hit, idx)
                 source[rank, found] = nxt
-                found_x[rank, found] = px[hit]
-                found_y[rank, found] = py[hit]
-        going = ~((first >= 0) & ((source[1, idx] >= 0) | (gap >= 3 * WITNESS)))
+                found_x[rank, found] = np.compress(hit, px)
+                found_y[rank, found] = np.compress(hit, py)
+        going = ~((first >= 0) & ((np.take(source[1], idx) >= 0) | (gap >= 3 * WITNESS)))
         if not going.all():
-            idx, px, py, ring = idx[going], px[going], py[going], ring[going]
+            idx, px, py, ring = (np.compress(going, a) for a in (idx, px, py, ring))
         s = nxt
     return (
         _Trace(source[0], found_x[0], found_y[0], ring_at),
@@ -1015,7 +1021,7 @@ class Propagator:
             shape = (box[1] - box[0], box[3] - box[2])
             return (  # packed here, on the worker, from the recovered pixels alone (no dense box)
                 (box[0] + region[0], box[1] + region[0], box[2] + region[2], box[3] + region[2]),
-                _Packed.at(shape + (3,), where, value[got].astype(np.float32, copy=False)),
+                _Packed.at(shape + (3,), where, np.take(value, got, 0).astype(np.float32, copy=False)),
                 _Packed.at(shape, where, np.ones(len(got), bool)),
                 _Packed.at(shape, where, (source[got] - t).astype(np.float32)),
             )
@@ -1057,6 +1063,10 @@ class _Pixels:
         box: the pixels' bounding box ``(y0, y1, x0, x1)`` within the region.
         points (ndarray[P] int): the flat index in the proxy box of each traced point.
         colours (ndarray[P, 3] float32): the traced points' colours in the target's proxy (when given).
+        cell_grid: the size ``(gh, gw)`` of the grid of ``SPREAD_CELL`` cells over the proxy box.
+        cells (ndarray[P] int): the flat index in that grid of each traced point's cell.
+        cx, cy (ndarray[N] float32): the pixels' positions on that grid (what :func:`_at` samples).
+        coordinates (ndarray[N, 6] float32): ``px``, ``py``, ``cx``, ``cy``, ``gx``, ``gy`` side by side.
     """
 
     def __init__(
@@ -1082,18 +1092,30 @@ class _Pixels:
         self.flat = (hy - y0) * (x1 - x0) + (hx - x0)
         self.points = (ys - oy) * bw + xs - ox
         self.colours = None if target is None else target[ys, xs]
+        self.cell_grid = _, gw = -(-bh // SPREAD_CELL), -(-bw // SPREAD_CELL)
+        self.cells = ((ys - oy) // SPREAD_CELL) * gw + (xs - ox) // SPREAD_CELL
+        self.cx, self.cy = (self.px + 0.5) / SPREAD_CELL - 0.5, (self.py + 0.5) / SPREAD_CELL - 0.5
+        self.coordinates = np.stack([self.px, self.py, self.cx, self.cy, self.gx, self.gy], 1)
 
     def grid(self, values: np.ndarray, fill: float = 0) -> np.ndarray:
-        """Per-pixel ``values`` (ndarray[N]) laid out over the bounding box, ``fill`` elsewhere."""
+        """Per-pixel ``values`` (ndarray[N] or ndarray[N, C]) laid out over the bounding box (ndarray[h, w]
+        or ndarray[h, w, C]), ``fill`` elsewhere."""
         y0, y1, x0, x1 = self.box
-        out = np.full((y1 - y0, x1 - x0), fill, values.dtype)
-        out.reshape(-1)[self.flat] = values
+        out = np.full((y1 - y0, x1 - x0) + values.shape[1:], fill, values.dtype)
+        if values.ndim == 1:
+            out.reshape(-1)[self.flat] = values
+        else:  # (each pixel's values as one item: a row at a time is several times slower)
+            item = np.dtype((np.void, values.itemsize * values.shape[1]))
+            out.view(item).reshape(-1)[self.flat] = np.ascontiguousarray(values).view(item).reshape(-1)
         return out
 
     def of(self, grid: np.ndarray) -> np.ndarray:
-        """The values of a bounding-box grid (ndarray[h, w]) at the hole pixels: ndarray[N]."""
-        out: np.ndarray = np.ascontiguousarray(grid).reshape(-1)[self.flat]
-        return out
+        """The values of a bounding-box grid (ndarray[h, w] or ndarray[h, w, C]) at the hole pixels:
+        ndarray[N] or ndarray[N, C]."""
+        out: np.ndarray = np.take(
+            np.ascontiguousarray(grid).reshape(len(grid) * grid.shape[1], -1), self.flat, 0
+        )
+        return out.reshape(out.shape[0]) if grid.ndim == 2 else out
 
 
 #: One trace's result per hole pixel: values (ndarray[N, 3], exposure matched), temporal distance to
@@ -1153,12 +1175,12 @@ def _candidates(
     if only is not None and len(only) == 0:
         return value, np.full(count, np.inf, np.float32), np.full(count, -1, np.int32), misfit
     # each hole pixel is served by the source of its nearest traced point
-    (oy, ox), (bh, bw), px, py = pixels.origin, pixels.span, pixels.px, pixels.py
+    bh, bw = pixels.span
     label = np.full(bh * bw + 1, -1, np.int32)  # the last: off the box
     flat = pixels.points
     label[flat] = trace.source
     if only is None:
-        serving = label[pixels.nearest]
+        serving = np.take(label, pixels.nearest)
     else:  # (looked up at those pixels alone: a witness is wanted where the sources disagree)
         serving = np.full(count, -1, np.int32)
         serving[only] = label[pixels.nearest[only]]
@@ -1183,7 +1205,7 @@ def _candidates(
     none = (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))
     rings = [trace.ring_at.get(s, none) for s in sources]
     exposures = [levels[t] / levels[s] for s in sources]
-    targets = [colours[ring_idx] for ring_idx, _, _ in rings]
+    targets = [np.take(colours, ring_idx, 0) for ring_idx, _, _ in rings]
     shifts = _align_many(
         [
             (small_rgb[s], ring_x, ring_y, target, exposure)
@@ -1205,17 +1227,21 @@ def _candidates(
     counts = [len(run) for run in runs]
     ends = np.cumsum(counts).tolist()
     order = np.concatenate(runs)
+    # the pixels' positions in the proxy box, on its cells and on the plate, in run order (each run a
+    # slice; one np.take of them stacked costs a fraction of six gathers)
+    px_o, py_o, cx_o, cy_o, gx_o, gy_o = np.take(pixels.coordinates, order, 0).T
     spread = np.empty((len(order), 3), np.float32)
     for i, s in enumerate(sources):
         pick = points_of.get(s, np.zeros(0, np.int64))
         at = flat[pick]
-        disp[at] = moved[pick]
-        spread[ends[i] - counts[i] : ends[i]] = _sample(disp.reshape(bh, bw, 3), px[runs[i]], py[runs[i]])
+        disp[at] = np.take(moved, pick, 0)
+        run = slice(ends[i] - counts[i], ends[i])
+        spread[run] = _sample(disp.reshape(bh, bw, 3), px_o[run], py_o[run])
         disp[at] = 0.0
     weight = np.maximum(spread[:, 2], 1e-6)
     shift = np.repeat(np.array(shifts, np.float32).reshape(-1, 2), counts, axis=0)
     dx, dy = spread[:, 0] / weight + shift[:, 0], spread[:, 1] / weight + shift[:, 1]
-    at_x, at_y = pixels.gx[order] + dx / sx, pixels.gy[order] + dy / sy
+    at_x, at_y = gx_o + dx / sx, gy_o + dy / sy
     sampled = np.empty((len(order), 3), np.float32)
     # what the gain leaves on each ring, smoothed into the hole (-0.0, which adds nothing, for a ring
     # too small to tell), and the misfit
@@ -1226,8 +1252,6 @@ def _candidates(
         ring_idx, ring_target, ring_source, gain = rings[i][0], targets[i], ring_sources[i], gains[i]
         if len(ring_idx) < 16:  # too small a ring to tell
             continue
-        mine = runs[i]
-        ry, rx = ys[ring_idx] - oy, xs[ring_idx] - ox
         left = ring_target - ring_source * gain
         size = _largest(np.abs(left))
         level = np.maximum(_largest(np.abs(ring_target)), 0.05)
@@ -1236,15 +1260,15 @@ def _candidates(
         # landed on another surface), is added in where it is under a quarter of the value (more is
         # another surface, not shading: a passer-by in the source frame must not be painted over)
         kept = size <= np.partition(size, int(0.8 * len(size)) - 1)[int(0.8 * len(size)) - 1]
-        # one interpolation for both: the shading from the kept points, the misfit from all
-        values, use = left, np.repeat(kept[:, None], 3, 1)
-        if only is None:  # (a witness is only compared by its value: its misfit is never read)
-            values = np.concatenate([left, (size / level)[:, None]], -1)
-            use = np.concatenate([use, np.ones((len(size), 1), bool)], -1)
-        around = _at(_smooth(values, ry, rx, (bh, bw), use), px[mine], py[mine])
+        # one interpolation for both: the shading from the kept points, the misfit from all (a
+        # witness is only compared by its value: its misfit is never read)
+        cells = _ring_cells(
+            pixels.cells[ring_idx], pixels.cell_grid, left, kept, None if only is not None else size / level
+        )
+        around = _sample(cells, cx_o[run], cy_o[run])
         shading[run] = around[:, :3]
         if only is None:
-            misfit[mine] = around[:, 3]
+            misfit[runs[i]] = around[:, 3]
     carried = sampled * np.repeat(gains, counts, axis=0)
     small = _largest(np.abs(shading)) <= MISFIT * np.maximum(_largest(np.abs(carried)), 0.05)
     shading[~small] = 0.0
@@ -1311,7 +1335,7 @@ def _align_many(rings: list[_Ring]) -> list[tuple[float, float]]:
             continue
         if len(ring_x) > ALIGN_SAMPLE:  # evenly spread over the ring: plenty to measure two numbers
             every = _spread(len(ring_x))
-            ring_x, ring_y, target = ring_x[every], ring_y[every], target[every]
+            ring_x, ring_y, target = ring_x[every], ring_y[every], np.take(target, every, 0)
         todo.append((i, source, ring_x, ring_y, target, np.ones(3, np.float32) if levels is None else levels))
     if not todo:
         return shifts
@@ -1456,6 +1480,34 @@ def _smooth(
     return out
 
 
+def _ring_cells(
+    cell: np.ndarray, grid: tuple[int, int], left: np.ndarray, kept: np.ndarray, misfit: np.ndarray | None
+) -> np.ndarray:
+    """:func:`_smooth` of a ring's points in their ``cell`` (ndarray[K] int, flat indices on a ``grid``
+    of ``(gh, gw)`` cells): ``left`` (ndarray[K, 3]) from the ``kept`` points (ndarray[K] bool), then
+    ``misfit`` (ndarray[K]) from every point, when given: ndarray[gh, gw, 3 or 4] float32, the same
+    numbers. (Each column counted on its own: a point left out adds a zero to its cell's sum, which
+    never changes a sum that starts at +0.0.)"""
+    size = grid[0] * grid[1]
+    width = 3 if misfit is None else 4
+    sums = np.empty((size, width))
+    counts = np.empty((size, width), np.int64)
+    at, kept_left = np.compress(kept, cell), np.compress(kept, left, 0)
+    for c in range(3):
+        sums[:, c] = np.bincount(at, weights=kept_left[:, c], minlength=size)
+    counts[:, :3] = np.bincount(at, minlength=size)[:, None]
+    if misfit is not None:
+        sums[:, 3] = np.bincount(cell, weights=misfit, minlength=size)
+        counts[:, 3] = np.bincount(cell, minlength=size)
+    seen = counts > 0
+    # (a cell without points has a sum of +0.0: 0 / 1, as the mean's ``where`` would give it)
+    grid_means = (sums / np.maximum(counts, 1)).astype(np.float32)
+    out: np.ndarray = membrane_fill(
+        grid_means.reshape(grid[0], grid[1], width), seen.reshape(grid[0], grid[1], width)
+    )
+    return out
+
+
 def _at(cells: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
     """A :func:`_smooth` grid sampled at points of the grid it covers: ndarray[N, C]."""
     return _sample(cells, (px + 0.5) / SPREAD_CELL - 0.5, (py + 0.5) / SPREAD_CELL - 0.5)
@@ -1496,7 +1548,6 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fil
         it from (-1: no hypothesis recovered it); that hypothesis' doubt, sides, distance, misfit and
         whether its sources disagreed.
     """
-    values = np.stack([h.value for h in hypotheses])
     sources = np.stack([h.source for h in hypotheses])
     score = np.stack([h.doubt for h in hypotheses])
     recovered = sources >= 0
@@ -1509,12 +1560,14 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fil
     if locked_off:
         recovered[1:] &= score[1:] < ALTERNATIVE_FIT
     if len(hypotheses) > 1:
+        # each hypothesis' score where it recovered a pixel and that mask, side by side, averaged over
+        # the patch in one box filter (it filters each channel on its own: the same sums)
+        parts = np.empty((len(pixels.flat), 2 * len(hypotheses)), np.float32)
+        for k, (sc, r) in enumerate(zip(score, recovered, strict=True)):
+            parts[:, 2 * k], parts[:, 2 * k + 1] = np.where(r, sc, 0.0), r
+        patch = pixels.of(cv2.blur(pixels.grid(parts), PATCH))
         score = np.stack(
-            [
-                pixels.of(cv2.blur(pixels.grid(np.where(r, sc, 0.0).astype(np.float32)), PATCH))
-                / np.maximum(pixels.of(cv2.blur(pixels.grid(r.astype(np.float32)), PATCH)), 1e-6)
-                for sc, r in zip(score, recovered, strict=True)
-            ]
+            [patch[:, 2 * k] / np.maximum(patch[:, 2 * k + 1], 1e-6) for k in range(len(hypotheses))]
         )
     least = np.where(recovered, score, np.inf).min(0)
     least = np.where(np.isfinite(least), least, 0.0)
@@ -1522,11 +1575,12 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fil
     total = weight.sum(0)
     weight /= np.maximum(total, 1e-12)
     heaviest = np.argmax(weight, 0)
+    chosen = [heaviest == k for k in range(1, len(hypotheses))]  # (each pick below reads them)
+    planes = np.stack([h.value.T for h in hypotheses])  # [hypothesis, channel, pixel]
     if len(hypotheses) > 1:  # two poses are never blended: the heaviest alone where another differs
         # each other hypothesis that weighs anything against the heaviest (never apart from itself),
         # compared channel by channel over every pixel (a gather of the pairs cost five times more)
-        planes = np.stack([h.value.T for h in hypotheses])  # [hypothesis, channel, pixel]
-        top = _pick(list(planes), heaviest)
+        top = _pick(list(planes), chosen)
         alone_mask = np.zeros(len(heaviest), bool)
         for k, plane in enumerate(planes):
             weighs = (weight[k] >= VISIBLE) & (heaviest != k)
@@ -1535,32 +1589,34 @@ def _combine(hypotheses: list[_Fill], pixels: _Pixels, locked_off: bool) -> _Fil
         alone = np.flatnonzero(alone_mask)
         weight[:, alone] = 0.0
         weight[heaviest[alone], alone] = 1.0
-    value = _weighted(weight, values)
-    source = np.where(total > 0, _pick([h.source for h in hypotheses], heaviest), -1)
+    value = _weighted(weight, planes)
+    source = np.where(total > 0, _pick([h.source for h in hypotheses], chosen), -1)
     return _Fill(
         value,
         source,
-        *(_pick([h[kind] for h in hypotheses], heaviest) for kind in range(2, len(_Fill._fields))),
+        *(_pick([h[kind] for h in hypotheses], chosen) for kind in range(2, len(_Fill._fields))),
     )
 
 
-def _weighted(weight: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The sum over the first axis of ``weight`` (ndarray[K, N]) times ``values`` (ndarray[K, N, 3]),
-    float32: the same sums, in the same order, as ``(weight[..., None] * values).sum(0)``, by channel
-    (a last axis of three is slow in NumPy)."""
-    mixed = weight[0] * values[0].T
-    for k in range(1, len(values)):
-        mixed += weight[k] * values[k].T
+def _weighted(weight: np.ndarray, planes: np.ndarray) -> np.ndarray:
+    """The sum over the first axis of ``weight`` (ndarray[K, N]) times values laid out by channel
+    (``planes``, ndarray[K, 3, N]), as ndarray[N, 3] float32: the same sums, in the same order, as
+    ``(weight[..., None] * planes.transpose(0, 2, 1)).sum(0)`` (a last axis of three is slow in NumPy)."""
+    mixed = weight[0] * planes[0]
+    for k in range(1, len(planes)):
+        mixed += weight[k] * planes[k]
     out: np.ndarray = np.ascontiguousarray(mixed.T, np.float32)
     return out
 
 
-def _pick(arrays: list[np.ndarray], index: np.ndarray) -> np.ndarray:
+def _pick(arrays: list[np.ndarray], index: np.ndarray | list[np.ndarray]) -> np.ndarray:
     """Per element, the value of ``arrays[index]`` there (arrays alike, ``index`` over their last
-    axis): a new array, the same as a gather from their stack."""
+    axis, or ``[index == k for k in range(1, len(arrays))]`` made once for several picks): a new
+    array, the same as a gather from their stack."""
+    chosen = [index == k for k in range(1, len(arrays))] if isinstance(index, np.ndarray) else index
     out = arrays[0].copy() if len(arrays) == 1 else arrays[0]
     for k in range(1, len(arrays)):
-        out = np.where(index == k, arrays[k], out)
+        out = np.where(chosen[k - 1], arrays[k], out)
     return out
 
 
@@ -1629,8 +1685,9 @@ def _blend(
     mf_, mb_ = np.where(np.isnan(ef), eb, ef), np.where(np.isnan(eb), ef, eb)
     misfit = weight_f * mf_ + (1.0 - weight_f) * mb_
     distance = np.where(weight_f >= 0.5, df, db)
-    blended[~got] = 0.0
     value = blended.astype(np.float32, copy=False)
+    # (each pixel's three values as one item: cleared in half the time of value[~got] = 0.0)
+    value.view(np.dtype((np.void, 12))).reshape(-1)[~got] = np.zeros(1, np.dtype((np.void, 12)))[0]
     return _Fill(
         value, nearer, doubt + np.nan_to_num(misfit, nan=UNMEASURED), both, distance, misfit, disputed
     )

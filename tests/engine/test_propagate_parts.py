@@ -219,7 +219,7 @@ class TestWeighted:
             np.float32
         )
         expected = (weight[..., None] * values).sum(0).astype(np.float32)
-        found = _weighted(weight, values)
+        found = _weighted(weight, np.ascontiguousarray(values.transpose(0, 2, 1)))
         assert found.dtype == np.float32 and found.flags.c_contiguous
         assert found.tobytes() == expected.tobytes()
 
