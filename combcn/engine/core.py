@@ -495,12 +495,7 @@ class _Window:
         flicker more than without smoothing). None where the band has fewer than :data:`RING_POINTS`
         such pixels."""
         y0, y1, x0, x1 = self._unresolved_box(unresolved)
-        grown = (
-            max(0, y0 - RING),
-            min(self.height, y1 + RING),
-            max(0, x0 - RING),
-            min(self.width, x1 + RING),
-        )
+        grown = self._grown((y0, y1, x0, x1), RING)
         band = np.ones((grown[1] - grown[0], grown[3] - grown[2]), bool)
         band[y0 - grown[0] : y1 - grown[0], x0 - grown[2] : x1 - grown[2]] = False
         for p in self.positions:
@@ -983,13 +978,26 @@ class _Window:
             revealed = propagated.get("revealed", p - self.lo, box)
             fill = propagated.get("values", p - self.lo, box)
             offset = propagated.get("offset", p - self.lo, box)
+        if synthesised is None and not revealed.any():
+            return _WindowFill(fill, revealed, offset)
+        # the plate around the box, read once for the join and the seams (2 pixels: the seams' blur)
+        around = self._grown(box, 2)
+        plate = self.rgb_at(p, around)
         if synthesised is not None:
-            net = self._meet_border(p, synthesised, unresolved, fill, revealed)
+            net = self._meet_border(p, synthesised, unresolved, fill, revealed, plate, around)
             fill = np.where(unresolved[..., None], net, fill).astype(np.float32)
         if revealed.any():
-            g = (max(0, y0 - 2), min(self.height, y1 + 2), max(0, x0 - 2), min(self.width, x1 + 2))
-            fill = _soften_seams(self.rgb_at(p, g), g, box, fill, revealed | unresolved, revealed, offset)
+            fill = _soften_seams(plate, around, box, fill, revealed | unresolved, revealed, offset)
         return _WindowFill(fill, revealed, offset)
+
+    def _grown(self, box: Box, margin: int) -> Box:
+        """``box`` grown by ``margin`` pixels on every side, clipped to the plate."""
+        return (
+            max(0, box[0] - margin),
+            min(self.height, box[1] + margin),
+            max(0, box[2] - margin),
+            min(self.width, box[3] + margin),
+        )
 
     def _meet_border(
         self,
@@ -998,6 +1006,8 @@ class _Window:
         unresolved: np.ndarray,
         fill: np.ndarray,
         revealed: np.ndarray,
+        plate: np.ndarray,
+        around: Box,
     ) -> np.ndarray:
         """The network's fill over frame ``p``'s hole box, cloned in the gradient domain: it keeps its
         own detail, and a smooth correction makes it meet every known pixel around what it synthesised
@@ -1007,7 +1017,8 @@ class _Window:
         stand-in). The network's fill is made at working size and scaled up: without this its level
         drifts from the plate's right at the hole's edge (measured on held-out clips: 14-35 % less
         error on the synthesised pixels with it). Between key frames, what a key frame's joined fill
-        carried here is known like the recovered pixels: only the rest is moved to meet it."""
+        carried here is known like the recovered pixels: only the rest is moved to meet it. ``plate``:
+        the frame over ``around``, the box grown by at least one pixel (read, not written)."""
         box, _ = self.infos[p]
         assert box is not None
         values, crop = synthesised
@@ -1015,9 +1026,10 @@ class _Window:
         if kept is not None:
             values = kept.dense()
         y0, y1, x0, x1 = box
-        g = (max(0, y0 - 1), min(self.height, y1 + 1), max(0, x0 - 1), min(self.width, x1 + 1))
+        g = self._grown(box, 1)
         inner = (slice(y0 - g[0], y1 - g[0]), slice(x0 - g[2], x1 - g[2]))
-        known_values = self.rgb_at(p, g)  # a new array: written into below
+        # (a copy: written into below)
+        known_values = plate[g[0] - around[0] : g[1] - around[0], g[2] - around[2] : g[3] - around[2]].copy()
         known_values[inner][revealed] = fill[revealed]
         todo = np.zeros(known_values.shape[:2], bool)
         todo[inner] = unresolved
