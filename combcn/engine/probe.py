@@ -163,9 +163,44 @@ def shrink(hole: np.ndarray, scale: int) -> np.ndarray:
     return out
 
 
+#: the columns of a box :func:`around` returns start on a multiple of this and span a multiple of it
+#: (or reach the array's last column), so that OpenCV's vectorised filters meet the same column groups
+#: and row ends over it as over the whole array: a float Gaussian run over a box of any other columns
+#: differed in the last bit on 12 of 1500 random boxes, over such boxes on none
+COLUMN_GROUP = 32
+
+
+def around(hole: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """The rows and columns of ``hole``'s (bool[h, w]) bounding box grown by ``margin`` pixels (the
+    columns widened to :data:`COLUMN_GROUP`), within the array; None where the hole is empty. A filter
+    of radius up to ``margin`` gives the hole's pixels the same values over these as over the whole
+    array (a hole on the array's edge keeps that edge)."""
+    rows = np.flatnonzero(hole.any(axis=1))
+    if not len(rows):
+        return None
+    columns = np.flatnonzero(hole.any(axis=0))
+    h, w = hole.shape
+    x0 = max(0, int(columns[0]) - margin)
+    x0 -= x0 % COLUMN_GROUP
+    x1 = int(columns[-1]) + 1 + margin
+    x1 = min(w, x1 + (-(x1 - x0)) % COLUMN_GROUP)
+    return slice(max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)), slice(x0, x1)
+
+
+#: the margin (pixels) around a hole that :func:`detail_of`'s Laplacian and erosion read, and with
+#: that of the Gaussian of :data:`TEXTURE_SIGMA` (radius 3 at OpenCV's kernel size for it) besides
+DETAIL_MARGIN = 2
+BLUR_MARGIN = DETAIL_MARGIN + 4
+
+
 def detail_of(values: np.ndarray, hole: np.ndarray) -> float:
     """Mean |Laplacian| of the grey of ``values`` (ndarray[h, w, 3]) over the hole's interior (the
-    pixels whose four neighbours are in the hole too; the whole hole where it is thinner)."""
+    pixels whose four neighbours are in the hole too; the whole hole where it is thinner). Computed
+    over the hole's box alone (:func:`around`)."""
+    box = around(hole, DETAIL_MARGIN)
+    if box is None:
+        return 0.0
+    values, hole = values[box], hole[box]
     grey = values.mean(axis=2).astype(np.float32)
     lap = np.abs(cv2.Laplacian(grey, cv2.CV_32F, ksize=1))
     inner = cv2.erode(hole.astype(np.uint8), np.ones((3, 3), np.uint8), borderValue=0) > 0
@@ -204,14 +239,21 @@ def score(fills: list[np.ndarray], truths: list[np.ndarray], holes: list[np.ndar
 def telea(values: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """OpenCV's Telea fill of ``hole`` in ``values`` (ndarray[h, w, 3] float32, working units in
     [0, 1]), each channel on its own in 16 bits (OpenCV's float path overshoots on wide holes, up to
-    twice the values around them; 8 bits would band): ndarray[h, w, 3] float32."""
-    mask = hole.astype(np.uint8)
+    twice the values around them; 8 bits would band): ndarray[h, w, 3] float32. Run over the hole's box
+    and the band Telea reads around it (its radius, and its marching's own band), which gives the
+    whole frame's result at a fraction of its cost on a wide crop."""
+    out = np.array(values, np.float32)
+    box = around(hole, TELEA_RADIUS + 2)
+    if box is None:
+        return out
+    inside = hole[box]
+    mask = inside.astype(np.uint8)
     top = 65535.0
-    out = np.empty(values.shape, np.float32)
+    part = out[box]  # (a view: written in place)
     for c in range(values.shape[2]):
-        channel = np.rint(np.clip(values[..., c], 0.0, 1.0) * top).astype(np.uint16)
-        out[..., c] = cv2.inpaint(channel, mask, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32) / top
-    out[~hole] = values[~hole]
+        channel = np.rint(np.clip(values[box][..., c], 0.0, 1.0) * top).astype(np.uint16)
+        filled = cv2.inpaint(channel, mask, TELEA_RADIUS, cv2.INPAINT_TELEA).astype(np.float32) / top
+        part[..., c][inside] = filled[inside]
     return out
 
 
@@ -437,6 +479,18 @@ def copy_texture(
     return out
 
 
+def value_range(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """The least and the most value per channel of ``values`` (ndarray[h, w, 3]) at ``where``
+    (bool[h, w]), as ndarray[2, 3] (what :func:`add_texture` reads of ``within``); empty where nothing
+    is."""
+    if not where.any():
+        return np.zeros((0, 3), values.dtype)
+    mask = where.astype(np.uint8)
+    # (OpenCV's masked search, exact: twenty times faster than NumPy's gather or masked reductions)
+    found = [cv2.minMaxLoc(np.ascontiguousarray(values[..., c]), mask)[:2] for c in range(values.shape[2])]
+    return np.array(found, values.dtype).T
+
+
 def add_texture(
     smooth: np.ndarray,
     texture: np.ndarray,
@@ -449,15 +503,18 @@ def add_texture(
     the plate's copied texture (:func:`copy_texture`), which a smooth fill lacks. Both ndarray[h, w, 3]
     float32 over the same pixels, working units; pixels outside the hole are ``smooth``'s. The sum
     stays within the range of values ``smooth`` and ``within`` (the plate's pixels, any shape with 3
-    channels last) show: a dark grain over a dark level would otherwise go past black."""
-    low = cv2.GaussianBlur(smooth, (0, 0), TEXTURE_SIGMA)
+    channels last) show: a dark grain over a dark level would otherwise go past black. Computed over
+    the hole's box (:func:`around`)."""
     lo, hi = smooth.min(axis=(0, 1)), smooth.max(axis=(0, 1))
     if within is not None and within.size:
         lo = np.minimum(lo, within.reshape(-1, 3).min(axis=0))
         hi = np.maximum(hi, within.reshape(-1, 3).max(axis=0))
-    out: np.ndarray = np.where(hole[..., None], np.clip(low + gain * texture, lo, hi), smooth).astype(
-        np.float32
-    )
+    out: np.ndarray = np.array(smooth, np.float32)
+    box = around(hole, BLUR_MARGIN)
+    if box is None:
+        return out
+    low = cv2.GaussianBlur(smooth[box], (0, 0), TEXTURE_SIGMA)
+    out[box] = np.where(hole[box][..., None], np.clip(low + gain * texture[box], lo, hi), smooth[box])
     return out
 
 
@@ -470,6 +527,10 @@ def texture_gain(smooth: np.ndarray, texture: np.ndarray, hole: np.ndarray, targ
     once by the detail it gives."""
     if target is None:
         return 1.0
+    box = around(hole, BLUR_MARGIN)
+    if box is None:
+        return 1.0
+    smooth, texture, hole = smooth[box], texture[box], hole[box]
     low = cv2.GaussianBlur(smooth, (0, 0), TEXTURE_SIGMA)
     least, most = TEXTURE_GAIN
     own, added = detail_of(low, hole), detail_of(texture, hole)

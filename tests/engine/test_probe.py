@@ -111,6 +111,63 @@ class TestTelea:
         assert np.array_equal(out[~hole], values[~hole])
 
 
+class TestOverTheHoleBox:
+    """The probe's filters run over the hole's box (``probe.around``) and must give the bits that
+    OpenCV gives over the whole array: each against the plain whole-array computation, on random
+    pictures and holes (some on the array's edge, some scattered, one empty)."""
+
+    @staticmethod
+    def _cases(count: int = 40) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng(5)
+        out = []
+        for i in range(count):
+            h, w = int(rng.integers(20, 200)), int(rng.integers(20, 700))
+            values = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 1.0)
+            texture = ((rng.random((h, w, 3)) - 0.5) * 0.1).astype(np.float32)
+            hole = np.zeros((h, w), bool)
+            y0, x0 = int(rng.integers(-10, h)), int(rng.integers(-10, w))
+            hole[
+                max(0, y0) : y0 + int(rng.integers(1, h // 2 + 2)),
+                max(0, x0) : x0 + int(rng.integers(1, w // 2 + 2)),
+            ] = True
+            if i % 4 == 1:
+                hole = rng.random((h, w)) < 0.002
+            if i == 0:
+                hole[:] = False
+            out.append((values, texture, hole))
+        return out
+
+    def test_telea_is_the_whole_array_s(self) -> None:
+        for values, _, hole in self._cases():
+            whole = np.empty_like(values)
+            for c in range(3):
+                channel = np.rint(np.clip(values[..., c], 0.0, 1.0) * 65535.0).astype(np.uint16)
+                filled = cv2.inpaint(channel, hole.astype(np.uint8), probe.TELEA_RADIUS, cv2.INPAINT_TELEA)
+                whole[..., c] = filled.astype(np.float32) / 65535.0
+            whole[~hole] = values[~hole]
+            assert np.array_equal(probe.telea(values, hole), whole)
+
+    def test_detail_is_the_whole_array_s(self) -> None:
+        for values, _, hole in self._cases():
+            lap = np.abs(cv2.Laplacian(values.mean(axis=2).astype(np.float32), cv2.CV_32F, ksize=1))
+            inner = cv2.erode(hole.astype(np.uint8), np.ones((3, 3), np.uint8), borderValue=0) > 0
+            where = inner if inner.any() else hole
+            whole = float(lap[where].mean()) if where.any() else 0.0
+            assert probe.detail_of(values, hole) == whole
+
+    def test_add_texture_is_the_whole_array_s(self) -> None:
+        for values, texture, hole in self._cases():
+            plate = probe.value_range(values, ~hole)
+            low = cv2.GaussianBlur(values, (0, 0), probe.TEXTURE_SIGMA)
+            lo, hi = values.min(axis=(0, 1)), values.max(axis=(0, 1))
+            if plate.size:
+                known = values[~hole]
+                assert np.array_equal(plate, np.stack([known.min(axis=0), known.max(axis=0)]))
+                lo, hi = np.minimum(lo, plate[0]), np.maximum(hi, plate[1])
+            whole = np.where(hole[..., None], np.clip(low + 0.7 * texture, lo, hi), values)
+            assert np.array_equal(probe.add_texture(values, texture, hole, 0.7, plate), whole)
+
+
 def _tiles(h: int, w: int, period: int = 16, seed: int = 0) -> np.ndarray:
     """A repeating pattern (one random tile of ``period`` pixels, tiled): ndarray[h, w, 3] in [0, 1].
     Whatever a hole in it hides is shown again one period away."""
