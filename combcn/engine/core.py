@@ -994,16 +994,15 @@ class _Window:
         rows: dict[int, np.ndarray],
     ) -> dict[int, tuple[np.ndarray, Crop]]:
         """Each frame's smooth fill with the plate's copied texture (``textures``: :meth:`_patch`;
-        :func:`probe.add_texture`) over the whole crop (only the unresolved pixels are used), scaled to
-        the detail of the frame's own plate around its unresolved pixels (:func:`probe.ring_detail`; a
+        :func:`probe.add_texture`) at its unresolved pixels (the rest of the crop keeps the smooth
+        fill), scaled to the detail of the frame's own plate around them (:func:`probe.ring_detail`; a
         locked-off window copies the median of its frames, which has lost the grain every frame shows)."""
         out = {}
         for p, (values, crop) in smooth.items():
             base, texture, plate = self._encode(values), textures[p][0], self._encode(rows[p])
             hole = self._over(crop, self.infos[p][0], unresolved[p])
             gain = probe.texture_gain(base, texture, hole, probe.ring_detail(plate, hole))
-            everywhere = np.ones(values.shape[:2], bool)
-            textured = probe.add_texture(base, texture, everywhere, gain, probe.value_range(plate, ~hole))
+            textured = probe.add_texture(base, texture, hole, gain, probe.value_range(plate, ~hole))
             out[p] = (self.shaper.decode(np.clip(textured, 0.0, 1.0)).astype(np.float32), crop)
         return out
 
