@@ -187,8 +187,8 @@ def around(hole: np.ndarray, margin: int) -> tuple[slice, slice] | None:
     return slice(max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)), slice(x0, x1)
 
 
-#: the margin (pixels) around a hole that :func:`detail_of`'s Laplacian and erosion read, and with
-#: that of the Gaussian of :data:`TEXTURE_SIGMA` (radius 3 at OpenCV's kernel size for it) besides
+#: how far (pixels) :func:`detail_of`'s Laplacian and erosion read around a hole; ``BLUR_MARGIN`` adds
+#: the reach of the Gaussian of :data:`TEXTURE_SIGMA` (3 pixels at OpenCV's kernel size for it) and one
 DETAIL_MARGIN = 2
 BLUR_MARGIN = DETAIL_MARGIN + 4
 
