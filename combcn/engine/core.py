@@ -62,45 +62,8 @@ SEAM_POINTS = 64
 #: room, the copy's texture comes from whatever the search finds: on the bundled sample, the dog's
 #: dark fur over the woman's trousers; and it keeps the window's plate rows, 1.9 GB at 4K.)
 UNPROBED = "network"
-#: A window whose unresolved pixels lie over the same place as those an earlier window's probes were
-#: measured for (their boxes' intersection over union at least this), with the same camera state
-#: (locked off or not), takes that verdict instead of probing again, for at most this many windows in
-#: a row: a long shot's strokes or objects are measured about once every hundred frames, not in every
-#: window (the probes were a quarter of a 100-frame render's time)
-REUSE_OVERLAP = 0.5
-REUSE_WINDOWS = 3
 
 Box = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class Measured:
-    """Where and how a window's probes measured what no frame shows, for the next windows to reuse.
-
-    Attributes:
-        box: the plate box of the unresolved pixels the probes were cut for.
-        locked_off: whether the window's camera was locked off.
-        verdict: what the probes chose.
-        window: the window (first and last frame position) that probed.
-        reused: how many windows in a row have taken this verdict since.
-    """
-
-    box: Box
-    locked_off: bool
-    verdict: Verdict
-    window: tuple[int, int]
-    reused: int = 0
-
-    def fits(self, box: Box, locked_off: bool) -> bool:
-        """Whether a window with unresolved pixels over ``box`` may take this verdict."""
-        if locked_off != self.locked_off or self.reused >= REUSE_WINDOWS:
-            return False
-        y0, y1 = max(box[0], self.box[0]), min(box[1], self.box[1])
-        x0, x1 = max(box[2], self.box[2]), min(box[3], self.box[3])
-        both = max(0, y1 - y0) * max(0, x1 - x0)
-        mine = (box[1] - box[0]) * (box[3] - box[2])
-        theirs = (self.box[1] - self.box[0]) * (self.box[3] - self.box[2])
-        return both >= REUSE_OVERLAP * (mine + theirs - both)
 
 
 @dataclass
@@ -409,7 +372,6 @@ class _Window:
         device: torch.device,
         references: References | None = None,
         motion: MotionCache | None = None,
-        measured: Measured | None = None,
     ):
         self.model = model
         self.window = window
@@ -434,10 +396,6 @@ class _Window:
         #: what the probe holes chose for the synthesised pixels, and their expected error (None: not
         #: measured: nothing synthesised, probing off, or no free place to cut a probe)
         self.verdict: Verdict | None = None
-        #: the probes' measurement this window took or made (in: the previous window's, if any; out:
-        #: what the next window may take); ``reused`` says whether this window took it without probing
-        self.measured = measured
-        self.reused = False
         #: how what no frame shows is filled: the probes' verdict, :data:`UNPROBED` where no probe hole
         #: fits, the network alone where probing is off
         self.method = "network"
@@ -478,7 +436,7 @@ class _Window:
             unresolved[p] = hole
         synthesised: dict[int, tuple[np.ndarray, Crop]] = {}
         if any(u.any() for u in unresolved.values()):
-            self.verdict = self._measure(unresolved, propagated) if self.settings.probe else None
+            self.verdict = self._probe(unresolved, propagated) if self.settings.probe else None
             if self.verdict is not None:
                 self.method = self.verdict.method
             elif self.settings.probe:
@@ -806,21 +764,6 @@ class _Window:
                 result[p] = np.zeros((0, 0, 3), np.float32)
         return result, rows_of
 
-    def _measure(self, unresolved: dict[int, np.ndarray], propagated: Propagated | None) -> Verdict | None:
-        """The verdict for this window's unresolved pixels: an earlier window's where it :meth:`Measured.fits`
-        (:attr:`reused`), else this window's own probes' (:meth:`_probe`); :attr:`measured` is updated."""
-        box = self._unresolved_box(unresolved)
-        locked_off = propagated is not None and propagated.locked_off
-        earlier = self.measured
-        if earlier is not None and earlier.fits(box, locked_off):
-            self.measured = dataclasses.replace(earlier, reused=earlier.reused + 1)
-            self.reused = True
-            return earlier.verdict
-        verdict = self._probe(unresolved, propagated)
-        window = (self.window.start, self.window.end - 1)
-        self.measured = None if verdict is None else Measured(box, locked_off, verdict, window)
-        return verdict
-
     def _probe(self, unresolved: dict[int, np.ndarray], propagated: Propagated | None) -> Verdict | None:
         """Cut the unresolved pixels' shape into pixels beside them that no frame's matte touches, fill
         it with each candidate (the network, Telea, their mean, a shift-map copy of the plate, and the
@@ -975,7 +918,12 @@ class _Window:
         if propagated is not None and propagated.locked_off and len(rows) > 2:
             still = np.median(np.stack([rows[p] for p in sorted(rows)]), axis=0).astype(np.float32)
         out = {}
+        # a locked-off window's texture is its still plate's outside the union, the same for every frame
+        fine = probe.fine_of(self._encode(still), union) if texture and still is not None else None
         for p in order:
+            if fine is not None:
+                out[p] = (probe.copy_fine(fine, holes[p], offsets), crop)
+                continue
             source = rows[p] if still is None else np.where(union[..., None], rows[p], still)
             if texture:
                 out[p] = (probe.copy_texture(self._encode(source), holes[p], offsets, union), crop)
@@ -1331,11 +1279,9 @@ def render_windows(
     run_windows = tracked_windows = 0
     hole_pixels = revealed_pixels = referenced_pixels = 0
     verdicts: list[Verdict] = []
-    reused = 0  # of them, taken from an earlier window's probes
     # each frame pair's motion is measured once for the render, kept while a later window reads it
     motion = MotionCache()
     later_starts = [span(w, n, propagation, references)[0] for w in windows]
-    measured: Measured | None = None  # the last probes' verdict, for the next windows over the same place
 
     def alpha_info(position: int) -> tuple[Box | None, np.ndarray | None]:
         if position not in alphas:
@@ -1361,25 +1307,10 @@ def render_windows(
             device=device,
             references=references,
             motion=motion,
-            measured=measured,
         )
         fills = work.run()
-        measured = work.measured
         motion.forget_before(min(later_starts[k + 1 :], default=n))
-        if work.verdict is not None and work.reused:
-            verdicts.append(work.verdict)
-            reused += 1
-            assert work.measured is not None
-            log.info(
-                "window %d-%d: what no frame shows lies over the same place as in window %d-%d: filled by %s "
-                "as measured there, expected error %.2f (0-255 of the working range)",
-                window.start,
-                window.end - 1,
-                *work.measured.window,
-                work.verdict.method,
-                work.verdict.expected,
-            )
-        elif work.verdict is not None:
+        if work.verdict is not None:
             verdicts.append(work.verdict)
             log.info(
                 "window %d-%d: what no frame shows, measured on %d probe hole(s) of its shape%s: %s; "
@@ -1462,10 +1393,9 @@ def render_windows(
         chosen = sorted({v.method for v in verdicts})
         log.info(
             "synthesis: expected error %.2f (0-255 of the working range) on what no frame shows, measured on "
-            "probe holes in %d window(s)%s; filled by %s",
+            "probe holes in %d window(s); filled by %s",
             sum(v.expected for v in verdicts) / len(verdicts),
-            len(verdicts) - reused,
-            f" and taken from there by {reused} more over the same place" if reused else "",
+            len(verdicts),
             " and ".join(chosen),
         )
     if tracking and run_windows:

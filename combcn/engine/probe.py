@@ -470,10 +470,23 @@ def copy_texture(
     of 37-71 % of their hole pixels). The texture is taken from the known pixels alone (``exclude``,
     bool[h, w], default ``hole``, is left out of the blur it is measured against): what the matte
     covers, or the black of an emptied hole, must not put its edge into the sources beside it."""
-    known = (~(hole if exclude is None else exclude)).astype(np.float32)
+    return copy_fine(fine_of(values, hole if exclude is None else exclude), hole, offsets)
+
+
+def fine_of(values: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+    """The texture :func:`copy_texture` copies: ``values``'s part above :data:`TEXTURE_SIGMA`, measured
+    against a blur of the pixels outside ``exclude`` alone, 0 at ``exclude`` (ndarray[h, w, 3] float32).
+    It depends on ``values`` outside ``exclude`` alone."""
+    known = (~exclude).astype(np.float32)
     weight = np.maximum(cv2.GaussianBlur(known, (0, 0), TEXTURE_SIGMA), 1e-6)
     low = cv2.GaussianBlur(values * known[..., None], (0, 0), TEXTURE_SIGMA) / weight[..., None]
-    fine = ((values - low) * known[..., None]).astype(np.float32)
+    fine: np.ndarray = ((values - low) * known[..., None]).astype(np.float32)
+    return fine
+
+
+def copy_fine(fine: np.ndarray, hole: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``fine`` (:func:`fine_of`) copied into ``hole`` along ``offsets``; 0 where a hole pixel has no
+    known source (ndarray[h, w, 3] float32)."""
     out, missing = apply_offsets(fine, hole, offsets)
     out[missing] = 0.0
     return out

@@ -219,6 +219,27 @@ class TestPatch:
 
 
 class TestTexture:
+    def test_the_copied_texture_ignores_what_the_excluded_pixels_hold(self) -> None:
+        # a locked-off window's frames differ only inside the union of their holes, so the texture of
+        # its still plate is measured once for all of them (core's _patch): that needs fine_of to read
+        # nothing inside ``exclude``, and copy_texture to be fine_of copied along the offsets
+        rng = np.random.default_rng(9)
+        values = _texture(64, 128)
+        exclude = np.zeros((64, 128), bool)
+        exclude[16:48, 40:80] = True
+        other = values.copy()
+        other[exclude] = rng.random((int(exclude.sum()), 3)).astype(np.float32)
+        fine = probe.fine_of(values, exclude)
+        assert np.array_equal(fine, probe.fine_of(other, exclude))
+        assert not fine[exclude].any() and fine[~exclude].std() > 0.005
+        hole = np.zeros_like(exclude)
+        hole[20:44, 44:76] = True
+        offsets = np.zeros((64, 128, 2), np.int32)
+        offsets[..., 1] = 48  # from 48 columns to the right, outside the excluded pixels
+        copied = probe.copy_fine(fine, hole, offsets)
+        assert np.array_equal(copied, probe.copy_texture(other, hole, offsets, exclude))
+        assert np.array_equal(copied[hole], np.roll(fine, -48, axis=1)[hole])
+
     def test_level_from_the_smooth_fill_detail_from_the_copy(self) -> None:
         hole = np.zeros((64, 128), bool)
         hole[16:48, 16:48] = True
