@@ -1125,12 +1125,15 @@ def _soften_seams(
     weight = np.ones(plate.shape[:2], np.float32)
     weight[inner][synthesised] = 0.0
 
-    def detail(image: np.ndarray, where: np.ndarray) -> float:
+    def laplacian(image: np.ndarray) -> np.ndarray:
+        """|Laplacian| of the luma over ``box``."""
         luma = image @ np.array([0.2126, 0.7152, 0.0722], np.float32)
-        return float(np.abs(cv2.Laplacian(luma, cv2.CV_32F, ksize=1))[inner][where].mean())
+        out: np.ndarray = np.abs(cv2.Laplacian(luma, cv2.CV_32F, ksize=1))[inner]
+        return out
 
-    bound = SEAM_EXCESS * detail(frame, inside)
-    if detail(frame, seam & clear) <= bound:
+    lap = laplacian(frame)
+    bound = SEAM_EXCESS * float(lap[inside].mean())
+    if float(lap[seam & clear].mean()) <= bound:
         return fill
     out = fill.copy()
     for sigma in SEAM_SIGMAS:
@@ -1139,7 +1142,7 @@ def _soften_seams(
         out[seam] = smooth[inner][seam]
         softer = frame.copy()
         softer[inner][seam] = out[seam]
-        if detail(softer, seam & clear) <= bound:
+        if float(laplacian(softer)[seam & clear].mean()) <= bound:
             break
     return out
 

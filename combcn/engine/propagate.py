@@ -1071,7 +1071,8 @@ class _Pixels:
         colours (ndarray[P, 3] float32): the traced points' colours in the target's proxy (when given).
         cell_grid: the size ``(gh, gw)`` of the grid of ``SPREAD_CELL`` cells over the proxy box.
         cells (ndarray[P] int): the flat index in that grid of each traced point's cell.
-        cx, cy (ndarray[N] float32): the pixels' positions on that grid (what :func:`_at` samples).
+        cx, cy (ndarray[N] float32): the pixels' positions on that grid (where the cells of
+            :func:`_smooth` and :func:`_ring_cells` are sampled).
         coordinates (ndarray[N, 6] float32): ``px``, ``py``, ``cx``, ``cy``, ``gx``, ``gy`` side by side.
     """
 
@@ -1514,11 +1515,6 @@ def _ring_cells(
     return out
 
 
-def _at(cells: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """A :func:`_smooth` grid sampled at points of the grid it covers: ndarray[N, C]."""
-    return _sample(cells, (px + 0.5) / SPREAD_CELL - 0.5, (py + 0.5) / SPREAD_CELL - 0.5)
-
-
 def _disagreement(forward: _Candidate, backward: _Candidate) -> np.ndarray:
     """Per pixel, how far the forward and backward sources differ, relative to their level (inf where
     one is missing)."""
@@ -1793,7 +1789,7 @@ def _misfits(
         cells = _smooth(
             np.stack(left[j : j + 4], -1), ry - oy, rx - ox, (bh, bw), np.stack(seen[j : j + 4], -1)
         )
-        misfit[:, j : j + 4] = _at(cells, pixels.px, pixels.py)
+        misfit[:, j : j + 4] = _sample(cells, pixels.cx, pixels.cy)
     misfit[:, [not s.any() for s in seen]] = np.inf
     return np.stack(gains), misfit
 
